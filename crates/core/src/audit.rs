@@ -1,0 +1,177 @@
+//! Audit records: who did what to which target, with what outcome. Never a value.
+
+use crate::model::{Actor, Millis};
+
+/// What happened. The string forms are stable: they are stored and filtered on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    WorkspaceCreate,
+    AgentCreate,
+    AgentUpdate,
+    AgentDelete,
+    SecretCreate,
+    SecretUpdate,
+    SecretDelete,
+    SecretAccessSet,
+    SecretReveal,
+    SecretRead,
+    ApiKeyCreate,
+    ApiKeyRevoke,
+    RootKeyRotate,
+}
+
+impl Action {
+    pub const ALL: [Action; 13] = [
+        Action::WorkspaceCreate,
+        Action::AgentCreate,
+        Action::AgentUpdate,
+        Action::AgentDelete,
+        Action::SecretCreate,
+        Action::SecretUpdate,
+        Action::SecretDelete,
+        Action::SecretAccessSet,
+        Action::SecretReveal,
+        Action::SecretRead,
+        Action::ApiKeyCreate,
+        Action::ApiKeyRevoke,
+        Action::RootKeyRotate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::WorkspaceCreate => "workspace.create",
+            Action::AgentCreate => "agent.create",
+            Action::AgentUpdate => "agent.update",
+            Action::AgentDelete => "agent.delete",
+            Action::SecretCreate => "secret.create",
+            Action::SecretUpdate => "secret.update",
+            Action::SecretDelete => "secret.delete",
+            Action::SecretAccessSet => "secret.access.set",
+            Action::SecretReveal => "secret.reveal",
+            Action::SecretRead => "secret.read",
+            Action::ApiKeyCreate => "api_key.create",
+            Action::ApiKeyRevoke => "api_key.revoke",
+            Action::RootKeyRotate => "root_key.rotate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// How it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The action was carried out.
+    Success,
+    /// The caller was not allowed (e.g. `missing_access`).
+    Denied,
+    /// The target did not exist (e.g. `secret_not_found`).
+    NotFound,
+    /// The request was malformed (e.g. a bad secret name).
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::NotFound => "not_found",
+            Outcome::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Success, Outcome::Denied, Outcome::NotFound, Outcome::Invalid]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One audit record as written. `detail` is a short machine-readable note (an error code, a
+/// version number, a list of agent ids) and is never derived from a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Millis,
+    pub workspace_id: String,
+    pub actor: Actor,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub secret_name: Option<String>,
+    pub agent_id: Option<String>,
+    pub target_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(at: Millis, workspace_id: &str, actor: Actor, action: Action, outcome: Outcome) -> Self {
+        AuditEvent {
+            at,
+            workspace_id: workspace_id.to_owned(),
+            actor,
+            action,
+            outcome,
+            secret_name: None,
+            agent_id: None,
+            target_id: None,
+            detail: None,
+        }
+    }
+
+    pub fn secret(mut self, name: &str) -> Self {
+        self.secret_name = Some(name.to_owned());
+        self
+    }
+
+    pub fn agent(mut self, agent_id: &str) -> Self {
+        self.agent_id = Some(agent_id.to_owned());
+        self
+    }
+
+    pub fn target(mut self, id: &str) -> Self {
+        self.target_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// A stored audit record, with its position in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub event: AuditEvent,
+}
+
+/// Filters of an audit query; all optional, combined with AND.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub action: Option<Action>,
+    pub secret_name: Option<String>,
+    pub agent_id: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// Only records older than this position (the cursor).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::parse("secret.steal"), None);
+        assert_eq!(Outcome::parse("denied"), Some(Outcome::Denied));
+    }
+}

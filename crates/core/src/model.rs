@@ -1,0 +1,241 @@
+//! Domain records and the permission rules that apply to them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::value::SecretKind;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+pub const WORKSPACE_PREFIX: &str = "ws_";
+pub const AGENT_PREFIX: &str = "agt_";
+pub const SECRET_PREFIX: &str = "sec_";
+pub const API_KEY_PREFIX: &str = "key_";
+pub const ADMIN_TOKEN_PREFIX: &str = "adm_";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Everything about a secret except its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: SecretKind,
+    /// Key names of a key/value secret's current version.
+    pub keys: Option<Vec<String>>,
+    pub version: u32,
+    /// Agents allowed to read it, sorted.
+    pub agents: Vec<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretVersionMeta {
+    pub version: u32,
+    pub kind: SecretKind,
+    pub keys: Option<Vec<String>>,
+    pub created_at: Millis,
+    pub created_by: String,
+}
+
+/// A sealed secret version as stored: the value encrypted under a data key, and the data key
+/// wrapped by a root key. Both byte strings are `nonce || ciphertext || tag`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub root_key_id: String,
+    pub wrapped_dek: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealed")
+            .field("root_key_id", &self.root_key_id)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The binding that a sealed value is tied to; moving a ciphertext elsewhere fails to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding<'a> {
+    pub workspace_id: &'a str,
+    pub secret_id: &'a str,
+    pub version: u32,
+}
+
+/// Which agents an API key may act for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyScope {
+    All,
+    Agents(BTreeSet<String>),
+}
+
+impl KeyScope {
+    pub fn covers(&self, agent_id: &str) -> bool {
+        match self {
+            KeyScope::All => true,
+            KeyScope::Agents(set) => set.contains(agent_id),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyMeta {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    /// The first characters of the token, to recognise it in a list.
+    pub prefix: String,
+    pub scope: KeyScope,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+    pub created_by: String,
+}
+
+impl ApiKeyMeta {
+    pub fn is_usable(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// An admin token (the bootstrap token). Stored only as a hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// Who is making a request, once the credential has been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// An admin token: manages every workspace.
+    Admin { token_id: String },
+    /// An API key: reads secrets for the agents in its scope, within its workspace.
+    ApiKey { key_id: String, workspace_id: String, scope: KeyScope },
+}
+
+impl Principal {
+    /// The actor recorded in the audit log.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Admin { token_id } => Actor::AdminToken(token_id.clone()),
+            Principal::ApiKey { key_id, .. } => Actor::ApiKey(key_id.clone()),
+        }
+    }
+
+    /// Management of a workspace (agents, secrets, access, API keys, audit) needs an admin.
+    pub fn require_admin(&self) -> Result<()> {
+        match self {
+            Principal::Admin { .. } => Ok(()),
+            Principal::ApiKey { .. } => Err(Error::forbidden(
+                "API keys can only read secrets for the agents in their scope; managing a workspace needs an admin credential",
+            )),
+        }
+    }
+
+    /// Whether this principal may see that a workspace exists.
+    pub fn sees_workspace(&self, workspace_id: &str) -> bool {
+        match self {
+            Principal::Admin { .. } => true,
+            Principal::ApiKey { workspace_id: ws, .. } => ws == workspace_id,
+        }
+    }
+}
+
+/// The actor of an audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    AdminToken(String),
+    ApiKey(String),
+    System,
+}
+
+impl Actor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::AdminToken(_) => "admin_token",
+            Actor::ApiKey(_) => "api_key",
+            Actor::System => "system",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Actor::AdminToken(id) | Actor::ApiKey(id) => id,
+            Actor::System => "system",
+        }
+    }
+
+    pub fn from_parts(kind: &str, id: String) -> Actor {
+        match kind {
+            "admin_token" => Actor::AdminToken(id),
+            "api_key" => Actor::ApiKey(id),
+            _ => Actor::System,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_scope_and_expiry() {
+        let scope = KeyScope::Agents(["agt_a".to_string()].into());
+        assert!(scope.covers("agt_a"));
+        assert!(!scope.covers("agt_b"));
+        assert!(KeyScope::All.covers("agt_b"));
+        let mut key = ApiKeyMeta {
+            id: "key_1".into(),
+            workspace_id: "ws_1".into(),
+            name: "ci".into(),
+            prefix: "avk_x".into(),
+            scope,
+            created_at: 0,
+            expires_at: Some(100),
+            revoked_at: None,
+            last_used_at: None,
+            created_by: "adm_1".into(),
+        };
+        assert!(key.is_usable(99));
+        assert!(!key.is_usable(100));
+        key.expires_at = None;
+        assert!(key.is_usable(i64::MAX));
+        key.revoked_at = Some(5);
+        assert!(!key.is_usable(6));
+    }
+
+    #[test]
+    fn api_keys_cannot_manage() {
+        let p = Principal::ApiKey { key_id: "key_1".into(), workspace_id: "ws_1".into(), scope: KeyScope::All };
+        assert_eq!(p.require_admin().unwrap_err().code, "forbidden");
+        assert!(p.sees_workspace("ws_1"));
+        assert!(!p.sees_workspace("ws_2"));
+        assert!(Principal::Admin { token_id: "adm_1".into() }.require_admin().is_ok());
+    }
+}

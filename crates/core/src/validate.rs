@@ -1,0 +1,151 @@
+//! The validation rules of DESIGN.md §4. Each check returns an [`Error`] naming the field and
+//! saying what a valid input looks like.
+
+use crate::error::{Error, Result};
+
+pub const SECRET_NAME_MAX: usize = 64;
+pub const DESCRIPTION_MAX_CHARS: usize = 1_000;
+pub const DISPLAY_NAME_MAX_CHARS: usize = 100;
+pub const KV_PAIRS_MAX: usize = 100;
+pub const KV_KEY_MAX: usize = 128;
+/// The largest encoded value (the JSON encoding of the value), in bytes.
+pub const VALUE_MAX_BYTES: usize = 65_536;
+
+/// A secret name: 1–64 characters of `[a-z0-9_]`, starting with a letter.
+pub fn secret_name(name: &str) -> Result<()> {
+    secret_name_rule(name).map_err(|why| Error::invalid("name", why))
+}
+
+/// The reason a secret name is malformed, or `Ok`.
+pub fn secret_name_rule(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("secret name is empty; use lowercase letters, digits and underscores, e.g. stripe_api_key".into());
+    }
+    if name.len() > SECRET_NAME_MAX {
+        return Err(format!(
+            "secret name is {} characters long; the limit is {SECRET_NAME_MAX}",
+            name.chars().count()
+        ));
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return Err("secret name must start with a lowercase letter (a-z), e.g. stripe_api_key".into());
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+        return Err(format!(
+            "secret name may only contain lowercase letters, digits and underscores; found {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// An optional description: at most 1,000 characters.
+pub fn description(text: &str) -> Result<()> {
+    let n = text.chars().count();
+    if n > DESCRIPTION_MAX_CHARS {
+        return Err(Error::invalid(
+            "description",
+            format!("description is {n} characters long; the limit is {DESCRIPTION_MAX_CHARS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A display name (agents, API keys, workspaces): 1–100 characters, not blank, no control
+/// characters. Returns the name trimmed of surrounding whitespace.
+pub fn display_name(field: &'static str, name: &str) -> Result<String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, format!("{field} must not be empty")));
+    }
+    let n = trimmed.chars().count();
+    if n > DISPLAY_NAME_MAX_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("{field} is {n} characters long; the limit is {DISPLAY_NAME_MAX_CHARS}"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::invalid(field, format!("{field} must not contain control characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A key of a key/value secret: 1–128 characters of `[A-Za-z0-9_.-]`.
+pub fn kv_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > KV_KEY_MAX {
+        return Err(Error::invalid(
+            "value",
+            format!("key/value keys must be 1 to {KV_KEY_MAX} characters long"),
+        ));
+    }
+    if let Some(bad) = key.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(Error::invalid(
+            "value",
+            format!("key '{}' may only contain letters, digits, '_', '.' and '-'; found {bad:?}", key.escape_default()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `id` looks like an id with the given prefix (`agt_`, `sec_`, ...). Used to give
+/// a precise error for a malformed id instead of a generic "not found".
+pub fn id_with_prefix(field: &'static str, prefix: &str, id: &str) -> Result<()> {
+    let ok = id.len() > prefix.len()
+        && id.len() <= 64
+        && id.starts_with(prefix)
+        && id[prefix.len()..].bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("'{}' is not a valid id; ids look like {prefix}…", id.escape_default())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_follow_the_rule() {
+        for ok in ["a", "stripe_api_key", "booking_service_oauth", "k8s_token_2", &"a".repeat(64)] {
+            assert!(secret_name(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in ["", "Stripe", "1abc", "_abc", "has-dash", "has space", "ümlaut", &"a".repeat(65), "a.b"] {
+            let err = secret_name(bad).unwrap_err();
+            assert_eq!(err.code, "invalid_input", "{bad}");
+            assert_eq!(err.field.as_deref(), Some("name"));
+        }
+    }
+
+    #[test]
+    fn description_limit_counts_characters() {
+        assert!(description(&"é".repeat(1000)).is_ok());
+        assert!(description(&"e".repeat(1001)).is_err());
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(display_name("name", "  Support bot ").unwrap(), "Support bot");
+        assert!(display_name("name", "   ").is_err());
+        assert!(display_name("name", "a\u{0}b").is_err());
+        assert!(display_name("name", &"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn kv_keys_follow_the_rule() {
+        for ok in ["client_id", "Client.Secret-2", &"k".repeat(128)] {
+            assert!(kv_key(ok).is_ok());
+        }
+        for bad in ["", "has space", "slash/y", &"k".repeat(129)] {
+            assert!(kv_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_need_their_prefix() {
+        assert!(id_with_prefix("agent", "agt_", "agt_abc123").is_ok());
+        assert!(id_with_prefix("agent", "agt_", "sec_abc123").is_err());
+        assert!(id_with_prefix("agent", "agt_", "agt_").is_err());
+        assert!(id_with_prefix("agent", "agt_", "agt_../x").is_err());
+    }
+}
