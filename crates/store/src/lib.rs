@@ -1,1 +1,130 @@
+//! Storage for agentvault: the [`Store`] trait, shaped by what the server does, and its
+//! backends. Callers never see SQL.
 
+use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
+use agentvault_core::model::{
+    AdminToken, Agent, ApiKeyMeta, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace,
+};
+use agentvault_core::{Result, SecretKind};
+use async_trait::async_trait;
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A secret's metadata with the sealed bytes of its current version: what the in-memory read
+/// model holds.
+#[derive(Clone, Debug)]
+pub struct SecretRecord {
+    pub meta: SecretMeta,
+    pub sealed: Sealed,
+}
+
+/// A new version of a secret's value, sealed by the caller.
+#[derive(Clone, Debug)]
+pub struct NewVersion<'a> {
+    pub kind: SecretKind,
+    pub keys: Option<&'a [String]>,
+    pub sealed: &'a Sealed,
+}
+
+/// A change to a secret: any of a new description and a new value.
+#[derive(Clone, Debug)]
+pub struct SecretChange<'a> {
+    pub secret_id: &'a str,
+    /// The version the caller based its change on; if the secret has moved on, the store
+    /// refuses with a conflict instead of losing an update.
+    pub expected_version: u32,
+    pub description: Option<&'a str>,
+    pub value: Option<NewVersion<'a>>,
+    pub now: Millis,
+    pub actor_id: &'a str,
+}
+
+/// One sealed version, for root key rotation.
+#[derive(Clone, Debug)]
+pub struct SealedVersion {
+    pub workspace_id: String,
+    pub secret_id: String,
+    pub version: u32,
+    pub sealed: Sealed,
+}
+
+/// The storage of agentvault. Every mutation takes the audit record describing it and writes
+/// both in one transaction: a change is never stored without its audit record, nor the reverse.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    // --- workspaces and the bootstrap -------------------------------------------------------
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>>;
+    /// Creates a workspace; 409 `workspace_exists` if the name is taken.
+    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()>;
+    async fn has_admin_tokens(&self) -> Result<bool>;
+    async fn create_admin_token(&self, token: &AdminToken, token_hash: &[u8]) -> Result<()>;
+    /// All admin tokens with their hashes (the read model holds them).
+    async fn load_admin_tokens(&self) -> Result<Vec<(AdminToken, Vec<u8>)>>;
+
+    // --- agents -----------------------------------------------------------------------------
+
+    async fn list_agents(&self, workspace_id: &str) -> Result<Vec<Agent>>;
+    async fn load_all_agents(&self) -> Result<Vec<Agent>>;
+    async fn get_agent(&self, workspace_id: &str, agent_id: &str) -> Result<Option<Agent>>;
+    /// 409 `agent_exists` if the workspace has an agent of that name.
+    async fn create_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()>;
+    /// Stores the new name/description; 404 if gone, 409 on a duplicate name.
+    async fn update_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()>;
+    /// Deletes the agent and its grants and API key scopes; 404 if gone.
+    async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()>;
+
+    // --- secrets ----------------------------------------------------------------------------
+
+    async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>>;
+    async fn get_secret(&self, workspace_id: &str, name: &str) -> Result<Option<SecretMeta>>;
+    /// Creates a secret at version 1 with its access list. 409 `secret_exists` on a duplicate
+    /// name; 422 `unknown_agent` if an agent is not in the workspace (nothing is stored).
+    async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()>;
+    /// Applies a change; returns the new metadata.
+    async fn update_secret(&self, workspace_id: &str, change: &SecretChange<'_>, audit: &AuditEvent) -> Result<SecretMeta>;
+    /// Replaces the access list; 422 `unknown_agent` as for create. Returns the new metadata.
+    async fn set_secret_access(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        agents: &[String],
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<SecretMeta>;
+    /// Deletes the secret, its versions (and so their key material) and grants.
+    async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()>;
+    async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>>;
+    /// Every secret with its current sealed version, for the read model.
+    async fn load_current_secrets(&self) -> Result<Vec<SecretRecord>>;
+
+    // --- API keys ---------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> Result<()>;
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyMeta>>;
+    /// Marks the key revoked; returns it. 404 if unknown; revoking twice is a no-op.
+    async fn revoke_api_key(&self, workspace_id: &str, key_id: &str, now: Millis, audit: &AuditEvent) -> Result<ApiKeyMeta>;
+    /// All API keys with their hashes, for the read model.
+    async fn load_api_keys(&self) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>>;
+    /// Records when keys were last used (flushed in batches, off the request path).
+    async fn record_api_key_use(&self, uses: &[(String, Millis)]) -> Result<()>;
+
+    // --- audit ------------------------------------------------------------------------------
+
+    /// Appends records in one transaction (the group commit of the audit writer).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Newest first.
+    async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // --- root key rotation ------------------------------------------------------------------
+
+    async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>>;
+    /// Stores re-wrapped data keys (the value ciphertexts are unchanged), in one transaction.
+    async fn replace_wrapped_keys(&self, rewrapped: &[SealedVersion], audit: &[AuditEvent]) -> Result<()>;
+}

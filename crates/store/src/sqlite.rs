@@ -1,0 +1,875 @@
+//! The SQLite backend: one file in WAL mode. Mutations go through a single writer connection
+//! with `synchronous=FULL` (an acknowledged change survives a crash of the process and of the
+//! machine); audit appends go through their own connection with `synchronous=NORMAL`, which
+//! survives a crash of the process and keeps group commits cheap; queries use a small pool of
+//! reader connections, which WAL lets run beside the writers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
+use agentvault_core::model::{
+    Actor, AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace,
+};
+use agentvault_core::{Error, Result, SecretKind};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::{SealedVersion, SecretChange, SecretRecord, Store};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// Columns of one audit row; SQLite allows 32,766 bound variables per statement.
+const AUDIT_COLUMNS: usize = 10;
+const AUDIT_ROWS_PER_STATEMENT: usize = 1_000;
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    audit: SqlitePool,
+    read: SqlitePool,
+}
+
+fn db_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            Error::unavailable("the database is busy or closed; try again shortly")
+        }
+        _ => Error::internal(format!("sqlite: {e}")),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let connect = |sync: SqliteSynchronous, max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(base.clone().synchronous(sync))
+        };
+        let write = connect(SqliteSynchronous::Full, 1).await.map_err(|e| {
+            Error::unavailable(format!("cannot open the database {}: {e}", path.display()))
+        })?;
+        let store = SqliteStore {
+            audit: connect(SqliteSynchronous::Normal, 1).await.map_err(db_err)?,
+            read: connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?,
+            write,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db_err)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now') * 1000)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        if let Some(newest) = applied.iter().max().filter(|v| **v > MIGRATIONS.len() as i64) {
+            return Err(Error::unavailable(format!(
+                "the database has schema version {newest}, newer than this agentvault knows; run a newer agentvault"
+            )));
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.audit.close().await;
+        self.write.close().await;
+    }
+}
+
+// --- row mapping --------------------------------------------------------------------------------
+
+fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(row: &'r SqliteRow, col: &str) -> Result<T> {
+    row.try_get(col).map_err(db_err)
+}
+
+fn agent_from(row: &SqliteRow) -> Result<Agent> {
+    Ok(Agent {
+        id: get(row, "id")?,
+        workspace_id: get(row, "workspace_id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn kind_from(row: &SqliteRow) -> Result<SecretKind> {
+    let kind: String = get(row, "kind")?;
+    SecretKind::parse(&kind).ok_or_else(|| Error::internal(format!("unknown secret kind {kind:?} in the database")))
+}
+
+fn keys_from(row: &SqliteRow) -> Result<Option<Vec<String>>> {
+    let keys: Option<String> = get(row, "keys")?;
+    keys.map(|k| serde_json::from_str(&k).map_err(|e| Error::internal(format!("bad key list: {e}"))))
+        .transpose()
+}
+
+fn keys_json(keys: Option<&[String]>) -> Option<String> {
+    keys.map(|k| serde_json::Value::from(k.to_vec()).to_string())
+}
+
+fn version_from(row: &SqliteRow, col: &str) -> Result<u32> {
+    let v: i64 = get(row, col)?;
+    u32::try_from(v).map_err(|_| Error::internal("secret version out of range"))
+}
+
+/// Secret metadata from a row of `SECRET_META_SELECT`; `agents` filled in by the caller.
+fn secret_meta_from(row: &SqliteRow) -> Result<SecretMeta> {
+    Ok(SecretMeta {
+        id: get(row, "id")?,
+        workspace_id: get(row, "workspace_id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        kind: kind_from(row)?,
+        keys: keys_from(row)?,
+        version: version_from(row, "current_version")?,
+        agents: Vec::new(),
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn sealed_from(row: &SqliteRow) -> Result<Sealed> {
+    Ok(Sealed { root_key_id: get(row, "root_key_id")?, wrapped_dek: get(row, "wrapped_dek")?, ciphertext: get(row, "ciphertext")? })
+}
+
+const SECRET_META_SELECT: &str = "SELECT s.id, s.workspace_id, s.name, s.description, s.current_version, \
+     s.created_at, s.updated_at, v.kind, v.keys, v.root_key_id, v.wrapped_dek, v.ciphertext \
+     FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version";
+
+fn api_key_from(row: &SqliteRow, agents: Option<BTreeSet<String>>) -> Result<ApiKeyMeta> {
+    let all: bool = get(row, "all_agents")?;
+    Ok(ApiKeyMeta {
+        id: get(row, "id")?,
+        workspace_id: get(row, "workspace_id")?,
+        name: get(row, "name")?,
+        prefix: get(row, "prefix")?,
+        scope: if all { KeyScope::All } else { KeyScope::Agents(agents.unwrap_or_default()) },
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        last_used_at: get(row, "last_used_at")?,
+        created_by: get(row, "created_by")?,
+    })
+}
+
+// --- helpers that run inside a transaction ------------------------------------------------------
+
+async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
+    debug_assert!(AUDIT_ROWS_PER_STATEMENT * AUDIT_COLUMNS < 32_766);
+    for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO audit_log (at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.at)
+                .push_bind(e.workspace_id.as_str())
+                .push_bind(e.actor.kind())
+                .push_bind(e.actor.id().to_owned())
+                .push_bind(e.action.as_str())
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.secret_name.as_deref())
+                .push_bind(e.agent_id.as_deref())
+                .push_bind(e.target_id.as_deref())
+                .push_bind(e.detail.as_deref());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Fails with 422 `unknown_agent` unless every agent belongs to the workspace.
+async fn check_agents(conn: &mut SqliteConnection, workspace_id: &str, agents: &[String]) -> Result<()> {
+    for agent in agents {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM agents WHERE id = ? AND workspace_id = ?")
+            .bind(agent)
+            .bind(workspace_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        if found.is_none() {
+            return Err(Error::unprocessable(
+                "unknown_agent",
+                format!("agent {agent} does not exist in this workspace; nothing was changed"),
+            )
+            .with_field("agents"));
+        }
+    }
+    Ok(())
+}
+
+async fn replace_access(conn: &mut SqliteConnection, secret_id: &str, agents: &[String], now: Millis) -> Result<()> {
+    sqlx::query("DELETE FROM secret_access WHERE secret_id = ?").bind(secret_id).execute(&mut *conn).await.map_err(db_err)?;
+    for agent in agents {
+        sqlx::query("INSERT OR IGNORE INTO secret_access (secret_id, agent_id, granted_at) VALUES (?, ?, ?)")
+            .bind(secret_id)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn access_of(conn: &mut SqliteConnection, secret_id: &str) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT agent_id FROM secret_access WHERE secret_id = ? ORDER BY agent_id")
+        .bind(secret_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+async fn secret_meta_by(conn: &mut SqliteConnection, workspace_id: &str, clause: &'static str, key: &str) -> Result<Option<SecretMeta>> {
+    let sql = match clause {
+        "name" => format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? AND s.name = ?"),
+        _ => format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? AND s.id = ?"),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(workspace_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let mut meta = secret_meta_from(&row)?;
+    meta.agents = access_of(conn, &meta.id).await?;
+    Ok(Some(meta))
+}
+
+fn secret_gone() -> Error {
+    Error::not_found("secret_not_found", "the secret no longer exists")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err).map(|_| ())
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok(Workspace { id: get(r, "id")?, name: get(r, "name")?, created_at: get(r, "created_at")? }))
+            .collect()
+    }
+
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| Ok(Workspace { id: get(&r, "id")?, name: get(&r, "name")?, created_at: get(&r, "created_at")? }))
+            .transpose()
+    }
+
+    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&ws.id)
+            .bind(&ws.name)
+            .bind(ws.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict("workspace_exists", format!("a workspace named '{}' already exists", ws.name)).with_field("name")
+                } else {
+                    db_err(e)
+                }
+            })?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn has_admin_tokens(&self) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens").fetch_one(&self.read).await.map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    async fn create_admin_token(&self, token: &AdminToken, token_hash: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO admin_tokens (id, name, token_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(token_hash)
+            .bind(token.created_at)
+            .bind(token.revoked_at)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
+    async fn load_admin_tokens(&self) -> Result<Vec<(AdminToken, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT id, name, token_hash, created_at, revoked_at FROM admin_tokens")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    AdminToken { id: get(r, "id")?, name: get(r, "name")?, created_at: get(r, "created_at")?, revoked_at: get(r, "revoked_at")? },
+                    get(r, "token_hash")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn list_agents(&self, workspace_id: &str) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE workspace_id = ? ORDER BY name, id")
+            .bind(workspace_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(agent_from).collect()
+    }
+
+    async fn load_all_agents(&self) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents").fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(agent_from).collect()
+    }
+
+    async fn get_agent(&self, workspace_id: &str, agent_id: &str) -> Result<Option<Agent>> {
+        let row = sqlx::query("SELECT * FROM agents WHERE workspace_id = ? AND id = ?")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(agent_from).transpose()
+    }
+
+    async fn create_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query("INSERT INTO agents (id, workspace_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&agent.id)
+            .bind(&agent.workspace_id)
+            .bind(&agent.name)
+            .bind(&agent.description)
+            .bind(agent.created_at)
+            .bind(agent.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| duplicate_agent(e, &agent.name))?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn update_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("UPDATE agents SET name = ?, description = ?, updated_at = ? WHERE id = ? AND workspace_id = ?")
+            .bind(&agent.name)
+            .bind(&agent.description)
+            .bind(agent.updated_at)
+            .bind(&agent.id)
+            .bind(&agent.workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| duplicate_agent(e, &agent.name))?;
+        if done.rows_affected() == 0 {
+            return Err(agent_gone());
+        }
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("DELETE FROM agents WHERE id = ? AND workspace_id = ?")
+            .bind(agent_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(agent_gone());
+        }
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let sql = format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? ORDER BY s.name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workspace_id).fetch_all(&mut *conn).await.map_err(db_err)?;
+        let access = sqlx::query(
+            "SELECT a.secret_id, a.agent_id FROM secret_access a JOIN secrets s ON s.id = a.secret_id \
+             WHERE s.workspace_id = ? ORDER BY a.agent_id",
+        )
+        .bind(workspace_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut by_secret: HashMap<String, Vec<String>> = HashMap::new();
+        for r in &access {
+            by_secret.entry(get(r, "secret_id")?).or_default().push(get(r, "agent_id")?);
+        }
+        rows.iter()
+            .map(|r| {
+                let mut meta = secret_meta_from(r)?;
+                meta.agents = by_secret.remove(&meta.id).unwrap_or_default();
+                Ok(meta)
+            })
+            .collect()
+    }
+
+    async fn get_secret(&self, workspace_id: &str, name: &str) -> Result<Option<SecretMeta>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        secret_meta_by(&mut conn, workspace_id, "name", name).await
+    }
+
+    async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        check_agents(&mut tx, &meta.workspace_id, &meta.agents).await?;
+        sqlx::query(
+            "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&meta.id)
+        .bind(&meta.workspace_id)
+        .bind(&meta.name)
+        .bind(&meta.description)
+        .bind(i64::from(meta.version))
+        .bind(meta.created_at)
+        .bind(meta.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict("secret_exists", format!("a secret named '{}' already exists in this workspace", meta.name))
+                    .with_field("name")
+            } else {
+                db_err(e)
+            }
+        })?;
+        insert_version(&mut tx, &meta.id, meta.version, meta.kind, meta.keys.as_deref(), sealed, meta.created_at, audit.actor.id()).await?;
+        replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn update_secret(&self, workspace_id: &str, change: &SecretChange<'_>, audit: &AuditEvent) -> Result<SecretMeta> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT current_version FROM secrets WHERE id = ? AND workspace_id = ?")
+            .bind(change.secret_id)
+            .bind(workspace_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let current = current.ok_or_else(secret_gone)?;
+        if current != i64::from(change.expected_version) {
+            return Err(Error::conflict(
+                "version_conflict",
+                "the secret was changed by someone else meanwhile; reload it and try again",
+            ));
+        }
+        let mut version = change.expected_version;
+        if let Some(v) = &change.value {
+            version += 1;
+            insert_version(&mut tx, change.secret_id, version, v.kind, v.keys, v.sealed, change.now, change.actor_id).await?;
+        }
+        sqlx::query(
+            "UPDATE secrets SET description = COALESCE(?, description), current_version = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(change.description)
+        .bind(i64::from(version))
+        .bind(change.now)
+        .bind(change.secret_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        let meta = secret_meta_by(&mut tx, workspace_id, "id", change.secret_id).await?.ok_or_else(secret_gone)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(meta)
+    }
+
+    async fn set_secret_access(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        agents: &[String],
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<SecretMeta> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        check_agents(&mut tx, workspace_id, agents).await?;
+        let done = sqlx::query("UPDATE secrets SET updated_at = ? WHERE id = ? AND workspace_id = ?")
+            .bind(now)
+            .bind(secret_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(secret_gone());
+        }
+        replace_access(&mut tx, secret_id, agents, now).await?;
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        let meta = secret_meta_by(&mut tx, workspace_id, "id", secret_id).await?.ok_or_else(secret_gone)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(meta)
+    }
+
+    async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        // Versions first, explicitly: their wrapped data keys are the key material.
+        sqlx::query("DELETE FROM secret_versions WHERE secret_id = ? AND secret_id IN (SELECT id FROM secrets WHERE workspace_id = ?)")
+            .bind(secret_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let done = sqlx::query("DELETE FROM secrets WHERE id = ? AND workspace_id = ?")
+            .bind(secret_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(secret_gone());
+        }
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>> {
+        let rows = sqlx::query(
+            "SELECT v.version, v.kind, v.keys, v.created_at, v.created_by FROM secret_versions v \
+             JOIN secrets s ON s.id = v.secret_id WHERE s.workspace_id = ? AND v.secret_id = ? ORDER BY v.version DESC",
+        )
+        .bind(workspace_id)
+        .bind(secret_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SecretVersionMeta {
+                    version: version_from(r, "version")?,
+                    kind: kind_from(r)?,
+                    keys: keys_from(r)?,
+                    created_at: get(r, "created_at")?,
+                    created_by: get(r, "created_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_current_secrets(&self) -> Result<Vec<SecretRecord>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let rows = sqlx::query(SECRET_META_SELECT).fetch_all(&mut *conn).await.map_err(db_err)?;
+        let access = sqlx::query("SELECT secret_id, agent_id FROM secret_access ORDER BY agent_id")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let mut by_secret: HashMap<String, Vec<String>> = HashMap::new();
+        for r in &access {
+            by_secret.entry(get(r, "secret_id")?).or_default().push(get(r, "agent_id")?);
+        }
+        rows.iter()
+            .map(|r| {
+                let mut meta = secret_meta_from(r)?;
+                meta.agents = by_secret.remove(&meta.id).unwrap_or_default();
+                Ok(SecretRecord { meta, sealed: sealed_from(r)? })
+            })
+            .collect()
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let agents: Vec<String> = match &key.scope {
+            KeyScope::All => Vec::new(),
+            KeyScope::Agents(set) => set.iter().cloned().collect(),
+        };
+        check_agents(&mut tx, &key.workspace_id, &agents).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, token_hash, all_agents, created_at, expires_at, revoked_at, last_used_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.workspace_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(token_hash)
+        .bind(matches!(key.scope, KeyScope::All))
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(&key.created_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for agent in &agents {
+            sqlx::query("INSERT INTO api_key_agents (key_id, agent_id) VALUES (?, ?)")
+                .bind(&key.id)
+                .bind(agent)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyMeta>> {
+        let mut keys: Vec<ApiKeyMeta> = self.load_api_keys_where(Some(workspace_id)).await?.into_iter().map(|(k, _)| k).collect();
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, workspace_id: &str, key_id: &str, now: Millis, audit: &AuditEvent) -> Result<ApiKeyMeta> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND workspace_id = ?")
+            .bind(now)
+            .bind(key_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("api_key_not_found", format!("no API key {key_id} exists in this workspace")));
+        }
+        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?").bind(key_id).fetch_one(&mut *tx).await.map_err(db_err)?;
+        let agents: Vec<String> = sqlx::query_scalar("SELECT agent_id FROM api_key_agents WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let key = api_key_from(&row, Some(agents.into_iter().collect()))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(key)
+    }
+
+    async fn load_api_keys(&self) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>> {
+        self.load_api_keys_where(None).await
+    }
+
+    async fn record_api_key_use(&self, uses: &[(String, Millis)]) -> Result<()> {
+        let mut tx = self.audit.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        for (id, at) in uses {
+            sqlx::query("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.audit.acquire().await.map_err(db_err)?;
+        if events.len() <= AUDIT_ROWS_PER_STATEMENT {
+            // One statement is one implicit transaction: no BEGIN/COMMIT round trips.
+            return insert_audit(&mut conn, events).await;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db_err)?;
+        insert_audit(&mut tx, events).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM audit_log WHERE workspace_id = ");
+        qb.push_bind(workspace_id);
+        if let Some(a) = filter.action {
+            qb.push(" AND action = ").push_bind(a.as_str());
+        }
+        if let Some(o) = filter.outcome {
+            qb.push(" AND outcome = ").push_bind(o.as_str());
+        }
+        if let Some(s) = &filter.secret_name {
+            qb.push(" AND secret_name = ").push_bind(s.as_str());
+        }
+        if let Some(a) = &filter.agent_id {
+            qb.push(" AND agent_id = ").push_bind(a.as_str());
+        }
+        if let Some(t) = filter.since {
+            qb.push(" AND at >= ").push_bind(t);
+        }
+        if let Some(t) = filter.until {
+            qb.push(" AND at < ").push_bind(t);
+        }
+        if let Some(seq) = filter.before_seq {
+            qb.push(" AND seq < ").push_bind(seq);
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = qb.build().fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let action: String = get(r, "action")?;
+                let outcome: String = get(r, "outcome")?;
+                let actor_type: String = get(r, "actor_type")?;
+                Ok(AuditRecord {
+                    seq: get(r, "seq")?,
+                    event: AuditEvent {
+                        at: get(r, "at")?,
+                        workspace_id: get(r, "workspace_id")?,
+                        actor: Actor::from_parts(&actor_type, get(r, "actor_id")?),
+                        action: Action::parse(&action).ok_or_else(|| Error::internal(format!("unknown audit action {action:?}")))?,
+                        outcome: Outcome::parse(&outcome).ok_or_else(|| Error::internal(format!("unknown audit outcome {outcome:?}")))?,
+                        secret_name: get(r, "secret_name")?,
+                        agent_id: get(r, "agent_id")?,
+                        target_id: get(r, "target_id")?,
+                        detail: get(r, "detail")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {
+        let rows = sqlx::query(
+            "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
+             FROM secret_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.version",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedVersion {
+                    workspace_id: get(r, "workspace_id")?,
+                    secret_id: get(r, "secret_id")?,
+                    version: version_from(r, "version")?,
+                    sealed: sealed_from(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_wrapped_keys(&self, rewrapped: &[SealedVersion], audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        for v in rewrapped {
+            let done = sqlx::query("UPDATE secret_versions SET root_key_id = ?, wrapped_dek = ? WHERE secret_id = ? AND version = ? AND ciphertext = ?")
+                .bind(&v.sealed.root_key_id)
+                .bind(&v.sealed.wrapped_dek)
+                .bind(&v.secret_id)
+                .bind(i64::from(v.version))
+                .bind(&v.sealed.ciphertext)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() != 1 {
+                return Err(Error::conflict(
+                    "version_conflict",
+                    format!("secret {} version {} changed during the rotation; nothing was changed, run it again", v.secret_id, v.version),
+                ));
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+}
+
+impl SqliteStore {
+    async fn load_api_keys_where(&self, workspace_id: Option<&str>) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let (rows, scopes) = match workspace_id {
+            Some(ws) => (
+                sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ?").bind(ws).fetch_all(&mut *conn).await,
+                sqlx::query("SELECT g.key_id, g.agent_id FROM api_key_agents g JOIN api_keys k ON k.id = g.key_id WHERE k.workspace_id = ?")
+                    .bind(ws)
+                    .fetch_all(&mut *conn)
+                    .await,
+            ),
+            None => (
+                sqlx::query("SELECT * FROM api_keys").fetch_all(&mut *conn).await,
+                sqlx::query("SELECT key_id, agent_id FROM api_key_agents").fetch_all(&mut *conn).await,
+            ),
+        };
+        let mut by_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for r in &scopes.map_err(db_err)? {
+            by_key.entry(get(r, "key_id")?).or_default().insert(get(r, "agent_id")?);
+        }
+        rows.map_err(db_err)?
+            .iter()
+            .map(|r| {
+                let id: String = get(r, "id")?;
+                let scope = by_key.remove(&id);
+                Ok((api_key_from(r, scope)?, get(r, "token_hash")?))
+            })
+            .collect()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_version(
+    conn: &mut SqliteConnection,
+    secret_id: &str,
+    version: u32,
+    kind: SecretKind,
+    keys: Option<&[String]>,
+    sealed: &Sealed,
+    now: Millis,
+    created_by: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO secret_versions (secret_id, version, kind, keys, root_key_id, wrapped_dek, ciphertext, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(secret_id)
+    .bind(i64::from(version))
+    .bind(kind.as_str())
+    .bind(keys_json(keys))
+    .bind(&sealed.root_key_id)
+    .bind(&sealed.wrapped_dek)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .bind(created_by)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)
+    .map(|_| ())
+}
+
+fn duplicate_agent(e: sqlx::Error, name: &str) -> Error {
+    if is_unique_violation(&e) {
+        Error::conflict("agent_exists", format!("an agent named '{name}' already exists in this workspace")).with_field("name")
+    } else {
+        db_err(e)
+    }
+}
+
+fn agent_gone() -> Error {
+    Error::not_found("agent_not_found", "the agent no longer exists")
+}
