@@ -1,1 +1,307 @@
+//! The agentvault server: the JSON API (DESIGN.md §7), authentication, the audit writer and the
+//! in-memory read model. HTTP handlers call the [`Store`]; they never see SQL, and the crypto
+//! crate never sees HTTP.
 
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod model;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{ADMIN_TOKEN_PREFIX, Actor, AdminToken, Binding, Millis, Workspace, WORKSPACE_PREFIX};
+use agentvault_core::{Error, Result, SecretValue};
+use agentvault_crypto::Keyring;
+use agentvault_store::Store;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+pub use axum::Json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{agents, audit as audit_api, keys, ops, read, secrets, workspaces};
+use crate::audit::AuditWriter;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::model::{ReadModel, SecretEntry, Snapshot};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> Millis {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339(ms: Millis) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time given in `field`.
+pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<Millis> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+        Error::invalid(field, format!("{field} must be an RFC 3339 time such as 2027-01-31T12:00:00Z; got '{}'", text.escape_default()))
+    })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| Error::invalid(field, format!("{field} is out of range")))
+}
+
+/// The state every handler shares.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub keyring: Keyring,
+    pub model: ReadModel,
+    pub audit: AuditWriter,
+    /// Serialises mutations, so that the read model is updated in the order of the commits.
+    pub write_lock: tokio::sync::Mutex<()>,
+    pub metrics: Arc<Metrics>,
+    pub openapi_json: OnceLock<axum::body::Bytes>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Loads the read model from the store and starts the audit writer.
+    pub async fn start(store: Arc<dyn Store>, keyring: Keyring) -> Result<AppState> {
+        let snapshot = Snapshot {
+            workspaces: store.list_workspaces().await?,
+            agents: store.load_all_agents().await?,
+            secrets: store.load_current_secrets().await?,
+            api_keys: store.load_api_keys().await?,
+            admin_tokens: store.load_admin_tokens().await?,
+        };
+        if let Some(s) = snapshot.secrets.iter().find(|s| !keyring.contains(&s.sealed.root_key_id)) {
+            return Err(Error::unavailable(format!(
+                "secret '{}' is sealed under root key {}, which the configured keyring does not hold (it holds {}); \
+                 is AGENTVAULT_ROOT_KEY or the root key file the one this data directory was created with?",
+                s.meta.name,
+                s.sealed.root_key_id,
+                keyring.ids().join(", ")
+            )));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let audit = AuditWriter::start(store.clone(), metrics.clone());
+        let state = AppState(Arc::new(Shared {
+            model: ReadModel::load(snapshot),
+            store,
+            keyring,
+            audit,
+            write_lock: tokio::sync::Mutex::new(()),
+            metrics,
+            openapi_json: OnceLock::new(),
+        }));
+        state.refresh_gauges();
+        Ok(state)
+    }
+
+    /// Opens the current version of a secret.
+    pub fn open(&self, entry: &SecretEntry) -> Result<SecretValue> {
+        let binding = Binding { workspace_id: &entry.workspace_id, secret_id: &entry.id, version: entry.version };
+        let plaintext = self
+            .keyring
+            .open(binding, &entry.sealed)
+            .map_err(|e| Error::internal(format!("opening secret {} version {} failed: {e}", entry.id, entry.version)))?;
+        SecretValue::decode(entry.kind, &plaintext)
+    }
+
+    pub fn refresh_gauges(&self) {
+        let (agents, secrets) = self.model.counts();
+        self.metrics.agents.set(agents as i64);
+        self.metrics.secrets.set(secrets as i64);
+    }
+
+    /// Writes API key last-use times that changed since the previous flush.
+    pub async fn flush_key_use(&self) -> Result<()> {
+        let pending: Vec<_> = self
+            .model
+            .api_keys()
+            .into_iter()
+            .filter_map(|k| {
+                let used = k.last_used.load(Ordering::Relaxed);
+                (used > k.last_flushed.load(Ordering::Relaxed)).then_some((k, used))
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let uses: Vec<(String, Millis)> = pending.iter().map(|(k, t)| (k.meta.id.clone(), *t)).collect();
+        self.store.record_api_key_use(&uses).await?;
+        for (k, t) in pending {
+            k.last_flushed.fetch_max(t, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "agentvault", description = "A secrets vault for conversational AI agents. Authenticate with `Authorization: Bearer <token>`."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// Every route with its OpenAPI description. The router and the document come from this one list.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(workspaces::list_workspaces, workspaces::create_workspace))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(agents::get_agent, agents::update_agent, agents::delete_agent))
+        .routes(routes!(agents::agent_secrets))
+        .routes(routes!(secrets::list_secrets, secrets::create_secret))
+        .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
+        .routes(routes!(secrets::set_access))
+        .routes(routes!(secrets::reveal_secret))
+        .routes(routes!(secrets::list_versions))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::get_key, keys::revoke_key))
+        .routes(routes!(audit_api::list_audit))
+        .routes(routes!(read::read_secret))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts()
+}
+
+/// The complete application.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = routes();
+    let json = doc.to_pretty_json().unwrap_or_default();
+    let _ = state.openapi_json.set(json.into());
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(extract::refuse_large_bodies))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError(Error::not_found("no_route", "no such route; the API is described at /api/v1/openapi.json"))
+}
+
+async fn method_not_allowed() -> Response {
+    let mut resp = ApiError(Error::invalid("method", "this route does not accept that HTTP method; see /api/v1/openapi.json")).into_response();
+    *resp.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}
+
+/// Counts requests per route and status, and marks every response as not cacheable.
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let mut resp = next.run(req).await;
+    st.metrics
+        .requests
+        .get_or_create(&RequestLabels { method: method.as_str().to_owned(), route, status: resp.status().as_u16() })
+        .inc();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and writes every queued
+/// audit record and API key use.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let flusher = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Err(e) = st.flush_key_use().await {
+                    tracing::warn!(error = %e, "recording API key use failed");
+                }
+            }
+        })
+    };
+    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    flusher.abort();
+    if let Err(e) = state.audit.flush().await {
+        tracing::error!(error = %e, "audit records may be lost at shutdown");
+    }
+    if let Err(e) = state.flush_key_use().await {
+        tracing::warn!(error = %e, "recording API key use failed at shutdown");
+    }
+    result
+}
+
+/// What the first start set up.
+pub enum Bootstrap {
+    /// Nothing new: the data directory was already initialised.
+    Existing,
+    /// A new admin token was generated; show it once.
+    NewToken(String),
+    /// The admin token is the value given in the environment.
+    TokenFromEnv,
+}
+
+/// The minimum length of a bootstrap token given by the operator.
+pub const BOOTSTRAP_TOKEN_MIN_LEN: usize = 24;
+
+/// Creates the `default` workspace and the first admin token, when they do not exist yet.
+pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<Bootstrap> {
+    if store.list_workspaces().await?.is_empty() {
+        let now = now_millis();
+        let ws = Workspace { id: auth::new_id(WORKSPACE_PREFIX)?, name: "default".into(), created_at: now };
+        let audit = AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
+        store.create_workspace(&ws, &audit).await?;
+    }
+    if store.has_admin_tokens().await? {
+        return Ok(Bootstrap::Existing);
+    }
+    let (token, outcome) = match given_token {
+        Some(t) => {
+            if t.len() < BOOTSTRAP_TOKEN_MIN_LEN || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::invalid(
+                    "AGENTVAULT_BOOTSTRAP_TOKEN",
+                    format!("AGENTVAULT_BOOTSTRAP_TOKEN must be at least {BOOTSTRAP_TOKEN_MIN_LEN} characters without spaces; generate one with `openssl rand -base64 32`"),
+                ));
+            }
+            (t.to_owned(), Bootstrap::TokenFromEnv)
+        }
+        None => {
+            let t = auth::generate_token(auth::ADMIN_TOKEN_PREFIX)?;
+            (t.clone(), Bootstrap::NewToken(t))
+        }
+    };
+    let record = AdminToken { id: auth::new_id(ADMIN_TOKEN_PREFIX)?, name: "bootstrap".into(), created_at: now_millis(), revoked_at: None };
+    store.create_admin_token(&record, &auth::hash_token(&token)).await?;
+    Ok(outcome)
+}

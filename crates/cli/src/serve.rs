@@ -1,0 +1,94 @@
+//! `agentvault serve`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use agentvault_server::{AppState, Bootstrap};
+use agentvault_store::{SqliteStore, Store};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, ConfigArgs};
+use crate::keys::{load_keyring, lock_data_dir};
+
+pub fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Keeps secrets out of core dumps and away from other processes of the same user
+/// (`/proc/<pid>/mem`, `/proc/<pid>/environ`, ptrace), and makes every file the server creates
+/// (database, WAL, key file) readable by its owner only.
+#[allow(unsafe_code)]
+pub fn harden_process() {
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: umask, setrlimit and prctl take plain values and a pointer to a live, initialised
+    // struct; none of them touches memory Rust owns.
+    let (a, b) = unsafe {
+        libc::umask(0o077);
+        (libc::setrlimit(libc::RLIMIT_CORE, &no_core), libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))
+    };
+    if a != 0 || b != 0 {
+        tracing::warn!("could not disable core dumps for the server process");
+    }
+}
+
+pub async fn run(args: ConfigArgs) -> Result<(), String> {
+    let config = Config::resolve(args)?;
+    init_logging(&config.log);
+    harden_process();
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let keyring = load_keyring(&config)?;
+    let sqlite = Arc::new(SqliteStore::open(&config.database_path()).await.map_err(|e| e.message.to_string())?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let given = std::env::var("AGENTVAULT_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
+    let boot = agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(|e| e.message.to_string())?;
+    let state = AppState::start(store, keyring).await.map_err(|e| e.message.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let mut out = std::io::stdout().lock();
+    match boot {
+        Bootstrap::NewToken(token) => {
+            let _ = writeln!(
+                out,
+                "\nagentvault: first start. The admin token (shown this once; store it now):\n\n    {token}\n\n\
+                 Use it as `Authorization: Bearer <token>`.\n"
+            );
+        }
+        Bootstrap::TokenFromEnv => {
+            let _ = writeln!(out, "agentvault: first start; the admin token is the value of AGENTVAULT_BOOTSTRAP_TOKEN");
+        }
+        Bootstrap::Existing => {}
+    }
+    let _ = writeln!(out, "agentvault listening on http://{addr}");
+    let _ = out.flush();
+    drop(out);
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "agentvault started");
+
+    let result = agentvault_server::serve(listener, state, shutdown_signal()).await;
+    sqlite.close().await;
+    tracing::info!("agentvault stopped");
+    result.map_err(|e| format!("server error: {e}"))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing requests and writing the audit log");
+}

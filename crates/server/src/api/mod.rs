@@ -1,0 +1,228 @@
+//! The JSON API (DESIGN.md §7): request and response shapes, and the handlers.
+
+pub mod agents;
+pub mod audit;
+pub mod keys;
+pub mod ops;
+pub mod read;
+pub mod secrets;
+pub mod workspaces;
+
+use std::collections::HashMap;
+
+use agentvault_core::model::{Agent, ApiKeyMeta, KeyScope, Millis, Principal, SecretMeta, SecretVersionMeta, Workspace};
+use agentvault_core::{Error, Result, validate};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{AppState, rfc3339};
+
+/// A list response.
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> From<Vec<T>> for List<T> {
+    fn from(items: Vec<T>) -> Self {
+        List { items }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkspaceOut {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<Workspace> for WorkspaceOut {
+    fn from(w: Workspace) -> Self {
+        WorkspaceOut { id: w.id, name: w.name, created_at: rfc3339(w.created_at) }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentOut {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Agent> for AgentOut {
+    fn from(a: Agent) -> Self {
+        AgentOut {
+            id: a.id,
+            workspace_id: a.workspace_id,
+            name: a.name,
+            description: a.description,
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+        }
+    }
+}
+
+/// The shape of a secret value in the API: a string (single) or an object of strings (kv).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum SecretValueSchema {
+    Single(String),
+    Kv(HashMap<String, String>),
+}
+
+/// `single` or `kv`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretType {
+    Single,
+    Kv,
+}
+
+impl From<agentvault_core::SecretKind> for SecretType {
+    fn from(k: agentvault_core::SecretKind) -> Self {
+        match k {
+            agentvault_core::SecretKind::Single => SecretType::Single,
+            agentvault_core::SecretKind::Kv => SecretType::Kv,
+        }
+    }
+}
+
+/// A secret's metadata. Never its value.
+#[derive(Serialize, ToSchema)]
+pub struct SecretOut {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    /// Key names of a key/value secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Agents allowed to read it.
+    pub agents: Vec<String>,
+    /// The current version.
+    pub version: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<SecretMeta> for SecretOut {
+    fn from(m: SecretMeta) -> Self {
+        SecretOut {
+            id: m.id,
+            name: m.name,
+            description: m.description,
+            kind: m.kind.into(),
+            keys: m.keys,
+            agents: m.agents,
+            version: m.version,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionOut {
+    pub version: u32,
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    pub created_at: String,
+    /// The id of the credential that wrote it.
+    pub created_by: String,
+}
+
+impl From<SecretVersionMeta> for VersionOut {
+    fn from(v: SecretVersionMeta) -> Self {
+        VersionOut { version: v.version, kind: v.kind.into(), keys: v.keys, created_at: rfc3339(v.created_at), created_by: v.created_by }
+    }
+}
+
+/// Which agents an API key acts for: `"all"` or a list of agent ids.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[serde(untagged)]
+pub enum AgentsScope {
+    /// The string `"all"`.
+    All(String),
+    Agents(Vec<String>),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyOut {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    pub agents: AgentsScope,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub created_by: String,
+}
+
+impl ApiKeyOut {
+    pub fn new(k: ApiKeyMeta, now: Millis) -> ApiKeyOut {
+        let status = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.is_usable(now) {
+            "active"
+        } else {
+            "expired"
+        };
+        ApiKeyOut {
+            agents: match k.scope {
+                KeyScope::All => AgentsScope::All("all".into()),
+                KeyScope::Agents(set) => AgentsScope::Agents(set.into_iter().collect()),
+            },
+            status,
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+            last_used_at: k.last_used_at.map(rfc3339),
+            created_by: k.created_by,
+        }
+    }
+}
+
+/// Checks a list of agent ids: well-formed, de-duplicated, sorted.
+pub fn agent_list(field: &'static str, agents: Vec<String>) -> Result<Vec<String>> {
+    let mut agents = agents;
+    for a in &agents {
+        validate::id_with_prefix(field, agentvault_core::model::AGENT_PREFIX, a)?;
+    }
+    agents.sort();
+    agents.dedup();
+    Ok(agents)
+}
+
+impl AppState {
+    /// The workspace a management request targets, for a caller that must be its admin.
+    pub fn admin_workspace(&self, principal: &Principal, ws: &str) -> Result<Workspace> {
+        principal.require_admin()?;
+        self.visible_workspace(principal, ws)
+    }
+
+    /// The workspace if the caller may see it; 404 otherwise (existence is not revealed).
+    pub fn visible_workspace(&self, principal: &Principal, ws: &str) -> Result<Workspace> {
+        self.model
+            .workspace(ws)
+            .filter(|w| principal.sees_workspace(&w.id))
+            .ok_or_else(|| Error::not_found("workspace_not_found", format!("no workspace {} exists", ws.escape_default())))
+    }
+}
+
+/// A secret name from a URL, checked against the naming rule.
+pub fn secret_name_param(name: &str) -> Result<()> {
+    validate::secret_name(name)
+}

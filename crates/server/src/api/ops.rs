@@ -1,0 +1,36 @@
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use crate::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers and the audit log is writable.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
+pub async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
+    if let Err(e) = st.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {}\n", e.message));
+    }
+    if !st.audit.is_healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "audit log: the last write failed\n".into());
+    }
+    (StatusCode::OK, "ready\n".into())
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
+}
+
+/// This API's OpenAPI document, generated from the code.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi(State(st): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], st.openapi_json.get().cloned().unwrap_or_default())
+}

@@ -1,0 +1,123 @@
+//! Credentials: bearer tokens (admin tokens and API keys), stored only as SHA-256 hashes and
+//! looked up in the read model by the hash of the presented token. Tokens carry 256 random bits,
+//! so a fast hash is the right tool (no password stretching needed), and the lookup compares
+//! hashes, never the token itself: timing can at most reveal bits of a hash.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use agentvault_core::model::{Millis, Principal};
+use agentvault_core::{Error, Result};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::ApiError;
+use crate::model::{KeyEntry, TokenHash};
+use crate::{AppState, now_millis};
+
+/// Prefix of API key tokens.
+pub const API_KEY_TOKEN_PREFIX: &str = "avk_";
+/// Prefix of admin tokens.
+pub const ADMIN_TOKEN_PREFIX: &str = "ava_";
+/// How many characters of a token are kept to recognise it in a list.
+pub const SHOWN_PREFIX_LEN: usize = 12;
+
+/// A new random token: the prefix and 256 random bits.
+pub fn generate_token(prefix: &str) -> Result<String> {
+    let bytes = agentvault_crypto::random_bytes::<32>().map_err(Error::internal)?;
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+pub fn hash_token(token: &str) -> TokenHash {
+    agentvault_crypto::sha256(token.as_bytes())
+}
+
+/// A new random id with a type prefix (`agt_`, `sec_`, ...).
+pub fn new_id(prefix: &str) -> Result<String> {
+    let bytes = agentvault_crypto::random_bytes::<10>().map_err(Error::internal)?;
+    let mut id = String::with_capacity(prefix.len() + 20);
+    id.push_str(prefix);
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    Ok(id)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str> {
+    let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+        Error::unauthenticated("no credential: send the header Authorization: Bearer <token> with an API key or admin token")
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"));
+    }
+    Ok(token)
+}
+
+fn unknown() -> Error {
+    Error::unauthenticated("the credential is not valid: it is unknown, or was revoked")
+}
+
+fn usable_key(key: &KeyEntry, now: Millis) -> Result<()> {
+    if key.meta.revoked_at.is_some() {
+        return Err(Error::unauthenticated("this API key was revoked; ask an admin for a new one"));
+    }
+    if key.meta.expires_at.is_some_and(|t| now >= t) {
+        return Err(Error::unauthenticated("this API key has expired; ask an admin for a new one"));
+    }
+    Ok(())
+}
+
+impl AppState {
+    /// Resolves the bearer token of a request to an API key (the agent read path).
+    pub fn authenticate_api_key(&self, headers: &HeaderMap, now: Millis) -> Result<Arc<KeyEntry>> {
+        let hash = hash_token(bearer(headers)?);
+        match self.model.api_key(&hash) {
+            Some(key) => {
+                usable_key(&key, now)?;
+                key.last_used.fetch_max(now, Ordering::Relaxed);
+                Ok(key)
+            }
+            None if self.model.admin_token(&hash).is_some() => Err(Error::forbidden(
+                "admin tokens do not read secrets as an agent; use an API key scoped to the agent (admins can reveal values with POST .../secrets/{name}/reveal)",
+            )),
+            None => Err(unknown()),
+        }
+    }
+
+    /// Resolves the bearer token of a request to a principal.
+    pub fn authenticate(&self, headers: &HeaderMap, now: Millis) -> Result<Principal> {
+        let hash = hash_token(bearer(headers)?);
+        if let Some(token) = self.model.admin_token(&hash) {
+            if token.revoked_at.is_some() {
+                return Err(unknown());
+            }
+            return Ok(Principal::Admin { token_id: token.id.clone() });
+        }
+        let key = self.model.api_key(&hash).ok_or_else(unknown)?;
+        usable_key(&key, now)?;
+        key.last_used.fetch_max(now, Ordering::Relaxed);
+        Ok(Principal::ApiKey { key_id: key.meta.id.clone(), workspace_id: key.meta.workspace_id.clone(), scope: key.meta.scope.clone() })
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Auth(state.authenticate(&parts.headers, now_millis())?))
+    }
+}

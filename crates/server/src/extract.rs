@@ -1,0 +1,116 @@
+//! Request extractors whose rejections are agentvault errors (`{"error": ...}`), and the early
+//! refusal of oversized bodies.
+
+use agentvault_core::Error;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body: the 64 KiB value limit, with room for JSON escaping and the other
+/// fields. Larger bodies are refused with 413 before they are read.
+pub const BODY_LIMIT: usize = 3 * agentvault_core::validate::VALUE_MAX_BYTES;
+
+fn body_too_large() -> Error {
+    Error::too_large(
+        "payload_too_large",
+        format!("the request body is larger than {BODY_LIMIT} bytes; secret values are limited to {} bytes", agentvault_core::validate::VALUE_MAX_BYTES),
+    )
+}
+
+/// Refuses a request whose declared `Content-Length` is over the limit without reading it.
+/// (Bodies without a length are cut off at the limit by the extractor.)
+pub async fn refuse_large_bodies(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        let mut resp = ApiError(body_too_large()).into_response();
+        // The body was not read: the connection cannot be reused.
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// `Json<T>` with agentvault error bodies.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError(json_error(&rej))),
+        }
+    }
+}
+
+fn json_error(rej: &JsonRejection) -> Error {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return body_too_large();
+    }
+    match rej {
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::invalid("body", "send the request body as JSON with the header Content-Type: application/json")
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            Error::invalid("body", format!("the request body is not valid JSON: {}", inner_message(e)))
+        }
+        JsonRejection::JsonDataError(e) => Error::invalid("body", format!("the request body does not fit: {}", inner_message(e))),
+        _ => Error::invalid("body", "the request body could not be read"),
+    }
+}
+
+/// The serde message without axum's generic preamble.
+fn inner_message(e: &dyn std::error::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// `Path<T>` with agentvault error bodies.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rej) => Err(ApiError(path_error(&rej))),
+        }
+    }
+}
+
+fn path_error(rej: &PathRejection) -> Error {
+    Error::invalid("path", format!("the URL path is malformed: {}", rej.body_text()))
+}
+
+/// `Query<T>` with agentvault error bodies.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(ApiError(query_error(&rej))),
+        }
+    }
+}
+
+fn query_error(rej: &QueryRejection) -> Error {
+    Error::invalid("query", format!("the query string is malformed: {}", inner_message(rej)))
+}

@@ -1,0 +1,80 @@
+//! Prometheus metrics (`/metrics`). Counts only: never a name of a secret or a value.
+
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub secret_reads: Family<OutcomeLabels, Counter>,
+    audit_records: Counter,
+    audit_batches: Counter,
+    audit_failures: Counter,
+    pub agents: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub secrets: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("agentvault");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        let secret_reads = Family::<OutcomeLabels, Counter>::default();
+        registry.register("secret_reads", "Agent secret reads by outcome", secret_reads.clone());
+        let audit_records = Counter::default();
+        registry.register("audit_records", "Audit records written by the group-commit writer", audit_records.clone());
+        let audit_batches = Counter::default();
+        registry.register("audit_batches", "Group commits of the audit writer", audit_batches.clone());
+        let audit_failures = Counter::default();
+        registry.register("audit_failures", "Audit batches that failed to commit", audit_failures.clone());
+        let agents = Gauge::default();
+        registry.register("agents", "Agents in the read model", agents.clone());
+        let secrets = Gauge::default();
+        registry.register("secrets", "Secrets in the read model", secrets.clone());
+        Metrics { registry, requests, secret_reads, audit_records, audit_batches, audit_failures, agents, secrets }
+    }
+
+    pub fn audit_batch(&self, records: usize, ok: bool) {
+        self.audit_batches.inc();
+        if ok {
+            self.audit_records.inc_by(records as u64);
+        } else {
+            self.audit_failures.inc();
+        }
+    }
+
+    pub fn read(&self, outcome: &'static str) {
+        self.secret_reads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

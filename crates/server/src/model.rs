@@ -1,0 +1,264 @@
+//! The in-memory read model: everything the hot path needs (credentials, agents, the current
+//! sealed version and access set of every secret), so that an agent's read costs no SQL query.
+//! The database is written first; the model is updated after the write commits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, Workspace};
+use agentvault_core::SecretKind;
+use agentvault_store::SecretRecord;
+
+pub type TokenHash = [u8; 32];
+
+/// What an agent read needs to know about a secret.
+#[derive(Clone, Debug)]
+pub struct SecretEntry {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub kind: SecretKind,
+    pub version: u32,
+    pub sealed: Sealed,
+    pub access: HashSet<String>,
+}
+
+impl SecretEntry {
+    pub fn from_record(r: SecretRecord) -> SecretEntry {
+        let SecretRecord { meta, sealed } = r;
+        SecretEntry {
+            access: meta.agents.into_iter().collect(),
+            id: meta.id,
+            workspace_id: meta.workspace_id,
+            name: meta.name,
+            kind: meta.kind,
+            version: meta.version,
+            sealed,
+        }
+    }
+}
+
+/// An API key and when it was last used (kept here, flushed to the database in batches).
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub meta: ApiKeyMeta,
+    pub last_used: AtomicI64,
+    pub last_flushed: AtomicI64,
+}
+
+impl KeyEntry {
+    pub fn new(meta: ApiKeyMeta) -> KeyEntry {
+        let used = meta.last_used_at.unwrap_or(0);
+        KeyEntry { meta, last_used: AtomicI64::new(used), last_flushed: AtomicI64::new(used) }
+    }
+
+    /// The same key with changed metadata, keeping its usage counters.
+    fn with_meta(&self, meta: ApiKeyMeta) -> KeyEntry {
+        KeyEntry {
+            meta,
+            last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
+            last_flushed: AtomicI64::new(self.last_flushed.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub fn last_used_at(&self) -> Option<Millis> {
+        Some(self.last_used.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    workspaces: HashMap<String, Workspace>,
+    /// agent id → workspace id
+    agents: HashMap<String, String>,
+    /// workspace id → secret name → entry
+    secrets: HashMap<String, HashMap<String, Arc<SecretEntry>>>,
+    api_keys: HashMap<TokenHash, Arc<KeyEntry>>,
+    admin_tokens: HashMap<TokenHash, Arc<AdminToken>>,
+}
+
+/// Shared, lock-protected; readers take the lock only long enough to clone an `Arc`.
+#[derive(Default)]
+pub struct ReadModel {
+    inner: RwLock<Inner>,
+}
+
+/// Everything the model is built from at start.
+pub struct Snapshot {
+    pub workspaces: Vec<Workspace>,
+    pub agents: Vec<Agent>,
+    pub secrets: Vec<SecretRecord>,
+    pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
+    pub admin_tokens: Vec<(AdminToken, Vec<u8>)>,
+}
+
+fn hash_of(bytes: &[u8]) -> Option<TokenHash> {
+    bytes.try_into().ok()
+}
+
+impl ReadModel {
+    pub fn load(s: Snapshot) -> ReadModel {
+        let mut inner = Inner::default();
+        for ws in s.workspaces {
+            inner.workspaces.insert(ws.id.clone(), ws);
+        }
+        for a in s.agents {
+            inner.agents.insert(a.id, a.workspace_id);
+        }
+        for r in s.secrets {
+            let e = SecretEntry::from_record(r);
+            inner.secrets.entry(e.workspace_id.clone()).or_default().insert(e.name.clone(), Arc::new(e));
+        }
+        for (k, h) in s.api_keys {
+            if let Some(h) = hash_of(&h) {
+                inner.api_keys.insert(h, Arc::new(KeyEntry::new(k)));
+            }
+        }
+        for (t, h) in s.admin_tokens {
+            if let Some(h) = hash_of(&h) {
+                inner.admin_tokens.insert(h, Arc::new(t));
+            }
+        }
+        ReadModel { inner: RwLock::new(inner) }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // --- lookups (hot path) ---------------------------------------------------------------
+
+    pub fn api_key(&self, hash: &TokenHash) -> Option<Arc<KeyEntry>> {
+        self.read().api_keys.get(hash).cloned()
+    }
+
+    pub fn admin_token(&self, hash: &TokenHash) -> Option<Arc<AdminToken>> {
+        self.read().admin_tokens.get(hash).cloned()
+    }
+
+    /// The workspace of an agent.
+    pub fn agent_workspace(&self, agent_id: &str) -> Option<String> {
+        self.read().agents.get(agent_id).cloned()
+    }
+
+    /// Whether `agent_id` exists in `workspace_id`.
+    pub fn agent_in(&self, workspace_id: &str, agent_id: &str) -> bool {
+        self.read().agents.get(agent_id).is_some_and(|ws| ws == workspace_id)
+    }
+
+    pub fn secret(&self, workspace_id: &str, name: &str) -> Option<Arc<SecretEntry>> {
+        self.read().secrets.get(workspace_id)?.get(name).cloned()
+    }
+
+    pub fn workspace(&self, id: &str) -> Option<Workspace> {
+        self.read().workspaces.get(id).cloned()
+    }
+
+    /// The metadata the agent-secrets listing needs: secrets of `workspace_id` readable by `agent_id`.
+    pub fn secrets_of_agent(&self, workspace_id: &str, agent_id: &str) -> Vec<Arc<SecretEntry>> {
+        let inner = self.read();
+        let mut out: Vec<Arc<SecretEntry>> = inner
+            .secrets
+            .get(workspace_id)
+            .map(|m| m.values().filter(|e| e.access.contains(agent_id)).cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn api_keys(&self) -> Vec<Arc<KeyEntry>> {
+        self.read().api_keys.values().cloned().collect()
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.read();
+        (inner.agents.len(), inner.secrets.values().map(HashMap::len).sum())
+    }
+
+    // --- updates (after the database write committed) -------------------------------------
+
+    pub fn put_workspace(&self, ws: Workspace) {
+        self.write().workspaces.insert(ws.id.clone(), ws);
+    }
+
+    pub fn put_agent(&self, agent_id: &str, workspace_id: &str) {
+        self.write().agents.insert(agent_id.to_owned(), workspace_id.to_owned());
+    }
+
+    /// Removes an agent with its grants and its place in API key scopes.
+    pub fn remove_agent(&self, workspace_id: &str, agent_id: &str) {
+        let mut inner = self.write();
+        inner.agents.remove(agent_id);
+        if let Some(secrets) = inner.secrets.get_mut(workspace_id) {
+            for entry in secrets.values_mut() {
+                if entry.access.contains(agent_id) {
+                    let mut changed = SecretEntry::clone(entry);
+                    changed.access.remove(agent_id);
+                    *entry = Arc::new(changed);
+                }
+            }
+        }
+        for key in inner.api_keys.values_mut() {
+            if let KeyScope::Agents(set) = &key.meta.scope
+                && key.meta.workspace_id == workspace_id
+                && set.contains(agent_id)
+            {
+                let mut meta = key.meta.clone();
+                if let KeyScope::Agents(s) = &mut meta.scope {
+                    s.remove(agent_id);
+                }
+                *key = Arc::new(key.with_meta(meta));
+            }
+        }
+    }
+
+    /// Sets a secret's current version and access list from its metadata.
+    pub fn put_secret(&self, meta: &SecretMeta, sealed: Sealed) {
+        let entry = SecretEntry::from_record(SecretRecord { meta: meta.clone(), sealed });
+        self.write().secrets.entry(entry.workspace_id.clone()).or_default().insert(entry.name.clone(), Arc::new(entry));
+    }
+
+    /// Replaces the metadata-derived parts (access, version) keeping the sealed bytes unless
+    /// new ones are given.
+    pub fn update_secret(&self, meta: &SecretMeta, sealed: Option<Sealed>) {
+        let sealed = match sealed {
+            Some(s) => s,
+            None => match self.secret(&meta.workspace_id, &meta.name) {
+                Some(e) => e.sealed.clone(),
+                None => return,
+            },
+        };
+        self.put_secret(meta, sealed);
+    }
+
+    pub fn remove_secret(&self, workspace_id: &str, name: &str) {
+        if let Some(m) = self.write().secrets.get_mut(workspace_id) {
+            m.remove(name);
+        }
+    }
+
+    pub fn put_api_key(&self, hash: TokenHash, meta: ApiKeyMeta) {
+        self.write().api_keys.insert(hash, Arc::new(KeyEntry::new(meta)));
+    }
+
+    /// Marks a key revoked: it stops working on the next request.
+    pub fn revoke_api_key(&self, key_id: &str, revoked_at: Millis) {
+        let mut inner = self.write();
+        for key in inner.api_keys.values_mut() {
+            if key.meta.id == key_id {
+                let mut meta = key.meta.clone();
+                meta.revoked_at = Some(revoked_at);
+                *key = Arc::new(key.with_meta(meta));
+            }
+        }
+    }
+
+    pub fn put_admin_token(&self, hash: TokenHash, token: AdminToken) {
+        self.write().admin_tokens.insert(hash, Arc::new(token));
+    }
+}
