@@ -1,1 +1,15 @@
-fn main(){}
+//! agentvault's integration tests: one binary, each test drives a real `agentvault serve`
+//! process over HTTP (port 0, temporary data directory).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod agents;
+mod at_rest;
+mod audit;
+mod isolation;
+mod lifecycle;
+mod limits;
+mod ops;
+mod read_path;
+mod secrets;

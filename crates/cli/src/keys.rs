@@ -32,10 +32,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<fs::File, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(format!(
-            "another agentvault process is using the data directory {}; stop it first",
-            dir.display()
-        )),
+        Err(fs::TryLockError::WouldBlock) => {
+            Err(format!("another agentvault process is using the data directory {}; stop it first", dir.display()))
+        }
         Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
@@ -125,15 +124,12 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
         ring.active_only().and_then(|r| r.write_file(p)).map_err(|e| e.to_string())?;
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o600));
     }
-    println!(
-        "re-wrapped {} of {} data keys under root key {}",
-        rewrapped.len(),
-        versions.len(),
-        ring.active_id()
-    );
+    println!("re-wrapped {} of {} data keys under root key {}", rewrapped.len(), versions.len(), ring.active_id());
     match file {
         Some(p) => println!("the key file {} now holds only the new key", p.display()),
-        None => println!("every data key is under the first key of AGENTVAULT_ROOT_KEY; you can remove the other keys from it"),
+        None => println!(
+            "every data key is under the first key of AGENTVAULT_ROOT_KEY; you can remove the other keys from it"
+        ),
     }
     store.close().await;
     Ok(())

@@ -45,7 +45,8 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     let sqlite = Arc::new(SqliteStore::open(&config.database_path()).await.map_err(|e| e.message.to_string())?);
     let store: Arc<dyn Store> = sqlite.clone();
     let given = std::env::var("AGENTVAULT_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-    let boot = agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(|e| e.message.to_string())?;
+    let boot =
+        agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(|e| e.message.to_string())?;
     let state = AppState::start(store, keyring).await.map_err(|e| e.message.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -62,7 +63,8 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
             );
         }
         Bootstrap::TokenFromEnv => {
-            let _ = writeln!(out, "agentvault: first start; the admin token is the value of AGENTVAULT_BOOTSTRAP_TOKEN");
+            let _ =
+                writeln!(out, "agentvault: first start; the admin token is the value of AGENTVAULT_BOOTSTRAP_TOKEN");
         }
         Bootstrap::Existing => {}
     }

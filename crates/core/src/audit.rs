@@ -84,9 +84,7 @@ impl Outcome {
     }
 
     pub fn parse(s: &str) -> Option<Outcome> {
-        [Outcome::Success, Outcome::Denied, Outcome::NotFound, Outcome::Invalid]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [Outcome::Success, Outcome::Denied, Outcome::NotFound, Outcome::Invalid].into_iter().find(|o| o.as_str() == s)
     }
 }
 

@@ -44,11 +44,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(
-        kind: ErrorKind,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
         Error { kind, code: code.into(), message: message.into(), field: None }
     }
 
@@ -124,16 +120,15 @@ impl Error {
         Error::new(
             ErrorKind::Forbidden,
             "missing_access",
-            format!("agent {agent_id} has no access to secret '{secret_name}'; an admin can grant it on the secret's Agent access list"),
+            format!(
+                "agent {agent_id} has no access to secret '{secret_name}'; an admin can grant it on the secret's Agent access list"
+            ),
         )
     }
 
     /// 404 `secret_not_found`.
     pub fn secret_not_found(secret_name: &str) -> Self {
-        Error::not_found(
-            "secret_not_found",
-            format!("no secret named '{secret_name}' exists in this workspace"),
-        )
+        Error::not_found("secret_not_found", format!("no secret named '{secret_name}' exists in this workspace"))
     }
 }
 

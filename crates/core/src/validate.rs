@@ -22,18 +22,13 @@ pub fn secret_name_rule(name: &str) -> std::result::Result<(), String> {
         return Err("secret name is empty; use lowercase letters, digits and underscores, e.g. stripe_api_key".into());
     }
     if name.len() > SECRET_NAME_MAX {
-        return Err(format!(
-            "secret name is {} characters long; the limit is {SECRET_NAME_MAX}",
-            name.chars().count()
-        ));
+        return Err(format!("secret name is {} characters long; the limit is {SECRET_NAME_MAX}", name.chars().count()));
     }
     if !name.as_bytes()[0].is_ascii_lowercase() {
         return Err("secret name must start with a lowercase letter (a-z), e.g. stripe_api_key".into());
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
-        return Err(format!(
-            "secret name may only contain lowercase letters, digits and underscores; found {bad:?}"
-        ));
+        return Err(format!("secret name may only contain lowercase letters, digits and underscores; found {bad:?}"));
     }
     Ok(())
 }
@@ -73,10 +68,7 @@ pub fn display_name(field: &'static str, name: &str) -> Result<String> {
 /// A key of a key/value secret: 1–128 characters of `[A-Za-z0-9_.-]`.
 pub fn kv_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > KV_KEY_MAX {
-        return Err(Error::invalid(
-            "value",
-            format!("key/value keys must be 1 to {KV_KEY_MAX} characters long"),
-        ));
+        return Err(Error::invalid("value", format!("key/value keys must be 1 to {KV_KEY_MAX} characters long")));
     }
     if let Some(bad) = key.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
         return Err(Error::invalid(

@@ -84,10 +84,7 @@ impl SecretValue {
         if encoded.len() > VALUE_MAX_BYTES {
             return Err(Error::too_large(
                 "value_too_large",
-                format!(
-                    "the encoded value is {} bytes; the limit is {VALUE_MAX_BYTES} bytes",
-                    encoded.len()
-                ),
+                format!("the encoded value is {} bytes; the limit is {VALUE_MAX_BYTES} bytes", encoded.len()),
             )
             .with_field("value"));
         }
@@ -102,8 +99,8 @@ impl SecretValue {
 
     /// Decodes what [`encode`](Self::encode) produced, for a secret of `kind`.
     pub fn decode(kind: SecretKind, bytes: &[u8]) -> Result<SecretValue> {
-        let v: SecretValue = serde_json::from_slice(bytes)
-            .map_err(|_| Error::internal("a stored secret value does not decode"))?;
+        let v: SecretValue =
+            serde_json::from_slice(bytes).map_err(|_| Error::internal("a stored secret value does not decode"))?;
         if v.kind() != kind {
             return Err(Error::internal("a stored secret value has the wrong type"));
         }
@@ -149,7 +146,8 @@ impl Serialize for SecretValue {
     }
 }
 
-const VALUE_SHAPE: &str = "value must be a string (a single value) or an object whose values are strings (key/value pairs)";
+const VALUE_SHAPE: &str =
+    "value must be a string (a single value) or an object whose values are strings (key/value pairs)";
 
 /// Deserializes a value with error messages that never echo the input: a serde type error would
 /// otherwise quote the offending value, which could be a credential.
@@ -264,7 +262,9 @@ mod tests {
 
     #[test]
     fn errors_never_quote_the_input() {
-        for body in [r#"12345678"#, r#"["sk_live_leak"]"#, r#"{"k": 987654}"#, r#"{"k": ["sk_live_leak"]}"#, "true", "null"] {
+        for body in
+            [r#"12345678"#, r#"["sk_live_leak"]"#, r#"{"k": 987654}"#, r#"{"k": ["sk_live_leak"]}"#, "true", "null"]
+        {
             let err = serde_json::from_str::<SecretValue>(body).unwrap_err().to_string();
             assert!(!err.contains("sk_live_leak") && !err.contains("987654") && !err.contains("12345678"), "{err}");
         }

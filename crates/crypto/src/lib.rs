@@ -171,7 +171,11 @@ impl Keyring {
         );
         let mode = fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
         let warning = (mode & 0o077 != 0).then(|| {
-            format!("root key file {} has mode {:o}; it should be readable by its owner only (chmod 600)", path.display(), mode & 0o777)
+            format!(
+                "root key file {} has mode {:o}; it should be readable by its owner only (chmod 600)",
+                path.display(),
+                mode & 0o777
+            )
         });
         Ok((Keyring::parse(&text)?, warning))
     }

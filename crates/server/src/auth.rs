@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use agentvault_core::model::{Millis, Principal};
 use agentvault_core::{Error, Result};
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -49,14 +49,16 @@ pub fn new_id(prefix: &str) -> Result<String> {
 
 fn bearer(headers: &HeaderMap) -> Result<&str> {
     let value = headers.get(AUTHORIZATION).ok_or_else(|| {
-        Error::unauthenticated("no credential: send the header Authorization: Bearer <token> with an API key or admin token")
+        Error::unauthenticated(
+            "no credential: send the header Authorization: Bearer <token> with an API key or admin token",
+        )
     })?;
-    let value = value
-        .to_str()
-        .map_err(|_| Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"))?;
+    let value = value.to_str().map_err(|_| {
+        Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>")
+    })?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>")
+    })?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(Error::unauthenticated("the Authorization header is malformed; use Authorization: Bearer <token>"));
@@ -107,7 +109,11 @@ impl AppState {
         let key = self.model.api_key(&hash).ok_or_else(unknown)?;
         usable_key(&key, now)?;
         key.last_used.fetch_max(now, Ordering::Relaxed);
-        Ok(Principal::ApiKey { key_id: key.meta.id.clone(), workspace_id: key.meta.workspace_id.clone(), scope: key.meta.scope.clone() })
+        Ok(Principal::ApiKey {
+            key_id: key.meta.id.clone(),
+            workspace_id: key.meta.workspace_id.clone(),
+            scope: key.meta.scope.clone(),
+        })
     }
 }
 

@@ -19,18 +19,18 @@ pub const BODY_LIMIT: usize = 3 * agentvault_core::validate::VALUE_MAX_BYTES;
 fn body_too_large() -> Error {
     Error::too_large(
         "payload_too_large",
-        format!("the request body is larger than {BODY_LIMIT} bytes; secret values are limited to {} bytes", agentvault_core::validate::VALUE_MAX_BYTES),
+        format!(
+            "the request body is larger than {BODY_LIMIT} bytes; secret values are limited to {} bytes",
+            agentvault_core::validate::VALUE_MAX_BYTES
+        ),
     )
 }
 
 /// Refuses a request whose declared `Content-Length` is over the limit without reading it.
 /// (Bodies without a length are cut off at the limit by the extractor.)
 pub async fn refuse_large_bodies(req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         let mut resp = ApiError(body_too_large()).into_response();
         // The body was not read: the connection cannot be reused.
@@ -65,7 +65,9 @@ fn json_error(rej: &JsonRejection) -> Error {
         JsonRejection::JsonSyntaxError(e) => {
             Error::invalid("body", format!("the request body is not valid JSON: {}", inner_message(e)))
         }
-        JsonRejection::JsonDataError(e) => Error::invalid("body", format!("the request body does not fit: {}", inner_message(e))),
+        JsonRejection::JsonDataError(e) => {
+            Error::invalid("body", format!("the request body does not fit: {}", inner_message(e)))
+        }
         _ => Error::invalid("body", "the request body could not be read"),
     }
 }

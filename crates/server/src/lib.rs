@@ -17,16 +17,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{ADMIN_TOKEN_PREFIX, Actor, AdminToken, Binding, Millis, Workspace, WORKSPACE_PREFIX};
+use agentvault_core::model::{ADMIN_TOKEN_PREFIX, Actor, AdminToken, Binding, Millis, WORKSPACE_PREFIX, Workspace};
 use agentvault_core::{Error, Result, SecretValue};
 use agentvault_crypto::Keyring;
 use agentvault_store::Store;
+pub use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-pub use axum::Json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::OpenApi;
@@ -57,9 +57,13 @@ pub fn rfc3339(ms: Millis) -> String {
 /// Parses an RFC 3339 time given in `field`.
 pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<Millis> {
     let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
-        Error::invalid(field, format!("{field} must be an RFC 3339 time such as 2027-01-31T12:00:00Z; got '{}'", text.escape_default()))
+        Error::invalid(
+            field,
+            format!("{field} must be an RFC 3339 time such as 2027-01-31T12:00:00Z; got '{}'", text.escape_default()),
+        )
     })?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| Error::invalid(field, format!("{field} is out of range")))
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| Error::invalid(field, format!("{field} is out of range")))
 }
 
 /// The state every handler shares.
@@ -121,10 +125,9 @@ impl AppState {
     /// Opens the current version of a secret.
     pub fn open(&self, entry: &SecretEntry) -> Result<SecretValue> {
         let binding = Binding { workspace_id: &entry.workspace_id, secret_id: &entry.id, version: entry.version };
-        let plaintext = self
-            .keyring
-            .open(binding, &entry.sealed)
-            .map_err(|e| Error::internal(format!("opening secret {} version {} failed: {e}", entry.id, entry.version)))?;
+        let plaintext = self.keyring.open(binding, &entry.sealed).map_err(|e| {
+            Error::internal(format!("opening secret {} version {} failed: {e}", entry.id, entry.version))
+        })?;
         SecretValue::decode(entry.kind, &plaintext)
     }
 
@@ -170,7 +173,10 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -216,7 +222,9 @@ async fn no_route() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut resp = ApiError(Error::invalid("method", "this route does not accept that HTTP method; see /api/v1/openapi.json")).into_response();
+    let mut resp =
+        ApiError(Error::invalid("method", "this route does not accept that HTTP method; see /api/v1/openapi.json"))
+            .into_response();
     *resp.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     resp
 }
@@ -224,7 +232,8 @@ async fn method_not_allowed() -> Response {
 /// Counts requests per route and status, and marks every response as not cacheable.
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let mut resp = next.run(req).await;
     st.metrics
         .requests
@@ -238,7 +247,11 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every queued
 /// audit record and API key use.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let flusher = {
         let st = state.clone();
         tokio::spawn(async move {
@@ -280,7 +293,8 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
     if store.list_workspaces().await?.is_empty() {
         let now = now_millis();
         let ws = Workspace { id: auth::new_id(WORKSPACE_PREFIX)?, name: "default".into(), created_at: now };
-        let audit = AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
+        let audit =
+            AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
         store.create_workspace(&ws, &audit).await?;
     }
     if store.has_admin_tokens().await? {
@@ -291,7 +305,9 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
             if t.len() < BOOTSTRAP_TOKEN_MIN_LEN || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(Error::invalid(
                     "AGENTVAULT_BOOTSTRAP_TOKEN",
-                    format!("AGENTVAULT_BOOTSTRAP_TOKEN must be at least {BOOTSTRAP_TOKEN_MIN_LEN} characters without spaces; generate one with `openssl rand -base64 32`"),
+                    format!(
+                        "AGENTVAULT_BOOTSTRAP_TOKEN must be at least {BOOTSTRAP_TOKEN_MIN_LEN} characters without spaces; generate one with `openssl rand -base64 32`"
+                    ),
                 ));
             }
             (t.to_owned(), Bootstrap::TokenFromEnv)
@@ -301,7 +317,12 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
             (t.clone(), Bootstrap::NewToken(t))
         }
     };
-    let record = AdminToken { id: auth::new_id(ADMIN_TOKEN_PREFIX)?, name: "bootstrap".into(), created_at: now_millis(), revoked_at: None };
+    let record = AdminToken {
+        id: auth::new_id(ADMIN_TOKEN_PREFIX)?,
+        name: "bootstrap".into(),
+        created_at: now_millis(),
+        revoked_at: None,
+    };
     store.create_admin_token(&record, &auth::hash_token(&token)).await?;
     Ok(outcome)
 }

@@ -1,6 +1,5 @@
 //! Prometheus metrics (`/metrics`). Counts only: never a name of a secret or a value.
 
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, Workspace};
 use agentvault_core::SecretKind;
+use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, Workspace};
 use agentvault_store::SecretRecord;
 
 pub type TokenHash = [u8; 32];

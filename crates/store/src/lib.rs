@@ -2,9 +2,7 @@
 //! backends. Callers never see SQL.
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
-use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace,
-};
+use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace};
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
 
@@ -88,7 +86,12 @@ pub trait Store: Send + Sync + 'static {
     /// name; 422 `unknown_agent` if an agent is not in the workspace (nothing is stored).
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()>;
     /// Applies a change; returns the new metadata.
-    async fn update_secret(&self, workspace_id: &str, change: &SecretChange<'_>, audit: &AuditEvent) -> Result<SecretMeta>;
+    async fn update_secret(
+        &self,
+        workspace_id: &str,
+        change: &SecretChange<'_>,
+        audit: &AuditEvent,
+    ) -> Result<SecretMeta>;
     /// Replaces the access list; 422 `unknown_agent` as for create. Returns the new metadata.
     async fn set_secret_access(
         &self,
@@ -109,7 +112,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_api_key(&self, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> Result<()>;
     async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyMeta>>;
     /// Marks the key revoked; returns it. 404 if unknown; revoking twice is a no-op.
-    async fn revoke_api_key(&self, workspace_id: &str, key_id: &str, now: Millis, audit: &AuditEvent) -> Result<ApiKeyMeta>;
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        key_id: &str,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<ApiKeyMeta>;
     /// All API keys with their hashes, for the read model.
     async fn load_api_keys(&self) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>>;
     /// Records when keys were last used (flushed in batches, off the request path).

@@ -60,9 +60,9 @@ impl SqliteStore {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(base.clone().synchronous(sync))
         };
-        let write = connect(SqliteSynchronous::Full, 1).await.map_err(|e| {
-            Error::unavailable(format!("cannot open the database {}: {e}", path.display()))
-        })?;
+        let write = connect(SqliteSynchronous::Full, 1)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
         let store = SqliteStore {
             audit: connect(SqliteSynchronous::Normal, 1).await.map_err(db_err)?,
             read: connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?,
@@ -74,14 +74,14 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await.map_err(db_err)?;
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -133,8 +133,7 @@ fn kind_from(row: &SqliteRow) -> Result<SecretKind> {
 
 fn keys_from(row: &SqliteRow) -> Result<Option<Vec<String>>> {
     let keys: Option<String> = get(row, "keys")?;
-    keys.map(|k| serde_json::from_str(&k).map_err(|e| Error::internal(format!("bad key list: {e}"))))
-        .transpose()
+    keys.map(|k| serde_json::from_str(&k).map_err(|e| Error::internal(format!("bad key list: {e}")))).transpose()
 }
 
 fn keys_json(keys: Option<&[String]>) -> Option<String> {
@@ -163,7 +162,11 @@ fn secret_meta_from(row: &SqliteRow) -> Result<SecretMeta> {
 }
 
 fn sealed_from(row: &SqliteRow) -> Result<Sealed> {
-    Ok(Sealed { root_key_id: get(row, "root_key_id")?, wrapped_dek: get(row, "wrapped_dek")?, ciphertext: get(row, "ciphertext")? })
+    Ok(Sealed {
+        root_key_id: get(row, "root_key_id")?,
+        wrapped_dek: get(row, "wrapped_dek")?,
+        ciphertext: get(row, "ciphertext")?,
+    })
 }
 
 const SECRET_META_SELECT: &str = "SELECT s.id, s.workspace_id, s.name, s.description, s.current_version, \
@@ -189,7 +192,7 @@ fn api_key_from(row: &SqliteRow, agents: Option<BTreeSet<String>>) -> Result<Api
 // --- helpers that run inside a transaction ------------------------------------------------------
 
 async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
-    debug_assert!(AUDIT_ROWS_PER_STATEMENT * AUDIT_COLUMNS < 32_766);
+    const { assert!(AUDIT_ROWS_PER_STATEMENT * AUDIT_COLUMNS < 32_766) };
     for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO audit_log (at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) ",
@@ -232,7 +235,11 @@ async fn check_agents(conn: &mut SqliteConnection, workspace_id: &str, agents: &
 }
 
 async fn replace_access(conn: &mut SqliteConnection, secret_id: &str, agents: &[String], now: Millis) -> Result<()> {
-    sqlx::query("DELETE FROM secret_access WHERE secret_id = ?").bind(secret_id).execute(&mut *conn).await.map_err(db_err)?;
+    sqlx::query("DELETE FROM secret_access WHERE secret_id = ?")
+        .bind(secret_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
     for agent in agents {
         sqlx::query("INSERT OR IGNORE INTO secret_access (secret_id, agent_id, granted_at) VALUES (?, ?, ?)")
             .bind(secret_id)
@@ -253,7 +260,12 @@ async fn access_of(conn: &mut SqliteConnection, secret_id: &str) -> Result<Vec<S
         .map_err(db_err)
 }
 
-async fn secret_meta_by(conn: &mut SqliteConnection, workspace_id: &str, clause: &'static str, key: &str) -> Result<Option<SecretMeta>> {
+async fn secret_meta_by(
+    conn: &mut SqliteConnection,
+    workspace_id: &str,
+    clause: &'static str,
+    key: &str,
+) -> Result<Option<SecretMeta>> {
     let sql = match clause {
         "name" => format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? AND s.name = ?"),
         _ => format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? AND s.id = ?"),
@@ -310,7 +322,8 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
-                    Error::conflict("workspace_exists", format!("a workspace named '{}' already exists", ws.name)).with_field("name")
+                    Error::conflict("workspace_exists", format!("a workspace named '{}' already exists", ws.name))
+                        .with_field("name")
                 } else {
                     db_err(e)
                 }
@@ -320,7 +333,8 @@ impl Store for SqliteStore {
     }
 
     async fn has_admin_tokens(&self) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens").fetch_one(&self.read).await.map_err(db_err)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens").fetch_one(&self.read).await.map_err(db_err)?;
         Ok(n > 0)
     }
 
@@ -345,7 +359,12 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| {
                 Ok((
-                    AdminToken { id: get(r, "id")?, name: get(r, "name")?, created_at: get(r, "created_at")?, revoked_at: get(r, "revoked_at")? },
+                    AdminToken {
+                        id: get(r, "id")?,
+                        name: get(r, "name")?,
+                        created_at: get(r, "created_at")?,
+                        revoked_at: get(r, "revoked_at")?,
+                    },
                     get(r, "token_hash")?,
                 ))
             })
@@ -394,15 +413,17 @@ impl Store for SqliteStore {
 
     async fn update_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let done = sqlx::query("UPDATE agents SET name = ?, description = ?, updated_at = ? WHERE id = ? AND workspace_id = ?")
-            .bind(&agent.name)
-            .bind(&agent.description)
-            .bind(agent.updated_at)
-            .bind(&agent.id)
-            .bind(&agent.workspace_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| duplicate_agent(e, &agent.name))?;
+        let done = sqlx::query(
+            "UPDATE agents SET name = ?, description = ?, updated_at = ? WHERE id = ? AND workspace_id = ?",
+        )
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(agent.updated_at)
+        .bind(&agent.id)
+        .bind(&agent.workspace_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate_agent(e, &agent.name))?;
         if done.rows_affected() == 0 {
             return Err(agent_gone());
         }
@@ -428,7 +449,8 @@ impl Store for SqliteStore {
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>> {
         let mut conn = self.read.acquire().await.map_err(db_err)?;
         let sql = format!("{SECRET_META_SELECT} WHERE s.workspace_id = ? ORDER BY s.name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workspace_id).fetch_all(&mut *conn).await.map_err(db_err)?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workspace_id).fetch_all(&mut *conn).await.map_err(db_err)?;
         let access = sqlx::query(
             "SELECT a.secret_id, a.agent_id FROM secret_access a JOIN secrets s ON s.id = a.secret_id \
              WHERE s.workspace_id = ? ORDER BY a.agent_id",
@@ -478,20 +500,36 @@ impl Store for SqliteStore {
                 db_err(e)
             }
         })?;
-        insert_version(&mut tx, &meta.id, meta.version, meta.kind, meta.keys.as_deref(), sealed, meta.created_at, audit.actor.id()).await?;
+        insert_version(
+            &mut tx,
+            &meta.id,
+            meta.version,
+            meta.kind,
+            meta.keys.as_deref(),
+            sealed,
+            meta.created_at,
+            audit.actor.id(),
+        )
+        .await?;
         replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
         insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
-    async fn update_secret(&self, workspace_id: &str, change: &SecretChange<'_>, audit: &AuditEvent) -> Result<SecretMeta> {
+    async fn update_secret(
+        &self,
+        workspace_id: &str,
+        change: &SecretChange<'_>,
+        audit: &AuditEvent,
+    ) -> Result<SecretMeta> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let current: Option<i64> = sqlx::query_scalar("SELECT current_version FROM secrets WHERE id = ? AND workspace_id = ?")
-            .bind(change.secret_id)
-            .bind(workspace_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT current_version FROM secrets WHERE id = ? AND workspace_id = ?")
+                .bind(change.secret_id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         let current = current.ok_or_else(secret_gone)?;
         if current != i64::from(change.expected_version) {
             return Err(Error::conflict(
@@ -502,7 +540,8 @@ impl Store for SqliteStore {
         let mut version = change.expected_version;
         if let Some(v) = &change.value {
             version += 1;
-            insert_version(&mut tx, change.secret_id, version, v.kind, v.keys, v.sealed, change.now, change.actor_id).await?;
+            insert_version(&mut tx, change.secret_id, version, v.kind, v.keys, v.sealed, change.now, change.actor_id)
+                .await?;
         }
         sqlx::query(
             "UPDATE secrets SET description = COALESCE(?, description), current_version = ?, updated_at = ? WHERE id = ?",
@@ -648,25 +687,37 @@ impl Store for SqliteStore {
     }
 
     async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyMeta>> {
-        let mut keys: Vec<ApiKeyMeta> = self.load_api_keys_where(Some(workspace_id)).await?.into_iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<ApiKeyMeta> =
+            self.load_api_keys_where(Some(workspace_id)).await?.into_iter().map(|(k, _)| k).collect();
         keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(keys)
     }
 
-    async fn revoke_api_key(&self, workspace_id: &str, key_id: &str, now: Millis, audit: &AuditEvent) -> Result<ApiKeyMeta> {
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        key_id: &str,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<ApiKeyMeta> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND workspace_id = ?")
-            .bind(now)
-            .bind(key_id)
-            .bind(workspace_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND workspace_id = ?")
+                .bind(now)
+                .bind(key_id)
+                .bind(workspace_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("api_key_not_found", format!("no API key {key_id} exists in this workspace")));
         }
         insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?").bind(key_id).fetch_one(&mut *tx).await.map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(key_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let agents: Vec<String> = sqlx::query_scalar("SELECT agent_id FROM api_key_agents WHERE key_id = ?")
             .bind(key_id)
             .fetch_all(&mut *tx)
@@ -745,8 +796,10 @@ impl Store for SqliteStore {
                         at: get(r, "at")?,
                         workspace_id: get(r, "workspace_id")?,
                         actor: Actor::from_parts(&actor_type, get(r, "actor_id")?),
-                        action: Action::parse(&action).ok_or_else(|| Error::internal(format!("unknown audit action {action:?}")))?,
-                        outcome: Outcome::parse(&outcome).ok_or_else(|| Error::internal(format!("unknown audit outcome {outcome:?}")))?,
+                        action: Action::parse(&action)
+                            .ok_or_else(|| Error::internal(format!("unknown audit action {action:?}")))?,
+                        outcome: Outcome::parse(&outcome)
+                            .ok_or_else(|| Error::internal(format!("unknown audit outcome {outcome:?}")))?,
                         secret_name: get(r, "secret_name")?,
                         agent_id: get(r, "agent_id")?,
                         target_id: get(r, "target_id")?,
@@ -792,7 +845,10 @@ impl Store for SqliteStore {
             if done.rows_affected() != 1 {
                 return Err(Error::conflict(
                     "version_conflict",
-                    format!("secret {} version {} changed during the rotation; nothing was changed, run it again", v.secret_id, v.version),
+                    format!(
+                        "secret {} version {} changed during the rotation; nothing was changed, run it again",
+                        v.secret_id, v.version
+                    ),
                 ));
             }
         }
@@ -864,7 +920,8 @@ async fn insert_version(
 
 fn duplicate_agent(e: sqlx::Error, name: &str) -> Error {
     if is_unique_violation(&e) {
-        Error::conflict("agent_exists", format!("an agent named '{name}' already exists in this workspace")).with_field("name")
+        Error::conflict("agent_exists", format!("an agent named '{name}' already exists in this workspace"))
+            .with_field("name")
     } else {
         db_err(e)
     }

@@ -44,7 +44,11 @@ impl AppState {
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/agents", tag = "agents",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, body = List<AgentOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_agents(State(st): State<AppState>, Auth(p): Auth, ApiPath(ws): ApiPath<String>) -> ApiResult<Json<List<AgentOut>>> {
+pub async fn list_agents(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+) -> ApiResult<Json<List<AgentOut>>> {
     let ws = st.admin_workspace(&p, &ws)?;
     let agents = st.store.list_agents(&ws.id).await?;
     Ok(Json(agents.into_iter().map(AgentOut::from).collect::<Vec<_>>().into()))
@@ -73,7 +77,9 @@ pub async fn create_agent(
         created_at: now,
         updated_at: now,
     };
-    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::AgentCreate, Outcome::Success).agent(&agent.id).target(&agent.id);
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::AgentCreate, Outcome::Success)
+        .agent(&agent.id)
+        .target(&agent.id);
     st.store.create_agent(&agent, &audit).await?;
     st.model.put_agent(&agent.id, &ws.id);
     st.refresh_gauges();
@@ -120,7 +126,9 @@ pub async fn update_agent(
         agent.description = d;
     }
     agent.updated_at = now_millis();
-    let audit = AuditEvent::new(agent.updated_at, &ws.id, p.actor(), Action::AgentUpdate, Outcome::Success).agent(&agent.id).target(&agent.id);
+    let audit = AuditEvent::new(agent.updated_at, &ws.id, p.actor(), Action::AgentUpdate, Outcome::Success)
+        .agent(&agent.id)
+        .target(&agent.id);
     st.store.update_agent(&agent, &audit).await?;
     Ok(Json(agent.into()))
 }
@@ -137,7 +145,9 @@ pub async fn delete_agent(
     let ws = st.admin_workspace(&p, &ws)?;
     let _w = st.write_lock.lock().await;
     let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::AgentDelete, Outcome::Success).agent(&agent.id).target(&agent.id);
+    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::AgentDelete, Outcome::Success)
+        .agent(&agent.id)
+        .target(&agent.id);
     st.store.delete_agent(&ws.id, &agent.id, &audit).await?;
     st.model.remove_agent(&ws.id, &agent.id);
     st.refresh_gauges();

@@ -84,7 +84,10 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter, Error> {
         .map(|a| {
             Action::parse(&a).ok_or_else(|| {
                 let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
-                Error::invalid("action", format!("unknown action '{}'; known actions: {}", a.escape_default(), known.join(", ")))
+                Error::invalid(
+                    "action",
+                    format!("unknown action '{}'; known actions: {}", a.escape_default(), known.join(", ")),
+                )
             })
         })
         .transpose()?;
@@ -103,7 +106,12 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter, Error> {
     }
     let before_seq = q
         .cursor
-        .map(|c| c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Error::invalid("cursor", "the cursor is not one this server handed out")))
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::invalid("cursor", "the cursor is not one this server handed out"))
+        })
         .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -134,6 +142,7 @@ pub async fn list_audit(
     let ws = st.admin_workspace(&p, &ws)?;
     let filter = filter_from(q)?;
     let records = st.store.list_audit(&ws.id, &filter).await?;
-    let next_cursor = (records.len() == filter.limit as usize).then(|| records.last().map(|r| r.seq.to_string())).flatten();
+    let next_cursor =
+        (records.len() == filter.limit as usize).then(|| records.last().map(|r| r.seq.to_string())).flatten();
     Ok(Json(AuditPage { items: records.into_iter().map(AuditOut::from).collect(), next_cursor }))
 }

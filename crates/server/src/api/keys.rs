@@ -45,7 +45,11 @@ fn scope_of(agents: AgentsScope) -> Result<KeyScope> {
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/api-keys", tag = "api-keys",
     params(("ws" = String, Path)),
     responses((status = 200, body = List<ApiKeyOut>), (status = 403, body = ErrorBody)))]
-pub async fn list_keys(State(st): State<AppState>, Auth(p): Auth, ApiPath(ws): ApiPath<String>) -> ApiResult<Json<List<ApiKeyOut>>> {
+pub async fn list_keys(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+) -> ApiResult<Json<List<ApiKeyOut>>> {
     let ws = st.admin_workspace(&p, &ws)?;
     let now = now_millis();
     let keys = st.store.list_api_keys(&ws.id).await?;
@@ -87,7 +91,9 @@ pub async fn create_key(
         KeyScope::All => "agents=all".to_owned(),
         KeyScope::Agents(s) => format!("agents={}", s.iter().cloned().collect::<Vec<_>>().join(",")),
     };
-    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::ApiKeyCreate, Outcome::Success).target(&key.id).detail(scope_detail);
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::ApiKeyCreate, Outcome::Success)
+        .target(&key.id)
+        .detail(scope_detail);
     let hash = hash_token(&token);
     let _w = st.write_lock.lock().await;
     st.store.create_api_key(&key, &hash, &audit).await?;
@@ -124,13 +130,12 @@ pub async fn get_key(
     ApiPath((ws, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyOut>> {
     let ws = st.admin_workspace(&p, &ws)?;
-    let key = st
-        .store
-        .list_api_keys(&ws.id)
-        .await?
-        .into_iter()
-        .find(|k| k.id == key_id)
-        .ok_or_else(|| Error::not_found("api_key_not_found", format!("no API key {} exists in this workspace", key_id.escape_default())))?;
+    let key = st.store.list_api_keys(&ws.id).await?.into_iter().find(|k| k.id == key_id).ok_or_else(|| {
+        Error::not_found(
+            "api_key_not_found",
+            format!("no API key {} exists in this workspace", key_id.escape_default()),
+        )
+    })?;
     Ok(Json(ApiKeyOut::new(st.with_last_use(key), now_millis())))
 }
 

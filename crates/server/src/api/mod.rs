@@ -10,7 +10,9 @@ pub mod workspaces;
 
 use std::collections::HashMap;
 
-use agentvault_core::model::{Agent, ApiKeyMeta, KeyScope, Millis, Principal, SecretMeta, SecretVersionMeta, Workspace};
+use agentvault_core::model::{
+    Agent, ApiKeyMeta, KeyScope, Millis, Principal, SecretMeta, SecretVersionMeta, Workspace,
+};
 use agentvault_core::{Error, Result, validate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -139,7 +141,13 @@ pub struct VersionOut {
 
 impl From<SecretVersionMeta> for VersionOut {
     fn from(v: SecretVersionMeta) -> Self {
-        VersionOut { version: v.version, kind: v.kind.into(), keys: v.keys, created_at: rfc3339(v.created_at), created_by: v.created_by }
+        VersionOut {
+            version: v.version,
+            kind: v.kind.into(),
+            keys: v.keys,
+            created_at: rfc3339(v.created_at),
+            created_by: v.created_by,
+        }
     }
 }
 
@@ -215,10 +223,9 @@ impl AppState {
 
     /// The workspace if the caller may see it; 404 otherwise (existence is not revealed).
     pub fn visible_workspace(&self, principal: &Principal, ws: &str) -> Result<Workspace> {
-        self.model
-            .workspace(ws)
-            .filter(|w| principal.sees_workspace(&w.id))
-            .ok_or_else(|| Error::not_found("workspace_not_found", format!("no workspace {} exists", ws.escape_default())))
+        self.model.workspace(ws).filter(|w| principal.sees_workspace(&w.id)).ok_or_else(|| {
+            Error::not_found("workspace_not_found", format!("no workspace {} exists", ws.escape_default()))
+        })
     }
 }
 

@@ -44,7 +44,8 @@ pub async fn read_secret(
     let name_ok = validate::secret_name(&name).is_ok();
     // Only well-formed names and ids go into the log.
     let event = |outcome: Outcome, detail: String| {
-        let mut e = AuditEvent::new(now, ws, Actor::ApiKey(key.meta.id.clone()), Action::SecretRead, outcome).detail(detail);
+        let mut e =
+            AuditEvent::new(now, ws, Actor::ApiKey(key.meta.id.clone()), Action::SecretRead, outcome).detail(detail);
         if name_ok {
             e = e.secret(&name);
         }

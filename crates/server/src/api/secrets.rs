@@ -75,7 +75,11 @@ fn agents_detail(agents: &[String]) -> String {
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/secrets", tag = "secrets",
     params(("ws" = String, Path)),
     responses((status = 200, body = List<SecretOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_secrets(State(st): State<AppState>, Auth(p): Auth, ApiPath(ws): ApiPath<String>) -> ApiResult<Json<List<SecretOut>>> {
+pub async fn list_secrets(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+) -> ApiResult<Json<List<SecretOut>>> {
     let ws = st.admin_workspace(&p, &ws)?;
     let secrets = st.store.list_secrets(&ws.id).await?;
     Ok(Json(secrets.into_iter().map(SecretOut::from).collect::<Vec<_>>().into()))

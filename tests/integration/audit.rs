@@ -1,0 +1,108 @@
+//! The audit log: every mutation and every agent read, filterable, paginated, never a value.
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+#[test]
+fn mutations_and_reads_are_audited_without_values() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let a = s.create_agent(&ws, "Billing bot");
+    let b = s.create_agent(&ws, "Other bot");
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_AUDITVALUE"), &[&a]);
+    s.create_secret(&ws, "oauth", json!({"client_id": "cid", "client_secret": "AUDITKV"}), &[&a]);
+    s.patch(&format!("{base}/stripe_api_key"), json!({"value": "sk_live_AUDITVALUE2"})).expect(200);
+    s.put(&format!("{base}/stripe_api_key/access"), json!({"agents": [a, b]})).expect(200);
+    s.post(&format!("{base}/stripe_api_key/reveal"), json!({})).expect(200);
+    let (key_id, key) = s.create_key(&ws, json!("all"));
+    s.read(&key, &a, "stripe_api_key").expect(200);
+    s.read(&key, &a, "oauth").expect(200);
+    s.read(&key, &b, "oauth").expect(403);
+    s.read(&key, &a, "missing_one").expect(404);
+    s.read(&key, &a, "Bad-Name").expect(400);
+    s.delete(&format!("{base}/oauth")).expect(204);
+    s.delete(&format!("/api/v1/workspaces/{ws}/api-keys/{key_id}")).expect(200);
+
+    let all = s.audit(&ws, "");
+    let raw = serde_json::to_string(&all).unwrap();
+    for value in ["sk_live_AUDITVALUE", "AUDITKV", &key] {
+        assert!(!raw.contains(value), "the audit log holds a value or token: {value}");
+    }
+    let actions: Vec<&str> = all.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    for expected in [
+        "workspace.create",
+        "agent.create",
+        "secret.create",
+        "secret.update",
+        "secret.access.set",
+        "secret.reveal",
+        "api_key.create",
+        "secret.read",
+        "secret.delete",
+        "api_key.revoke",
+    ] {
+        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    }
+    // Newest first.
+    let ids: Vec<i64> = all.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    assert_eq!(all[0]["action"], "api_key.revoke");
+
+    let reads = s.audit(&ws, "action=secret.read");
+    let outcome = |r: &Value| (r["outcome"].as_str().unwrap().to_owned(), r["secret"].clone(), r["agent_id"].clone());
+    let mut seen: Vec<_> = reads.iter().map(outcome).collect();
+    seen.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(seen.len(), 5, "{reads:?}");
+    assert!(seen.contains(&("success".into(), json!("stripe_api_key"), json!(a))));
+    assert!(seen.contains(&("denied".into(), json!("oauth"), json!(b))));
+    assert!(seen.contains(&("not_found".into(), json!("missing_one"), json!(a))));
+    assert!(seen.contains(&("invalid".into(), Value::Null, json!(a))));
+    for r in &reads {
+        assert_eq!(r["actor"], json!({"type": "api_key", "id": key_id}));
+    }
+
+    // Filters combine.
+    assert_eq!(s.audit(&ws, "action=secret.read&outcome=denied").len(), 1);
+    let about_b: Vec<_> =
+        s.audit(&ws, &format!("agent={b}")).iter().map(|r| r["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(about_b, vec!["secret.read", "agent.create"]);
+    let stripe = s.audit(&ws, "secret=stripe_api_key");
+    assert!(stripe.iter().all(|r| r["secret"] == "stripe_api_key"));
+    assert_eq!(stripe.len(), 5, "create, update, access, reveal, read: {stripe:?}");
+    assert!(s.audit(&ws, "since=2999-01-01T00:00:00Z").is_empty());
+    assert_eq!(s.audit(&ws, "until=2999-01-01T00:00:00Z").len(), all.len());
+    assert!(s.audit(&ws, "until=2000-01-01T00:00:00Z").is_empty());
+
+    // Pagination by cursor walks every record exactly once.
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = s.get(&format!("/api/v1/workspaces/{ws}/audit?limit=3{cursor}"));
+        let body = page.expect(200).clone();
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        walked.extend(items.iter().map(|r| r["id"].as_i64().unwrap()));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids);
+
+    for bad in [
+        "action=secret.steal",
+        "outcome=maybe",
+        "limit=0",
+        "limit=501",
+        "since=yesterday",
+        "cursor=abc",
+        "secret=Bad-Name",
+        "agent=x",
+        "colour=red",
+    ] {
+        let r = s.get(&format!("/api/v1/workspaces/{ws}/audit?{bad}"));
+        r.expect_error(400, "invalid_input");
+    }
+}

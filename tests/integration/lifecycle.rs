@@ -1,0 +1,181 @@
+//! First start, restarts, kill -9, root key rotation.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::json;
+
+use crate::support::{Options, Server, command, random_token};
+
+#[test]
+fn first_start_initialises_everything_and_prints_the_token_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut first = Server::start_in(&dir, "", Options::default());
+    let token = first
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("ava_"))
+        .expect("the first start prints an admin token")
+        .to_owned();
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("root.key"), 0o600, "the generated root key is private");
+    assert_eq!(mode("agentvault.db"), 0o600, "the database is private");
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    first.admin = token.clone();
+    let ws = first.default_ws();
+    assert!(ws.starts_with("ws_"));
+    let key_before = std::fs::read(dir.join("root.key")).unwrap();
+    first.stop();
+
+    let second = Server::start_in(&dir, &token, Options::default());
+    assert!(!second.stdout.contains("ava_"), "a second start prints no token: {}", second.stdout);
+    assert_eq!(second.default_ws(), ws, "the same default workspace is reused");
+    assert_eq!(std::fs::read(dir.join("root.key")).unwrap(), key_before, "the root key is reused");
+    let names: Vec<_> =
+        second.get("/api/v1/workspaces").body["items"].as_array().unwrap().iter().map(|w| w["name"].clone()).collect();
+    assert_eq!(names, vec![json!("default")]);
+}
+
+#[test]
+fn a_bootstrap_token_from_the_environment_becomes_the_admin_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let s = Server::start_in(
+        &tmp.path().join("d"),
+        &token,
+        Options { bootstrap_token: Some(&token), ..Options::default() },
+    );
+    assert!(!s.stdout.contains(&token), "a token given by the operator is not echoed");
+    s.default_ws();
+    let bad = s.request("GET", "/api/v1/workspaces", Some("test_admin_wrong_token_0000000000"), None);
+    bad.expect_error(401, "unauthenticated");
+
+    let short = Server::try_start_in(
+        &tmp.path().join("e"),
+        "x",
+        Options { bootstrap_token: Some("short"), ..Options::default() },
+    );
+    let err = short.err().expect("a short bootstrap token is refused");
+    assert!(err.contains("AGENTVAULT_BOOTSTRAP_TOKEN must be at least"), "{err}");
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token = random_token();
+    let opts = || Options { bootstrap_token: Some(&token), ..Options::default() };
+    let mut s = Server::start_in(&dir, &token, opts());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_first"), &[&agent]);
+    s.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"), json!({"value": "sk_live_second"})).expect(200);
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.read(&key, &agent, "stripe_api_key").expect(200);
+    s.kill9();
+
+    let s = Server::start_in(&dir, &token, opts());
+    let r = s.read(&key, &agent, "stripe_api_key");
+    assert_eq!(r.expect(200)["value"], "sk_live_second");
+    let reads = s.audit(&ws, "action=secret.read&outcome=success");
+    assert_eq!(reads.len(), 2, "the read answered before the kill is in the log: {reads:?}");
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"));
+    assert_eq!(meta.expect(200)["version"], 2);
+}
+
+#[test]
+fn rotating_the_root_key_keeps_every_value_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token = random_token();
+    let opts = || Options { bootstrap_token: Some(&token), ..Options::default() };
+    let mut s = Server::start_in(&dir, &token, opts());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "bot");
+    for i in 0..5 {
+        s.create_secret(&ws, &format!("secret_{i}"), json!(format!("value-{i}-v1")), &[&agent]);
+        s.patch(&format!("/api/v1/workspaces/{ws}/secrets/secret_{i}"), json!({"value": format!("value-{i}-v2")}))
+            .expect(200);
+    }
+    s.create_secret(&ws, "oauth", json!({"client_id": "id-1", "client_secret": "shh"}), &[&agent]);
+    let (_, key) = s.create_key(&ws, json!("all"));
+
+    // Refused while the server runs: it holds the data directory.
+    let busy = command().args(["rotate-root-key", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("another agentvault process"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    s.stop();
+
+    let old_key = std::fs::read_to_string(dir.join("root.key")).unwrap();
+    let out = command().args(["rotate-root-key", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("re-wrapped 11 of 11 data keys"), "{stdout}");
+    let new_key = std::fs::read_to_string(dir.join("root.key")).unwrap();
+    let keys =
+        |t: &str| t.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(keys(&new_key).len(), 1, "the old key is retired");
+    assert_ne!(keys(&new_key), keys(&old_key));
+    assert_eq!(std::fs::metadata(dir.join("root.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let s = Server::start_in(&dir, &token, opts());
+    for i in 0..5 {
+        assert_eq!(s.read(&key, &agent, &format!("secret_{i}")).expect(200)["value"], format!("value-{i}-v2"));
+    }
+    assert_eq!(
+        s.read(&key, &agent, "oauth").expect(200)["value"],
+        json!({"client_id": "id-1", "client_secret": "shh"})
+    );
+    assert_eq!(
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/secret_0/reveal"), json!({})).expect(200)["value"],
+        "value-0-v2"
+    );
+    assert_eq!(s.audit(&ws, "action=root_key.rotate").len(), 1);
+    drop(s);
+
+    // With the old key the data no longer opens, and the server says why instead of serving errors.
+    let wrong = Server::try_start_in(
+        &dir,
+        &token,
+        Options {
+            bootstrap_token: Some(&token),
+            extra_env: vec![("AGENTVAULT_ROOT_KEY", keys(&old_key)[0].clone())],
+            ..Options::default()
+        },
+    );
+    let err = wrong.err().expect("the old root key is refused");
+    assert!(err.contains("which the configured keyring does not hold"), "{err}");
+}
+
+#[test]
+fn a_root_key_from_the_environment_is_used_and_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token = random_token();
+    let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq8M="; // 32 bytes
+    let env = || vec![("AGENTVAULT_ROOT_KEY", key.to_owned())];
+    let s = Server::start_in(
+        &dir,
+        &token,
+        Options { bootstrap_token: Some(&token), extra_env: env(), ..Options::default() },
+    );
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "bot");
+    s.create_secret(&ws, "k", json!("v"), &[&agent]);
+    assert!(!dir.join("root.key").exists(), "no key file is generated when the key comes from the environment");
+    drop(s);
+    let bad = Server::try_start_in(
+        &dir,
+        &token,
+        Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", "c2hvcnQ=".into())], ..Options::default() },
+    );
+    let err = bad.err().unwrap();
+    assert!(err.contains("AGENTVAULT_ROOT_KEY is invalid") && err.contains("32 bytes"), "{err}");
+    // Without any key the server refuses rather than generating a new one over existing data.
+    let none = Server::try_start_in(&dir, &token, Options::default());
+    assert!(none.err().unwrap().contains("has a database but no root key file"));
+}

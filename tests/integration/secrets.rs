@@ -1,0 +1,174 @@
+//! Secrets over the management API: lifecycle, key/value values, validation.
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+#[test]
+fn a_secret_goes_through_its_whole_life() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let a1 = s.create_agent(&ws, "Support bot");
+    let a2 = s.create_agent(&ws, "Billing bot");
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+
+    let created = s.post(
+        &base,
+        json!({"name": "stripe_api_key", "description": "Stripe live key", "value": "sk_live_AAA111", "agents": [a1]}),
+    );
+    let c = created.expect(201);
+    assert_eq!(c["name"], "stripe_api_key");
+    assert_eq!(c["type"], "single");
+    assert_eq!(c["version"], 1);
+    assert_eq!(c["agents"], json!([a1]));
+    assert!(c["id"].as_str().unwrap().starts_with("sec_"));
+    assert!(!created.text.contains("sk_live_AAA111"), "responses carry no value");
+
+    let list = s.get(&base);
+    assert_eq!(list.expect(200)["items"].as_array().unwrap().len(), 1);
+    assert!(!list.text.contains("sk_live_AAA111"), "the list carries no value");
+    let meta = s.get(&format!("{base}/stripe_api_key"));
+    assert_eq!(meta.expect(200)["description"], "Stripe live key");
+    assert!(!meta.text.contains("sk_live_AAA111"));
+
+    // A new value is a new version; the description alone is not.
+    let up = s.patch(&format!("{base}/stripe_api_key"), json!({"value": "sk_live_BBB222"}));
+    assert_eq!(up.expect(200)["version"], 2);
+    let up = s.patch(&format!("{base}/stripe_api_key"), json!({"description": "rotated"}));
+    assert_eq!(up.expect(200)["version"], 2);
+    assert_eq!(up.body["description"], "rotated");
+    let versions = s.get(&format!("{base}/stripe_api_key/versions"));
+    let v: Vec<_> = versions.expect(200)["items"].as_array().unwrap().iter().map(|v| v["version"].clone()).collect();
+    assert_eq!(v, vec![json!(2), json!(1)]);
+    assert!(!versions.text.contains("sk_live"));
+
+    let revealed = s.post(&format!("{base}/stripe_api_key/reveal"), json!({}));
+    assert_eq!(revealed.expect(200)["value"], "sk_live_BBB222");
+    assert_eq!(revealed.body["version"], 2);
+
+    // Access is replaced as a whole.
+    let acc = s.put(&format!("{base}/stripe_api_key/access"), json!({"agents": [a2, a1, a2]}));
+    let mut expected = vec![a1.clone(), a2.clone()];
+    expected.sort();
+    assert_eq!(acc.expect(200)["agents"], json!(expected));
+    s.put(&format!("{base}/stripe_api_key/access"), json!({"agents": []})).expect(200);
+    assert_eq!(s.get(&format!("{base}/stripe_api_key")).body["agents"], json!([]));
+
+    // Names are immutable.
+    s.patch(&format!("{base}/stripe_api_key"), json!({"name": "other"})).expect_error(400, "invalid_input");
+    s.patch(&format!("{base}/stripe_api_key"), json!({})).expect_error(400, "invalid_input");
+
+    s.delete(&format!("{base}/stripe_api_key")).expect(204);
+    s.get(&format!("{base}/stripe_api_key")).expect_error(404, "secret_not_found");
+    s.delete(&format!("{base}/stripe_api_key")).expect_error(404, "secret_not_found");
+    s.get(&format!("{base}/stripe_api_key/versions")).expect_error(404, "secret_not_found");
+    // The name is free again.
+    s.post(&base, json!({"name": "stripe_api_key", "value": "sk_new"})).expect(201);
+    assert_eq!(s.get(&format!("{base}/stripe_api_key")).body["version"], 1);
+}
+
+#[test]
+fn key_value_secrets_keep_their_pairs() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Booking bot");
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+    let value = json!({"client_id": "booking-client", "client_secret": "s3cr3t-value", "scope.read": ""});
+    let c = s.create_secret(&ws, "booking_service_oauth", value.clone(), &[&agent]);
+    assert_eq!(c["type"], "kv");
+    assert_eq!(c["keys"], json!(["client_id", "client_secret", "scope.read"]));
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    assert_eq!(s.read(&key, &agent, "booking_service_oauth").expect(200)["value"], value);
+    assert_eq!(s.read(&key, &agent, "booking_service_oauth").body["type"], "kv");
+
+    let next = json!({"client_id": "booking-client", "client_secret": "rotated"});
+    let up = s.patch(&format!("{base}/booking_service_oauth"), json!({"value": next}));
+    assert_eq!(up.expect(200)["keys"], json!(["client_id", "client_secret"]));
+    assert_eq!(s.read(&key, &agent, "booking_service_oauth").body["value"], next);
+    // A secret can change type with a new version.
+    s.patch(&format!("{base}/booking_service_oauth"), json!({"value": "now-single"})).expect(200);
+    let r = s.read(&key, &agent, "booking_service_oauth");
+    assert_eq!((r.body["type"].clone(), r.body["value"].clone()), (json!("single"), json!("now-single")));
+}
+
+fn assert_nothing_stored(s: &Server, ws: &str) {
+    let list = s.get(&format!("/api/v1/workspaces/{ws}/secrets"));
+    assert_eq!(list.expect(200)["items"], json!([]), "a rejected request left a secret behind");
+    let audit = s.audit(ws, "action=secret.create");
+    assert!(audit.is_empty(), "a rejected request left an audit record: {audit:?}");
+}
+
+#[test]
+fn bad_secrets_are_rejected_whole_with_clear_errors() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "bot");
+    let other_ws =
+        s.post("/api/v1/workspaces", json!({"name": "other"})).expect(201)["id"].as_str().unwrap().to_owned();
+    let foreign_agent = s.create_agent(&other_ws, "foreign");
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+    let many: serde_json::Map<String, Value> = (0..101).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (json!({"name": "Stripe", "value": "v"}), 400, "invalid_input", "name"),
+        (json!({"name": "1abc", "value": "v"}), 400, "invalid_input", "name"),
+        (json!({"name": "has-dash", "value": "v"}), 400, "invalid_input", "name"),
+        (json!({"name": "a".repeat(65), "value": "v"}), 400, "invalid_input", "name"),
+        (json!({"name": "", "value": "v"}), 400, "invalid_input", "name"),
+        (json!({"name": "ok", "value": ""}), 400, "invalid_input", "value"),
+        (json!({"name": "ok", "value": {}}), 400, "invalid_input", "value"),
+        (json!({"name": "ok", "value": Value::Object(many)}), 400, "invalid_input", "value"),
+        (json!({"name": "ok", "value": {"bad key": "v"}}), 400, "invalid_input", "value"),
+        (json!({"name": "ok", "value": "v", "description": "d".repeat(1001)}), 400, "invalid_input", "description"),
+        (json!({"name": "ok", "value": "v", "agents": ["not-an-id"]}), 400, "invalid_input", "agents"),
+        (json!({"name": "ok", "value": "v", "agents": ["agt_00000000000000000000"]}), 422, "unknown_agent", "agents"),
+        (json!({"name": "ok", "value": "v", "agents": [agent, foreign_agent]}), 422, "unknown_agent", "agents"),
+        (json!({"name": "ok", "value": "x".repeat(70_000)}), 413, "value_too_large", "value"),
+        (json!({"name": "ok"}), 400, "invalid_input", "body"),
+        (json!({"name": "ok", "value": "v", "agent": []}), 400, "invalid_input", "body"),
+    ];
+    for (body, status, code, field) in cases {
+        let r = s.post(&base, body.clone());
+        assert_eq!((r.status, r.code()), (status, code), "for {body}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "for {body}: {}", r.text);
+        assert_nothing_stored(&s, &ws);
+    }
+
+    // Values that are not strings are refused without quoting them back.
+    for value in [json!(12345678), json!(["sk_live_LEAK"]), json!({"k": 987654}), json!(true), Value::Null] {
+        let r = s.post(&base, json!({"name": "ok", "value": value}));
+        r.expect_error(400, "invalid_input");
+        for leak in ["12345678", "sk_live_LEAK", "987654"] {
+            assert!(!r.text.contains(leak), "the error quotes the value: {}", r.text);
+        }
+    }
+    // Not JSON, or not declared as JSON.
+    let raw = |ct: Option<&str>, body: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut req = agent.post(format!("{}{}", s.base, base)).header("Authorization", format!("Bearer {}", s.admin));
+        if let Some(ct) = ct {
+            req = req.header("Content-Type", ct);
+        }
+        let mut resp = req.send(body).unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+    };
+    let (st, text) = raw(Some("application/json"), "{\"name\": \"ok\", \"value\": ");
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("not valid JSON"), "{text}");
+    let (st, text) = raw(None, r#"{"name":"ok","value":"v"}"#);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("Content-Type: application/json"), "{text}");
+    assert_nothing_stored(&s, &ws);
+
+    // Duplicates conflict and change nothing.
+    s.create_secret(&ws, "dup", json!("first"), &[]);
+    s.post(&base, json!({"name": "dup", "value": "second"})).expect_error(409, "secret_exists");
+    assert_eq!(s.post(&format!("{base}/dup/reveal"), json!({})).body["value"], "first");
+    // Updates are validated the same way and change nothing when refused.
+    s.patch(&format!("{base}/dup"), json!({"value": ""})).expect_error(400, "invalid_input");
+    s.patch(&format!("{base}/dup"), json!({"value": "x".repeat(70_000)})).expect_error(413, "value_too_large");
+    s.put(&format!("{base}/dup/access"), json!({"agents": [foreign_agent]})).expect_error(422, "unknown_agent");
+    let meta = s.get(&format!("{base}/dup"));
+    assert_eq!((meta.body["version"].clone(), meta.body["agents"].clone()), (json!(1), json!([])));
+    // Malformed names in URLs.
+    s.get(&format!("{base}/Bad-Name")).expect_error(400, "invalid_input");
+}
