@@ -54,7 +54,7 @@ fn api_keys_are_shown_once_scoped_and_revocable() {
     assert!(token.starts_with("avk_") && token.len() > 40);
     assert!(token.starts_with(c["prefix"].as_str().unwrap()));
     assert_eq!(c["status"], "active");
-    assert_eq!(c["expires_at"], "2999-01-01T00:00:00Z");
+    assert_eq!(c["expires_at"], "2999-01-01T00:00:00.000Z");
     let id = c["id"].as_str().unwrap();
 
     let list = s.get(&base);

@@ -46,11 +46,13 @@ pub fn now_millis() -> Millis {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// RFC 3339 with millisecond precision, UTC.
+/// RFC 3339 in UTC with exactly three fractional digits, e.g. `2026-11-24T15:57:49.960Z`.
 pub fn rfc3339(ms: Millis) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 
