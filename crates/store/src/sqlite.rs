@@ -21,14 +21,14 @@ use crate::{SealedVersion, SecretChange, SecretRecord, Store};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
-/// Columns of one audit row; SQLite allows 32,766 bound variables per statement.
-const AUDIT_COLUMNS: usize = 10;
-const AUDIT_ROWS_PER_STATEMENT: usize = 1_000;
+/// How often the WAL is checkpointed into the database file, off the request path.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct SqliteStore {
     write: SqlitePool,
     audit: SqlitePool,
     read: SqlitePool,
+    checkpointer: tokio::task::JoinHandle<()>,
 }
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -63,11 +63,18 @@ impl SqliteStore {
         let write = connect(SqliteSynchronous::Full, 1)
             .await
             .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
-        let store = SqliteStore {
-            audit: connect(SqliteSynchronous::Normal, 1).await.map_err(db_err)?,
-            read: connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?,
-            write,
-        };
+        // The audit connection commits often; it never checkpoints itself (a checkpoint copies
+        // pages and syncs the file), a background task does, so commits stay short.
+        let audit = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.clone().synchronous(SqliteSynchronous::Normal).pragma("wal_autocheckpoint", "0"))
+            .await
+            .map_err(db_err)?;
+        let read = connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?;
+        let checkpointer = tokio::spawn(checkpoint_loop(read.clone()));
+        let store = SqliteStore { audit, read, write, checkpointer };
         store.migrate().await?;
         Ok(store)
     }
@@ -103,9 +110,22 @@ impl SqliteStore {
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
+        self.checkpointer.abort();
         self.read.close().await;
         self.audit.close().await;
         self.write.close().await;
+    }
+}
+
+/// Checkpoints the WAL in the background without blocking writers (PASSIVE).
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
@@ -191,26 +211,48 @@ fn api_key_from(row: &SqliteRow, agents: Option<BTreeSet<String>>) -> Result<Api
 
 // --- helpers that run inside a transaction ------------------------------------------------------
 
+/// Appends audit records with one statement whatever their number: the rows travel as one JSON
+/// array parameter, so the statement text never changes and stays prepared.
 async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
-    const { assert!(AUDIT_ROWS_PER_STATEMENT * AUDIT_COLUMNS < 32_766) };
-    for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO audit_log (at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) ",
-        );
-        qb.push_values(chunk, |mut b, e| {
-            b.push_bind(e.at)
-                .push_bind(e.workspace_id.as_str())
-                .push_bind(e.actor.kind())
-                .push_bind(e.actor.id().to_owned())
-                .push_bind(e.action.as_str())
-                .push_bind(e.outcome.as_str())
-                .push_bind(e.secret_name.as_deref())
-                .push_bind(e.agent_id.as_deref())
-                .push_bind(e.target_id.as_deref())
-                .push_bind(e.detail.as_deref());
-        });
-        qb.build().execute(&mut *conn).await.map_err(db_err)?;
-    }
+    type Row<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let rows: Vec<Row<'_>> = events
+        .iter()
+        .map(|e| {
+            (
+                e.at,
+                e.workspace_id.as_str(),
+                e.actor.kind(),
+                e.actor.id(),
+                e.action.as_str(),
+                e.outcome.as_str(),
+                e.secret_name.as_deref(),
+                e.agent_id.as_deref(),
+                e.target_id.as_deref(),
+                e.detail.as_deref(),
+            )
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| Error::internal(format!("encoding audit rows: {e}")))?;
+    sqlx::query(
+        "INSERT INTO audit_log (at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(json)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
@@ -749,14 +791,9 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
+        // One statement is one implicit transaction: no BEGIN/COMMIT round trips.
         let mut conn = self.audit.acquire().await.map_err(db_err)?;
-        if events.len() <= AUDIT_ROWS_PER_STATEMENT {
-            // One statement is one implicit transaction: no BEGIN/COMMIT round trips.
-            return insert_audit(&mut conn, events).await;
-        }
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db_err)?;
-        insert_audit(&mut tx, events).await?;
-        tx.commit().await.map_err(db_err)
+        insert_audit(&mut conn, events).await
     }
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
