@@ -1,96 +1,181 @@
-//! The audit writer: agent reads are appended through a queue that a single task drains in
-//! batches, one statement per batch (group commit). A request waits until its record is
-//! committed, so an answered read is always in the log, and auditing stays cheap because every
-//! waiting request shares one commit.
+//! The audit writer for agent reads: group commit without a writer thread.
+//!
+//! A read is answered only once its audit record is committed. Records queue in memory; the
+//! first request that finds no commit in progress becomes the leader: it takes the whole queue
+//! and commits it as one batch, on its own task, while requests arriving meanwhile queue up for
+//! the next batch and wait. With one request at a time every request leads and commits inline
+//! (no hand-off to another thread, which costs more than the commit on an idle machine); under
+//! load, batches grow by themselves and one commit serves many requests.
 //!
 //! Mutations do not come through here: their audit record is written in the same transaction
 //! as the change itself.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::{Error, Result};
 use agentvault_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// The most records written in one commit.
-const MAX_BATCH: usize = 4_096;
-/// Requests queue at most this many records before they wait for room (back-pressure).
-const QUEUE: usize = 65_536;
+/// Failed batches remembered so that their waiters learn of the failure.
+const FAILED_BATCHES_KEPT: usize = 64;
 
-struct Job {
-    /// `None` is a barrier: acknowledged once everything queued before it is written.
-    event: Option<AuditEvent>,
-    ack: Option<oneshot::Sender<Result<()>>>,
+#[derive(Default)]
+struct State {
+    /// Records waiting for the next batch; their tickets are `committed..next_ticket`.
+    queue: Vec<AuditEvent>,
+    /// The ticket the next record gets.
+    next_ticket: u64,
+    /// Every ticket below this one is finished (committed or failed).
+    committed: u64,
+    /// Whether a leader is committing a batch now.
+    leading: bool,
+    /// Ticket ranges of recent batches that failed.
+    failed: Vec<Range<u64>>,
+    /// Whether the last batch was written.
+    healthy: bool,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    finished: Notify,
 }
 
 #[derive(Clone)]
 pub struct AuditWriter {
-    tx: mpsc::Sender<Job>,
-    healthy: Arc<AtomicBool>,
-}
-
-impl AuditWriter {
-    /// Starts the writer task. It ends once every `AuditWriter` clone is dropped and the queue
-    /// is drained; [`flush`](Self::flush) waits for what is queued.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> AuditWriter {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(run(store, rx, healthy.clone(), metrics));
-        AuditWriter { tx, healthy }
-    }
-
-    /// Appends a record and waits until it is committed. Fails (and the caller must not answer
-    /// with a value) if the record could not be written.
-    pub async fn append(&self, event: AuditEvent) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        self.tx.send(Job { event: Some(event), ack: Some(ack) }).await.map_err(|_| unavailable())?;
-        done.await.map_err(|_| unavailable())?
-    }
-
-    /// Appends a record without waiting for the commit (for denials, where nothing is handed out).
-    pub async fn append_nowait(&self, event: AuditEvent) {
-        if self.tx.send(Job { event: Some(event), ack: None }).await.is_err() {
-            tracing::error!("the audit writer has stopped; a record was lost");
-        }
-    }
-
-    /// Waits until every record queued so far is written (used at shutdown).
-    pub async fn flush(&self) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        self.tx.send(Job { event: None, ack: Some(ack) }).await.map_err(|_| unavailable())?;
-        done.await.map_err(|_| unavailable())?
-    }
-
-    /// Whether the last batch was written.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
-    }
+    inner: Arc<Inner>,
 }
 
 fn unavailable() -> Error {
     Error::unavailable("the audit log cannot be written right now, so the request was refused; try again shortly")
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>, metrics: Arc<Metrics>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut events: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        events.extend(jobs.iter().filter_map(|j| j.event.clone()));
-        let result = if events.is_empty() { Ok(()) } else { store.append_audit(&events).await };
-        metrics.audit_batch(events.len(), result.is_ok());
-        healthy.store(result.is_ok(), Ordering::Relaxed);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records = events.len(), "audit append failed");
-        }
-        for job in jobs.drain(..) {
-            if let Some(ack) = job.ack {
-                let _ = ack.send(result.clone());
+impl AuditWriter {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> AuditWriter {
+        let state = State { healthy: true, ..State::default() };
+        AuditWriter { inner: Arc::new(Inner { store, metrics, state: Mutex::new(state), finished: Notify::new() }) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue(&self, event: AuditEvent) -> u64 {
+        let mut s = self.state();
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        s.queue.push(event);
+        ticket
+    }
+
+    /// Appends a record and waits until it is committed. Fails (and the caller must not hand
+    /// out anything) if the record could not be written.
+    pub async fn append(&self, event: AuditEvent) -> Result<()> {
+        let ticket = self.enqueue(event);
+        self.wait_for(ticket + 1).await;
+        let s = self.state();
+        if s.failed.iter().any(|r| r.contains(&ticket)) { Err(unavailable()) } else { Ok(()) }
+    }
+
+    /// Appends a record without waiting for its commit (for denials: nothing is handed out).
+    /// It is committed with the next batch, or by a task started here if no batch is coming.
+    pub fn append_nowait(&self, event: AuditEvent) {
+        let ticket = self.enqueue(event);
+        let writer = self.clone();
+        tokio::spawn(async move { writer.wait_for(ticket + 1).await });
+    }
+
+    /// Waits until every record queued so far is finished (used at shutdown).
+    pub async fn flush(&self) {
+        let end = self.state().next_ticket;
+        self.wait_for(end).await;
+    }
+
+    /// Whether the last batch was written.
+    pub fn is_healthy(&self) -> bool {
+        self.state().healthy
+    }
+
+    /// Waits until every ticket below `end` is finished, leading batches as needed.
+    async fn wait_for(&self, end: u64) {
+        loop {
+            let finished = self.inner.finished.notified();
+            tokio::pin!(finished);
+            // Registered before the state is read, so no wake-up is missed.
+            finished.as_mut().enable();
+            let batch = {
+                let mut s = self.state();
+                if s.committed >= end {
+                    return;
+                }
+                if s.leading {
+                    None
+                } else {
+                    s.leading = true;
+                    Some(Batch { tickets: s.committed..s.next_ticket, events: std::mem::take(&mut s.queue) })
+                }
+            };
+            match batch {
+                Some(batch) => self.lead(batch).await,
+                None => finished.await,
             }
         }
-        events.clear();
+    }
+
+    /// Commits a batch. If the leading request is cancelled midway, the batch is finished by a
+    /// task of its own, so no record is lost and no waiter is stranded.
+    async fn lead(&self, batch: Batch) {
+        let mut guard = LeaderGuard { writer: self.clone(), batch: Some(batch) };
+        let result = match &guard.batch {
+            Some(b) => self.inner.store.append_audit(&b.events).await,
+            None => Ok(()),
+        };
+        if let Some(b) = guard.batch.take() {
+            self.finish(b, result);
+        }
+    }
+
+    fn finish(&self, batch: Batch, result: Result<()>) {
+        self.inner.metrics.audit_batch(batch.events.len(), result.is_ok());
+        {
+            let mut s = self.state();
+            s.committed = batch.tickets.end;
+            s.leading = false;
+            s.healthy = result.is_ok();
+            if let Err(e) = &result {
+                tracing::error!(error = %e, records = batch.events.len(), "audit append failed");
+                s.failed.push(batch.tickets.clone());
+                let excess = s.failed.len().saturating_sub(FAILED_BATCHES_KEPT);
+                s.failed.drain(..excess);
+            }
+        }
+        self.inner.finished.notify_waiters();
+    }
+}
+
+struct Batch {
+    tickets: Range<u64>,
+    events: Vec<AuditEvent>,
+}
+
+struct LeaderGuard {
+    writer: AuditWriter,
+    batch: Option<Batch>,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            let writer = self.writer.clone();
+            tokio::spawn(async move {
+                let result = writer.inner.store.append_audit(&batch.events).await;
+                writer.finish(batch, result);
+            });
+        }
     }
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use agentvault_core::model::{Millis, Principal};
 use agentvault_core::{Error, Result};
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -47,8 +47,8 @@ pub fn new_id(prefix: &str) -> Result<String> {
     Ok(id)
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str> {
-    let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+fn bearer(value: Option<&HeaderValue>) -> Result<&str> {
+    let value = value.ok_or_else(|| {
         Error::unauthenticated(
             "no credential: send the header Authorization: Bearer <token> with an API key or admin token",
         )
@@ -82,8 +82,8 @@ fn usable_key(key: &KeyEntry, now: Millis) -> Result<()> {
 
 impl AppState {
     /// Resolves the bearer token of a request to an API key (the agent read path).
-    pub fn authenticate_api_key(&self, headers: &HeaderMap, now: Millis) -> Result<Arc<KeyEntry>> {
-        let hash = hash_token(bearer(headers)?);
+    pub fn authenticate_api_key(&self, authorization: Option<&HeaderValue>, now: Millis) -> Result<Arc<KeyEntry>> {
+        let hash = hash_token(bearer(authorization)?);
         match self.model.api_key(&hash) {
             Some(key) => {
                 usable_key(&key, now)?;
@@ -99,7 +99,7 @@ impl AppState {
 
     /// Resolves the bearer token of a request to a principal.
     pub fn authenticate(&self, headers: &HeaderMap, now: Millis) -> Result<Principal> {
-        let hash = hash_token(bearer(headers)?);
+        let hash = hash_token(bearer(headers.get(AUTHORIZATION))?);
         if let Some(token) = self.model.admin_token(&hash) {
             if token.revoked_at.is_some() {
                 return Err(unknown());
@@ -125,5 +125,16 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> std::result::Result<Self, Self::Rejection> {
         Ok(Auth(state.authenticate(&parts.headers, now_millis())?))
+    }
+}
+
+/// The `Authorization` header alone (cheaper than cloning every header).
+pub struct Authorization(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Authorization(parts.headers.get(AUTHORIZATION).cloned()))
     }
 }

@@ -110,7 +110,7 @@ impl AppState {
             )));
         }
         let metrics = Arc::new(Metrics::new());
-        let audit = AuditWriter::start(store.clone(), metrics.clone());
+        let audit = AuditWriter::new(store.clone(), metrics.clone());
         let state = AppState(Arc::new(Shared {
             model: ReadModel::load(snapshot),
             store,
@@ -268,9 +268,7 @@ pub async fn serve(
     };
     let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
     flusher.abort();
-    if let Err(e) = state.audit.flush().await {
-        tracing::error!(error = %e, "audit records may be lost at shutdown");
-    }
+    state.audit.flush().await;
     if let Err(e) = state.flush_key_use().await {
         tracing::warn!(error = %e, "recording API key use failed at shutdown");
     }

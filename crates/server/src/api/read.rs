@@ -5,11 +5,11 @@ use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{AGENT_PREFIX, Actor};
 use agentvault_core::{Error, SecretValue, validate};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{SecretType, SecretValueSchema};
+use crate::auth::Authorization;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::ApiPath;
 use crate::{AppState, Json, now_millis};
@@ -34,11 +34,11 @@ pub struct AgentReadOut {
         (status = 404, description = "secret_not_found", body = ErrorBody)))]
 pub async fn read_secret(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authorization(auth): Authorization,
     ApiPath((agent_id, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<AgentReadOut>> {
     let now = now_millis();
-    let key = st.authenticate_api_key(&headers, now)?;
+    let key = st.authenticate_api_key(auth.as_ref(), now)?;
     let ws = key.meta.workspace_id.as_str();
     let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
     let name_ok = validate::secret_name(&name).is_ok();
@@ -56,7 +56,7 @@ pub async fn read_secret(
     };
     let deny = async |outcome: Outcome, err: Error, metric: &'static str| {
         st.metrics.read(metric);
-        st.audit.append_nowait(event(outcome, err.code.to_string())).await;
+        st.audit.append_nowait(event(outcome, err.code.to_string()));
         err
     };
 
