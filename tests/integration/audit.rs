@@ -106,3 +106,38 @@ fn mutations_and_reads_are_audited_without_values() {
         r.expect_error(400, "invalid_input");
     }
 }
+
+#[test]
+fn concurrent_reads_are_each_audited_exactly_once() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let a = s.create_agent(&ws, "bot");
+    s.create_secret(&ws, "k", json!("v"), &[&a]);
+    let (_, key) = s.create_key(&ws, json!("all"));
+    let threads = 16;
+    let per_thread = 25;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (s, key, a) = (&s, &key, &a);
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    // Every third read is denied (no such secret) and audited without waiting.
+                    let name = if (t + i) % 3 == 0 { "missing" } else { "k" };
+                    let r = s.read(key, a, name);
+                    assert!(r.status == 200 || r.status == 404, "{}", r.text);
+                }
+            });
+        }
+    });
+    let reads = s.audit(&ws, "action=secret.read");
+    assert_eq!(reads.len(), threads * per_thread, "every read is audited once");
+    let mut ids: Vec<i64> = reads.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), threads * per_thread, "audit ids are unique");
+    let allowed = reads.iter().filter(|r| r["outcome"] == "success").count();
+    let expected_allowed =
+        (0..threads).flat_map(|t| (0..per_thread).map(move |i| (t + i) % 3 != 0)).filter(|x| *x).count();
+    assert_eq!(allowed, expected_allowed);
+    let metrics = s.request("GET", "/metrics", None, None).text;
+    assert!(metrics.contains("agentvault_audit_failures_total 0"), "{metrics}");
+}

@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 
 /// Failed batches remembered so that their waiters learn of the failure.
 const FAILED_BATCHES_KEPT: usize = 64;
+/// How many times a leader yields to let ready requests join its batch, at most.
+const MAX_JOIN_ROUNDS: usize = 8;
 
 #[derive(Default)]
 struct State {
@@ -108,36 +110,47 @@ impl AuditWriter {
             tokio::pin!(finished);
             // Registered before the state is read, so no wake-up is missed.
             finished.as_mut().enable();
-            let batch = {
+            let lead = {
                 let mut s = self.state();
                 if s.committed >= end {
                     return;
                 }
-                if s.leading {
-                    None
-                } else {
-                    s.leading = true;
-                    Some(Batch { tickets: s.committed..s.next_ticket, events: std::mem::take(&mut s.queue) })
-                }
+                !std::mem::replace(&mut s.leading, true)
             };
-            match batch {
-                Some(batch) => self.lead(batch).await,
-                None => finished.await,
+            if lead {
+                self.lead().await;
+            } else {
+                finished.await;
             }
         }
     }
 
-    /// Commits a batch. If the leading request is cancelled midway, the batch is finished by a
-    /// task of its own, so no record is lost and no waiter is stranded.
-    async fn lead(&self, batch: Batch) {
-        let mut guard = LeaderGuard { writer: self.clone(), batch: Some(batch) };
-        let result = match &guard.batch {
-            Some(b) => self.inner.store.append_audit(&b.events).await,
-            None => Ok(()),
-        };
-        if let Some(b) = guard.batch.take() {
-            self.finish(b, result);
+    /// Commits the queue as one batch. First it lets requests that are ready to run join the
+    /// batch (a yield costs about a microsecond when nothing else is runnable); then it commits.
+    /// If the leading request is cancelled midway, the batch is finished by a task of its own,
+    /// so no record is lost and no waiter is stranded.
+    async fn lead(&self) {
+        let mut guard = LeaderGuard { writer: self.clone(), batch: None, done: false };
+        let mut queued = self.state().queue.len();
+        for _ in 0..MAX_JOIN_ROUNDS {
+            tokio::task::yield_now().await;
+            let now = self.state().queue.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
         }
+        let batch = guard.batch.insert(self.take_queue());
+        let result = self.inner.store.append_audit(&batch.events).await;
+        if let Some(batch) = guard.batch.take() {
+            self.finish(batch, result);
+        }
+        guard.done = true;
+    }
+
+    fn take_queue(&self) -> Batch {
+        let mut s = self.state();
+        Batch { tickets: s.committed..s.next_ticket, events: std::mem::take(&mut s.queue) }
     }
 
     fn finish(&self, batch: Batch, result: Result<()>) {
@@ -163,19 +176,24 @@ struct Batch {
     events: Vec<AuditEvent>,
 }
 
+/// Held by a leader until its batch is finished; if the leader is dropped first, finishes the
+/// batch (or takes the queue, if the leader had not yet) on a task of its own.
 struct LeaderGuard {
     writer: AuditWriter,
     batch: Option<Batch>,
+    done: bool,
 }
 
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
-        if let Some(batch) = self.batch.take() {
-            let writer = self.writer.clone();
-            tokio::spawn(async move {
-                let result = writer.inner.store.append_audit(&batch.events).await;
-                writer.finish(batch, result);
-            });
+        if self.done {
+            return;
         }
+        let batch = self.batch.take().unwrap_or_else(|| self.writer.take_queue());
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let result = writer.inner.store.append_audit(&batch.events).await;
+            writer.finish(batch, result);
+        });
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
@@ -36,6 +37,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 pub struct SqliteStore {
     write: SqlitePool,
     audit: Mutex<rusqlite::Connection>,
+    /// The next audit sequence number (records are ordered by it, across workspaces).
+    audit_seq: AtomicI64,
     read: SqlitePool,
     checkpointer: tokio::task::JoinHandle<()>,
 }
@@ -75,8 +78,11 @@ impl SqliteStore {
         let read = connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?;
         let checkpointer = tokio::spawn(checkpoint_loop(read.clone()));
         let audit = Mutex::new(open_audit_connection(path)?);
-        let store = SqliteStore { audit, read, write, checkpointer };
+        let mut store = SqliteStore { audit, audit_seq: AtomicI64::new(1), read, write, checkpointer };
         store.migrate().await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(&store.read).await.map_err(db_err)?;
+        store.audit_seq = AtomicI64::new(last.unwrap_or(0) + 1);
         Ok(store)
     }
 
@@ -212,13 +218,14 @@ fn api_key_from(row: &SqliteRow, agents: Option<BTreeSet<String>>) -> Result<Api
 // --- helpers that run inside a transaction ------------------------------------------------------
 
 const AUDIT_INSERT: &str = "INSERT INTO audit_log \
-     (at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     (seq, at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Appends audit records inside a sqlx transaction (mutations write their record with the change).
-async fn insert_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
+async fn insert_audit(conn: &mut SqliteConnection, seq: &AtomicI64, events: &[AuditEvent]) -> Result<()> {
     for e in events {
         sqlx::query(AUDIT_INSERT)
+            .bind(seq.fetch_add(1, Ordering::Relaxed))
             .bind(e.at)
             .bind(e.workspace_id.as_str())
             .bind(e.actor.kind())
@@ -252,12 +259,13 @@ fn open_audit_connection(path: &Path) -> Result<rusqlite::Connection> {
 }
 
 /// One batch in one transaction, on the calling thread.
-fn append_batch(conn: &mut rusqlite::Connection, events: &[AuditEvent]) -> Result<()> {
+fn append_batch(conn: &mut rusqlite::Connection, seq: &AtomicI64, events: &[AuditEvent]) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(audit_err)?;
     {
         let mut stmt = tx.prepare_cached(AUDIT_INSERT).map_err(audit_err)?;
         for e in events {
             stmt.execute(rusqlite::params![
+                seq.fetch_add(1, Ordering::Relaxed),
                 e.at,
                 e.workspace_id,
                 e.actor.kind(),
@@ -389,7 +397,7 @@ impl Store for SqliteStore {
                     db_err(e)
                 }
             })?;
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -468,7 +476,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| duplicate_agent(e, &agent.name))?;
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -488,7 +496,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(agent_gone());
         }
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -503,7 +511,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(agent_gone());
         }
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -573,7 +581,7 @@ impl Store for SqliteStore {
         )
         .await?;
         replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -614,7 +622,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         let meta = secret_meta_by(&mut tx, workspace_id, "id", change.secret_id).await?.ok_or_else(secret_gone)?;
         tx.commit().await.map_err(db_err)?;
         Ok(meta)
@@ -641,7 +649,7 @@ impl Store for SqliteStore {
             return Err(secret_gone());
         }
         replace_access(&mut tx, secret_id, agents, now).await?;
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         let meta = secret_meta_by(&mut tx, workspace_id, "id", secret_id).await?.ok_or_else(secret_gone)?;
         tx.commit().await.map_err(db_err)?;
         Ok(meta)
@@ -665,7 +673,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(secret_gone());
         }
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -743,7 +751,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_err)?;
         }
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -773,7 +781,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(Error::not_found("api_key_not_found", format!("no API key {key_id} exists in this workspace")));
         }
-        insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
             .bind(key_id)
             .fetch_one(&mut *tx)
@@ -813,7 +821,7 @@ impl Store for SqliteStore {
         // Synchronous on purpose (see the module documentation): a short, bounded write without
         // fsync, and no hand-off to another thread.
         let mut conn = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        append_batch(&mut conn, events)
+        append_batch(&mut conn, &self.audit_seq, events)
     }
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
@@ -909,7 +917,7 @@ impl Store for SqliteStore {
                 ));
             }
         }
-        insert_audit(&mut tx, audit).await?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
         tx.commit().await.map_err(db_err)
     }
 }

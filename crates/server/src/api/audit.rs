@@ -141,6 +141,8 @@ pub async fn list_audit(
 ) -> ApiResult<Json<AuditPage>> {
     let ws = st.admin_workspace(&p, &ws)?;
     let filter = filter_from(q)?;
+    // Records queued without waiting (denied reads) are written before the query sees the log.
+    st.audit.flush().await;
     let records = st.store.list_audit(&ws.id, &filter).await?;
     let next_cursor =
         (records.len() == filter.limit as usize).then(|| records.last().map(|r| r.seq.to_string())).flatten();

@@ -80,11 +80,12 @@ CREATE TABLE api_key_agents (
 ) WITHOUT ROWID;
 
 -- Append-only. Never holds a value. Not tied to other tables by foreign keys: the log outlives
--- what it describes.
+-- what it describes. Clustered by workspace (one B-tree, and each workspace's records are one
+-- range); `seq` is assigned by agentvault, increasing across the whole log.
 CREATE TABLE audit_log (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    at            INTEGER NOT NULL,
     workspace_id  TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    at            INTEGER NOT NULL,
     actor_type    TEXT NOT NULL,
     actor_id      TEXT NOT NULL,
     action        TEXT NOT NULL,
@@ -92,6 +93,6 @@ CREATE TABLE audit_log (
     secret_name   TEXT,
     agent_id      TEXT,
     target_id     TEXT,
-    detail        TEXT
-);
-CREATE INDEX audit_log_by_workspace ON audit_log (workspace_id, seq);
+    detail        TEXT,
+    PRIMARY KEY (workspace_id, seq)
+) WITHOUT ROWID;
