@@ -10,6 +10,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use agentvault_store::Store;
 pub use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub write_lock: tokio::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
     pub openapi_json: OnceLock<axum::body::Bytes>,
+    /// Route templates as `'static` strings, for metric labels.
+    pub route_names: OnceLock<HashMap<String, &'static str>>,
 }
 
 #[derive(Clone)]
@@ -119,6 +122,7 @@ impl AppState {
             write_lock: tokio::sync::Mutex::new(()),
             metrics,
             openapi_json: OnceLock::new(),
+            route_names: OnceLock::new(),
         }));
         state.refresh_gauges();
         Ok(state)
@@ -210,6 +214,7 @@ pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
     let json = doc.to_pretty_json().unwrap_or_default();
     let _ = state.openapi_json.set(json.into());
+    let _ = state.route_names.set(route_names(&doc));
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -231,16 +236,34 @@ async fn method_not_allowed() -> Response {
     resp
 }
 
+/// The `'static` name of every route, for metric labels.
+fn route_names(doc: &utoipa::openapi::OpenApi) -> HashMap<String, &'static str> {
+    doc.paths.paths.keys().map(|p| (p.clone(), &*Box::leak(p.clone().into_boxed_str()))).collect()
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts requests per route and status, and marks every response as not cacheable.
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_name(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| st.route_names.get().and_then(|names| names.get(m.as_str()).copied()))
+        .unwrap_or("unmatched");
     let mut resp = next.run(req).await;
-    st.metrics
-        .requests
-        .get_or_create(&RequestLabels { method: method.as_str().to_owned(), route, status: resp.status().as_u16() })
-        .inc();
+    st.metrics.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

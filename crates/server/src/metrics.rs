@@ -6,10 +6,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// Labels of a request: all `'static`, so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
@@ -18,10 +19,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// The outcomes of an agent read, counted without a label lookup.
+pub const READ_OUTCOMES: [&str; 4] = ["allowed", "denied", "not_found", "invalid"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub secret_reads: Family<OutcomeLabels, Counter>,
+    secret_reads: [Counter; 4],
     audit_records: Counter,
     audit_batches: Counter,
     audit_failures: Counter,
@@ -40,8 +44,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("agentvault");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        let secret_reads = Family::<OutcomeLabels, Counter>::default();
-        registry.register("secret_reads", "Agent secret reads by outcome", secret_reads.clone());
+        let family = Family::<OutcomeLabels, Counter>::default();
+        registry.register("secret_reads", "Agent secret reads by outcome", family.clone());
+        let secret_reads = READ_OUTCOMES.map(|outcome| family.get_or_create(&OutcomeLabels { outcome }).clone());
         let audit_records = Counter::default();
         registry.register("audit_records", "Audit records written by the group-commit writer", audit_records.clone());
         let audit_batches = Counter::default();
@@ -64,8 +69,11 @@ impl Metrics {
         }
     }
 
+    /// Counts an agent read; `outcome` is one of [`READ_OUTCOMES`].
     pub fn read(&self, outcome: &'static str) {
-        self.secret_reads.get_or_create(&OutcomeLabels { outcome }).inc();
+        if let Some(i) = READ_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.secret_reads[i].inc();
+        }
     }
 
     /// The Prometheus text exposition.

@@ -9,8 +9,9 @@
 //! than the commit itself. So they go through a dedicated rusqlite connection (the same SQLite
 //! library, `libsqlite3-sys`, that sqlx uses), called directly on the committing task's thread:
 //! one prepared statement per row inside one transaction per batch, `synchronous=NORMAL` (the
-//! commit is a `write()` to the WAL, no fsync: it survives a crash of the process), and no
-//! checkpointing on that connection — a background task checkpoints instead.
+//! commit is a `write()` to the WAL, no fsync: it survives a crash of the process). SQLite's own
+//! checkpointing stays on (every ~1000 WAL pages, by the committing connection): a checkpoint run
+//! beside a busy writer never catches up, and the WAL would grow without bound.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -31,16 +32,12 @@ use crate::{SealedVersion, SecretChange, SecretRecord, Store};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
-/// How often the WAL is checkpointed into the database file, off the request path.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
 pub struct SqliteStore {
     write: SqlitePool,
     audit: Mutex<rusqlite::Connection>,
     /// The next audit sequence number (records are ordered by it, across workspaces).
     audit_seq: AtomicI64,
     read: SqlitePool,
-    checkpointer: tokio::task::JoinHandle<()>,
 }
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -76,9 +73,8 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
         let read = connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?;
-        let checkpointer = tokio::spawn(checkpoint_loop(read.clone()));
         let audit = Mutex::new(open_audit_connection(path)?);
-        let mut store = SqliteStore { audit, audit_seq: AtomicI64::new(1), read, write, checkpointer };
+        let mut store = SqliteStore { audit, audit_seq: AtomicI64::new(1), read, write };
         store.migrate().await?;
         let last: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(&store.read).await.map_err(db_err)?;
@@ -117,21 +113,8 @@ impl SqliteStore {
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
-        self.checkpointer.abort();
         self.read.close().await;
         self.write.close().await;
-    }
-}
-
-/// Checkpoints the WAL in the background without blocking writers (PASSIVE).
-async fn checkpoint_loop(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
     }
 }
 
@@ -253,8 +236,7 @@ fn open_audit_connection(path: &Path) -> Result<rusqlite::Connection> {
         Error::unavailable(format!("cannot open the database {} for the audit log: {e}", path.display()))
     })?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(audit_err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
-        .map_err(audit_err)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(audit_err)?;
     Ok(conn)
 }
 
