@@ -1,6 +1,6 @@
 //! Domain records and the permission rules that apply to them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::{Error, Result};
@@ -14,6 +14,9 @@ pub const AGENT_PREFIX: &str = "agt_";
 pub const SECRET_PREFIX: &str = "sec_";
 pub const API_KEY_PREFIX: &str = "key_";
 pub const ADMIN_TOKEN_PREFIX: &str = "adm_";
+pub const USER_PREFIX: &str = "usr_";
+pub const SESSION_PREFIX: &str = "ses_";
+pub const PERSONAL_TOKEN_PREFIX: &str = "pat_";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
@@ -130,11 +133,68 @@ pub struct AdminToken {
     pub revoked_at: Option<Millis>,
 }
 
+/// A role in a workspace. Admins manage everything; members build agents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Something a request does inside a workspace; each needs a minimum role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perm {
+    /// List and read agents.
+    ViewAgents,
+    /// Create, rename and delete agents (and, later, their functions).
+    ManageAgents,
+    /// Names, descriptions, types and key names of the secrets one agent can read.
+    ViewAgentSecrets,
+    /// List the workspace's users and API keys (never tokens).
+    ViewPeople,
+    /// Everything about secrets: list, create, change, grant, reveal, delete.
+    ManageSecrets,
+    /// Create and revoke API keys.
+    ManageApiKeys,
+    /// Add, change and remove users.
+    ManageMembers,
+    /// Read the audit log.
+    ReadAudit,
+}
+
+impl Perm {
+    pub fn min_role(self) -> Role {
+        match self {
+            Perm::ViewAgents | Perm::ManageAgents | Perm::ViewAgentSecrets | Perm::ViewPeople => Role::Member,
+            Perm::ManageSecrets | Perm::ManageApiKeys | Perm::ManageMembers | Perm::ReadAudit => Role::Admin,
+        }
+    }
+}
+
 /// Who is making a request, once the credential has been checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    /// An admin token: manages every workspace.
-    Admin { token_id: String },
+    /// The bootstrap token before any user exists: admin of every workspace. Once the first
+    /// admin user is created it becomes that user's personal access token.
+    Setup { token_id: String },
+    /// A person, by session or personal access token, with a role in each of their workspaces.
+    User { user_id: String, roles: BTreeMap<String, Role> },
     /// An API key: reads secrets for the agents in its scope, within its workspace.
     ApiKey { key_id: String, workspace_id: String, scope: KeyScope },
 }
@@ -143,26 +203,47 @@ impl Principal {
     /// The actor recorded in the audit log.
     pub fn actor(&self) -> Actor {
         match self {
-            Principal::Admin { token_id } => Actor::AdminToken(token_id.clone()),
+            Principal::Setup { token_id } => Actor::AdminToken(token_id.clone()),
+            Principal::User { user_id, .. } => Actor::User(user_id.clone()),
             Principal::ApiKey { key_id, .. } => Actor::ApiKey(key_id.clone()),
-        }
-    }
-
-    /// Management of a workspace (agents, secrets, access, API keys, audit) needs an admin.
-    pub fn require_admin(&self) -> Result<()> {
-        match self {
-            Principal::Admin { .. } => Ok(()),
-            Principal::ApiKey { .. } => Err(Error::forbidden(
-                "API keys can only read secrets for the agents in their scope; managing a workspace needs an admin credential",
-            )),
         }
     }
 
     /// Whether this principal may see that a workspace exists.
     pub fn sees_workspace(&self, workspace_id: &str) -> bool {
         match self {
-            Principal::Admin { .. } => true,
+            Principal::Setup { .. } => true,
+            Principal::User { roles, .. } => roles.contains_key(workspace_id),
             Principal::ApiKey { workspace_id: ws, .. } => ws == workspace_id,
+        }
+    }
+
+    /// The caller's role in a workspace it can see.
+    pub fn role_in(&self, workspace_id: &str) -> Option<Role> {
+        match self {
+            Principal::Setup { .. } => Some(Role::Admin),
+            Principal::User { roles, .. } => roles.get(workspace_id).copied(),
+            Principal::ApiKey { .. } => None,
+        }
+    }
+
+    /// Checks that the caller may do `perm` in a workspace it can see.
+    pub fn require(&self, workspace_id: &str, perm: Perm) -> Result<()> {
+        match (self, self.role_in(workspace_id)) {
+            (Principal::ApiKey { .. }, _) => Err(Error::forbidden(
+                "API keys can only read secrets for the agents in their scope; managing a workspace needs a user's credential",
+            )),
+            (_, Some(role)) if role >= perm.min_role() => Ok(()),
+            _ => Err(Error::forbidden("this needs the admin role in this workspace; ask one of its admins")),
+        }
+    }
+
+    /// Creating a workspace needs the bootstrap token or a user who is an admin somewhere.
+    pub fn may_create_workspace(&self) -> bool {
+        match self {
+            Principal::Setup { .. } => true,
+            Principal::User { roles, .. } => roles.values().any(|r| *r == Role::Admin),
+            Principal::ApiKey { .. } => false,
         }
     }
 }
@@ -171,6 +252,7 @@ impl Principal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     AdminToken(String),
+    User(String),
     ApiKey(String),
     System,
 }
@@ -179,6 +261,7 @@ impl Actor {
     pub fn kind(&self) -> &'static str {
         match self {
             Actor::AdminToken(_) => "admin_token",
+            Actor::User(_) => "user",
             Actor::ApiKey(_) => "api_key",
             Actor::System => "system",
         }
@@ -186,7 +269,7 @@ impl Actor {
 
     pub fn id(&self) -> &str {
         match self {
-            Actor::AdminToken(id) | Actor::ApiKey(id) => id,
+            Actor::AdminToken(id) | Actor::User(id) | Actor::ApiKey(id) => id,
             Actor::System => "system",
         }
     }
@@ -194,6 +277,7 @@ impl Actor {
     pub fn from_parts(kind: &str, id: String) -> Actor {
         match kind {
             "admin_token" => Actor::AdminToken(id),
+            "user" => Actor::User(id),
             "api_key" => Actor::ApiKey(id),
             _ => Actor::System,
         }
@@ -233,9 +317,29 @@ mod tests {
     #[test]
     fn api_keys_cannot_manage() {
         let p = Principal::ApiKey { key_id: "key_1".into(), workspace_id: "ws_1".into(), scope: KeyScope::All };
-        assert_eq!(p.require_admin().unwrap_err().code, "forbidden");
+        assert_eq!(p.require("ws_1", Perm::ViewAgents).unwrap_err().code, "forbidden");
         assert!(p.sees_workspace("ws_1"));
         assert!(!p.sees_workspace("ws_2"));
-        assert!(Principal::Admin { token_id: "adm_1".into() }.require_admin().is_ok());
+        assert!(!p.may_create_workspace());
+        let setup = Principal::Setup { token_id: "adm_1".into() };
+        assert!(setup.require("ws_any", Perm::ManageSecrets).is_ok());
+    }
+
+    #[test]
+    fn roles_grant_what_they_should() {
+        let roles = [("ws_a".to_string(), Role::Admin), ("ws_m".to_string(), Role::Member)].into();
+        let p = Principal::User { user_id: "usr_1".into(), roles };
+        for perm in [Perm::ViewAgents, Perm::ManageAgents, Perm::ViewAgentSecrets, Perm::ViewPeople] {
+            assert!(p.require("ws_m", perm).is_ok(), "{perm:?}");
+        }
+        for perm in [Perm::ManageSecrets, Perm::ManageApiKeys, Perm::ManageMembers, Perm::ReadAudit] {
+            assert!(p.require("ws_m", perm).is_err(), "a member may not {perm:?}");
+            assert!(p.require("ws_a", perm).is_ok(), "an admin may {perm:?}");
+            assert!(p.require("ws_other", perm).is_err());
+        }
+        assert!(p.sees_workspace("ws_m") && !p.sees_workspace("ws_other"));
+        assert!(p.may_create_workspace());
+        assert_eq!(Role::parse("admin"), Some(Role::Admin));
+        assert_eq!(Role::parse("owner"), None);
     }
 }

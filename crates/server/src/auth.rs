@@ -104,7 +104,7 @@ impl AppState {
             if token.revoked_at.is_some() {
                 return Err(unknown());
             }
-            return Ok(Principal::Admin { token_id: token.id.clone() });
+            return Ok(Principal::Setup { token_id: token.id.clone() });
         }
         let key = self.model.api_key(&hash).ok_or_else(unknown)?;
         usable_key(&key, now)?;

@@ -1,5 +1,5 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Agent};
+use agentvault_core::model::{AGENT_PREFIX, Agent, Perm};
 use agentvault_core::{Error, Result, validate};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -49,7 +49,7 @@ pub async fn list_agents(
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
 ) -> ApiResult<Json<List<AgentOut>>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
     let agents = st.store.list_agents(&ws.id).await?;
     Ok(Json(agents.into_iter().map(AgentOut::from).collect::<Vec<_>>().into()))
 }
@@ -64,7 +64,7 @@ pub async fn create_agent(
     ApiPath(ws): ApiPath<String>,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentOut>)> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
     let name = validate::display_name("name", &body.name)?;
     validate::description(&body.description)?;
     let _w = st.write_lock.lock().await;
@@ -95,7 +95,7 @@ pub async fn get_agent(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<AgentOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
     Ok(Json(st.agent_of(&ws.id, &agent_id).await?.into()))
 }
 
@@ -109,7 +109,7 @@ pub async fn update_agent(
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<UpdateAgent>,
 ) -> ApiResult<Json<AgentOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
     if body.name.is_none() && body.description.is_none() {
         return Err(Error::invalid("body", "nothing to change: give a new name or description").into());
     }
@@ -142,7 +142,7 @@ pub async fn delete_agent(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
     let _w = st.write_lock.lock().await;
     let agent = st.agent_of(&ws.id, &agent_id).await?;
     let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::AgentDelete, Outcome::Success)
@@ -176,7 +176,7 @@ pub async fn agent_secrets(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<List<AgentSecretOut>>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ViewAgentSecrets)?;
     let agent = st.agent_of(&ws.id, &agent_id).await?;
     let secrets = st.store.list_secrets(&ws.id).await?;
     let items = secrets

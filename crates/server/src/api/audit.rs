@@ -1,4 +1,5 @@
 use agentvault_core::audit::{Action, AuditFilter, AuditRecord, Outcome};
+use agentvault_core::model::Perm;
 use agentvault_core::{Error, validate};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -139,7 +140,7 @@ pub async fn list_audit(
     ApiPath(ws): ApiPath<String>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ReadAudit)?;
     let filter = filter_from(q)?;
     // Records queued without waiting (denied reads) are written before the query sees the log.
     st.audit.flush().await;

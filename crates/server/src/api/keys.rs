@@ -1,5 +1,5 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{API_KEY_PREFIX, ApiKeyMeta, KeyScope};
+use agentvault_core::model::{API_KEY_PREFIX, ApiKeyMeta, KeyScope, Perm};
 use agentvault_core::{Error, Result, validate};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -50,7 +50,7 @@ pub async fn list_keys(
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
 ) -> ApiResult<Json<List<ApiKeyOut>>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ViewPeople)?;
     let now = now_millis();
     let keys = st.store.list_api_keys(&ws.id).await?;
     Ok(Json(keys.into_iter().map(|k| ApiKeyOut::new(st.with_last_use(k), now)).collect::<Vec<_>>().into()))
@@ -66,7 +66,7 @@ pub async fn create_key(
     ApiPath(ws): ApiPath<String>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageApiKeys)?;
     let name = validate::display_name("name", &body.name)?;
     let scope = scope_of(body.agents)?;
     let now = now_millis();
@@ -110,7 +110,7 @@ pub async fn revoke_key(
     Auth(p): Auth,
     ApiPath((ws, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageApiKeys)?;
     validate::id_with_prefix("key_id", API_KEY_PREFIX, &key_id)?;
     let now = now_millis();
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::ApiKeyRevoke, Outcome::Success).target(&key_id);
@@ -129,7 +129,7 @@ pub async fn get_key(
     Auth(p): Auth,
     ApiPath((ws, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ViewPeople)?;
     let key = st.store.list_api_keys(&ws.id).await?.into_iter().find(|k| k.id == key_id).ok_or_else(|| {
         Error::not_found(
             "api_key_not_found",

@@ -11,7 +11,7 @@ pub mod workspaces;
 use std::collections::HashMap;
 
 use agentvault_core::model::{
-    Agent, ApiKeyMeta, KeyScope, Millis, Principal, SecretMeta, SecretVersionMeta, Workspace,
+    Agent, ApiKeyMeta, KeyScope, Millis, Perm, Principal, SecretMeta, SecretVersionMeta, Workspace,
 };
 use agentvault_core::{Error, Result, validate};
 use serde::{Deserialize, Serialize};
@@ -215,10 +215,15 @@ pub fn agent_list(field: &'static str, agents: Vec<String>) -> Result<Vec<String
 }
 
 impl AppState {
-    /// The workspace a management request targets, for a caller that must be its admin.
-    pub fn admin_workspace(&self, principal: &Principal, ws: &str) -> Result<Workspace> {
-        principal.require_admin()?;
-        self.visible_workspace(principal, ws)
+    /// The workspace a request targets, once the caller is known to see it (404 otherwise) and
+    /// to hold `perm` in it (403 otherwise). API keys are refused first: they manage nothing.
+    pub fn workspace_for(&self, principal: &Principal, ws: &str, perm: Perm) -> Result<Workspace> {
+        if let Principal::ApiKey { workspace_id, .. } = principal {
+            principal.require(workspace_id, perm)?;
+        }
+        let workspace = self.visible_workspace(principal, ws)?;
+        principal.require(&workspace.id, perm)?;
+        Ok(workspace)
     }
 
     /// The workspace if the caller may see it; 404 otherwise (existence is not revealed).

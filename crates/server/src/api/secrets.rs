@@ -1,5 +1,5 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{Binding, SECRET_PREFIX, SecretMeta};
+use agentvault_core::model::{Binding, Perm, SECRET_PREFIX, SecretMeta};
 use agentvault_core::{Error, Result, SecretValue, validate};
 use agentvault_store::{NewVersion, SecretChange};
 use axum::extract::State;
@@ -80,7 +80,7 @@ pub async fn list_secrets(
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
 ) -> ApiResult<Json<List<SecretOut>>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     let secrets = st.store.list_secrets(&ws.id).await?;
     Ok(Json(secrets.into_iter().map(SecretOut::from).collect::<Vec<_>>().into()))
 }
@@ -96,7 +96,7 @@ pub async fn create_secret(
     ApiPath(ws): ApiPath<String>,
     ApiJson(body): ApiJson<CreateSecret>,
 ) -> ApiResult<(StatusCode, Json<SecretOut>)> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     validate::secret_name(&body.name)?;
     validate::description(&body.description)?;
     let encoded = body.value.validate_and_encode()?;
@@ -135,7 +135,7 @@ pub async fn get_secret(
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<SecretOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     Ok(Json(st.secret_of(&ws.id, &name).await?.into()))
 }
 
@@ -149,7 +149,7 @@ pub async fn update_secret(
     ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<UpdateSecret>,
 ) -> ApiResult<Json<SecretOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     secret_name_param(&name)?;
     if body.name.is_some() {
         return Err(Error::invalid(
@@ -209,7 +209,7 @@ pub async fn set_access(
     ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<SetAccess>,
 ) -> ApiResult<Json<SecretOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     secret_name_param(&name)?;
     let agents = agent_list("agents", body.agents)?;
     let _w = st.write_lock.lock().await;
@@ -233,7 +233,7 @@ pub async fn delete_secret(
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     let _w = st.write_lock.lock().await;
     let current = st.secret_of(&ws.id, &name).await?;
     let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretDelete, Outcome::Success)
@@ -255,7 +255,7 @@ pub async fn list_versions(
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<List<VersionOut>>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     let current = st.secret_of(&ws.id, &name).await?;
     let versions = st.store.list_versions(&ws.id, &current.id).await?;
     Ok(Json(versions.into_iter().map(VersionOut::from).collect::<Vec<_>>().into()))
@@ -270,7 +270,7 @@ pub async fn reveal_secret(
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RevealOut>> {
-    let ws = st.admin_workspace(&p, &ws)?;
+    let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
     secret_name_param(&name)?;
     let entry = st.model.secret(&ws.id, &name).ok_or_else(|| Error::secret_not_found(&name))?;
     let value = st.open(&entry)?;

@@ -1,6 +1,6 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{WORKSPACE_PREFIX, Workspace};
-use agentvault_core::validate;
+use agentvault_core::{Error, validate};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -34,7 +34,9 @@ pub async fn create_workspace(
     Auth(p): Auth,
     ApiJson(body): ApiJson<CreateWorkspace>,
 ) -> ApiResult<(StatusCode, Json<WorkspaceOut>)> {
-    p.require_admin()?;
+    if !p.may_create_workspace() {
+        return Err(Error::forbidden("creating a workspace needs the admin role in some workspace").into());
+    }
     let name = validate::display_name("name", &body.name)?;
     let _w = st.write_lock.lock().await;
     let now = now_millis();
