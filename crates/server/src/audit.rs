@@ -23,7 +23,9 @@ use crate::metrics::Metrics;
 /// Failed batches remembered so that their waiters learn of the failure.
 const FAILED_BATCHES_KEPT: usize = 64;
 /// How many times a leader yields to let ready requests join its batch, at most.
-const MAX_JOIN_ROUNDS: usize = 8;
+const MAX_JOIN_ROUNDS: usize = 32;
+/// A leader commits after this many yields in a row brought no new record.
+const QUIET_ROUNDS: usize = 4;
 
 #[derive(Default)]
 struct State {
@@ -132,11 +134,18 @@ impl AuditWriter {
     async fn lead(&self) {
         let mut guard = LeaderGuard { writer: self.clone(), batch: None, done: false };
         let mut queued = self.state().queue.len();
+        let mut quiet = 0;
         for _ in 0..MAX_JOIN_ROUNDS {
             tokio::task::yield_now().await;
             let now = self.state().queue.len();
             if now == queued {
-                break;
+                quiet += 1;
+                // Alone (a single record after a quiet round): commit now, latency first.
+                if quiet >= QUIET_ROUNDS || now == 1 {
+                    break;
+                }
+            } else {
+                quiet = 0;
             }
             queued = now;
         }

@@ -6,6 +6,7 @@ use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, Millis, Sealed, Secr
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
 
+mod journal;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

@@ -4,18 +4,15 @@
 //! writers.
 //!
 //! Audit appends of agent reads take another road. They sit on the hot path (a read is answered
-//! only once its record is committed), and sqlx runs every SQLite connection on a worker thread
-//! of its own: each commit would cost two thread hand-offs, which on an idle machine cost more
-//! than the commit itself. So they go through a dedicated rusqlite connection (the same SQLite
-//! library, `libsqlite3-sys`, that sqlx uses), called directly on the committing task's thread:
-//! one prepared statement per row inside one transaction per batch, `synchronous=NORMAL` (the
-//! commit is a `write()` to the WAL, no fsync: it survives a crash of the process). SQLite's own
-//! checkpointing stays on (every ~1000 WAL pages, by the committing connection): a checkpoint run
-//! beside a busy writer never catches up, and the WAL would grow without bound.
+//! only once its record is durable), so they are appended to a journal file on the calling
+//! thread and moved into the table in the background (see [`crate::journal`]). The mover uses a
+//! rusqlite connection — the same SQLite library (`libsqlite3-sys`) that sqlx uses — because it
+//! is a plain thread doing blocking work, where sqlx would add a hand-off to its own worker
+//! thread for every statement.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -28,15 +25,16 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::journal::AuditJournal;
 use crate::{SealedVersion, SecretChange, SecretRecord, Store};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
 pub struct SqliteStore {
     write: SqlitePool,
-    audit: Mutex<rusqlite::Connection>,
+    journal: Option<AuditJournal>,
     /// The next audit sequence number (records are ordered by it, across workspaces).
-    audit_seq: AtomicI64,
+    audit_seq: Arc<AtomicI64>,
     read: SqlitePool,
 }
 
@@ -73,12 +71,16 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
         let read = connect(SqliteSynchronous::Normal, 4).await.map_err(db_err)?;
-        let audit = Mutex::new(open_audit_connection(path)?);
-        let mut store = SqliteStore { audit, audit_seq: AtomicI64::new(1), read, write };
+        let mut store = SqliteStore { read, write, journal: None, audit_seq: Arc::new(AtomicI64::new(1)) };
         store.migrate().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(&store.read).await.map_err(db_err)?;
-        store.audit_seq = AtomicI64::new(last.unwrap_or(0) + 1);
+        // After the migrations: the journal's replay needs the table.
+        let mut journal_prefix = path.as_os_str().to_owned();
+        journal_prefix.push("-audit-journal");
+        store.journal = Some(AuditJournal::open(
+            Path::new(&journal_prefix),
+            open_audit_connection(path)?,
+            store.audit_seq.clone(),
+        )?);
         Ok(store)
     }
 
@@ -111,8 +113,15 @@ impl SqliteStore {
         tx.commit().await.map_err(db_err)
     }
 
+    fn journal(&self) -> Result<&AuditJournal> {
+        self.journal.as_ref().ok_or_else(|| Error::internal("the audit journal is not open"))
+    }
+
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
+        if let Some(j) = &self.journal {
+            j.close();
+        }
         self.read.close().await;
         self.write.close().await;
     }
@@ -226,43 +235,17 @@ async fn insert_audit(conn: &mut SqliteConnection, seq: &AtomicI64, events: &[Au
     Ok(())
 }
 
-fn audit_err(e: rusqlite::Error) -> Error {
-    Error::internal(format!("sqlite audit append: {e}"))
-}
-
-/// Opens the connection for group-committed audit appends.
+/// Opens the connection the audit journal moves records with.
 fn open_audit_connection(path: &Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path).map_err(|e| {
         Error::unavailable(format!("cannot open the database {} for the audit log: {e}", path.display()))
     })?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(audit_err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(audit_err)?;
+    let setup = conn.busy_timeout(Duration::from_secs(10)).and_then(|_| {
+        // NORMAL: the journal, not this commit, is what makes a record durable first.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+    });
+    setup.map_err(|e| Error::internal(format!("sqlite audit connection: {e}")))?;
     Ok(conn)
-}
-
-/// One batch in one transaction, on the calling thread.
-fn append_batch(conn: &mut rusqlite::Connection, seq: &AtomicI64, events: &[AuditEvent]) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(audit_err)?;
-    {
-        let mut stmt = tx.prepare_cached(AUDIT_INSERT).map_err(audit_err)?;
-        for e in events {
-            stmt.execute(rusqlite::params![
-                seq.fetch_add(1, Ordering::Relaxed),
-                e.at,
-                e.workspace_id,
-                e.actor.kind(),
-                e.actor.id(),
-                e.action.as_str(),
-                e.outcome.as_str(),
-                e.secret_name,
-                e.agent_id,
-                e.target_id,
-                e.detail,
-            ])
-            .map_err(audit_err)?;
-        }
-    }
-    tx.commit().map_err(audit_err)
 }
 
 /// Fails with 422 `unknown_agent` unless every agent belongs to the workspace.
@@ -800,13 +783,14 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        // Synchronous on purpose (see the module documentation): a short, bounded write without
-        // fsync, and no hand-off to another thread.
-        let mut conn = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        append_batch(&mut conn, &self.audit_seq, events)
+        // Synchronous on purpose: one short write() on the calling thread (see crate::journal).
+        let records = events.iter().map(|e| (self.audit_seq.fetch_add(1, Ordering::Relaxed), e.clone())).collect();
+        self.journal()?.append(records)
     }
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        // Records still in the journal are moved first, so the caller sees every answered read.
+        self.journal()?.sync()?;
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM audit_log WHERE workspace_id = ");
         qb.push_bind(workspace_id);
         if let Some(a) = filter.action {
