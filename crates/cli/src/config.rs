@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -13,7 +14,8 @@ pub const DEFAULT_DATA_DIR: &str = "./agentvault-data";
 /// Settings shared by the commands.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
-    /// A TOML config file with any of: listen, data_dir, root_key_file, log.
+    /// A TOML config file with any of the settings below, by their long names with underscores
+    /// (listen, data_dir, root_key_file, log, tls_cert, tls_key, session_ttl, ...).
     #[arg(long, env = "AGENTVAULT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8437]
@@ -29,6 +31,30 @@ pub struct ConfigArgs {
     /// Log filter, e.g. info, debug, agentvault_server=debug [default: info]
     #[arg(long, env = "AGENTVAULT_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS
+    #[arg(long, env = "AGENTVAULT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, env = "AGENTVAULT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a console session lasts, e.g. 12h, 30m [default: 12h]
+    #[arg(long, env = "AGENTVAULT_SESSION_TTL", value_name = "DURATION")]
+    pub session_ttl: Option<String>,
+    /// Mark session cookies Secure even without --tls-cert (behind an HTTPS reverse proxy)
+    #[arg(long, env = "AGENTVAULT_SECURE_COOKIES", value_name = "BOOL")]
+    pub secure_cookies: Option<bool>,
+    /// Rate-limit sign-ins by the client address in X-Forwarded-For (behind a reverse proxy)
+    #[arg(long, env = "AGENTVAULT_TRUST_FORWARDED_FOR", value_name = "BOOL")]
+    pub trust_forwarded_for: Option<bool>,
+    /// Sign-in attempts allowed per client address per window [default: 30]
+    #[arg(long, env = "AGENTVAULT_LOGIN_MAX_PER_CLIENT", value_name = "N")]
+    pub login_max_per_client: Option<u32>,
+    /// Failed sign-ins allowed per account per window [default: 5]
+    #[arg(long, env = "AGENTVAULT_LOGIN_MAX_FAILURES", value_name = "N")]
+    pub login_max_failures: Option<u32>,
+    /// The sign-in rate-limit window, e.g. 15m [default: 15m]
+    #[arg(long, env = "AGENTVAULT_LOGIN_WINDOW", value_name = "DURATION")]
+    pub login_window: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -38,6 +64,14 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     root_key_file: Option<PathBuf>,
     log: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    session_ttl: Option<String>,
+    secure_cookies: Option<bool>,
+    trust_forwarded_for: Option<bool>,
+    login_max_per_client: Option<u32>,
+    login_max_failures: Option<u32>,
+    login_window: Option<String>,
 }
 
 /// Where the root keys come from.
@@ -58,6 +92,29 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub key_source: KeySource,
     pub log: String,
+    /// Certificate and key files, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub server: agentvault_server::ServerOptions,
+}
+
+/// A duration such as `90s`, `15m`, `12h` or `7d`.
+fn duration(what: &str, text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("{what} '{text}' is not a duration such as 90s, 15m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{what} '{text}' has an unknown unit; use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("{what} must be longer than zero"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 impl Config {
@@ -78,7 +135,39 @@ impl Config {
         } else {
             KeySource::Generated(data_dir.join("root.key"))
         };
-        Ok(Config { listen, data_dir, key_source, log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()) })
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("give both a TLS certificate and a TLS key (--tls-cert and --tls-key), or neither".into()),
+        };
+        let defaults = agentvault_server::ServerOptions::default();
+        let mut limits = defaults.login_limits.clone();
+        if let Some(n) = args.login_max_per_client.or(file.login_max_per_client) {
+            limits.per_client = n;
+        }
+        if let Some(n) = args.login_max_failures.or(file.login_max_failures) {
+            limits.failures_per_account = n;
+        }
+        if let Some(w) = args.login_window.or(file.login_window) {
+            limits.window = duration("login window", &w)?;
+        }
+        let server = agentvault_server::ServerOptions {
+            session_ttl: match args.session_ttl.or(file.session_ttl) {
+                Some(t) => duration("session TTL", &t)?,
+                None => defaults.session_ttl,
+            },
+            secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(tls.is_some()),
+            trust_forwarded_for: args.trust_forwarded_for.or(file.trust_forwarded_for).unwrap_or(false),
+            login_limits: limits,
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            key_source,
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            tls,
+            server,
+        })
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -47,7 +47,12 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     let given = std::env::var("AGENTVAULT_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
     let boot =
         agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(|e| e.message.to_string())?;
-    let state = AppState::start(store, keyring).await.map_err(|e| e.message.to_string())?;
+    let setup_code = if store.count_users().await.map_err(|e| e.message.to_string())? == 0 {
+        Some(new_setup_code(store.as_ref()).await.map_err(|e| e.message.to_string())?)
+    } else {
+        None
+    };
+    let state = AppState::start(store, keyring, config.server.clone()).await.map_err(|e| e.message.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -67,6 +72,13 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
                 writeln!(out, "agentvault: first start; the admin token is the value of AGENTVAULT_BOOTSTRAP_TOKEN");
         }
         Bootstrap::Existing => {}
+    }
+    if let Some(code) = setup_code {
+        let _ = writeln!(
+            out,
+            "agentvault: no user exists yet. Create the first admin with the setup code {code}\n\
+             (POST /api/v1/setup, or `agentvault user create --email ... --role admin` with the server stopped)."
+        );
     }
     let _ = writeln!(out, "agentvault listening on http://{addr}");
     let _ = out.flush();
@@ -93,4 +105,22 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down: finishing requests and writing the audit log");
+}
+
+/// A fresh one-time setup code (`ABCDE-FGHJK`); only its hash is stored, replacing any earlier one.
+async fn new_setup_code(store: &dyn Store) -> agentvault_core::Result<String> {
+    // No 0/O or 1/I: the code is read off a terminal and typed.
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bytes = agentvault_crypto::random_bytes::<10>().map_err(agentvault_core::Error::internal)?;
+    let chars: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    let code = format!("{}-{}", &chars[..5], &chars[5..]);
+    let normalized = agentvault_server::api::people::normalize_code(&code);
+    store
+        .set_one_time_code(
+            agentvault_server::api::people::SETUP_CODE,
+            &agentvault_server::auth::hash_token(&normalized),
+            agentvault_server::now_millis(),
+        )
+        .await?;
+    Ok(code)
 }

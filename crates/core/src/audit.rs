@@ -18,10 +18,20 @@ pub enum Action {
     ApiKeyCreate,
     ApiKeyRevoke,
     RootKeyRotate,
+    SignIn,
+    SignOut,
+    SessionRevoke,
+    UserCreate,
+    MemberAdd,
+    MemberRoleChange,
+    MemberRemove,
+    PasswordChange,
+    TokenCreate,
+    TokenRevoke,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 23] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -35,6 +45,16 @@ impl Action {
         Action::ApiKeyCreate,
         Action::ApiKeyRevoke,
         Action::RootKeyRotate,
+        Action::SignIn,
+        Action::SignOut,
+        Action::SessionRevoke,
+        Action::UserCreate,
+        Action::MemberAdd,
+        Action::MemberRoleChange,
+        Action::MemberRemove,
+        Action::PasswordChange,
+        Action::TokenCreate,
+        Action::TokenRevoke,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +72,16 @@ impl Action {
             Action::ApiKeyCreate => "api_key.create",
             Action::ApiKeyRevoke => "api_key.revoke",
             Action::RootKeyRotate => "root_key.rotate",
+            Action::SignIn => "auth.sign_in",
+            Action::SignOut => "auth.sign_out",
+            Action::SessionRevoke => "auth.session_revoke",
+            Action::UserCreate => "user.create",
+            Action::MemberAdd => "member.add",
+            Action::MemberRoleChange => "member.role_change",
+            Action::MemberRemove => "member.remove",
+            Action::PasswordChange => "user.password_change",
+            Action::TokenCreate => "token.create",
+            Action::TokenRevoke => "token.revoke",
         }
     }
 

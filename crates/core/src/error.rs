@@ -39,13 +39,15 @@ pub struct Error {
     pub code: Cow<'static, str>,
     pub message: Cow<'static, str>,
     pub field: Option<Cow<'static, str>>,
+    /// For 429: seconds until a retry may succeed.
+    pub retry_after: Option<u64>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
-        Error { kind, code: code.into(), message: message.into(), field: None }
+        Error { kind, code: code.into(), message: message.into(), field: None, retry_after: None }
     }
 
     /// Attaches the name of the request field the error is about.

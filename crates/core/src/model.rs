@@ -133,6 +133,62 @@ pub struct AdminToken {
     pub revoked_at: Option<Millis>,
 }
 
+/// A person who signs in to the console or uses a personal access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A console session. The cookie holds a random token; only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    /// The client address it was created from.
+    pub client: String,
+    pub user_agent: String,
+}
+
+impl Session {
+    pub fn is_usable(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// A personal access token: acts as its user on the API. Only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonalToken {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+impl PersonalToken {
+    pub fn is_usable(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// A member of a workspace, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+    pub joined_at: Millis,
+}
+
 /// A role in a workspace. Admins manage everything; members build agents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

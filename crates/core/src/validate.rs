@@ -79,6 +79,64 @@ pub fn kv_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+pub const PASSWORD_MIN_CHARS: usize = 12;
+pub const PASSWORD_MAX_CHARS: usize = 1_024;
+pub const EMAIL_MAX: usize = 254;
+
+/// An email address: trimmed, one `@`, a non-empty local part, a domain with a dot, no spaces.
+/// Returns it trimmed.
+pub fn email(text: &str) -> Result<String> {
+    let e = text.trim();
+    let bad = || Error::invalid("email", "give an email address such as ada@example.com");
+    if e.is_empty() || e.len() > EMAIL_MAX || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = e.split_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok(e.to_owned())
+}
+
+/// A password: 12–1,024 characters, not trivially guessable. Never echoed in an error.
+pub fn password(field: &'static str, password: &str, email: &str) -> Result<()> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("the password is too short: use at least {PASSWORD_MIN_CHARS} characters"),
+        ));
+    }
+    if n > PASSWORD_MAX_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("the password is too long: at most {PASSWORD_MAX_CHARS} characters"),
+        ));
+    }
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 5 {
+        return Err(Error::invalid(field, "the password repeats too few characters to be safe; mix more of them"));
+    }
+    let lower = password.to_lowercase();
+    let local = email.split('@').next().unwrap_or("").to_lowercase();
+    if lower == email.to_lowercase() || (local.len() >= 4 && lower.contains(&local)) {
+        return Err(Error::invalid(field, "the password must not contain your email address"));
+    }
+    const COMMON: [&str; 8] =
+        ["password", "123456789", "qwertyuiop", "letmein", "welcome", "iloveyou", "admin1234", "agentvault"];
+    if COMMON.iter().any(|c| lower.contains(c)) {
+        return Err(Error::invalid(field, "the password contains a commonly used word or sequence; choose another"));
+    }
+    Ok(())
+}
+
 /// Checks that `id` looks like an id with the given prefix (`agt_`, `sec_`, ...). Used to give
 /// a precise error for a malformed id instead of a generic "not found".
 pub fn id_with_prefix(field: &'static str, prefix: &str, id: &str) -> Result<()> {
@@ -130,6 +188,32 @@ mod tests {
         }
         for bad in ["", "has space", "slash/y", &"k".repeat(129)] {
             assert!(kv_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_and_passwords() {
+        assert_eq!(email("  Ada@Example.com ").unwrap(), "Ada@Example.com");
+        for bad in
+            ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com", "ada@example."]
+        {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+        assert!(password("password", "correct horse battery", "ada@example.com").is_ok());
+        for (bad, why) in [
+            ("Xq7z", "too short"),
+            ("aaaaaaaaaaaaaaaa", "too few"),
+            ("my-password-is-long", "commonly used"),
+            ("AdaLovelace@Example.com", "email"),
+            ("xx-adalovelace-xx", "email"),
+        ] {
+            let err = password("password", bad, "adalovelace@example.com").unwrap_err();
+            assert!(
+                err.message.contains(why) || why == "email" && err.message.contains("email"),
+                "{bad}: {}",
+                err.message
+            );
+            assert!(!err.message.contains(bad), "the password is not echoed");
         }
     }
 

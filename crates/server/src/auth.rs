@@ -6,17 +6,18 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use agentvault_core::model::{Millis, Principal};
+use agentvault_core::model::{Millis, Principal, Session};
 use agentvault_core::{Error, Result};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::ApiError;
 use crate::model::{KeyEntry, TokenHash};
+use crate::people::{CSRF_HEADER, csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
 /// Prefix of API key tokens.
@@ -97,23 +98,76 @@ impl AppState {
         }
     }
 
-    /// Resolves the bearer token of a request to a principal.
-    pub fn authenticate(&self, headers: &HeaderMap, now: Millis) -> Result<Principal> {
-        let hash = hash_token(bearer(headers.get(AUTHORIZATION))?);
-        if let Some(token) = self.model.admin_token(&hash) {
-            if token.revoked_at.is_some() {
-                return Err(unknown());
+    /// Resolves the credential of a request — a bearer token, or the console's session cookie —
+    /// to a principal. Cookie-authenticated requests that change state must carry the session's
+    /// CSRF token.
+    pub async fn authenticate(&self, method: &Method, headers: &HeaderMap, now: Millis) -> Result<Principal> {
+        if let Some(value) = headers.get(AUTHORIZATION) {
+            let hash = hash_token(bearer(Some(value))?);
+            if let Some(token) = self.model.admin_token(&hash) {
+                if token.revoked_at.is_some() {
+                    return Err(unknown());
+                }
+                return Ok(Principal::Setup { token_id: token.id.clone() });
             }
-            return Ok(Principal::Setup { token_id: token.id.clone() });
+            if let Some(key) = self.model.api_key(&hash) {
+                usable_key(&key, now)?;
+                key.last_used.fetch_max(now, Ordering::Relaxed);
+                return Ok(Principal::ApiKey {
+                    key_id: key.meta.id.clone(),
+                    workspace_id: key.meta.workspace_id.clone(),
+                    scope: key.meta.scope.clone(),
+                });
+            }
+            let token = self.store.personal_token_by_hash(&hash).await?.ok_or_else(unknown)?;
+            if token.revoked_at.is_some() {
+                return Err(Error::unauthenticated("this personal access token was revoked; create a new one"));
+            }
+            if !token.is_usable(now) {
+                return Err(Error::unauthenticated("this personal access token has expired; create a new one"));
+            }
+            if token.last_used_at.is_none_or(|t| now - t > 60_000) {
+                self.store.record_personal_token_use(&token.id, now).await?;
+            }
+            return self.user_principal(&token.user_id).await;
         }
-        let key = self.model.api_key(&hash).ok_or_else(unknown)?;
-        usable_key(&key, now)?;
-        key.last_used.fetch_max(now, Ordering::Relaxed);
-        Ok(Principal::ApiKey {
-            key_id: key.meta.id.clone(),
-            workspace_id: key.meta.workspace_id.clone(),
-            scope: key.meta.scope.clone(),
-        })
+        if let Some(cookie) = session_cookie(headers) {
+            let session = self.session_of(&cookie, now).await?;
+            let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+            if !safe {
+                let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !agentvault_crypto::constant_time_eq(sent.as_bytes(), csrf_token(&cookie).as_bytes()) {
+                    return Err(Error::new(
+                        agentvault_core::ErrorKind::Forbidden,
+                        "csrf_failed",
+                        "this request changes state and needs the X-CSRF-Token header of your session; reload the page",
+                    ));
+                }
+            }
+            return self.user_principal(&session.user_id).await;
+        }
+        Err(Error::unauthenticated(
+            "no credential: sign in, or send the header Authorization: Bearer <token> with a personal access token or API key",
+        ))
+    }
+
+    /// A live session by its cookie token.
+    pub async fn session_of(&self, token: &str, now: Millis) -> Result<Session> {
+        let session = self
+            .store
+            .session_by_hash(&hash_token(token))
+            .await?
+            .ok_or_else(|| Error::unauthenticated("your session is not valid; sign in again"))?;
+        if !session.is_usable(now) {
+            return Err(Error::unauthenticated("your session has ended; sign in again"));
+        }
+        Ok(session)
+    }
+
+    /// A user with their roles.
+    pub async fn user_principal(&self, user_id: &str) -> Result<Principal> {
+        let roles = self.store.memberships_of(user_id).await?.into_iter().collect();
+        Ok(Principal::User { user_id: user_id.to_owned(), roles })
     }
 }
 
@@ -124,7 +178,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> std::result::Result<Self, Self::Rejection> {
-        Ok(Auth(state.authenticate(&parts.headers, now_millis())?))
+        Ok(Auth(state.authenticate(&parts.method, &parts.headers, now_millis()).await?))
     }
 }
 

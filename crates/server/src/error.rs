@@ -63,7 +63,11 @@ impl IntoResponse for ApiError {
                 field: e.public_field().map(str::to_owned),
             },
         };
+        let retry_after = e.retry_after;
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"agentvault\""));

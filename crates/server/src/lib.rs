@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod people;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,7 +36,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{agents, audit as audit_api, keys, ops, read, secrets, workspaces};
+use crate::api::{agents, audit as audit_api, keys, ops, people as people_api, read, secrets, workspaces};
 use crate::audit::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
@@ -69,8 +70,33 @@ pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<Millis> {
         .map_err(|_| Error::invalid(field, format!("{field} is out of range")))
 }
 
+/// Settings of the server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// How long a console session lasts.
+    pub session_ttl: Duration,
+    /// Mark cookies `Secure` (when serving HTTPS, or behind a proxy that does).
+    pub secure_cookies: bool,
+    /// Take the client address for rate limiting from `X-Forwarded-For` (behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+    pub login_limits: people::LoginLimits,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            trust_forwarded_for: false,
+            login_limits: people::LoginLimits::default(),
+        }
+    }
+}
+
 /// The state every handler shares.
 pub struct Shared {
+    pub options: ServerOptions,
+    pub login_limiter: people::LoginLimiter,
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
     pub model: ReadModel,
@@ -95,7 +121,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Loads the read model from the store and starts the audit writer.
-    pub async fn start(store: Arc<dyn Store>, keyring: Keyring) -> Result<AppState> {
+    pub async fn start(store: Arc<dyn Store>, keyring: Keyring, options: ServerOptions) -> Result<AppState> {
         let snapshot = Snapshot {
             workspaces: store.list_workspaces().await?,
             agents: store.load_all_agents().await?,
@@ -115,6 +141,8 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let audit = AuditWriter::new(store.clone(), metrics.clone());
         let state = AppState(Arc::new(Shared {
+            login_limiter: people::LoginLimiter::new(options.login_limits.clone()),
+            options,
             model: ReadModel::load(snapshot),
             store,
             keyring,
@@ -202,6 +230,17 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))
         .routes(routes!(read::read_secret))
+        .routes(routes!(people_api::login))
+        .routes(routes!(people_api::logout))
+        .routes(routes!(people_api::setup))
+        .routes(routes!(people_api::me))
+        .routes(routes!(people_api::change_password))
+        .routes(routes!(people_api::list_tokens, people_api::create_token))
+        .routes(routes!(people_api::revoke_token))
+        .routes(routes!(people_api::list_sessions))
+        .routes(routes!(people_api::revoke_session))
+        .routes(routes!(people_api::list_members, people_api::add_member))
+        .routes(routes!(people_api::change_role, people_api::remove_member))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -289,7 +328,8 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     flusher.abort();
     state.audit.flush().await;
     if let Err(e) = state.flush_key_use().await {
@@ -318,7 +358,7 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
         let ws = Workspace { id: auth::new_id(WORKSPACE_PREFIX)?, name: "default".into(), created_at: now };
         let audit =
             AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
-        store.create_workspace(&ws, &audit).await?;
+        store.create_workspace(&ws, None, &audit).await?;
     }
     if store.has_admin_tokens().await? {
         return Ok(Bootstrap::Existing);

@@ -258,6 +258,16 @@ impl ReadModel {
         }
     }
 
+    /// Every workspace.
+    pub fn workspaces(&self) -> Vec<Workspace> {
+        self.read().workspaces.values().cloned().collect()
+    }
+
+    /// Forgets the admin tokens (once the first admin exists they are personal access tokens).
+    pub fn clear_admin_tokens(&self) {
+        self.write().admin_tokens.clear();
+    }
+
     pub fn put_admin_token(&self, hash: TokenHash, token: AdminToken) {
         self.write().admin_tokens.insert(hash, Arc::new(token));
     }

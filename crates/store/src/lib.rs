@@ -2,7 +2,10 @@
 //! backends. Callers never see SQL.
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
-use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace};
+use agentvault_core::model::{
+    AdminToken, Agent, ApiKeyMeta, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session,
+    User, Workspace,
+};
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
 
@@ -60,8 +63,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
     async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>>;
-    /// Creates a workspace; 409 `workspace_exists` if the name is taken.
-    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()>;
+    /// Creates a workspace, with `owner` (a user id) as its admin; 409 `workspace_exists` if the
+    /// name is taken.
+    async fn create_workspace(&self, ws: &Workspace, owner: Option<&str>, audit: &AuditEvent) -> Result<()>;
     async fn has_admin_tokens(&self) -> Result<bool>;
     async fn create_admin_token(&self, token: &AdminToken, token_hash: &[u8]) -> Result<()>;
     /// All admin tokens with their hashes (the read model holds them).
@@ -131,6 +135,66 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Newest first.
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // --- people -----------------------------------------------------------------------------
+
+    async fn count_users(&self) -> Result<u64>;
+    /// Creates the first admin: the user, an admin membership in every workspace, and the
+    /// bootstrap token (if any) turned into that user's personal access token. Refused with 409
+    /// `setup_done` once any user exists.
+    async fn setup_first_admin(&self, user: &User, password_hash: &str, audit: &[AuditEvent]) -> Result<()>;
+    /// Creates a user with memberships. 409 `user_exists` if the email is taken.
+    async fn create_user(
+        &self,
+        user: &User,
+        password_hash: &str,
+        memberships: &[(String, Role)],
+        audit: &[AuditEvent],
+    ) -> Result<()>;
+    /// A user and their password hash, by email (case-insensitive).
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>>;
+    async fn get_user(&self, user_id: &str) -> Result<Option<User>>;
+    async fn set_password(&self, user_id: &str, password_hash: &str, now: Millis, audit: &[AuditEvent]) -> Result<()>;
+    /// The workspaces of a user with the role in each.
+    async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, Role)>>;
+    async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>>;
+    /// 409 `already_member` if the user is in the workspace.
+    async fn add_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// 404 `member_not_found`; 409 `last_admin` when it would leave the workspace without admin.
+    async fn set_role(&self, workspace_id: &str, user_id: &str, role: Role, audit: &AuditEvent) -> Result<()>;
+    /// 404 `member_not_found`; 409 `last_admin` for the only admin.
+    async fn remove_member(&self, workspace_id: &str, user_id: &str, audit: &AuditEvent) -> Result<()>;
+
+    // --- sessions and personal access tokens ----------------------------------------------
+
+    async fn create_session(&self, session: &Session, token_hash: &[u8], audit: &[AuditEvent]) -> Result<()>;
+    async fn session_by_hash(&self, token_hash: &[u8]) -> Result<Option<Session>>;
+    async fn list_sessions(&self, user_id: &str) -> Result<Vec<Session>>;
+    /// 404 `session_not_found` unless the session is the user's.
+    async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis, audit: &[AuditEvent]) -> Result<()>;
+    async fn create_personal_token(&self, token: &PersonalToken, token_hash: &[u8], audit: &[AuditEvent])
+    -> Result<()>;
+    async fn personal_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<PersonalToken>>;
+    async fn list_personal_tokens(&self, user_id: &str) -> Result<Vec<PersonalToken>>;
+    /// 404 `token_not_found` unless the token is the user's.
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        token_id: &str,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<PersonalToken>;
+    async fn record_personal_token_use(&self, token_id: &str, at: Millis) -> Result<()>;
+    /// Stores the hash of a one-time code for `purpose`, replacing any earlier one.
+    async fn set_one_time_code(&self, purpose: &str, code_hash: &[u8], now: Millis) -> Result<()>;
+    async fn one_time_code(&self, purpose: &str) -> Result<Option<Vec<u8>>>;
 
     // --- root key rotation ------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, SecretVersionMeta, Workspace,
+    Actor, AdminToken, Agent, ApiKeyMeta, KeyScope, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
+    SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 use async_trait::async_trait;
@@ -28,7 +29,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use crate::journal::AuditJournal;
 use crate::{SealedVersion, SecretChange, SecretRecord, Store};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_people.sql")),
+];
 
 pub struct SqliteStore {
     write: SqlitePool,
@@ -346,7 +350,7 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {
+    async fn create_workspace(&self, ws: &Workspace, owner: Option<&str>, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)")
             .bind(&ws.id)
@@ -362,6 +366,15 @@ impl Store for SqliteStore {
                     db_err(e)
                 }
             })?;
+        if let Some(user_id) = owner {
+            sqlx::query("INSERT INTO memberships (user_id, workspace_id, role, created_at) VALUES (?, ?, 'admin', ?)")
+                .bind(user_id)
+                .bind(&ws.id)
+                .bind(ws.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
@@ -841,6 +854,342 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn count_users(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.read).await.map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn setup_first_admin(&self, user: &User, password_hash: &str, audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&mut *tx).await.map_err(db_err)?;
+        if users > 0 {
+            return Err(Error::conflict("setup_done", "the first admin already exists; sign in instead"));
+        }
+        insert_user(&mut tx, user, password_hash).await?;
+        sqlx::query("INSERT INTO memberships (user_id, workspace_id, role, created_at) SELECT ?, id, 'admin', ? FROM workspaces")
+            .bind(&user.id)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // The bootstrap token becomes the first admin's personal access token.
+        sqlx::query(
+            "INSERT INTO personal_tokens (id, user_id, name, prefix, token_hash, created_at) \
+             SELECT 'pat_' || substr(id, 5), ?, 'bootstrap token', 'bootstrap', token_hash, created_at \
+             FROM admin_tokens WHERE revoked_at IS NULL",
+        )
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("DELETE FROM admin_tokens").execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM one_time_codes WHERE purpose = 'setup'").execute(&mut *tx).await.map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_user(
+        &self,
+        user: &User,
+        password_hash: &str,
+        memberships: &[(String, Role)],
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        insert_user(&mut tx, user, password_hash).await?;
+        for (ws, role) in memberships {
+            sqlx::query("INSERT INTO memberships (user_id, workspace_id, role, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&user.id)
+                .bind(ws)
+                .bind(role.as_str())
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ? COLLATE NOCASE")
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| Ok((user_from(&r)?, get(&r, "password_hash")?))).transpose()
+    }
+
+    async fn get_user(&self, user_id: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str, now: Millis, audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("user_not_found", "the user no longer exists"));
+        }
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, Role)>> {
+        let rows = sqlx::query("SELECT workspace_id, role FROM memberships WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| Ok((get(r, "workspace_id")?, role_from(r)?))).collect()
+    }
+
+    async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.*, m.role, m.created_at AS joined_at FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.workspace_id = ? ORDER BY u.email",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok(Member { user: user_from(r)?, role: role_from(r)?, joined_at: get(r, "joined_at")? }))
+            .collect()
+    }
+
+    async fn add_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query("INSERT INTO memberships (user_id, workspace_id, role, created_at) VALUES (?, ?, ?, ?)")
+            .bind(user_id)
+            .bind(workspace_id)
+            .bind(role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict("already_member", "that user is already a member of this workspace")
+                        .with_field("email")
+                } else {
+                    db_err(e)
+                }
+            })?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn set_role(&self, workspace_id: &str, user_id: &str, role: Role, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let current = member_role(&mut tx, workspace_id, user_id).await?;
+        if current == Role::Admin && role != Role::Admin {
+            refuse_last_admin(&mut tx, workspace_id, "demoted").await?;
+        }
+        sqlx::query("UPDATE memberships SET role = ? WHERE workspace_id = ? AND user_id = ?")
+            .bind(role.as_str())
+            .bind(workspace_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn remove_member(&self, workspace_id: &str, user_id: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        if member_role(&mut tx, workspace_id, user_id).await? == Role::Admin {
+            refuse_last_admin(&mut tx, workspace_id, "removed").await?;
+        }
+        sqlx::query("DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?")
+            .bind(workspace_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_session(&self, session: &Session, token_hash: &[u8], audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at, revoked_at, client, user_agent) \
+             VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(token_hash)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(&session.client)
+        .bind(&session.user_agent)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // Expired sessions of this user are of no use to anyone.
+        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND expires_at < ?")
+            .bind(&session.user_id)
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn session_by_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(session_from).transpose()
+    }
+
+    async fn list_sessions(&self, user_id: &str) -> Result<Vec<Session>> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC")
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(session_from).collect()
+    }
+
+    async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis, audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ?")
+            .bind(now)
+            .bind(session_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("session_not_found", "no such session of yours"));
+        }
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_personal_token(
+        &self,
+        token: &PersonalToken,
+        token_hash: &[u8],
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO personal_tokens (id, user_id, name, prefix, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.user_id)
+        .bind(&token.name)
+        .bind(&token.prefix)
+        .bind(token_hash)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn personal_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<PersonalToken>> {
+        let row = sqlx::query("SELECT * FROM personal_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(personal_token_from).transpose()
+    }
+
+    async fn list_personal_tokens(&self, user_id: &str) -> Result<Vec<PersonalToken>> {
+        let rows = sqlx::query("SELECT * FROM personal_tokens WHERE user_id = ? ORDER BY created_at DESC")
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(personal_token_from).collect()
+    }
+
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        token_id: &str,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<PersonalToken> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done =
+            sqlx::query("UPDATE personal_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ?")
+                .bind(now)
+                .bind(token_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("token_not_found", "no such personal access token of yours"));
+        }
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        let row = sqlx::query("SELECT * FROM personal_tokens WHERE id = ?")
+            .bind(token_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let token = personal_token_from(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(token)
+    }
+
+    async fn record_personal_token_use(&self, token_id: &str, at: Millis) -> Result<()> {
+        sqlx::query("UPDATE personal_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+            .bind(at)
+            .bind(token_id)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
+    async fn set_one_time_code(&self, purpose: &str, code_hash: &[u8], now: Millis) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO one_time_codes (purpose, code_hash, created_at) VALUES (?, ?, ?)")
+            .bind(purpose)
+            .bind(code_hash)
+            .bind(now)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
+    async fn one_time_code(&self, purpose: &str) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT code_hash FROM one_time_codes WHERE purpose = ?")
+            .bind(purpose)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)
+    }
+
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {
         let rows = sqlx::query(
             "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
@@ -917,6 +1266,98 @@ impl SqliteStore {
             })
             .collect()
     }
+}
+
+// --- people helpers -----------------------------------------------------------------------------
+
+fn user_from(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: get(row, "id")?,
+        email: get(row, "email")?,
+        name: get(row, "name")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn role_from(row: &SqliteRow) -> Result<Role> {
+    let role: String = get(row, "role")?;
+    Role::parse(&role).ok_or_else(|| Error::internal(format!("unknown role {role:?} in the database")))
+}
+
+fn session_from(row: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id: get(row, "id")?,
+        user_id: get(row, "user_id")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        client: get(row, "client")?,
+        user_agent: get(row, "user_agent")?,
+    })
+}
+
+fn personal_token_from(row: &SqliteRow) -> Result<PersonalToken> {
+    Ok(PersonalToken {
+        id: get(row, "id")?,
+        user_id: get(row, "user_id")?,
+        name: get(row, "name")?,
+        prefix: get(row, "prefix")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        last_used_at: get(row, "last_used_at")?,
+    })
+}
+
+async fn insert_user(conn: &mut SqliteConnection, user: &User, password_hash: &str) -> Result<()> {
+    sqlx::query("INSERT INTO users (id, email, name, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(password_hash)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict("user_exists", format!("a user with the email {} already exists", user.email))
+                    .with_field("email")
+            } else {
+                db_err(e)
+            }
+        })
+        .map(|_| ())
+}
+
+async fn member_role(conn: &mut SqliteConnection, workspace_id: &str, user_id: &str) -> Result<Role> {
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE workspace_id = ? AND user_id = ?")
+            .bind(workspace_id)
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let role =
+        role.ok_or_else(|| Error::not_found("member_not_found", "that user is not a member of this workspace"))?;
+    Role::parse(&role).ok_or_else(|| Error::internal(format!("unknown role {role:?} in the database")))
+}
+
+/// 409 `last_admin` when the workspace has no other admin.
+async fn refuse_last_admin(conn: &mut SqliteConnection, workspace_id: &str, what: &str) -> Result<()> {
+    let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE workspace_id = ? AND role = 'admin'")
+        .bind(workspace_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if admins <= 1 {
+        return Err(Error::conflict(
+            "last_admin",
+            format!("the last admin of a workspace cannot be {what}; make someone else an admin first"),
+        ));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

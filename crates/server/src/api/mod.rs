@@ -4,6 +4,7 @@ pub mod agents;
 pub mod audit;
 pub mod keys;
 pub mod ops;
+pub mod people;
 pub mod read;
 pub mod secrets;
 pub mod workspaces;

@@ -42,7 +42,11 @@ pub async fn create_workspace(
     let now = now_millis();
     let ws = Workspace { id: new_id(WORKSPACE_PREFIX)?, name, created_at: now };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
-    st.store.create_workspace(&ws, &audit).await?;
+    let owner = match &p {
+        agentvault_core::model::Principal::User { user_id, .. } => Some(user_id.as_str()),
+        _ => None,
+    };
+    st.store.create_workspace(&ws, owner, &audit).await?;
     st.model.put_workspace(ws.clone());
     Ok((StatusCode::CREATED, Json(ws.into())))
 }

@@ -1,0 +1,694 @@
+//! People: signing in and out, the first admin, the caller's own tokens and sessions, and the
+//! members of a workspace.
+
+use std::net::SocketAddr;
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{
+    Actor, Member, Millis, PERSONAL_TOKEN_PREFIX, Perm, PersonalToken, Principal, Role, SESSION_PREFIX, Session,
+    USER_PREFIX, User,
+};
+use agentvault_core::{Error, Result, validate};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::List;
+use crate::auth::{Auth, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::people::{
+    PERSONAL_TOKEN_PREFIX as PAT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, csrf_token, hash_password, session_cookie,
+    session_set_cookie, verify_password,
+};
+use crate::{AppState, Json, now_millis, parse_rfc3339, rfc3339};
+
+/// The peer address of the connection, when the server was started with connect info.
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
+    }
+}
+
+/// The purpose under which the setup code is stored.
+pub const SETUP_CODE: &str = "setup";
+
+#[derive(Serialize, ToSchema)]
+pub struct UserOut {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+}
+
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        UserOut { id: u.id, email: u.email, name: u.name }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkspaceRoleOut {
+    pub id: String,
+    pub name: String,
+    /// `admin` or `member`
+    pub role: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeOut {
+    pub user: UserOut,
+    pub workspaces: Vec<WorkspaceRoleOut>,
+    /// For requests made with the session cookie: send it as `X-CSRF-Token` on every request
+    /// that changes state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub email: String,
+    #[schema(value_type = String)]
+    pub password: Zeroizing<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignedIn {
+    pub user: UserOut,
+    pub workspaces: Vec<WorkspaceRoleOut>,
+    /// Send as `X-CSRF-Token` on every request that changes state.
+    pub csrf_token: String,
+    pub expires_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Setup {
+    /// The setup code printed when agentvault started (not needed with the bootstrap token).
+    pub setup_code: Option<String>,
+    pub email: String,
+    #[serde(default)]
+    pub name: String,
+    #[schema(value_type = String)]
+    pub password: Zeroizing<String>,
+}
+
+impl AppState {
+    /// The caller as a user, for routes about "me".
+    fn user_id_of(p: &Principal) -> Result<&str> {
+        match p {
+            Principal::User { user_id, .. } => Ok(user_id),
+            Principal::Setup { .. } => Err(Error::forbidden(
+                "the bootstrap token only sets up the first admin (POST /api/v1/setup); sign in as a user for this",
+            )),
+            Principal::ApiKey { .. } => {
+                Err(Error::forbidden("API keys do not belong to a person; use a personal access token"))
+            }
+        }
+    }
+
+    /// One audit record per workspace of the user (account events concern all of them).
+    async fn user_events(
+        &self,
+        user_id: &str,
+        actor: Actor,
+        action: Action,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Result<Vec<AuditEvent>> {
+        let now = now_millis();
+        Ok(self
+            .store
+            .memberships_of(user_id)
+            .await?
+            .into_iter()
+            .map(|(ws, _)| {
+                AuditEvent::new(now, &ws, actor.clone(), action, outcome).target(user_id).detail(detail.to_owned())
+            })
+            .collect())
+    }
+
+    async fn workspaces_of(&self, user_id: &str) -> Result<Vec<WorkspaceRoleOut>> {
+        let mut out: Vec<WorkspaceRoleOut> = self
+            .store
+            .memberships_of(user_id)
+            .await?
+            .into_iter()
+            .filter_map(|(ws, role)| {
+                self.model.workspace(&ws).map(|w| WorkspaceRoleOut { id: w.id, name: w.name, role: role.as_str() })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Starts a session for a user; returns the cookie header and the response body.
+    async fn start_session(
+        &self,
+        user: User,
+        client: &str,
+        headers: &HeaderMap,
+    ) -> Result<(header::HeaderValue, SignedIn)> {
+        let now = now_millis();
+        let token = generate_token(SESSION_TOKEN_PREFIX)?;
+        let ttl = self.options.session_ttl;
+        let session = Session {
+            id: new_id(SESSION_PREFIX)?,
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            revoked_at: None,
+            client: client.to_owned(),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
+        };
+        let audit = self
+            .user_events(&user.id, Actor::User(user.id.clone()), Action::SignIn, Outcome::Success, &session.id)
+            .await?;
+        self.store.create_session(&session, &hash_token(&token), &audit).await?;
+        let body = SignedIn {
+            workspaces: self.workspaces_of(&user.id).await?,
+            user: user.into(),
+            csrf_token: csrf_token(&token),
+            expires_at: rfc3339(session.expires_at),
+        };
+        Ok((session_set_cookie(&token, ttl, self.options.secure_cookies), body))
+    }
+
+    /// The client address for rate limiting: the peer, or the nearest `X-Forwarded-For` entry
+    /// when agentvault is configured to trust its reverse proxy.
+    fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        if self.options.trust_forwarded_for
+            && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+            && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|s| !s.is_empty())
+        {
+            return last.to_owned();
+        }
+        peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+fn with_cookie(status: StatusCode, cookie: header::HeaderValue, body: impl Serialize) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    resp
+}
+
+fn wrong_credentials() -> Error {
+    Error::unauthenticated("the email or password is wrong")
+}
+
+/// Signs in with email and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "people", request_body = Login, security(()),
+    responses((status = 200, body = SignedIn), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn login(
+    State(st): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Login>,
+) -> ApiResult<Response> {
+    let client = st.client_of(peer, &headers);
+    let email = body.email.trim().to_owned();
+    st.login_limiter.check(&client, &email)?;
+    let found = if validate::email(&email).is_ok() { st.store.user_by_email(&email).await? } else { None };
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    if !verify_password(body.password, hash).await {
+        st.login_limiter.failed(&email);
+        match &user {
+            Some(u) => {
+                let events = st
+                    .user_events(&u.id, Actor::User(u.id.clone()), Action::SignIn, Outcome::Denied, "wrong_password")
+                    .await?;
+                for e in events {
+                    st.audit.append(e).await?;
+                }
+            }
+            None => tracing::info!(client = %client, "sign-in with an unknown email refused"),
+        }
+        return Err(wrong_credentials().into());
+    }
+    let Some(user) = user else { return Err(wrong_credentials().into()) };
+    st.login_limiter.succeeded(&email);
+    let (cookie, body) = st.start_session(user, &client, &headers).await?;
+    Ok(with_cookie(StatusCode::OK, cookie, body))
+}
+
+/// Signs out: ends the session of the cookie and clears it.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "people",
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn logout(State(st): State<AppState>, Auth(p): Auth, headers: HeaderMap) -> ApiResult<Response> {
+    let user_id = AppState::user_id_of(&p)?.to_owned();
+    let now = now_millis();
+    if let Some(token) = session_cookie(&headers) {
+        let session = st.session_of(&token, now).await?;
+        let audit = st.user_events(&user_id, p.actor(), Action::SignOut, Outcome::Success, &session.id).await?;
+        st.store.revoke_session(&user_id, &session.id, now, &audit).await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_set_cookie("", std::time::Duration::ZERO, st.options.secure_cookies));
+    Ok(resp)
+}
+
+/// Creates the first admin, once: with the setup code printed at the first start, or the
+/// bootstrap token. The admin becomes admin of every workspace and is signed in; the bootstrap
+/// token becomes their personal access token.
+#[utoipa::path(post, path = "/api/v1/setup", tag = "people", request_body = Setup, security(()),
+    responses((status = 201, body = SignedIn), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn setup(
+    State(st): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Setup>,
+) -> ApiResult<Response> {
+    let client = st.client_of(peer, &headers);
+    if st.store.count_users().await? > 0 {
+        return Err(Error::conflict("setup_done", "the first admin already exists; sign in instead").into());
+    }
+    // Guarded like a sign-in: the setup code is short enough to be worth guessing otherwise.
+    st.login_limiter.check(&client, "setup")?;
+    let by_token = headers.contains_key(header::AUTHORIZATION)
+        && matches!(
+            st.authenticate(&axum::http::Method::POST, &headers, now_millis()).await,
+            Ok(Principal::Setup { .. })
+        );
+    let by_code = match (&body.setup_code, st.store.one_time_code(SETUP_CODE).await?) {
+        (Some(code), Some(stored)) => agentvault_crypto::constant_time_eq(&hash_token(&normalize_code(code)), &stored),
+        _ => false,
+    };
+    if !by_token && !by_code {
+        st.login_limiter.failed("setup");
+        return Err(Error::unauthenticated(
+            "give the setup code printed when agentvault started, or send the bootstrap token as Authorization: Bearer",
+        )
+        .with_field("setup_code")
+        .into());
+    }
+    let email = validate::email(&body.email)?;
+    validate::password("password", &body.password, &email)?;
+    let name = if body.name.trim().is_empty() { String::new() } else { validate::display_name("name", &body.name)? };
+    let now = now_millis();
+    let user = User { id: new_id(USER_PREFIX)?, email, name, created_at: now, updated_at: now };
+    let hash = hash_password(body.password).await?;
+    let audit: Vec<AuditEvent> = st
+        .model
+        .workspaces()
+        .iter()
+        .map(|ws| {
+            AuditEvent::new(now, &ws.id, Actor::System, Action::UserCreate, Outcome::Success)
+                .target(&user.id)
+                .detail("first admin")
+        })
+        .collect();
+    let _w = st.write_lock.lock().await;
+    st.store.setup_first_admin(&user, &hash, &audit).await?;
+    st.model.clear_admin_tokens();
+    drop(_w);
+    let (cookie, body) = st.start_session(user, &client, &headers).await?;
+    Ok(with_cookie(StatusCode::CREATED, cookie, body))
+}
+
+/// Setup codes are shown grouped (`ABCDE-FGHIJ`); accept them with or without the dash.
+pub fn normalize_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// The caller: user, workspaces and roles.
+#[utoipa::path(get, path = "/api/v1/me", tag = "people",
+    responses((status = 200, body = MeOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn me(State(st): State<AppState>, Auth(p): Auth, headers: HeaderMap) -> ApiResult<Json<MeOut>> {
+    let user_id = AppState::user_id_of(&p)?;
+    let user =
+        st.store.get_user(user_id).await?.ok_or_else(|| Error::unauthenticated("your account no longer exists"))?;
+    let csrf = if headers.contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        session_cookie(&headers).map(|t| csrf_token(&t))
+    };
+    Ok(Json(MeOut { workspaces: st.workspaces_of(user_id).await?, user: user.into(), csrf_token: csrf }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[schema(value_type = String)]
+    pub current_password: Zeroizing<String>,
+    #[schema(value_type = String)]
+    pub new_password: Zeroizing<String>,
+}
+
+/// Changes the caller's password.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "people", request_body = ChangePassword,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn change_password(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let user_id = AppState::user_id_of(&p)?;
+    let user =
+        st.store.get_user(user_id).await?.ok_or_else(|| Error::unauthenticated("your account no longer exists"))?;
+    let hash = st.store.user_by_email(&user.email).await?.map(|(_, h)| h);
+    if !verify_password(body.current_password, hash).await {
+        return Err(Error::invalid("current_password", "the current password is wrong").into());
+    }
+    validate::password("new_password", &body.new_password, &user.email)?;
+    let hash = hash_password(body.new_password).await?;
+    let audit = st.user_events(user_id, p.actor(), Action::PasswordChange, Outcome::Success, "").await?;
+    st.store.set_password(user_id, &hash, now_millis(), &audit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenOut {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    /// `active`, `expired` or `revoked`
+    pub status: &'static str,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl TokenOut {
+    fn new(t: PersonalToken, now: Millis) -> TokenOut {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.is_usable(now) {
+            "active"
+        } else {
+            "expired"
+        };
+        TokenOut {
+            status,
+            id: t.id,
+            name: t.name,
+            prefix: t.prefix,
+            created_at: rfc3339(t.created_at),
+            expires_at: t.expires_at.map(rfc3339),
+            revoked_at: t.revoked_at.map(rfc3339),
+            last_used_at: t.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    /// RFC 3339; optional.
+    pub expires_at: Option<String>,
+}
+
+/// A new personal access token; the token is shown here once.
+#[derive(Serialize, ToSchema)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub info: TokenOut,
+    pub token: String,
+}
+
+/// The caller's personal access tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "people",
+    responses((status = 200, body = List<TokenOut>), (status = 401, body = ErrorBody)))]
+pub async fn list_tokens(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<List<TokenOut>>> {
+    let user_id = AppState::user_id_of(&p)?;
+    let now = now_millis();
+    let tokens = st.store.list_personal_tokens(user_id).await?;
+    Ok(Json(tokens.into_iter().map(|t| TokenOut::new(t, now)).collect::<Vec<_>>().into()))
+}
+
+/// Creates a personal access token that acts as the caller.
+#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "people", request_body = CreateToken,
+    responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody)))]
+pub async fn create_token(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    let user_id = AppState::user_id_of(&p)?;
+    let name = validate::display_name("name", &body.name)?;
+    let now = now_millis();
+    let expires_at = body.expires_at.as_deref().map(|t| parse_rfc3339("expires_at", t)).transpose()?;
+    if expires_at.is_some_and(|t| t <= now) {
+        return Err(Error::invalid("expires_at", "expires_at is in the past; give a time in the future").into());
+    }
+    let token = generate_token(PAT_TOKEN_PREFIX)?;
+    let record = PersonalToken {
+        id: new_id(PERSONAL_TOKEN_PREFIX)?,
+        user_id: user_id.to_owned(),
+        name,
+        prefix: token[..SHOWN_PREFIX_LEN].to_owned(),
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let audit = st.user_events(user_id, p.actor(), Action::TokenCreate, Outcome::Success, &record.id).await?;
+    st.store.create_personal_token(&record, &hash_token(&token), &audit).await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { info: TokenOut::new(record, now), token })))
+}
+
+/// Revokes one of the caller's personal access tokens.
+#[utoipa::path(delete, path = "/api/v1/me/tokens/{token_id}", tag = "people",
+    params(("token_id" = String, Path)),
+    responses((status = 200, body = TokenOut), (status = 404, body = ErrorBody)))]
+pub async fn revoke_token(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(token_id): ApiPath<String>,
+) -> ApiResult<Json<TokenOut>> {
+    let user_id = AppState::user_id_of(&p)?;
+    let now = now_millis();
+    let audit = st.user_events(user_id, p.actor(), Action::TokenRevoke, Outcome::Success, &token_id).await?;
+    let token = st.store.revoke_personal_token(user_id, &token_id, now, &audit).await?;
+    Ok(Json(TokenOut::new(token, now)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionOut {
+    pub id: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// `active`, `expired` or `revoked`
+    pub status: &'static str,
+    pub client: String,
+    pub user_agent: String,
+}
+
+/// The caller's console sessions.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "people",
+    responses((status = 200, body = List<SessionOut>), (status = 401, body = ErrorBody)))]
+pub async fn list_sessions(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<List<SessionOut>>> {
+    let user_id = AppState::user_id_of(&p)?;
+    let now = now_millis();
+    let items = st
+        .store
+        .list_sessions(user_id)
+        .await?
+        .into_iter()
+        .map(|s| SessionOut {
+            status: if s.revoked_at.is_some() {
+                "revoked"
+            } else if s.is_usable(now) {
+                "active"
+            } else {
+                "expired"
+            },
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            id: s.id,
+            client: s.client,
+            user_agent: s.user_agent,
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(items.into()))
+}
+
+/// Ends one of the caller's sessions (e.g. on a lost laptop).
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", tag = "people",
+    params(("session_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_session(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(session_id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let user_id = AppState::user_id_of(&p)?;
+    let audit = st.user_events(user_id, p.actor(), Action::SessionRevoke, Outcome::Success, &session_id).await?;
+    st.store.revoke_session(user_id, &session_id, now_millis(), &audit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberOut {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    /// `admin` or `member`
+    pub role: &'static str,
+    pub joined_at: String,
+}
+
+impl From<Member> for MemberOut {
+    fn from(m: Member) -> Self {
+        MemberOut {
+            user_id: m.user.id,
+            email: m.user.email,
+            name: m.user.name,
+            role: m.role.as_str(),
+            joined_at: rfc3339(m.joined_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub email: String,
+    /// For a new user.
+    #[serde(default)]
+    pub name: String,
+    /// `admin` or `member`
+    pub role: String,
+    /// Required to create a new user; ignored (and refused) for an existing one.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Zeroizing<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRole {
+    /// `admin` or `member`
+    pub role: String,
+}
+
+fn role_param(role: &str) -> Result<Role> {
+    Role::parse(role).ok_or_else(|| Error::invalid("role", "role must be admin or member"))
+}
+
+/// The members of a workspace with their roles.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/members", tag = "people",
+    params(("ws" = String, Path)),
+    responses((status = 200, body = List<MemberOut>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_members(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+) -> ApiResult<Json<List<MemberOut>>> {
+    let ws = st.workspace_for(&p, &ws, Perm::ViewPeople)?;
+    let members = st.store.list_members(&ws.id).await?;
+    Ok(Json(members.into_iter().map(MemberOut::from).collect::<Vec<_>>().into()))
+}
+
+/// Adds a user to the workspace: an existing user by email, or a new user (with a password).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/members", tag = "people", request_body = AddMember,
+    params(("ws" = String, Path)),
+    responses((status = 201, body = MemberOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn add_member(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+    ApiJson(body): ApiJson<AddMember>,
+) -> ApiResult<(StatusCode, Json<MemberOut>)> {
+    let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let email = validate::email(&body.email)?;
+    let role = role_param(&body.role)?;
+    let now = now_millis();
+    let _w = st.write_lock.lock().await;
+    let user = match st.store.user_by_email(&email).await? {
+        Some((user, _)) => {
+            if body.password.is_some() {
+                return Err(Error::invalid(
+                    "password",
+                    "this user already exists and keeps their own password; leave the password out",
+                )
+                .into());
+            }
+            let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::MemberAdd, Outcome::Success)
+                .target(&user.id)
+                .detail(format!("role={}", role.as_str()));
+            st.store.add_member(&ws.id, &user.id, role, now, &audit).await?;
+            user
+        }
+        None => {
+            let password = body.password.ok_or_else(|| {
+                Error::invalid("password", "no user has this email yet: give a password to create the account")
+            })?;
+            validate::password("password", &password, &email)?;
+            let name =
+                if body.name.trim().is_empty() { String::new() } else { validate::display_name("name", &body.name)? };
+            let user = User { id: new_id(USER_PREFIX)?, email, name, created_at: now, updated_at: now };
+            let hash = hash_password(password).await?;
+            let audit = [AuditEvent::new(now, &ws.id, p.actor(), Action::UserCreate, Outcome::Success)
+                .target(&user.id)
+                .detail(format!("role={}", role.as_str()))];
+            st.store.create_user(&user, &hash, &[(ws.id.clone(), role)], &audit).await?;
+            user
+        }
+    };
+    Ok((StatusCode::CREATED, Json(MemberOut::from(Member { user, role, joined_at: now }))))
+}
+
+/// Changes a member's role. The last admin cannot be demoted.
+#[utoipa::path(patch, path = "/api/v1/workspaces/{ws}/members/{user_id}", tag = "people", request_body = ChangeRole,
+    params(("ws" = String, Path), ("user_id" = String, Path)),
+    responses((status = 200, body = MemberOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn change_role(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, user_id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ChangeRole>,
+) -> ApiResult<Json<MemberOut>> {
+    let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let role = role_param(&body.role)?;
+    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::MemberRoleChange, Outcome::Success)
+        .target(&user_id)
+        .detail(format!("role={}", role.as_str()));
+    let _w = st.write_lock.lock().await;
+    st.store.set_role(&ws.id, &user_id, role, &audit).await?;
+    let member = st
+        .store
+        .list_members(&ws.id)
+        .await?
+        .into_iter()
+        .find(|m| m.user.id == user_id)
+        .ok_or_else(|| Error::not_found("member_not_found", "that user is not a member of this workspace"))?;
+    Ok(Json(member.into()))
+}
+
+/// Removes a member from the workspace. The last admin cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/members/{user_id}", tag = "people",
+    params(("ws" = String, Path), ("user_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove_member(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, user_id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let audit =
+        AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::MemberRemove, Outcome::Success).target(&user_id);
+    let _w = st.write_lock.lock().await;
+    st.store.remove_member(&ws.id, &user_id, &audit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
