@@ -11,5 +11,6 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod ops;
+mod people;
 mod read_path;
 mod secrets;

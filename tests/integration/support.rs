@@ -34,9 +34,15 @@ pub struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    /// Response headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// The `error.code` of an error response.
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
@@ -182,36 +188,46 @@ impl Server {
     // --- HTTP ------------------------------------------------------------------------------
 
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        self.request_with(method, path, &headers, body)
+    }
+
+    /// A request with any headers (cookies, CSRF tokens, malformed credentials).
+    pub fn request_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
         let url = format!("{}{}", self.base, path);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        macro_rules! with_auth {
+        macro_rules! with_headers {
             ($req:expr) => {{
-                let r = $req;
-                match &auth {
-                    Some(a) => r.header("Authorization", a),
-                    None => r,
+                let mut r = $req;
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
                 }
+                r
             }};
         }
         let result = match (method, body) {
-            ("GET", _) => with_auth!(agent.get(&url)).call(),
-            ("DELETE", _) => with_auth!(agent.delete(&url)).call(),
-            ("POST", Some(b)) => with_auth!(agent.post(&url)).send_json(b),
-            ("POST", None) => with_auth!(agent.post(&url)).send_empty(),
-            ("PUT", Some(b)) => with_auth!(agent.put(&url)).send_json(b),
-            ("PATCH", Some(b)) => with_auth!(agent.patch(&url)).send_json(b),
+            ("GET", _) => with_headers!(agent.get(&url)).call(),
+            ("DELETE", _) => with_headers!(agent.delete(&url)).call(),
+            ("POST", Some(b)) => with_headers!(agent.post(&url)).send_json(b),
+            ("POST", None) => with_headers!(agent.post(&url)).send_empty(),
+            ("PUT", Some(b)) => with_headers!(agent.put(&url)).send_json(b),
+            ("PUT", None) => with_headers!(agent.put(&url)).send_empty(),
+            ("PATCH", Some(b)) => with_headers!(agent.patch(&url)).send_json(b),
+            ("PATCH", None) => with_headers!(agent.patch(&url)).send_empty(),
             _ => panic!("unsupported request {method} with body {body:?}"),
         };
         let mut resp = result.unwrap();
         let status = resp.status().as_u16();
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text }
+        Resp { status, body, text, headers }
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -259,6 +275,35 @@ impl Server {
         let r = self.post(&format!("/api/v1/workspaces/{ws}/api-keys"), json!({"name": "test key", "agents": agents}));
         let b = r.expect(201);
         (b["id"].as_str().unwrap().to_owned(), b["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Signs in; returns the session cookie (`av_session=...`) and the CSRF token.
+    pub fn login(&self, email: &str, password: &str) -> (String, String) {
+        let r = self.request("POST", "/api/v1/auth/login", None, Some(&json!({"email": email, "password": password})));
+        let body = r.expect(200).clone();
+        let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+        (cookie, body["csrf_token"].as_str().unwrap().to_owned())
+    }
+
+    /// A personal access token for a user, made through a signed-in session.
+    pub fn personal_token(&self, email: &str, password: &str) -> String {
+        let (cookie, csrf) = self.login(email, password);
+        let r = self.request_with(
+            "POST",
+            "/api/v1/me/tokens",
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            Some(&json!({"name": "test"})),
+        );
+        r.expect(201)["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds a new user to a workspace with a role.
+    pub fn add_user(&self, ws: &str, email: &str, role: &str, password: &str) -> String {
+        let r = self.post(
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({"email": email, "role": role, "password": password}),
+        );
+        r.expect(201)["user_id"].as_str().unwrap().to_owned()
     }
 
     /// The agent read path.

@@ -84,7 +84,8 @@ fn usable_key(key: &KeyEntry, now: Millis) -> Result<()> {
 impl AppState {
     /// Resolves the bearer token of a request to an API key (the agent read path).
     pub fn authenticate_api_key(&self, authorization: Option<&HeaderValue>, now: Millis) -> Result<Arc<KeyEntry>> {
-        let hash = hash_token(bearer(authorization)?);
+        let token = bearer(authorization)?;
+        let hash = hash_token(token);
         match self.model.api_key(&hash) {
             Some(key) => {
                 usable_key(&key, now)?;
@@ -93,6 +94,10 @@ impl AppState {
             }
             None if self.model.admin_token(&hash).is_some() => Err(Error::forbidden(
                 "admin tokens do not read secrets as an agent; use an API key scoped to the agent (admins can reveal values with POST .../secrets/{name}/reveal)",
+            )),
+            // Personal access tokens are recognised by their prefix: no lookup on this path.
+            None if token.starts_with(crate::people::PERSONAL_TOKEN_PREFIX) => Err(Error::forbidden(
+                "personal access tokens do not read secrets as an agent; use an API key scoped to the agent",
             )),
             None => Err(unknown()),
         }

@@ -1,0 +1,283 @@
+//! People and permissions: the first admin, sessions, roles, personal access tokens.
+
+use serde_json::{Value, json};
+
+use crate::support::{Options, Server, random_token};
+
+pub const ADMIN_EMAIL: &str = "ada@example.com";
+pub const ADMIN_PASSWORD: &str = "analytical engine 1843";
+
+/// A server whose first admin exists (set up with the setup code); returns it and the code.
+pub fn with_admin(opts: Options<'_>) -> (Server, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = opts.bootstrap_token.map(str::to_owned).unwrap_or_else(random_token);
+    let s = Server::start_in(&tmp.path().join("data"), &token, Options { bootstrap_token: Some(&token), ..opts });
+    let code = setup_code(&s);
+    let r = s.request(
+        "POST",
+        "/api/v1/setup",
+        None,
+        Some(&json!({"setup_code": code, "email": ADMIN_EMAIL, "name": "Ada", "password": ADMIN_PASSWORD})),
+    );
+    r.expect(201);
+    (s, tmp)
+}
+
+fn setup_code(s: &Server) -> String {
+    let line = s.stdout.lines().find(|l| l.contains("setup code")).expect("the setup code is printed");
+    line.split_whitespace().find(|w| w.len() == 11 && w.as_bytes()[5] == b'-').unwrap().to_owned()
+}
+
+#[test]
+fn the_first_admin_is_set_up_once_with_the_setup_code() {
+    let s = Server::start();
+    let code = setup_code(&s);
+    let body = |code: &str, password: &str| json!({"setup_code": code, "email": ADMIN_EMAIL, "name": "Ada", "password": password});
+    let r = s.request("POST", "/api/v1/setup", None, Some(&body("WRONG-CODE1", ADMIN_PASSWORD)));
+    r.expect_error(401, "unauthenticated");
+    let r = s.request("POST", "/api/v1/setup", None, Some(&body(&code, "short")));
+    r.expect_error(400, "invalid_input");
+    let r = s.request(
+        "POST",
+        "/api/v1/setup",
+        None,
+        Some(&json!({"setup_code": code, "email": "not-an-email", "password": ADMIN_PASSWORD})),
+    );
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], "email");
+
+    // The code works without its dash and in lowercase, too.
+    let r =
+        s.request("POST", "/api/v1/setup", None, Some(&body(&code.replace('-', "").to_lowercase(), ADMIN_PASSWORD)));
+    let created = r.expect(201).clone();
+    assert_eq!(created["user"]["email"], ADMIN_EMAIL);
+    assert_eq!(created["workspaces"][0]["role"], "admin");
+    let cookie = r.header("set-cookie").unwrap();
+    for attr in ["av_session=avs_", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no Secure flag without TLS");
+    assert!(!r.text.contains(ADMIN_PASSWORD));
+
+    // Once only.
+    s.request("POST", "/api/v1/setup", None, Some(&body(&code, ADMIN_PASSWORD))).expect_error(409, "setup_done");
+    // The bootstrap token now acts as the first admin.
+    let me = s.request("GET", "/api/v1/me", Some(&s.admin), None);
+    assert_eq!(me.expect(200)["user"]["email"], ADMIN_EMAIL);
+    let tokens = s.request("GET", "/api/v1/me/tokens", Some(&s.admin), None);
+    assert_eq!(tokens.expect(200)["items"][0]["name"], "bootstrap token");
+
+    // The audit log records the new user, and the sign-in that setup performed.
+    let ws = s.default_ws();
+    assert_eq!(s.audit(&ws, "action=user.create").len(), 1);
+    assert_eq!(s.audit(&ws, "action=auth.sign_in&outcome=success").len(), 1);
+    let log = s.stderr() + &s.stdout;
+    assert!(!log.contains(ADMIN_PASSWORD), "the password reached a log");
+}
+
+#[test]
+fn sessions_need_csrf_for_changes_and_end_at_sign_out() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let (cookie, csrf) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let me = s.request_with("GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!(me.expect(200)["csrf_token"], json!(csrf));
+    // Reading needs no CSRF token; changing does.
+    s.request_with("GET", &format!("/api/v1/workspaces/{ws}/agents"), &[("Cookie", &cookie)], None).expect(200);
+    let create = |headers: &[(&str, &str)]| {
+        s.request_with("POST", &format!("/api/v1/workspaces/{ws}/agents"), headers, Some(&json!({"name": "bot"})))
+    };
+    create(&[("Cookie", &cookie)]).expect_error(403, "csrf_failed");
+    create(&[("Cookie", &cookie), ("X-CSRF-Token", "0123456789abcdef0123456789abcdef")])
+        .expect_error(403, "csrf_failed");
+    assert_eq!(
+        s.get(&format!("/api/v1/workspaces/{ws}/agents")).body["items"],
+        json!([]),
+        "refused writes change nothing"
+    );
+    create(&[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]).expect(201);
+
+    // Sessions are listed and can be ended from another session.
+    let (cookie2, csrf2) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let sessions = s.request_with("GET", "/api/v1/me/sessions", &[("Cookie", &cookie2)], None);
+    let items = sessions.expect(200)["items"].as_array().unwrap().clone();
+    assert!(items.len() >= 3, "setup, and two sign-ins: {items:?}");
+    let out = s.request_with("POST", "/api/v1/auth/logout", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], None);
+    assert_eq!(out.status, 204);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let gone = s.request_with("GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    gone.expect_error(401, "unauthenticated");
+    // The second session lives on until it is revoked.
+    s.request_with("GET", "/api/v1/me", &[("Cookie", &cookie2)], None).expect(200);
+    let second = s.request_with("GET", "/api/v1/me/sessions", &[("Cookie", &cookie2)], None).body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["status"] == "active")
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let path = format!("/api/v1/me/sessions/{second}");
+    s.request_with("DELETE", &path, &[("Cookie", &cookie2), ("X-CSRF-Token", &csrf2)], None);
+    assert_eq!(s.audit(&ws, "action=auth.sign_out").len(), 1);
+    assert!(!s.audit(&ws, "action=auth.session_revoke").is_empty());
+}
+
+#[test]
+fn sign_in_failures_say_nothing_and_are_rate_limited() {
+    let env =
+        vec![("AGENTVAULT_LOGIN_MAX_FAILURES", "3".to_owned()), ("AGENTVAULT_LOGIN_MAX_PER_CLIENT", "8".to_owned())];
+    let (s, _tmp) = with_admin(Options { extra_env: env, ..Options::default() });
+    let ws = s.default_ws();
+    let login = |email: &str, password: &str| {
+        s.request("POST", "/api/v1/auth/login", None, Some(&json!({"email": email, "password": password})))
+    };
+    let unknown = login("nobody@example.com", ADMIN_PASSWORD);
+    let wrong = login(ADMIN_EMAIL, "not the right password");
+    unknown.expect_error(401, "unauthenticated");
+    wrong.expect_error(401, "unauthenticated");
+    assert_eq!(unknown.body, wrong.body, "an unknown email and a wrong password look the same");
+    login(ADMIN_EMAIL, "still not right at all").expect(401);
+    login(ADMIN_EMAIL, "third wrong password").expect(401);
+    // The account is now locked for the window, even with the right password.
+    let limited = login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    limited.expect_error(429, "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 900, "{retry}");
+    // Other accounts from the same client run into the per-client budget (8 attempts, counting
+    // the setup and the attempts above).
+    let mut refused = None;
+    for attempt in 0..10 {
+        let r = login(&format!("someone{attempt}@example.com"), "whatever password");
+        if r.status == 429 {
+            refused = Some(attempt);
+            break;
+        }
+        r.expect_error(401, "unauthenticated");
+    }
+    assert!(refused.is_some_and(|n| n >= 1), "the client budget ran out: {refused:?}");
+    let denied = s.audit(&ws, "action=auth.sign_in&outcome=denied");
+    assert_eq!(denied.len(), 3, "failures of the known account are audited: {denied:?}");
+    assert!(!serde_json::to_string(&denied).unwrap().contains("not the right password"));
+}
+
+#[test]
+fn members_build_agents_and_never_see_secrets() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let member_id = s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let member = s.personal_token("grace@example.com", "cobol compiler 1959");
+    let as_member =
+        |method: &str, path: &str, body: Option<Value>| s.request(method, path, Some(&member), body.as_ref());
+
+    // Agents: yes.
+    let agent = as_member("POST", &format!("/api/v1/workspaces/{ws}/agents"), Some(json!({"name": "Support bot"})));
+    let agent_id = agent.expect(201)["id"].as_str().unwrap().to_owned();
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_MEMBERNEVER"), &[&agent_id]);
+    let listing = as_member("GET", &format!("/api/v1/workspaces/{ws}/agents/{agent_id}/secrets"), None);
+    assert_eq!(listing.expect(200)["items"][0]["name"], "stripe_api_key");
+    assert!(!listing.text.contains("MEMBERNEVER"));
+    as_member("GET", &format!("/api/v1/workspaces/{ws}/members"), None).expect(200);
+
+    // Secrets, keys, members, audit: no.
+    let secrets = format!("/api/v1/workspaces/{ws}/secrets");
+    for (method, path, body) in [
+        ("GET", secrets.clone(), None),
+        ("POST", secrets.clone(), Some(json!({"name": "x", "value": "v"}))),
+        ("GET", format!("{secrets}/stripe_api_key"), None),
+        ("POST", format!("{secrets}/stripe_api_key/reveal"), None),
+        ("PUT", format!("{secrets}/stripe_api_key/access"), Some(json!({"agents": []}))),
+        ("DELETE", format!("{secrets}/stripe_api_key"), None),
+        ("POST", format!("/api/v1/workspaces/{ws}/api-keys"), Some(json!({"name": "k", "agents": "all"}))),
+        (
+            "POST",
+            format!("/api/v1/workspaces/{ws}/members"),
+            Some(json!({"email": "x@example.com", "role": "admin", "password": "long enough pass 1"})),
+        ),
+        ("PATCH", format!("/api/v1/workspaces/{ws}/members/{member_id}"), Some(json!({"role": "admin"}))),
+        ("GET", format!("/api/v1/workspaces/{ws}/audit"), None),
+        ("POST", "/api/v1/workspaces".to_owned(), Some(json!({"name": "mine"}))),
+    ] {
+        let r = as_member(method, &path, body);
+        assert_eq!((r.status, r.code()), (403, "forbidden"), "{method} {path}: {}", r.text);
+        assert!(!r.text.contains("MEMBERNEVER"));
+    }
+    assert_eq!(s.get(&format!("{secrets}/stripe_api_key")).body["agents"], json!([agent_id]), "nothing changed");
+
+    // Roles change, but a workspace never loses its last admin.
+    let admin_id = s.get("/api/v1/me").body["user"]["id"].as_str().unwrap().to_owned();
+    let members = format!("/api/v1/workspaces/{ws}/members");
+    s.patch(&format!("{members}/{admin_id}"), json!({"role": "member"})).expect_error(409, "last_admin");
+    s.delete(&format!("{members}/{admin_id}")).expect_error(409, "last_admin");
+    s.patch(&format!("{members}/{member_id}"), json!({"role": "owner"})).expect_error(400, "invalid_input");
+    s.patch(&format!("{members}/{member_id}"), json!({"role": "admin"})).expect(200);
+    as_member("GET", &secrets, None).expect(200);
+    s.patch(&format!("{members}/{admin_id}"), json!({"role": "member"})).expect(200);
+    // Now Grace is the only admin.
+    s.request("DELETE", &format!("{members}/{member_id}"), Some(&member), None).expect_error(409, "last_admin");
+
+    // Bad input changes nothing.
+    let before = s.request("GET", &members, Some(&member), None).body["items"].as_array().unwrap().len();
+    for (body, status, code) in [
+        (json!({"email": "not-an-email", "role": "member", "password": "long enough pass 1"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com", "role": "member", "password": "weak"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com", "role": "member"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com", "role": "root", "password": "long enough pass 1"}), 400, "invalid_input"),
+        (json!({"email": "GRACE@example.com", "role": "member"}), 409, "already_member"),
+    ] {
+        let r = s.request("POST", &members, Some(&member), Some(&body));
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
+    }
+    assert_eq!(s.request("GET", &members, Some(&member), None).body["items"].as_array().unwrap().len(), before);
+    // Ada is a member now: the log is Grace's to read.
+    s.request("GET", &format!("/api/v1/workspaces/{ws}/audit"), Some(&s.admin), None).expect_error(403, "forbidden");
+    let audit =
+        s.request("GET", &format!("/api/v1/workspaces/{ws}/audit?action=member.role_change"), Some(&member), None);
+    assert_eq!(audit.expect(200)["items"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn personal_tokens_are_shown_once_and_revocable() {
+    let (s, _tmp) = with_admin(Options::default());
+    let token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert!(token.starts_with("avp_"));
+    let me = s.request("GET", "/api/v1/me", Some(&token), None);
+    assert_eq!(me.expect(200)["user"]["email"], ADMIN_EMAIL);
+    assert!(me.body.get("csrf_token").is_none(), "bearer requests need no CSRF token");
+    let list = s.request("GET", "/api/v1/me/tokens", Some(&token), None);
+    assert!(!list.text.contains(&token));
+    let id = list.body["items"].as_array().unwrap().iter().find(|t| t["name"] == "test").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.request("DELETE", &format!("/api/v1/me/tokens/{id}"), Some(&token), None).expect(200);
+    let r = s.request("GET", "/api/v1/me", Some(&token), None);
+    r.expect_error(401, "unauthenticated");
+    assert!(r.text.contains("revoked"));
+    // Tokens of other users cannot be revoked.
+    s.request("DELETE", "/api/v1/me/tokens/pat_00000000000000000000", Some(&s.admin), None)
+        .expect_error(404, "token_not_found");
+    // A personal token is not an agent credential.
+    let other = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let ws = s.default_ws();
+    let a = s.create_agent(&ws, "bot");
+    s.create_secret(&ws, "k", json!("v"), &[&a]);
+    s.read(&other, &a, "k").expect_error(403, "forbidden");
+    // Password change: the old password stops working.
+    let r = s.request(
+        "PUT",
+        "/api/v1/me/password",
+        Some(&other),
+        Some(&json!({"current_password": "wrong one entirely", "new_password": "babbage difference engine"})),
+    );
+    r.expect_error(400, "invalid_input");
+    let r = s.request(
+        "PUT",
+        "/api/v1/me/password",
+        Some(&other),
+        Some(&json!({"current_password": ADMIN_PASSWORD, "new_password": "babbage difference engine"})),
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    s.request("POST", "/api/v1/auth/login", None, Some(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})))
+        .expect(401);
+    s.login(ADMIN_EMAIL, "babbage difference engine");
+}
