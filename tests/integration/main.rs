@@ -7,6 +7,7 @@ mod support;
 mod agents;
 mod at_rest;
 mod audit;
+mod authz;
 mod isolation;
 mod lifecycle;
 mod limits;

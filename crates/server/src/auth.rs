@@ -95,11 +95,30 @@ impl AppState {
             None if self.model.admin_token(&hash).is_some() => Err(Error::forbidden(
                 "admin tokens do not read secrets as an agent; use an API key scoped to the agent (admins can reveal values with POST .../secrets/{name}/reveal)",
             )),
-            // Personal access tokens are recognised by their prefix: no lookup on this path.
-            None if token.starts_with(crate::people::PERSONAL_TOKEN_PREFIX) => Err(Error::forbidden(
-                "personal access tokens do not read secrets as an agent; use an API key scoped to the agent",
-            )),
+            // A personal access token (recognised by its prefix, so API keys never pay for the
+            // lookup) is the wrong kind of credential; the caller checks it with
+            // `refuse_personal_token` before answering 401.
             None => Err(unknown()),
+        }
+    }
+
+    /// For a request refused as unknown on the agent read path: if it carried a valid personal
+    /// access token, say that the credential is of the wrong kind (403) instead.
+    pub async fn refuse_personal_token(
+        &self,
+        authorization: Option<&HeaderValue>,
+        refusal: Error,
+        now: Millis,
+    ) -> Error {
+        let Ok(token) = bearer(authorization) else { return refusal };
+        if refusal.code != "unauthenticated" || !token.starts_with(crate::people::PERSONAL_TOKEN_PREFIX) {
+            return refusal;
+        }
+        match self.store.personal_token_by_hash(&hash_token(token)).await {
+            Ok(Some(t)) if t.is_usable(now) => Error::forbidden(
+                "personal access tokens do not read secrets as an agent; use an API key scoped to the agent",
+            ),
+            _ => refusal,
         }
     }
 

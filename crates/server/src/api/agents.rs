@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::{AgentOut, List, SecretType};
 use crate::auth::{Auth, new_id};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, Json, now_millis};
 
@@ -62,9 +62,10 @@ pub async fn create_agent(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateAgent>,
+    body: Result<ApiJson<CreateAgent>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<AgentOut>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
+    let ApiJson(body) = body?;
     let name = validate::display_name("name", &body.name)?;
     validate::description(&body.description)?;
     let _w = st.write_lock.lock().await;
@@ -107,9 +108,10 @@ pub async fn update_agent(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<UpdateAgent>,
+    body: Result<ApiJson<UpdateAgent>, ApiError>,
 ) -> ApiResult<Json<AgentOut>> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
+    let ApiJson(body) = body?;
     if body.name.is_none() && body.description.is_none() {
         return Err(Error::invalid("body", "nothing to change: give a new name or description").into());
     }

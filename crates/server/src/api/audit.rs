@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{AppState, Json, parse_rfc3339, rfc3339};
 
@@ -138,9 +138,10 @@ pub async fn list_audit(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    q: Result<ApiQuery<AuditQuery>, ApiError>,
 ) -> ApiResult<Json<AuditPage>> {
     let ws = st.workspace_for(&p, &ws, Perm::ReadAudit)?;
+    let ApiQuery(q) = q?;
     let filter = filter_from(q)?;
     // Records queued without waiting (denied reads) are written before the query sees the log.
     st.audit.flush().await;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::{AgentsScope, ApiKeyOut, List, agent_list};
 use crate::auth::{API_KEY_TOKEN_PREFIX, Auth, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, Json, now_millis, parse_rfc3339};
 
@@ -64,9 +64,10 @@ pub async fn create_key(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateApiKey>,
+    body: Result<ApiJson<CreateApiKey>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageApiKeys)?;
+    let ApiJson(body) = body?;
     let name = validate::display_name("name", &body.name)?;
     let scope = scope_of(body.agents)?;
     let now = now_millis();

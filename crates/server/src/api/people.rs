@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::List;
 use crate::auth::{Auth, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::people::{
     PERSONAL_TOKEN_PREFIX as PAT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, csrf_token, hash_password, session_cookie,
@@ -218,8 +218,9 @@ pub async fn login(
     State(st): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Login>,
+    body: Result<ApiJson<Login>, ApiError>,
 ) -> ApiResult<Response> {
+    let ApiJson(body) = body?;
     let client = st.client_of(peer, &headers);
     let email = body.email.trim().to_owned();
     st.login_limiter.check(&client, &email)?;
@@ -276,8 +277,9 @@ pub async fn setup(
     State(st): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Setup>,
+    body: Result<ApiJson<Setup>, ApiError>,
 ) -> ApiResult<Response> {
+    let ApiJson(body) = body?;
     let client = st.client_of(peer, &headers);
     if st.store.count_users().await? > 0 {
         return Err(Error::conflict("setup_done", "the first admin already exists; sign in instead").into());
@@ -360,9 +362,10 @@ pub struct ChangePassword {
 pub async fn change_password(
     State(st): State<AppState>,
     Auth(p): Auth,
-    ApiJson(body): ApiJson<ChangePassword>,
+    body: Result<ApiJson<ChangePassword>, ApiError>,
 ) -> ApiResult<StatusCode> {
     let user_id = AppState::user_id_of(&p)?;
+    let ApiJson(body) = body?;
     let user =
         st.store.get_user(user_id).await?.ok_or_else(|| Error::unauthenticated("your account no longer exists"))?;
     let hash = st.store.user_by_email(&user.email).await?.map(|(_, h)| h);
@@ -443,9 +446,10 @@ pub async fn list_tokens(State(st): State<AppState>, Auth(p): Auth) -> ApiResult
 pub async fn create_token(
     State(st): State<AppState>,
     Auth(p): Auth,
-    ApiJson(body): ApiJson<CreateToken>,
+    body: Result<ApiJson<CreateToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     let user_id = AppState::user_id_of(&p)?;
+    let ApiJson(body) = body?;
     let name = validate::display_name("name", &body.name)?;
     let now = now_millis();
     let expires_at = body.expires_at.as_deref().map(|t| parse_rfc3339("expires_at", t)).transpose()?;
@@ -608,9 +612,10 @@ pub async fn add_member(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    ApiJson(body): ApiJson<AddMember>,
+    body: Result<ApiJson<AddMember>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<MemberOut>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let ApiJson(body) = body?;
     let email = validate::email(&body.email)?;
     let role = role_param(&body.role)?;
     let now = now_millis();
@@ -657,9 +662,10 @@ pub async fn change_role(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, user_id)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<ChangeRole>,
+    body: Result<ApiJson<ChangeRole>, ApiError>,
 ) -> ApiResult<Json<MemberOut>> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let ApiJson(body) = body?;
     let role = role_param(&body.role)?;
     let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::MemberRoleChange, Outcome::Success)
         .target(&user_id)

@@ -38,7 +38,10 @@ pub async fn read_secret(
     ApiPath((agent_id, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<AgentReadOut>> {
     let now = now_millis();
-    let key = st.authenticate_api_key(auth.as_ref(), now)?;
+    let key = match st.authenticate_api_key(auth.as_ref(), now) {
+        Ok(key) => key,
+        Err(e) => return Err(st.refuse_personal_token(auth.as_ref(), e, now).await.into()),
+    };
     let ws = key.meta.workspace_id.as_str();
     let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
     let name_ok = validate::secret_name(&name).is_ok();

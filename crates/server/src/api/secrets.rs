@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{List, SecretOut, SecretType, SecretValueSchema, VersionOut, agent_list, secret_name_param};
 use crate::auth::{Auth, new_id};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, Json, now_millis};
 
@@ -94,9 +94,10 @@ pub async fn create_secret(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateSecret>,
+    body: Result<ApiJson<CreateSecret>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<SecretOut>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
+    let ApiJson(body) = body?;
     validate::secret_name(&body.name)?;
     validate::description(&body.description)?;
     let encoded = body.value.validate_and_encode()?;
@@ -147,9 +148,10 @@ pub async fn update_secret(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<UpdateSecret>,
+    body: Result<ApiJson<UpdateSecret>, ApiError>,
 ) -> ApiResult<Json<SecretOut>> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
+    let ApiJson(body) = body?;
     secret_name_param(&name)?;
     if body.name.is_some() {
         return Err(Error::invalid(
@@ -207,9 +209,10 @@ pub async fn set_access(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<SetAccess>,
+    body: Result<ApiJson<SetAccess>, ApiError>,
 ) -> ApiResult<Json<SecretOut>> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageSecrets)?;
+    let ApiJson(body) = body?;
     secret_name_param(&name)?;
     let agents = agent_list("agents", body.agents)?;
     let _w = st.write_lock.lock().await;

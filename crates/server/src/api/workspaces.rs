@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::{List, WorkspaceOut};
 use crate::auth::{Auth, new_id};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 use crate::{AppState, Json, now_millis};
 
@@ -32,11 +32,12 @@ pub struct CreateWorkspace {
 pub async fn create_workspace(
     State(st): State<AppState>,
     Auth(p): Auth,
-    ApiJson(body): ApiJson<CreateWorkspace>,
+    body: Result<ApiJson<CreateWorkspace>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<WorkspaceOut>)> {
     if !p.may_create_workspace() {
         return Err(Error::forbidden("creating a workspace needs the admin role in some workspace").into());
     }
+    let ApiJson(body) = body?;
     let name = validate::display_name("name", &body.name)?;
     let _w = st.write_lock.lock().await;
     let now = now_millis();

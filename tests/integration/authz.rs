@@ -1,0 +1,282 @@
+//! The authorization matrix: every route × every kind of caller → the expected answer. The table
+//! is checked against the server's own list of routes (its OpenAPI document, generated from the
+//! router), so a route added without an entry here fails this test.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
+use crate::support::{Options, Resp};
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    /// No credential needed.
+    Public,
+    /// An API key scoped to the agent.
+    AgentRead,
+    /// Any valid credential (the answer is filtered to what it may see).
+    AnyCredential,
+    /// A user who is an admin somewhere.
+    CreateWorkspace,
+    /// A user, about themselves.
+    UserSelf,
+    /// A member (or admin) of the workspace.
+    WorkspaceMember,
+    /// An admin of the workspace.
+    WorkspaceAdmin,
+}
+
+/// The kinds of caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    NoCredential,
+    Malformed,
+    UnknownToken,
+    RevokedToken,
+    ExpiredToken,
+    KeyForAnotherAgent,
+    OtherWorkspaceAdmin,
+    Member,
+    Admin,
+}
+
+const CALLERS: [Caller; 9] = [
+    Caller::NoCredential,
+    Caller::Malformed,
+    Caller::UnknownToken,
+    Caller::RevokedToken,
+    Caller::ExpiredToken,
+    Caller::KeyForAnotherAgent,
+    Caller::OtherWorkspaceAdmin,
+    Caller::Member,
+    Caller::Admin,
+];
+
+/// What should happen.
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    /// Authorized: anything but 401, 403 or a hidden workspace (the request itself may be invalid).
+    Allowed,
+    Status(u16),
+    /// 404 `workspace_not_found`: the workspace is not visible to the caller.
+    Hidden,
+}
+
+fn expect(policy: Policy, caller: Caller) -> Expect {
+    use Caller::*;
+    use Expect::*;
+    use Policy::*;
+    let bad_credential = matches!(caller, NoCredential | Malformed | UnknownToken | RevokedToken | ExpiredToken);
+    match policy {
+        Public => Allowed,
+        // Valid credentials of another kind (personal tokens, keys for other agents): 403.
+        AgentRead => {
+            if bad_credential {
+                Status(401)
+            } else {
+                Status(403)
+            }
+        }
+        _ if bad_credential => Status(401),
+        AnyCredential => Allowed,
+        _ if caller == KeyForAnotherAgent => Status(403),
+        CreateWorkspace => {
+            if caller == Member {
+                Status(403)
+            } else {
+                Allowed
+            }
+        }
+        UserSelf => Allowed,
+        WorkspaceMember | WorkspaceAdmin if caller == OtherWorkspaceAdmin => Hidden,
+        WorkspaceMember => Allowed,
+        WorkspaceAdmin => {
+            if caller == Member {
+                Status(403)
+            } else {
+                Allowed
+            }
+        }
+    }
+}
+
+/// Every route of the API and who may call it.
+const MATRIX: &[(&str, &str, Policy)] = &[
+    ("GET", "/healthz", Policy::Public),
+    ("GET", "/readyz", Policy::Public),
+    ("GET", "/metrics", Policy::Public),
+    ("GET", "/api/v1/openapi.json", Policy::Public),
+    ("POST", "/api/v1/auth/login", Policy::Public),
+    ("POST", "/api/v1/setup", Policy::Public),
+    ("GET", "/api/v1/agents/{agent_id}/secrets/{name}", Policy::AgentRead),
+    ("GET", "/api/v1/workspaces", Policy::AnyCredential),
+    ("POST", "/api/v1/workspaces", Policy::CreateWorkspace),
+    ("POST", "/api/v1/auth/logout", Policy::UserSelf),
+    ("GET", "/api/v1/me", Policy::UserSelf),
+    ("PUT", "/api/v1/me/password", Policy::UserSelf),
+    ("GET", "/api/v1/me/tokens", Policy::UserSelf),
+    ("POST", "/api/v1/me/tokens", Policy::UserSelf),
+    ("DELETE", "/api/v1/me/tokens/{token_id}", Policy::UserSelf),
+    ("GET", "/api/v1/me/sessions", Policy::UserSelf),
+    ("DELETE", "/api/v1/me/sessions/{session_id}", Policy::UserSelf),
+    ("GET", "/api/v1/workspaces/{ws}/agents", Policy::WorkspaceMember),
+    ("POST", "/api/v1/workspaces/{ws}/agents", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
+    ("PATCH", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
+    ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/secrets", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceMember),
+    ("POST", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceAdmin),
+    ("PATCH", "/api/v1/workspaces/{ws}/members/{user_id}", Policy::WorkspaceAdmin),
+    ("DELETE", "/api/v1/workspaces/{ws}/members/{user_id}", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceAdmin),
+    ("DELETE", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
+    ("PATCH", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
+    ("DELETE", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
+    ("PUT", "/api/v1/workspaces/{ws}/secrets/{name}/access", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/reveal", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
+];
+
+#[test]
+fn every_route_answers_every_caller_as_the_matrix_says() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+
+    // The server's own list of routes must match the matrix exactly.
+    let doc = s.request("GET", "/api/v1/openapi.json", None, None).body;
+    let served: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let listed: BTreeSet<(String, String)> = MATRIX.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let missing: Vec<_> = served.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&served).collect();
+    assert!(missing.is_empty(), "routes without an entry in the authorization matrix: {missing:?}");
+    assert!(stale.is_empty(), "matrix entries for routes that do not exist: {stale:?}");
+
+    // The cast.
+    let agent = s.create_agent(&ws, "reader");
+    let other_agent = s.create_agent(&ws, "other");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_MATRIX"), &[&agent]);
+    let (_, key_for_other) = s.create_key(&ws, json!([other_agent]));
+    let (_, key_for_agent) = s.create_key(&ws, json!([agent]));
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let member = s.personal_token("grace@example.com", "cobol compiler 1959");
+    let ws2 = s.post("/api/v1/workspaces", json!({"name": "elsewhere"})).expect(201)["id"].as_str().unwrap().to_owned();
+    s.add_user(&ws2, "edsger@example.com", "admin", "goto considered harmful");
+    let outsider = s.personal_token("edsger@example.com", "goto considered harmful");
+    let admin = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let revoked = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let tokens = s.request("GET", "/api/v1/me/tokens", Some(&admin), None).body["items"].as_array().unwrap().clone();
+    let revoked_id = tokens.iter().find(|t| revoked.starts_with(t["prefix"].as_str().unwrap())).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.request("DELETE", &format!("/api/v1/me/tokens/{revoked_id}"), Some(&admin), None).expect(200);
+    let (cookie, csrf) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let expires = (time::OffsetDateTime::now_utc() + Duration::from_millis(1200))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expired = s
+        .request_with(
+            "POST",
+            "/api/v1/me/tokens",
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            Some(&json!({"name": "short", "expires_at": expires})),
+        )
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The agent read path with the right key, for contrast.
+    s.read(&key_for_agent, &agent, "stripe_api_key").expect(200);
+
+    let credential = |caller: Caller| -> Option<String> {
+        match caller {
+            Caller::NoCredential => None,
+            Caller::Malformed => Some("Basic YWRhOmxvdmVsYWNl".into()),
+            Caller::UnknownToken => Some("Bearer avp_thisTokenWasNeverIssued0000000000000000000".into()),
+            Caller::RevokedToken => Some(format!("Bearer {revoked}")),
+            Caller::ExpiredToken => Some(format!("Bearer {expired}")),
+            Caller::KeyForAnotherAgent => Some(format!("Bearer {key_for_other}")),
+            Caller::OtherWorkspaceAdmin => Some(format!("Bearer {outsider}")),
+            Caller::Member => Some(format!("Bearer {member}")),
+            Caller::Admin => Some(format!("Bearer {admin}")),
+        }
+    };
+    let fill = |path: &str| {
+        path.replace("{ws}", &ws)
+            .replace("{agent_id}", &agent)
+            .replace("{name}", "stripe_api_key")
+            .replace("{key_id}", "key_00000000000000000000")
+            .replace("{user_id}", "usr_00000000000000000000")
+            .replace("{token_id}", "pat_00000000000000000000")
+            .replace("{session_id}", "ses_00000000000000000000")
+    };
+    // Allowed calls must not change anything: deletions target ids that do not exist (except
+    // where the path names a real secret or agent: those are sent to a missing one), and bodies
+    // are empty, so they are refused as invalid after authorization.
+    let harmless = |method: &str, path: &str| {
+        if method == "DELETE" || method == "PATCH" || path.ends_with("/reveal") || path.ends_with("/access") {
+            path.replace("/secrets/stripe_api_key", "/secrets/no_such_secret")
+                .replace(&agent, "agt_00000000000000000000")
+        } else {
+            path.to_owned()
+        }
+    };
+
+    let mut failures = Vec::new();
+    for (method, template, policy) in MATRIX {
+        for caller in CALLERS {
+            let expected = expect(*policy, caller);
+            let mut path = fill(template);
+            if expected == Expect::Allowed {
+                path = harmless(method, &path);
+            }
+            let auth = credential(caller);
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
+            let r: Resp = s.request_with(method, &path, &headers, body.as_ref());
+            let ok = match &expected {
+                Expect::Allowed => r.status != 401 && r.status != 403 && r.code() != "workspace_not_found",
+                Expect::Status(code) => r.status == *code,
+                Expect::Hidden => r.status == 404 && r.code() == "workspace_not_found",
+            };
+            if !ok {
+                failures.push(format!(
+                    "{method} {template} as {caller:?}: expected {expected:?}, got {} {}",
+                    r.status, r.text
+                ));
+            }
+            assert!(
+                !r.text.contains("sk_live_MATRIX") || (*policy == Policy::WorkspaceAdmin && caller == Caller::Admin)
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+
+    // Nothing changed along the way.
+    let meta = s.request("GET", &format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"), Some(&admin), None);
+    assert_eq!((meta.body["version"].clone(), meta.body["agents"].clone()), (json!(1), json!([agent])));
+    assert_eq!(
+        s.request("GET", &format!("/api/v1/workspaces/{ws}/agents"), Some(&admin), None).body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
