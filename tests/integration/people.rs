@@ -281,3 +281,53 @@ fn personal_tokens_are_shown_once_and_revocable() {
         .expect(401);
     s.login(ADMIN_EMAIL, "babbage difference engine");
 }
+
+#[test]
+fn users_can_be_created_from_the_command_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token = random_token();
+    let mut s =
+        crate::support::Server::start_in(&dir, &token, Options { bootstrap_token: Some(&token), ..Options::default() });
+    let create = |args: &[&str], password: &str| {
+        let mut child = crate::support::command()
+            .args(["user", "create", "--data-dir"])
+            .arg(&dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Not while the server runs.
+    let busy = create(&["--email", ADMIN_EMAIL, "--role", "admin"], ADMIN_PASSWORD);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("another agentvault process"));
+    s.stop();
+
+    let weak = create(&["--email", ADMIN_EMAIL, "--role", "admin"], "weak");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("too short"));
+    let member_first = create(&["--email", ADMIN_EMAIL], ADMIN_PASSWORD);
+    assert!(String::from_utf8_lossy(&member_first.stderr).contains("first user must be an admin"));
+    let ok = create(&["--email", ADMIN_EMAIL, "--role", "admin", "--name", "Ada"], ADMIN_PASSWORD);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = create(&["--email", "grace@example.com", "--workspace", "default"], "cobol compiler 1959");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let dup = create(&["--email", "GRACE@example.com"], "cobol compiler 1959");
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    let s = crate::support::Server::start_in(&dir, &token, Options::default());
+    assert!(!s.stdout.contains("setup code"), "no setup code once a user exists");
+    s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (cookie, _) = s.login("grace@example.com", "cobol compiler 1959");
+    let me = s.request_with("GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!(me.expect(200)["workspaces"][0]["role"], "member");
+    // The bootstrap token became the admin's personal token.
+    assert_eq!(s.request("GET", "/api/v1/me", Some(&token), None).body["user"]["email"], ADMIN_EMAIL);
+}

@@ -3,6 +3,7 @@
 mod config;
 mod keys;
 mod serve;
+mod users;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,15 @@ enum Command {
     /// is re-wrapped under it, and the old key is removed from the file. With AGENTVAULT_ROOT_KEY,
     /// put the new key first in the list (NEW,OLD), run this, then drop OLD.
     RotateRootKey(ConfigArgs),
+    /// Manage users on the data directory (with the server stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from a prompt or stdin, never from an argument.
+    Create(users::CreateUser),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +51,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::RotateRootKey(args) => runtime.block_on(keys::rotate(args)),
+        Command::User(UserCommand::Create(args)) => runtime.block_on(users::create(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
