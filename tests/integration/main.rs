@@ -15,3 +15,4 @@ mod ops;
 mod people;
 mod read_path;
 mod secrets;
+mod tls;

@@ -53,6 +53,10 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
         None
     };
     let state = AppState::start(store, keyring, config.server.clone()).await.map_err(|e| e.message.to_string())?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(agentvault_server::load_tls(cert, key).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -80,12 +84,13 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
              (POST /api/v1/setup, or `agentvault user create --email ... --role admin` with the server stopped)."
         );
     }
-    let _ = writeln!(out, "agentvault listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let _ = writeln!(out, "agentvault listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "agentvault started");
 
-    let result = agentvault_server::serve(listener, state, shutdown_signal()).await;
+    let result = agentvault_server::serve(listener, state, tls, shutdown_signal()).await;
     sqlite.close().await;
     tracing::info!("agentvault stopped");
     result.map_err(|e| format!("server error: {e}"))

@@ -309,11 +309,22 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     resp
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests and writes every queued
-/// audit record and API key use.
+/// HTTPS settings: a certificate chain and key loaded with rustls.
+pub type TlsConfig = axum_server::tls_rustls::RustlsConfig;
+
+/// Loads a PEM certificate chain and private key for HTTPS.
+pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::result::Result<TlsConfig, String> {
+    TlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| format!("cannot use the TLS certificate {} and key {}: {e}", cert.display(), key.display()))
+}
+
+/// Serves (HTTPS when `tls` is given) until `shutdown` resolves, then finishes in-flight
+/// requests and writes every queued audit record and API key use.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let flusher = {
@@ -329,7 +340,21 @@ pub async fn serve(
         })
     };
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    let result = match tls {
+        None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            match axum_server::from_tcp_rustls(listener.into_std()?, config) {
+                Ok(server) => server.handle(handle).serve(service).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
     flusher.abort();
     state.audit.flush().await;
     if let Err(e) = state.flush_key_use().await {
