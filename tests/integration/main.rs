@@ -8,6 +8,7 @@ mod agents;
 mod at_rest;
 mod audit;
 mod authz;
+mod cli;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -1,5 +1,6 @@
 //! The `agentvault` command line: `serve` and `rotate-root-key`.
 
+mod client;
 mod config;
 mod keys;
 mod serve;
@@ -28,6 +29,42 @@ enum Command {
     /// is re-wrapped under it, and the old key is removed from the file. With AGENTVAULT_ROOT_KEY,
     /// put the new key first in the list (NEW,OLD), run this, then drop OLD.
     RotateRootKey(ConfigArgs),
+    /// Sign in to a running server with a personal access token (stored with mode 0600).
+    Login {
+        #[command(flatten)]
+        remote: client::Remote,
+        /// Read the token from standard input instead of a prompt
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// Agents of a workspace on a running server.
+    Agents {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        cmd: client::AgentsCmd,
+    },
+    /// Secrets of a workspace on a running server (values from a prompt, a file or stdin).
+    Secrets {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        cmd: client::SecretsCmd,
+    },
+    /// API keys of a workspace on a running server.
+    Keys {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        cmd: client::KeysCmd,
+    },
+    /// The audit log of a workspace on a running server, oldest first; -f to follow.
+    Audit {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(flatten)]
+        args: client::AuditArgs,
+    },
     /// Manage users on the data directory (with the server stopped).
     #[command(subcommand)]
     User(UserCommand),
@@ -41,6 +78,25 @@ enum UserCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The terminal client is plain blocking HTTP: no runtime needed.
+    let client_result = match cli.command {
+        Command::Login { remote, token_stdin } => Some(client::login(&remote, token_stdin)),
+        Command::Agents { remote, cmd } => Some(client::agents(&remote, cmd)),
+        Command::Secrets { remote, cmd } => Some(client::secrets(&remote, cmd)),
+        Command::Keys { remote, cmd } => Some(client::keys(&remote, cmd)),
+        Command::Audit { remote, args } => Some(client::audit(&remote, args)),
+        other => return run_local(other),
+    };
+    match client_result {
+        Some(Ok(())) | None => ExitCode::SUCCESS,
+        Some(Err(msg)) => {
+            eprintln!("agentvault: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_local(command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,10 +104,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::RotateRootKey(args) => runtime.block_on(keys::rotate(args)),
         Command::User(UserCommand::Create(args)) => runtime.block_on(users::create(args)),
+        _ => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,98 @@
+//! The terminal client against a running server.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Output, Stdio};
+
+use serde_json::Value;
+
+use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
+use crate::support::{Options, command};
+
+#[test]
+fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
+    let (s, tmp) = with_admin(Options::default());
+    let token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let config_home = tmp.path().join("config");
+    let run = |args: &[&str], stdin: Option<&str>, env: bool| -> Output {
+        let mut cmd = command();
+        cmd.args(args)
+            .env("XDG_CONFIG_HOME", &config_home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if env {
+            cmd.env("AGENTVAULT_ADDR", &s.base).env("AGENTVAULT_TOKEN", &token);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let ok = |out: &Output| {
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let out = ok(&run(&["agents", "create", "Support bot"], None, true));
+    assert!(out.contains("NAME") && out.contains("Support bot"), "{out}");
+    let out = ok(&run(
+        &["secrets", "create", "stripe_api_key", "--agent", "Support bot", "--value-stdin", "--description", "Stripe"],
+        Some("sk_live_FROMCLI\n"),
+        true,
+    ));
+    assert!(out.contains("stripe_api_key") && !out.contains("sk_live_FROMCLI"), "{out}");
+    let value_file = tmp.path().join("value.json");
+    std::fs::write(&value_file, r#"{"client_id": "abc", "client_secret": "FROMFILE"}"#).unwrap();
+    ok(&run(&["secrets", "create", "oauth", "--kv", "--value-file", value_file.to_str().unwrap()], None, true));
+    let listed: Value = serde_json::from_str(&ok(&run(&["secrets", "list", "--json"], None, true))).unwrap();
+    let names: Vec<_> =
+        listed["items"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, vec!["oauth", "stripe_api_key"]);
+    ok(&run(&["secrets", "update", "stripe_api_key", "--value-stdin"], Some("sk_live_SECOND"), true));
+    ok(&run(&["secrets", "grant", "oauth", "Support bot"], None, true));
+    let versions = ok(&run(&["secrets", "versions", "stripe_api_key"], None, true));
+    assert!(versions.lines().count() == 3, "header and two versions: {versions}");
+
+    // An API key from the client reads the new value through the agent path.
+    let created: Value =
+        serde_json::from_str(&ok(&run(&["keys", "create", "voice", "--agent", "Support bot", "--json"], None, true)))
+            .unwrap();
+    let key = created["token"].as_str().unwrap();
+    let ws = s.default_ws();
+    let agent = s.get(&format!("/api/v1/workspaces/{ws}/agents")).body["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.read(key, &agent, "stripe_api_key").expect(200)["value"], "sk_live_SECOND");
+    assert_eq!(s.read(key, &agent, "oauth").expect(200)["value"]["client_secret"], "FROMFILE");
+    ok(&run(&["secrets", "revoke", "oauth", &agent], None, true));
+    s.read(key, &agent, "oauth").expect_error(403, "missing_access");
+
+    let log = ok(&run(&["audit", "--limit", "50"], None, true));
+    for action in ["secret.create", "secret.update", "secret.access.set", "api_key.create", "secret.read"] {
+        assert!(log.contains(action), "{action} missing from\n{log}");
+    }
+    assert!(!log.contains("sk_live") && !log.contains("FROMFILE"));
+
+    // Errors carry the server's message and a non-zero exit code.
+    let bad = run(&["secrets", "get", "Bad-Name"], None, true);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("lowercase letter"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let none = run(&["agents", "list"], None, false);
+    assert!(String::from_utf8_lossy(&none.stderr).contains("agentvault login"));
+
+    // login stores the address and token, readable by the owner only.
+    let out = ok(&run(&["login", "--addr", &s.base, "--token-stdin"], Some(&format!("{token}\n")), false));
+    assert!(out.contains(ADMIN_EMAIL), "{out}");
+    let stored = config_home.join("agentvault/credentials");
+    assert_eq!(std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777, 0o600);
+    let agents = ok(&run(&["agents", "list"], None, false));
+    assert!(agents.contains("Support bot"));
+    let wrong = run(&["login", "--addr", &s.base, "--token-stdin"], Some("avp_not_a_real_token\n"), false);
+    assert!(!wrong.status.success());
+}
