@@ -177,15 +177,18 @@ pub struct ApiKeyOut {
     pub created_by: String,
 }
 
+/// The state of a credential (API key, personal token, session) as shown in lists.
+pub fn credential_status(revoked: bool, usable: bool) -> &'static str {
+    match (revoked, usable) {
+        (true, _) => "revoked",
+        (false, true) => "active",
+        (false, false) => "expired",
+    }
+}
+
 impl ApiKeyOut {
     pub fn new(k: ApiKeyMeta, now: Millis) -> ApiKeyOut {
-        let status = if k.revoked_at.is_some() {
-            "revoked"
-        } else if k.is_usable(now) {
-            "active"
-        } else {
-            "expired"
-        };
+        let status = credential_status(k.revoked_at.is_some(), k.is_usable(now));
         ApiKeyOut {
             agents: match k.scope {
                 KeyScope::All => AgentsScope::All("all".into()),

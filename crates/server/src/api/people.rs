@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::List;
+use super::{List, credential_status};
 use crate::auth::{Auth, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
@@ -394,13 +394,7 @@ pub struct TokenOut {
 
 impl TokenOut {
     fn new(t: PersonalToken, now: Millis) -> TokenOut {
-        let status = if t.revoked_at.is_some() {
-            "revoked"
-        } else if t.is_usable(now) {
-            "active"
-        } else {
-            "expired"
-        };
+        let status = credential_status(t.revoked_at.is_some(), t.is_usable(now));
         TokenOut {
             status,
             id: t.id,
@@ -511,13 +505,7 @@ pub async fn list_sessions(State(st): State<AppState>, Auth(p): Auth) -> ApiResu
         .await?
         .into_iter()
         .map(|s| SessionOut {
-            status: if s.revoked_at.is_some() {
-                "revoked"
-            } else if s.is_usable(now) {
-                "active"
-            } else {
-                "expired"
-            },
+            status: credential_status(s.revoked_at.is_some(), s.is_usable(now)),
             created_at: rfc3339(s.created_at),
             expires_at: rfc3339(s.expires_at),
             id: s.id,
