@@ -10,6 +10,11 @@
 //! once it accepts connections.
 
 use std::io::Write;
+
+// The same allocator as agentvault, so that the floor is the best HTTP-alone baseline, not one
+// handicapped by glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use axum::Router;

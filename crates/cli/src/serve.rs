@@ -84,34 +84,33 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
              (POST /api/v1/setup, or `agentvault user create --email ... --role admin` with the server stopped)."
         );
     }
+    let shutdown = shutdown_signal()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = writeln!(out, "agentvault listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "agentvault started");
 
-    let result = agentvault_server::serve(listener, state, tls, shutdown_signal()).await;
+    let result = agentvault_server::serve(listener, state, tls, shutdown).await;
     sqlite.close().await;
     tracing::info!("agentvault stopped");
     result.map_err(|e| format!("server error: {e}"))
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the server says it is
+/// listening, so a signal can never arrive while the default action (exit at once) still holds.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down: finishing requests and writing the audit log");
+        tracing::info!("shutting down: finishing requests and writing the audit log");
+    })
 }
-
 /// A fresh one-time setup code (`ABCDE-FGHJK`); only its hash is stored, replacing any earlier one.
 async fn new_setup_code(store: &dyn Store) -> agentvault_core::Result<String> {
     // No 0/O or 1/I: the code is read off a terminal and typed.
