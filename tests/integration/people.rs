@@ -331,3 +331,54 @@ fn users_can_be_created_from_the_command_line() {
     // The bootstrap token became the admin's personal token.
     assert_eq!(s.request("GET", "/api/v1/me", Some(&token), None).body["user"]["email"], ADMIN_EMAIL);
 }
+
+#[test]
+fn the_setup_page_creates_the_first_admin() {
+    let s = Server::start();
+    let code = setup_code(&s);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/setup", s.base);
+    let mut page = agent.get(&url).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.body_mut().read_to_string().unwrap();
+    for label in ["<label for=\"setup_code\">", "<label for=\"email\">", "<label for=\"password\">"] {
+        assert!(html.contains(label), "{label} missing");
+    }
+    assert!(!html.contains("<script"), "the page runs no script");
+
+    let post = |fields: &[(&str, &str)]| {
+        let mut r = agent.post(&url).send_form(fields.iter().copied()).unwrap();
+        let status = r.status().as_u16();
+        let cookie = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+        (status, r.body_mut().read_to_string().unwrap(), cookie)
+    };
+    // A wrong code: the error sits by the field, the typed email stays, the password does not.
+    let (status, html, cookie) = post(&[
+        ("setup_code", "WRONG-CODE1"),
+        ("email", "ada@example.com"),
+        ("name", "<Ada>"),
+        ("password", ADMIN_PASSWORD),
+    ]);
+    assert_eq!(status, 401);
+    assert!(cookie.is_none());
+    assert!(html.contains("id=\"setup_code-error\""), "{html}");
+    assert!(
+        html.contains("value=\"ada@example.com\"") && html.contains("value=\"&lt;Ada&gt;\""),
+        "typed values are kept, escaped"
+    );
+    assert!(!html.contains(ADMIN_PASSWORD));
+    let (status, html, _) = post(&[("setup_code", &code), ("email", "ada@example.com"), ("password", "weak")]);
+    assert_eq!(status, 400);
+    assert!(html.contains("id=\"password-error\""), "{html}");
+
+    let (status, html, cookie) =
+        post(&[("setup_code", &code), ("email", ADMIN_EMAIL), ("name", "Ada"), ("password", ADMIN_PASSWORD)]);
+    assert_eq!(status, 201, "{html}");
+    assert!(cookie.unwrap().contains("HttpOnly"));
+    s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (status, html, _) = post(&[("setup_code", &code), ("email", "eve@example.com"), ("password", ADMIN_PASSWORD)]);
+    assert_eq!(status, 409);
+    assert!(html.contains("is set up"));
+}

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod people;
+pub mod setup_page;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -255,6 +256,7 @@ pub fn app(state: AppState) -> Router {
     let _ = state.openapi_json.set(json.into());
     let _ = state.route_names.set(route_names(&doc));
     router
+        .route("/setup", axum::routing::get(setup_page::show).post(setup_page::submit))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))

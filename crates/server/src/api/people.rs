@@ -190,7 +190,7 @@ impl AppState {
 
     /// The client address for rate limiting: the peer, or the nearest `X-Forwarded-For` entry
     /// when agentvault is configured to trust its reverse proxy.
-    fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+    pub fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
         if self.options.trust_forwarded_for
             && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
             && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|s| !s.is_empty())
@@ -281,17 +281,34 @@ pub async fn setup(
 ) -> ApiResult<Response> {
     let ApiJson(body) = body?;
     let client = st.client_of(peer, &headers);
+    let (cookie, signed_in) =
+        create_first_admin(&st, &client, &headers, body.setup_code.as_deref(), &body.email, &body.name, body.password)
+            .await?;
+    Ok(with_cookie(StatusCode::CREATED, cookie, signed_in))
+}
+
+/// Creates the first admin (the API's `POST /api/v1/setup` and the `/setup` page): guarded by
+/// the setup code or the bootstrap token, and rate-limited like a sign-in.
+pub async fn create_first_admin(
+    st: &AppState,
+    client: &str,
+    headers: &HeaderMap,
+    setup_code: Option<&str>,
+    email: &str,
+    name: &str,
+    password: Zeroizing<String>,
+) -> Result<(header::HeaderValue, SignedIn)> {
     if st.store.count_users().await? > 0 {
-        return Err(Error::conflict("setup_done", "the first admin already exists; sign in instead").into());
+        return Err(Error::conflict("setup_done", "the first admin already exists; sign in instead"));
     }
     // Guarded like a sign-in: the setup code is short enough to be worth guessing otherwise.
-    st.login_limiter.check(&client, "setup")?;
+    st.login_limiter.check(client, "setup")?;
     let by_token = headers.contains_key(header::AUTHORIZATION)
         && matches!(
-            st.authenticate(&axum::http::Method::POST, &headers, now_millis()).await,
+            st.authenticate(&axum::http::Method::POST, headers, now_millis()).await,
             Ok(Principal::Setup { .. })
         );
-    let by_code = match (&body.setup_code, st.store.one_time_code(SETUP_CODE).await?) {
+    let by_code = match (setup_code.filter(|c| !c.trim().is_empty()), st.store.one_time_code(SETUP_CODE).await?) {
         (Some(code), Some(stored)) => agentvault_crypto::constant_time_eq(&hash_token(&normalize_code(code)), &stored),
         _ => false,
     };
@@ -300,15 +317,14 @@ pub async fn setup(
         return Err(Error::unauthenticated(
             "give the setup code printed when agentvault started, or send the bootstrap token as Authorization: Bearer",
         )
-        .with_field("setup_code")
-        .into());
+        .with_field("setup_code"));
     }
-    let email = validate::email(&body.email)?;
-    validate::password("password", &body.password, &email)?;
-    let name = if body.name.trim().is_empty() { String::new() } else { validate::display_name("name", &body.name)? };
+    let email = validate::email(email)?;
+    validate::password("password", &password, &email)?;
+    let name = if name.trim().is_empty() { String::new() } else { validate::display_name("name", name)? };
     let now = now_millis();
     let user = User { id: new_id(USER_PREFIX)?, email, name, created_at: now, updated_at: now };
-    let hash = hash_password(body.password).await?;
+    let hash = hash_password(password).await?;
     let audit: Vec<AuditEvent> = st
         .model
         .workspaces()
@@ -319,12 +335,12 @@ pub async fn setup(
                 .detail("first admin")
         })
         .collect();
-    let _w = st.write_lock.lock().await;
-    st.store.setup_first_admin(&user, &hash, &audit).await?;
-    st.model.clear_admin_tokens();
-    drop(_w);
-    let (cookie, body) = st.start_session(user, &client, &headers).await?;
-    Ok(with_cookie(StatusCode::CREATED, cookie, body))
+    {
+        let _w = st.write_lock.lock().await;
+        st.store.setup_first_admin(&user, &hash, &audit).await?;
+        st.model.clear_admin_tokens();
+    }
+    st.start_session(user, client, headers).await
 }
 
 /// Setup codes are shown grouped (`ABCDE-FGHIJ`); accept them with or without the dash.
