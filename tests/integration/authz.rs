@@ -111,6 +111,8 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("GET", "/api/v1/openapi.json", Policy::Public),
     ("POST", "/api/v1/auth/login", Policy::Public),
     ("POST", "/api/v1/setup", Policy::Public),
+    ("GET", "/setup", Policy::Public),
+    ("POST", "/setup", Policy::Public),
     ("GET", "/api/v1/agents/{agent_id}/secrets/{name}", Policy::AgentRead),
     ("GET", "/api/v1/workspaces", Policy::AnyCredential),
     ("POST", "/api/v1/workspaces", Policy::CreateWorkspace),

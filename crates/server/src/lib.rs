@@ -234,6 +234,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(people_api::login))
         .routes(routes!(people_api::logout))
         .routes(routes!(people_api::setup))
+        .routes(routes!(setup_page::show, setup_page::submit))
         .routes(routes!(people_api::me))
         .routes(routes!(people_api::change_password))
         .routes(routes!(people_api::list_tokens, people_api::create_token))
@@ -256,7 +257,6 @@ pub fn app(state: AppState) -> Router {
     let _ = state.openapi_json.set(json.into());
     let _ = state.route_names.set(route_names(&doc));
     router
-        .route("/setup", axum::routing::get(setup_page::show).post(setup_page::submit))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))

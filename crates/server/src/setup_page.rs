@@ -85,7 +85,9 @@ fn form(shown: &Shown<'_>) -> String {
 
 const DONE: &str = "<h1>agentvault is set up</h1><p>The first admin exists. Sign in with your email and password.</p>";
 
-/// `GET /setup`
+/// The first-run page (HTML): a form to create the first admin with the setup code.
+#[utoipa::path(get, path = "/setup", tag = "people", security(()),
+    responses((status = 200, description = "the form, or a note that setup is done", content_type = "text/html")))]
 pub async fn show(State(st): State<AppState>) -> Response {
     match st.store.count_users().await {
         Ok(0) => page(StatusCode::OK, &form(&Shown::default())),
@@ -106,7 +108,13 @@ pub struct SetupForm {
     password: Zeroizing<String>,
 }
 
-/// `POST /setup` (a form): creates the first admin and signs them in.
+/// Submits the first-run form (`application/x-www-form-urlencoded`): creates the first admin and
+/// signs them in.
+#[utoipa::path(post, path = "/setup", tag = "people", security(()),
+    responses((status = 201, description = "created; sets the session cookie", content_type = "text/html"),
+        (status = 400, description = "the form again, with the error by its field", content_type = "text/html"),
+        (status = 401, description = "wrong setup code", content_type = "text/html"),
+        (status = 409, description = "setup was already done", content_type = "text/html")))]
 pub async fn submit(
     State(st): State<AppState>,
     Peer(peer): Peer,
