@@ -9,6 +9,7 @@ mod at_rest;
 mod audit;
 mod authz;
 mod cli;
+mod functions;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -28,10 +28,13 @@ pub enum Action {
     PasswordChange,
     TokenCreate,
     TokenRevoke,
+    FunctionCreate,
+    FunctionUpdate,
+    FunctionDelete,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 26] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -55,6 +58,9 @@ impl Action {
         Action::PasswordChange,
         Action::TokenCreate,
         Action::TokenRevoke,
+        Action::FunctionCreate,
+        Action::FunctionUpdate,
+        Action::FunctionDelete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +88,9 @@ impl Action {
             Action::PasswordChange => "user.password_change",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
+            Action::FunctionCreate => "function.create",
+            Action::FunctionUpdate => "function.update",
+            Action::FunctionDelete => "function.delete",
         }
     }
 

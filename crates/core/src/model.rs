@@ -133,6 +133,61 @@ pub struct AdminToken {
     pub revoked_at: Option<Millis>,
 }
 
+pub const FUNCTION_PREFIX: &str = "fn_";
+
+/// The type of a function parameter, as the LLM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Number => "number",
+            ParamType::Integer => "integer",
+            ParamType::Boolean => "boolean",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ParamType> {
+        [ParamType::String, ParamType::Number, ParamType::Integer, ParamType::Boolean]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+/// A parameter the LLM fills in when it calls a function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionParam {
+    pub name: String,
+    pub description: String,
+    pub kind: ParamType,
+}
+
+/// An agent's Python function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub id: String,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub name: String,
+    /// Tells the LLM when to call it.
+    pub description: String,
+    pub parameters: Vec<FunctionParam>,
+    /// `def <name>(conv: Conversation, <params>...)` and whatever else the module needs.
+    pub code: String,
+    /// Wall-clock limit of one invocation; the server default when absent.
+    pub timeout_ms: Option<u32>,
+    pub version: u32,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
 /// A person who signs in to the console or uses a personal access token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

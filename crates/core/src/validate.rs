@@ -137,6 +137,34 @@ pub fn password(field: &'static str, password: &str, email: &str) -> Result<()> 
     Ok(())
 }
 
+pub const FUNCTION_CODE_MAX_BYTES: usize = 65_536;
+pub const FUNCTION_PARAMS_MAX: usize = 32;
+
+const PYTHON_KEYWORDS: [&str; 35] = [
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+];
+
+/// A Python identifier made of ASCII letters, digits and underscores (function and parameter
+/// names): 1–64 characters, not starting with a digit, not a keyword.
+pub fn python_name(field: &'static str, what: &str, name: &str) -> Result<()> {
+    let ok_chars = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok_chars || name.as_bytes()[0].is_ascii_digit() {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{what} '{}' must be 1 to 64 letters, digits and underscores, not starting with a digit",
+                name.escape_default()
+            ),
+        ));
+    }
+    if PYTHON_KEYWORDS.contains(&name) {
+        return Err(Error::invalid(field, format!("{what} '{name}' is a Python keyword; choose another name")));
+    }
+    Ok(())
+}
+
 /// Checks that `id` looks like an id with the given prefix (`agt_`, `sec_`, ...). Used to give
 /// a precise error for a malformed id instead of a generic "not found".
 pub fn id_with_prefix(field: &'static str, prefix: &str, id: &str) -> Result<()> {

@@ -37,7 +37,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{agents, audit as audit_api, keys, ops, people as people_api, read, secrets, workspaces};
+use crate::api::{agents, audit as audit_api, functions, keys, ops, people as people_api, read, secrets, workspaces};
 use crate::audit::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
@@ -222,6 +222,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::list_agents, agents::create_agent))
         .routes(routes!(agents::get_agent, agents::update_agent, agents::delete_agent))
         .routes(routes!(agents::agent_secrets))
+        .routes(routes!(functions::list_functions, functions::create_function))
+        .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
         .routes(routes!(secrets::list_secrets, secrets::create_secret))
         .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
         .routes(routes!(secrets::set_access))

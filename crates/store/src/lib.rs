@@ -3,8 +3,8 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session,
-    User, Workspace,
+    AdminToken, Agent, ApiKeyMeta, Function, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
+    SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -195,6 +195,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the hash of a one-time code for `purpose`, replacing any earlier one.
     async fn set_one_time_code(&self, purpose: &str, code_hash: &[u8], now: Millis) -> Result<()>;
     async fn one_time_code(&self, purpose: &str) -> Result<Option<Vec<u8>>>;
+
+    // --- functions ----------------------------------------------------------------------------
+
+    async fn list_functions(&self, workspace_id: &str, agent_id: &str) -> Result<Vec<Function>>;
+    async fn get_function(&self, workspace_id: &str, agent_id: &str, name: &str) -> Result<Option<Function>>;
+    /// 409 `function_exists` if the agent has a function of that name.
+    async fn create_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;
+    /// Stores the new definition as `function.version`, if the stored one is still
+    /// `function.version - 1` (409 `version_conflict` otherwise).
+    async fn update_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;
+    /// 404 `function_not_found` if there is none.
+    async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()>;
 
     // --- root key rotation ------------------------------------------------------------------
 

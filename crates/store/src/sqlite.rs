@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, KeyScope, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, KeyScope, Member, Millis, ParamType, PersonalToken,
+    Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 use async_trait::async_trait;
@@ -32,6 +32,7 @@ use crate::{SealedVersion, SecretChange, SecretRecord, Store};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_people.sql")),
+    (3, include_str!("../migrations/sqlite/0003_functions.sql")),
 ];
 
 pub struct SqliteStore {
@@ -1190,6 +1191,102 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    async fn list_functions(&self, workspace_id: &str, agent_id: &str) -> Result<Vec<Function>> {
+        let rows = sqlx::query("SELECT * FROM functions WHERE workspace_id = ? AND agent_id = ? ORDER BY name")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(function_from).collect()
+    }
+
+    async fn get_function(&self, workspace_id: &str, agent_id: &str, name: &str) -> Result<Option<Function>> {
+        let row = sqlx::query("SELECT * FROM functions WHERE workspace_id = ? AND agent_id = ? AND name = ?")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(function_from).transpose()
+    }
+
+    async fn create_function(&self, f: &Function, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO functions (id, workspace_id, agent_id, name, description, parameters, code, timeout_ms, version, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(&f.agent_id)
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(params_json(&f.parameters))
+        .bind(&f.code)
+        .bind(f.timeout_ms.map(i64::from))
+        .bind(i64::from(f.version))
+        .bind(f.created_at)
+        .bind(f.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict("function_exists", format!("this agent already has a function named '{}'", f.name))
+                    .with_field("name")
+            } else {
+                db_err(e)
+            }
+        })?;
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn update_function(&self, f: &Function, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query(
+            "UPDATE functions SET description = ?, parameters = ?, code = ?, timeout_ms = ?, version = ?, updated_at = ? \
+             WHERE id = ? AND workspace_id = ? AND version = ?",
+        )
+        .bind(&f.description)
+        .bind(params_json(&f.parameters))
+        .bind(&f.code)
+        .bind(f.timeout_ms.map(i64::from))
+        .bind(i64::from(f.version))
+        .bind(f.updated_at)
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(i64::from(f.version) - 1)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(
+                "version_conflict",
+                "the function was changed or deleted meanwhile; reload it and try again",
+            ));
+        }
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query("DELETE FROM functions WHERE workspace_id = ? AND agent_id = ? AND name = ?")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("function_not_found", format!("this agent has no function named '{name}'")));
+        }
+        insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {
         let rows = sqlx::query(
             "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
@@ -1266,6 +1363,47 @@ impl SqliteStore {
             })
             .collect()
     }
+}
+
+// --- function helpers ---------------------------------------------------------------------------
+
+fn params_json(params: &[FunctionParam]) -> String {
+    let list: Vec<serde_json::Value> = params
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()}))
+        .collect();
+    serde_json::Value::from(list).to_string()
+}
+
+fn function_from(row: &SqliteRow) -> Result<Function> {
+    let params: String = get(row, "parameters")?;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&params).map_err(|e| Error::internal(format!("bad function parameters: {e}")))?;
+    let parameters = list
+        .iter()
+        .map(|p| {
+            Ok(FunctionParam {
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+                description: p["description"].as_str().unwrap_or_default().to_owned(),
+                kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
+                    .ok_or_else(|| Error::internal("bad function parameter type"))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let timeout: Option<i64> = get(row, "timeout_ms")?;
+    Ok(Function {
+        id: get(row, "id")?,
+        workspace_id: get(row, "workspace_id")?,
+        agent_id: get(row, "agent_id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        parameters,
+        code: get(row, "code")?,
+        timeout_ms: timeout.and_then(|t| u32::try_from(t).ok()),
+        version: version_from(row, "version")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
 }
 
 // --- people helpers -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod functions;
 pub mod keys;
 pub mod ops;
 pub mod people;

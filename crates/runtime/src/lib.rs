@@ -1,0 +1,103 @@
+//! The function runtime: checks and (later) runs agents' Python functions with the host's
+//! `python3`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentvault_core::{Error, Result};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The checker run by [`check_function`]; it parses, it never executes the code.
+const CHECKER: &str = include_str!("check.py");
+
+/// How long a check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Python interpreter (`AGENTVAULT_PYTHON`, or `python3` on the `PATH`).
+pub fn python() -> String {
+    std::env::var("AGENTVAULT_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".to_owned())
+}
+
+/// Checks that `code` compiles and defines `def <name>(conv, <params>...)`. A failure is a
+/// 422 `invalid_code` error whose message names the line.
+pub async fn check_function(code: &str, name: &str, params: &[String]) -> Result<()> {
+    let declared = serde_json::Value::from(params.to_vec()).to_string();
+    let mut child = Command::new(python())
+        // -I: isolated (no user site, no environment variables read); -S: no site module.
+        .args(["-I", "-S", "-c", CHECKER, name, &declared])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot start {} ({e}); agentvault needs Python 3.10 or newer to check and run functions",
+                python()
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(code.as_bytes()).await.map_err(|e| Error::internal(format!("writing to python3: {e}")))?;
+    }
+    let output = tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| Error::unavailable("checking the function took too long; try again"))?
+        .map_err(|e| Error::internal(format!("running python3: {e}")))?;
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|_| {
+        Error::internal(format!("the Python checker failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    })?;
+    if answer["ok"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let message = answer["message"].as_str().unwrap_or("the code is not valid");
+    let text = match answer["line"].as_u64() {
+        Some(line) => format!("line {line}: {message}"),
+        None => message.to_owned(),
+    };
+    Err(Error::unprocessable("invalid_code", text).with_field("code"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn check(code: &str, params: &[&str]) -> std::result::Result<(), String> {
+        let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        check_function(code, "create_payment", &params).await.map_err(|e| e.message.to_string())
+    }
+
+    #[tokio::test]
+    async fn valid_functions_pass() {
+        let code = "import json\n\ndef create_payment(conv: Conversation, amount, currency='usd'):\n    return json.dumps({})\n";
+        check(code, &["amount"]).await.unwrap();
+        check(code, &["amount", "currency"]).await.unwrap();
+        check("def create_payment(conv, **kwargs):\n    return ''\n", &["amount"]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn problems_are_reported_with_their_line() {
+        let cases = [
+            ("def create_payment(conv):\n    return (\n", "line 2"),
+            ("def helper(conv):\n    pass\n", "does not define a function named create_payment"),
+            ("def create_payment(amount, conv):\n    pass\n", "first parameter"),
+            ("async def create_payment(conv):\n    pass\n", "not async def"),
+            ("def create_payment(conv):\n    pass\n", "amount is not a parameter"),
+            ("def create_payment(conv, amount, note):\n    pass\n", "note of create_payment has no default"),
+        ];
+        for (code, expected) in cases {
+            let err = check(code, &["amount"]).await.unwrap_err();
+            assert!(err.contains(expected), "{code:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_code_is_never_run() {
+        let dir = std::env::temp_dir().join(format!("agentvault-check-{}", std::process::id()));
+        let code =
+            format!("open({:?}, 'w').write('ran')\ndef create_payment(conv):\n    pass\n", dir.display().to_string());
+        check(&code, &[]).await.unwrap();
+        assert!(!dir.exists(), "checking executed module-level code");
+    }
+}
