@@ -136,6 +136,15 @@ fn sign_in_failures_say_nothing_and_are_rate_limited() {
     unknown.expect_error(401, "unauthenticated");
     wrong.expect_error(401, "unauthenticated");
     assert_eq!(unknown.body, wrong.body, "an unknown email and a wrong password look the same");
+    // A password of the wrong JSON type is refused without being quoted back.
+    let typed = s.request(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"email": ADMIN_EMAIL, "password": 987654321987_u64})),
+    );
+    typed.expect_error(400, "invalid_input");
+    assert!(!typed.text.contains("987654321987") && typed.text.contains("expected a string"), "{}", typed.text);
     login(ADMIN_EMAIL, "still not right at all").expect(401);
     login(ADMIN_EMAIL, "third wrong password").expect(401);
     // The account is now locked for the window, even with the right password.

@@ -66,10 +66,25 @@ fn json_error(rej: &JsonRejection) -> Error {
             Error::invalid("body", format!("the request body is not valid JSON: {}", inner_message(e)))
         }
         JsonRejection::JsonDataError(e) => {
-            Error::invalid("body", format!("the request body does not fit: {}", inner_message(e)))
+            Error::invalid("body", format!("the request body does not fit: {}", without_input(&inner_message(e))))
         }
         _ => Error::invalid("body", "the request body could not be read"),
     }
+}
+
+/// serde's type errors quote the offending input ("invalid type: integer `123`, expected a
+/// string"); the input may be a password or a secret, so the quote is dropped, keeping the field
+/// path and what was expected.
+fn without_input(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        if let Some(start) = message.find(marker)
+            && let Some(end) = message[start..].find(", expected")
+        {
+            let kind = marker.trim_end_matches(": ");
+            return format!("{}{kind}{}", &message[..start], &message[start + end..]);
+        }
+    }
+    message.to_owned()
 }
 
 /// The serde message without axum's generic preamble.
@@ -115,4 +130,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
 
 fn query_error(rej: &QueryRejection) -> Error {
     Error::invalid("query", format!("the query string is malformed: {}", inner_message(rej)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_input;
+
+    #[test]
+    fn serde_errors_lose_the_quoted_input() {
+        assert_eq!(
+            without_input("password: invalid type: integer `987654321987`, expected a string at line 1 column 41"),
+            "password: invalid type, expected a string at line 1 column 41"
+        );
+        assert_eq!(
+            without_input("role: invalid value: string \"hunter2\", expected one of x at line 1 column 9"),
+            "role: invalid value, expected one of x at line 1 column 9"
+        );
+        assert_eq!(without_input("missing field `name` at line 1 column 2"), "missing field `name` at line 1 column 2");
+    }
 }
