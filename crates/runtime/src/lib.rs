@@ -1,5 +1,19 @@
-//! The function runtime: checks and (later) runs agents' Python functions with the host's
-//! `python3`.
+//! The function runtime: checks and runs agents' Python functions with the host's `python3`.
+//!
+//! Each agent has its own warm worker processes ([`Runtime`]); a worker talks to the server over
+//! its stdin/stdout with length-prefixed JSON frames, and `conv.utils.get_secret` is a request on
+//! that channel, answered by a [`SecretSource`] that already knows the agent. Workers start in a
+//! bubblewrap sandbox when it is available ([`sandbox`]), always with a cleared environment,
+//! resource limits and a seccomp filter; what an invocation returns is redacted ([`redact`]).
+
+mod pool;
+#[cfg(test)]
+mod pool_tests;
+pub mod redact;
+pub mod sandbox;
+
+pub use pool::{FunctionError, Invocation, LogEntry, Outcome, Runtime, RuntimeOptions, SecretAnswer, SecretSource};
+pub use sandbox::{Limits, SandboxMode};
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,0 +1,562 @@
+//! Warm workers per agent, and one invocation's conversation with its worker.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use agentvault_core::{Error, Result, SecretValue};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::redact::Redactor;
+use crate::sandbox::{Launcher, Limits, SandboxMode};
+
+const WORKER: &str = include_str!("worker.py");
+
+/// How the runtime is set up.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// The interpreter (a name on the PATH or a path).
+    pub python: String,
+    pub sandbox: SandboxMode,
+    /// Paths no worker may see: the data directory, the root key file.
+    pub hidden_paths: Vec<PathBuf>,
+    pub limits: Limits,
+    /// Invocations running at once, across all agents; more wait for a slot.
+    pub max_running: usize,
+    /// Warm workers kept per agent.
+    pub idle_per_agent: usize,
+    /// Warm workers kept in all.
+    pub idle_total: usize,
+    /// A worker is replaced after this many invocations.
+    pub recycle_after: u32,
+    /// A warm worker unused for this long is stopped.
+    pub idle_ttl: Duration,
+    /// The wall-clock limit of an invocation whose function sets none.
+    pub default_timeout: Duration,
+    /// Characters of logs and utterances an invocation may produce.
+    pub max_output_chars: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            python: crate::python(),
+            sandbox: SandboxMode::Auto,
+            hidden_paths: Vec::new(),
+            limits: Limits::default(),
+            max_running: 32,
+            idle_per_agent: 4,
+            idle_total: 64,
+            recycle_after: 500,
+            idle_ttl: Duration::from_secs(300),
+            default_timeout: Duration::from_secs(5),
+            max_output_chars: 256 * 1024,
+        }
+    }
+}
+
+/// Answers `conv.utils.get_secret` for one invocation: the server, which knows the agent.
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    /// `name` is None when the function passed something other than a string.
+    async fn get_secret(&self, name: Option<&str>) -> SecretAnswer;
+}
+
+pub enum SecretAnswer {
+    Value(SecretValue),
+    NotFound,
+    MissingAccess,
+    Invalid(String),
+}
+
+/// What to run.
+pub struct Invocation<'a> {
+    pub agent_id: &'a str,
+    pub function: &'a str,
+    pub version: u32,
+    pub code: &'a str,
+    pub args: Map<String, Value>,
+    /// `{id, env, state}`
+    pub conversation: Value,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LogEntry {
+    pub level: String,
+    pub content: String,
+    pub is_pii: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct FunctionError {
+    /// The exception's class name (`SecretNotFound`, `ValueError`, ...), or `Timeout`,
+    /// `WorkerCrashed`, `OutputTooLarge` for endings the runtime imposed.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    pub traceback: String,
+}
+
+/// The outcome of an invocation, already redacted.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Value,
+    pub state: Value,
+    pub utterances: Vec<String>,
+    pub logs: Vec<LogEntry>,
+    pub error: Option<FunctionError>,
+    /// Logs or utterances were cut at the output limit.
+    pub truncated: bool,
+    pub duration: Duration,
+    /// A new worker was started for it.
+    pub cold: bool,
+}
+
+/// The function runtime: a launcher and the warm workers.
+pub struct Runtime {
+    launcher: std::result::Result<Launcher, String>,
+    opts: RuntimeOptions,
+    idle: Mutex<HashMap<String, Vec<Worker>>>,
+    running: Semaphore,
+}
+
+impl Runtime {
+    /// Finds python3 and bubblewrap. A runtime that cannot start workers still answers, with
+    /// the reason, so the vault works without Python.
+    pub async fn start(opts: RuntimeOptions) -> Arc<Runtime> {
+        let launcher = Launcher::detect(&opts.python, opts.sandbox, &opts.hidden_paths, opts.limits.clone()).await;
+        match &launcher {
+            Ok(l) if l.sandboxed() => {
+                tracing::info!(python = %l.version, "functions run in bubblewrap sandboxes")
+            }
+            Ok(l) => tracing::warn!(
+                python = %l.version,
+                "functions run UNSANDBOXED: bubblewrap (bwrap) is {}; workers get a cleared environment, \
+                 resource limits and a seccomp filter, but can see the host's files. Install bubblewrap",
+                if opts.sandbox == SandboxMode::Off { "turned off" } else { "not installed" }
+            ),
+            Err(e) => tracing::warn!("agents' functions cannot run: {e}"),
+        }
+        let rt = Arc::new(Runtime {
+            launcher,
+            running: Semaphore::new(opts.max_running.max(1)),
+            opts,
+            idle: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&rt);
+        tokio::spawn(reap_idle(weak));
+        rt
+    }
+
+    /// Whether workers run in bubblewrap (None: they cannot run at all).
+    pub fn sandboxed(&self) -> Option<bool> {
+        self.launcher.as_ref().ok().map(Launcher::sandboxed)
+    }
+
+    fn launcher(&self) -> Result<&Launcher> {
+        self.launcher.as_ref().map_err(|e| Error::unavailable(format!("functions cannot run on this server: {e}")))
+    }
+
+    /// Warm workers by agent (for tests and metrics).
+    pub fn idle_workers(&self, agent_id: &str) -> usize {
+        self.idle.lock().map(|m| m.get(agent_id).map_or(0, Vec::len)).unwrap_or(0)
+    }
+
+    /// Process ids of an agent's warm workers.
+    pub fn idle_pids(&self, agent_id: &str) -> Vec<u32> {
+        self.idle
+            .lock()
+            .map(|m| m.get(agent_id).map(|ws| ws.iter().filter_map(|w| w.child.id()).collect()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Stops an agent's warm workers (the agent was deleted).
+    pub fn forget_agent(&self, agent_id: &str) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.remove(agent_id);
+        }
+    }
+
+    /// Runs a function. Errors are the runtime's own (no Python, too busy); whatever the
+    /// function did, including crashing or running out of time, is in the outcome.
+    pub async fn invoke(&self, inv: Invocation<'_>, secrets: &dyn SecretSource) -> Result<Outcome> {
+        let started = Instant::now();
+        let launcher = self.launcher()?;
+        let timeout = inv.timeout.unwrap_or(self.opts.default_timeout);
+        let _slot = tokio::time::timeout(timeout, self.running.acquire())
+            .await
+            .map_err(|_| Error::unavailable("too many functions are running at once; try again shortly"))?
+            .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
+        let (mut worker, cold) = match self.take_idle(inv.agent_id) {
+            Some(w) => (w, false),
+            None => (Worker::start(launcher, inv.agent_id).await?, true),
+        };
+        let mut redactor = Redactor::default();
+        let deadline = started + timeout;
+        let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &mut redactor, &self.opts)).await;
+        let mut outcome = match ran {
+            Ok(Ok(done)) => {
+                let reusable = done.error.as_ref().is_none_or(|e| !POISONED.contains(&e.kind.as_str()));
+                let outcome = done.into_outcome(cold);
+                if reusable && worker.uses < self.opts.recycle_after {
+                    self.put_idle(inv.agent_id, worker);
+                }
+                outcome
+            }
+            Ok(Err(ending)) => {
+                let error = ending.describe(&mut worker).await;
+                Outcome::failed(error, cold)
+            }
+            Err(_) => Outcome::failed(
+                FunctionError {
+                    kind: "Timeout".into(),
+                    message: format!(
+                        "{} ran longer than its limit of {} ms and was stopped",
+                        inv.function,
+                        timeout.as_millis()
+                    ),
+                    traceback: String::new(),
+                },
+                cold,
+            ),
+        };
+        outcome.redact(&redactor);
+        outcome.duration = started.elapsed();
+        Ok(outcome)
+    }
+
+    fn take_idle(&self, agent_id: &str) -> Option<Worker> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(agent_id)?;
+        // The most recently used worker is the warmest.
+        let w = list.pop();
+        if list.is_empty() {
+            idle.remove(agent_id);
+        }
+        w
+    }
+
+    fn put_idle(&self, agent_id: &str, mut worker: Worker) {
+        worker.last_used = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else { return };
+        let total: usize = idle.values().map(Vec::len).sum();
+        if total >= self.opts.idle_total {
+            // Stop the least recently used warm worker of any agent.
+            let oldest = idle
+                .iter()
+                .filter_map(|(a, ws)| ws.first().map(|w| (a.clone(), w.last_used)))
+                .min_by_key(|(_, t)| *t)
+                .map(|(a, _)| a);
+            if let Some(a) = oldest
+                && let Some(list) = idle.get_mut(&a)
+            {
+                list.remove(0);
+                if list.is_empty() {
+                    idle.remove(&a);
+                }
+            }
+        }
+        let list = idle.entry(agent_id.to_owned()).or_default();
+        if list.len() < self.opts.idle_per_agent {
+            list.push(worker);
+        }
+    }
+}
+
+/// Exceptions after which a worker is not reused.
+const POISONED: &[&str] = &["MemoryError", "RecursionError", "SystemExit", "KeyboardInterrupt"];
+
+async fn reap_idle(rt: Weak<Runtime>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let ttl = rt.opts.idle_ttl;
+        if let Ok(mut idle) = rt.idle.lock() {
+            for list in idle.values_mut() {
+                list.retain(|w| w.last_used.elapsed() < ttl);
+            }
+            idle.retain(|_, l| !l.is_empty());
+        }
+    }
+}
+
+/// One Python process serving one agent.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Function name → version whose code the worker has compiled.
+    loaded: HashMap<String, u32>,
+    uses: u32,
+    last_used: Instant,
+}
+
+/// Why an invocation ended without the worker's answer.
+enum Ending {
+    /// The process closed the channel (crashed, was killed by a limit, exited).
+    Closed,
+    /// A frame larger than allowed.
+    TooLarge(usize),
+    /// Something that is not the protocol.
+    Garbled(String),
+}
+
+impl Ending {
+    async fn describe(self, worker: &mut Worker) -> FunctionError {
+        let (kind, message) = match self {
+            Ending::TooLarge(n) => {
+                ("OutputTooLarge", format!("the function's answer is {n} bytes, over the limit; return less"))
+            }
+            Ending::Garbled(what) => ("WorkerCrashed", format!("the worker broke the protocol ({what})")),
+            Ending::Closed => {
+                let status = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
+                let how = match status {
+                    Ok(Ok(s)) => describe_status(s),
+                    _ => "ended".to_owned(),
+                };
+                ("WorkerCrashed", format!("the Python process running the function {how}; it has been replaced"))
+            }
+        };
+        let _ = worker.child.start_kill();
+        FunctionError { kind: kind.into(), message, traceback: String::new() }
+    }
+}
+
+fn describe_status(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    // bubblewrap reports a signal that killed its child as 128 + the signal.
+    let signal = s.signal().or_else(|| s.code().filter(|c| *c > 128).map(|c| c - 128));
+    match signal {
+        Some(libc::SIGKILL) => "was killed (SIGKILL)".into(),
+        Some(libc::SIGXCPU) => "used up its CPU time limit (SIGXCPU)".into(),
+        Some(libc::SIGXFSZ) => "wrote a file over the size limit (SIGXFSZ)".into(),
+        Some(libc::SIGSEGV) => "crashed (SIGSEGV)".into(),
+        Some(libc::SIGABRT) => "aborted (SIGABRT)".into(),
+        Some(sig) => format!("was ended by signal {sig}"),
+        None => format!("exited with status {}", s.code().unwrap_or(-1)),
+    }
+}
+
+/// The worker's `done` message.
+struct Done {
+    result: Value,
+    state: Value,
+    utterances: Vec<String>,
+    logs: Vec<LogEntry>,
+    error: Option<FunctionError>,
+    truncated: bool,
+}
+
+impl Done {
+    fn parse(mut v: Value) -> std::result::Result<Done, Ending> {
+        let garbled = |what: &str| Ending::Garbled(format!("bad {what} in the answer"));
+        let utterances = match v["utterances"].take() {
+            Value::Array(items) => items.into_iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
+            _ => return Err(garbled("utterances")),
+        };
+        let logs = match v["logs"].take() {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|i| LogEntry {
+                    level: i["level"].as_str().unwrap_or("info").to_owned(),
+                    content: i["content"].as_str().unwrap_or_default().to_owned(),
+                    is_pii: i["is_pii"].as_bool().unwrap_or(false),
+                })
+                .collect(),
+            _ => return Err(garbled("logs")),
+        };
+        let error = match v["error"].take() {
+            Value::Null => None,
+            e => Some(FunctionError {
+                kind: e["type"].as_str().unwrap_or("Exception").to_owned(),
+                message: e["message"].as_str().unwrap_or_default().to_owned(),
+                traceback: e["traceback"].as_str().unwrap_or_default().to_owned(),
+            }),
+        };
+        let state = match v["state"].take() {
+            s @ Value::Object(_) => s,
+            _ => json!({}),
+        };
+        Ok(Done { result: v["result"].take(), state, utterances, logs, error, truncated: v["truncated"] == true })
+    }
+
+    fn into_outcome(self, cold: bool) -> Outcome {
+        Outcome {
+            result: self.result,
+            state: self.state,
+            utterances: self.utterances,
+            logs: self.logs,
+            error: self.error,
+            truncated: self.truncated,
+            duration: Duration::ZERO,
+            cold,
+        }
+    }
+}
+
+impl Outcome {
+    fn failed(error: FunctionError, cold: bool) -> Outcome {
+        Outcome {
+            result: Value::Null,
+            state: json!({}),
+            utterances: Vec::new(),
+            logs: Vec::new(),
+            error: Some(error),
+            truncated: false,
+            duration: Duration::ZERO,
+            cold,
+        }
+    }
+
+    fn redact(&mut self, r: &Redactor) {
+        if r.is_empty() {
+            return;
+        }
+        r.json(&mut self.result);
+        r.json(&mut self.state);
+        for u in &mut self.utterances {
+            *u = r.text(u);
+        }
+        for l in &mut self.logs {
+            l.content = r.text(&l.content);
+        }
+        if let Some(e) = &mut self.error {
+            e.message = r.text(&e.message);
+            e.traceback = r.text(&e.traceback);
+        }
+    }
+}
+
+impl Worker {
+    async fn start(launcher: &Launcher, agent_id: &str) -> Result<Worker> {
+        let mut child = launcher
+            .spawn(WORKER)
+            .map_err(|e| Error::unavailable(format!("cannot start a Python worker for agent {agent_id}: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::internal("a worker started without its pipes"));
+        };
+        let mut worker = Worker {
+            child,
+            stdin,
+            stdout: BufReader::with_capacity(64 * 1024, stdout),
+            loaded: HashMap::new(),
+            uses: 0,
+            last_used: Instant::now(),
+        };
+        let ready = tokio::time::timeout(Duration::from_secs(20), worker.read_frame(64 * 1024)).await;
+        match ready {
+            Ok(Ok(v)) if v["t"] == "ready" => Ok(worker),
+            Ok(Err(Ending::Closed)) => {
+                let status = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
+                let how = match status {
+                    Ok(Ok(s)) => describe_status(s),
+                    _ => "ended".to_owned(),
+                };
+                Err(Error::unavailable(format!("a Python worker for agent {agent_id} {how} while starting")))
+            }
+            _ => Err(Error::unavailable(format!("a Python worker for agent {agent_id} did not start"))),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        inv: &Invocation<'_>,
+        secrets: &dyn SecretSource,
+        redactor: &mut Redactor,
+        opts: &RuntimeOptions,
+    ) -> std::result::Result<Done, Ending> {
+        self.uses += 1;
+        let fresh = self.loaded.get(inv.function) != Some(&inv.version);
+        let msg = json!({
+            "t": "invoke",
+            "agent_id": inv.agent_id,
+            "function": inv.function,
+            "version": inv.version,
+            "code": if fresh { Value::from(inv.code) } else { Value::Null },
+            "args": inv.args,
+            "conversation": inv.conversation,
+            "max_output": opts.max_output_chars,
+        });
+        self.send(msg.to_string().as_bytes()).await?;
+        if fresh {
+            self.loaded.insert(inv.function.to_owned(), inv.version);
+        }
+        // Logs and utterances are capped by the worker; the frame limit also covers the result.
+        let max_frame = opts.max_output_chars * 4 + (1 << 20);
+        loop {
+            let mut msg = self.read_frame(max_frame).await?;
+            match msg["t"].as_str() {
+                Some("done") => return Done::parse(msg),
+                Some("get_secret") => {
+                    let name = msg["name"].take();
+                    let answer = secrets.get_secret(name.as_str()).await;
+                    self.answer(name.as_str(), answer, redactor).await?;
+                }
+                _ => return Err(Ending::Garbled("unknown message".into())),
+            }
+        }
+    }
+
+    async fn answer(
+        &mut self,
+        name: Option<&str>,
+        answer: SecretAnswer,
+        redactor: &mut Redactor,
+    ) -> std::result::Result<(), Ending> {
+        let frame: Zeroizing<Vec<u8>> = match answer {
+            SecretAnswer::Value(value) => {
+                if let Some(name) = name {
+                    redactor.add(name, &value);
+                }
+                let mut buf = Zeroizing::new(Vec::with_capacity(256));
+                let doc = SecretFrame { t: "secret", ok: true, value: &value };
+                serde_json::to_writer(&mut *buf, &doc).map_err(|e| Ending::Garbled(e.to_string()))?;
+                buf
+            }
+            SecretAnswer::NotFound => refusal("secret_not_found", ""),
+            SecretAnswer::MissingAccess => refusal("missing_access", ""),
+            SecretAnswer::Invalid(message) => refusal("invalid_input", &message),
+        };
+        self.send(&frame).await
+    }
+
+    async fn send(&mut self, body: &[u8]) -> std::result::Result<(), Ending> {
+        let len = u32::try_from(body.len()).map_err(|_| Ending::TooLarge(body.len()))?;
+        let mut frame = Zeroizing::new(Vec::with_capacity(body.len() + 4));
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(body);
+        self.stdin.write_all(&frame).await.map_err(|_| Ending::Closed)?;
+        self.stdin.flush().await.map_err(|_| Ending::Closed)
+    }
+
+    async fn read_frame(&mut self, max: usize) -> std::result::Result<Value, Ending> {
+        let mut head = [0u8; 4];
+        self.stdout.read_exact(&mut head).await.map_err(|_| Ending::Closed)?;
+        let len = u32::from_be_bytes(head) as usize;
+        if len > max {
+            return Err(Ending::TooLarge(len));
+        }
+        let mut body = Zeroizing::new(vec![0u8; len]);
+        self.stdout.read_exact(&mut body).await.map_err(|_| Ending::Closed)?;
+        serde_json::from_slice(&body).map_err(|e| Ending::Garbled(format!("invalid JSON: {e}")))
+    }
+}
+
+#[derive(Serialize)]
+struct SecretFrame<'a> {
+    t: &'static str,
+    ok: bool,
+    value: &'a SecretValue,
+}
+
+fn refusal(code: &str, message: &str) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(json!({"t": "secret", "ok": false, "error": code, "message": message}).to_string().into_bytes())
+}
