@@ -27,6 +27,9 @@ enum Policy {
     WorkspaceMember,
     /// An admin of the workspace.
     WorkspaceAdmin,
+    /// A member or admin of the workspace, or an API key scoped to the agent (checked below,
+    /// since every caller kind in the table is something else).
+    Invoke,
 }
 
 /// The kinds of caller.
@@ -91,8 +94,8 @@ fn expect(policy: Policy, caller: Caller) -> Expect {
             }
         }
         UserSelf => Allowed,
-        WorkspaceMember | WorkspaceAdmin if caller == OtherWorkspaceAdmin => Hidden,
-        WorkspaceMember => Allowed,
+        WorkspaceMember | WorkspaceAdmin | Invoke if caller == OtherWorkspaceAdmin => Hidden,
+        WorkspaceMember | Invoke => Allowed,
         WorkspaceAdmin => {
             if caller == Member {
                 Status(403)
@@ -135,6 +138,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
     ("PUT", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
+    ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}/invoke", Policy::Invoke),
     ("GET", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceMember),
@@ -209,8 +213,16 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
         .to_owned();
     std::thread::sleep(Duration::from_millis(1500));
 
-    // The agent read path with the right key, for contrast.
+    // The agent read path with the right key, for contrast; and invoking as that agent (there
+    // is no such function: authorized, then not found).
     s.read(&key_for_agent, &agent, "stripe_api_key").expect(200);
+    s.request(
+        "POST",
+        &format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/nothing/invoke"),
+        Some(&key_for_agent),
+        Some(&json!({})),
+    )
+    .expect_error(404, "function_not_found");
 
     let credential = |caller: Caller| -> Option<String> {
         match caller {

@@ -10,6 +10,7 @@ mod audit;
 mod authz;
 mod cli;
 mod functions;
+mod invoke;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -48,6 +48,52 @@ pub enum AgentsCmd {
     Delete { agent: String },
 }
 
+#[derive(Subcommand)]
+pub enum FnCmd {
+    /// List an agent's functions
+    List {
+        /// The agent, by id or name
+        #[arg(long)]
+        agent: String,
+    },
+    /// Create or replace a function from a Python file
+    Push {
+        #[arg(long)]
+        agent: String,
+        /// The function's name (the Python function it defines)
+        #[arg(long = "function", value_name = "NAME")]
+        function: String,
+        /// The Python file
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// When the LLM should call it
+        #[arg(long)]
+        description: String,
+        /// A parameter as name:type (string, number, integer, boolean); repeat for more
+        #[arg(long = "param", value_name = "NAME:TYPE")]
+        params: Vec<String>,
+    },
+    /// Run a function, as the agent would during a conversation
+    Run {
+        #[arg(long)]
+        agent: String,
+        #[arg(long = "function", value_name = "NAME")]
+        function: String,
+        /// The arguments, a JSON object such as '{"amount": 5}'
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// conv.env: sandbox, pre-release or live
+        #[arg(long, default_value = "sandbox")]
+        env: String,
+        /// conv.state at the start, a JSON object
+        #[arg(long, default_value = "{}")]
+        state: String,
+        /// conv.id
+        #[arg(long)]
+        conversation_id: Option<String>,
+    },
+}
+
 /// Where a secret value comes from: a prompt (default on a terminal), a file, or stdin.
 #[derive(Args, Clone, Debug)]
 pub struct ValueSource {
@@ -420,6 +466,110 @@ pub fn agents(remote: &Remote, cmd: AgentsCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn json_object(what: &str, text: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(format!("{what} must be a JSON object such as '{{\"amount\": 5}}'")),
+        Err(e) => Err(format!("{what} is not valid JSON: {e}")),
+    }
+}
+
+pub fn functions(remote: &Remote, cmd: FnCmd) -> Result<(), String> {
+    let c = Client::connect(remote)?;
+    let ws = c.workspace()?;
+    let cols = ["name", "version", "parameters", "description", "updated_at"];
+    match cmd {
+        FnCmd::List { agent } => {
+            let id = c.agent_id(&ws, &agent)?;
+            let mut list = c.call("GET", &format!("/api/v1/workspaces/{ws}/agents/{id}/functions"), None)?;
+            if !c.json
+                && let Some(items) = list["items"].as_array_mut()
+            {
+                for f in items {
+                    let params: Vec<String> = f["parameters"]
+                        .as_array()
+                        .map(|ps| ps.iter().map(|p| format!("{}:{}", cell(&p["name"]), cell(&p["type"]))).collect())
+                        .unwrap_or_default();
+                    f["parameters"] = json!(params.join(" "));
+                }
+            }
+            c.print(&list, &cols);
+        }
+        FnCmd::Push { agent, function, file, description, params } => {
+            let id = c.agent_id(&ws, &agent)?;
+            let code = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let mut parameters = Vec::new();
+            for p in params {
+                let (name, kind) = p
+                    .split_once(':')
+                    .ok_or_else(|| format!("--param {p}: write it as name:type, e.g. amount:integer"))?;
+                parameters.push(json!({"name": name, "type": kind}));
+            }
+            let base = format!("/api/v1/workspaces/{ws}/agents/{id}/functions");
+            let body = json!({"description": description, "parameters": parameters, "code": code});
+            let exists = c.call("GET", &format!("{base}/{function}"), None).is_ok();
+            let saved = if exists {
+                c.call("PUT", &format!("{base}/{function}"), Some(&body))?
+            } else {
+                let mut body = body;
+                body["name"] = json!(function);
+                c.call("POST", &base, Some(&body))?
+            };
+            c.print(&saved, &["name", "version", "updated_at"]);
+        }
+        FnCmd::Run { agent, function, args, env, state, conversation_id } => {
+            let id = c.agent_id(&ws, &agent)?;
+            let mut conversation = json!({"env": env, "state": json_object("--state", &state)?});
+            if let Some(cid) = conversation_id {
+                conversation["id"] = json!(cid);
+            }
+            let body = json!({"args": json_object("--args", &args)?, "conversation": conversation});
+            let out = c.call(
+                "POST",
+                &format!("/api/v1/workspaces/{ws}/agents/{id}/functions/{function}/invoke"),
+                Some(&body),
+            )?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                print_invocation(&out);
+            }
+            if let Some(kind) = out["error"]["type"].as_str() {
+                return Err(format!("{function} failed: {kind}: {}", cell(&out["error"]["message"])));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An invocation for a person: logs, utterances, the state, then the result or the error.
+fn print_invocation(out: &Value) {
+    for log in out["logs"].as_array().into_iter().flatten() {
+        let pii = if log["is_pii"] == true { " (pii)" } else { "" };
+        println!("[{}{pii}] {}", cell(&log["level"]), cell(&log["content"]));
+    }
+    for u in out["utterances"].as_array().into_iter().flatten() {
+        println!("say: {}", cell(u));
+    }
+    if out["truncated"] == true {
+        println!("(output cut at the limit)");
+    }
+    println!("state: {}", out["state"]);
+    match out["error"].as_object() {
+        Some(e) => eprintln!("{}", cell(&e["traceback"]).trim_end()),
+        None => match &out["result"] {
+            Value::String(s) => println!("result: {s}"),
+            other => println!("result: {other}"),
+        },
+    }
+    println!(
+        "{} in {:.1} ms{}",
+        cell(&out["invocation_id"]),
+        out["duration_ms"].as_f64().unwrap_or(0.0),
+        if out["cold"] == true { " (new worker)" } else { "" }
+    );
 }
 
 pub fn secrets(remote: &Remote, cmd: SecretsCmd) -> Result<(), String> {

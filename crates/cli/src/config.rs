@@ -55,6 +55,18 @@ pub struct ConfigArgs {
     /// The sign-in rate-limit window, e.g. 15m [default: 15m]
     #[arg(long, env = "AGENTVAULT_LOGIN_WINDOW", value_name = "DURATION")]
     pub login_window: Option<String>,
+    /// Sandbox of agents' functions: auto (bubblewrap when installed), bwrap (required), off [default: auto]
+    #[arg(long, env = "AGENTVAULT_SANDBOX", value_name = "MODE")]
+    pub sandbox: Option<String>,
+    /// The Python that runs agents' functions (3.10 or newer) [default: python3]
+    #[arg(long, env = "AGENTVAULT_PYTHON", value_name = "PATH")]
+    pub python: Option<String>,
+    /// Memory (address space) of one function worker, in MiB [default: 512]
+    #[arg(long, env = "AGENTVAULT_FUNCTION_MEMORY_MB", value_name = "MIB")]
+    pub function_memory_mb: Option<u64>,
+    /// Wall-clock limit of a function that sets none, e.g. 5s [default: 5s]
+    #[arg(long, env = "AGENTVAULT_FUNCTION_TIMEOUT", value_name = "DURATION")]
+    pub function_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -72,6 +84,10 @@ struct FileConfig {
     login_max_per_client: Option<u32>,
     login_max_failures: Option<u32>,
     login_window: Option<String>,
+    sandbox: Option<String>,
+    python: Option<String>,
+    function_memory_mb: Option<u64>,
+    function_timeout: Option<String>,
 }
 
 /// Where the root keys come from.
@@ -151,7 +167,7 @@ impl Config {
         if let Some(w) = args.login_window.or(file.login_window) {
             limits.window = duration("login window", &w)?;
         }
-        let server = agentvault_server::ServerOptions {
+        let mut server = agentvault_server::ServerOptions {
             session_ttl: match args.session_ttl.or(file.session_ttl) {
                 Some(t) => duration("session TTL", &t)?,
                 None => defaults.session_ttl,
@@ -159,7 +175,24 @@ impl Config {
             secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(tls.is_some()),
             trust_forwarded_for: args.trust_forwarded_for.or(file.trust_forwarded_for).unwrap_or(false),
             login_limits: limits,
+            runtime: runtime_options(
+                args.sandbox.or(file.sandbox),
+                args.python.or(file.python),
+                args.function_memory_mb.or(file.function_memory_mb),
+                args.function_timeout.or(file.function_timeout),
+            )?,
         };
+        // Workers never see agentvault's own files.
+        server.runtime.hidden_paths.push(data_dir.clone());
+        if let KeySource::File(f) = &key_source {
+            server.runtime.hidden_paths.push(f.clone());
+        }
+        if let Some((cert, key)) = &tls {
+            server.runtime.hidden_paths.extend([cert.clone(), key.clone()]);
+        }
+        if let Some(c) = &args.config {
+            server.runtime.hidden_paths.push(c.clone());
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -173,6 +206,37 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("agentvault.db")
     }
+}
+
+/// How agents' functions run: the interpreter, the sandbox and the limits.
+fn runtime_options(
+    sandbox: Option<String>,
+    python: Option<String>,
+    memory_mb: Option<u64>,
+    timeout: Option<String>,
+) -> Result<agentvault_runtime::RuntimeOptions, String> {
+    let mut opts = agentvault_runtime::RuntimeOptions::default();
+    if let Some(mode) = sandbox {
+        opts.sandbox = agentvault_runtime::SandboxMode::parse(&mode)
+            .ok_or_else(|| format!("sandbox '{mode}' is not one of auto, bwrap, off"))?;
+    }
+    if let Some(p) = python.filter(|p| !p.is_empty()) {
+        opts.python = p;
+    }
+    if let Some(mb) = memory_mb {
+        if !(64..=65_536).contains(&mb) {
+            return Err(format!("function memory {mb} MiB is outside 64 to 65536"));
+        }
+        opts.limits.memory_bytes = mb << 20;
+    }
+    if let Some(t) = timeout {
+        let d = duration("function timeout", &t)?;
+        if d > Duration::from_secs(60) {
+            return Err(format!("function timeout {t} is over the limit of 60s"));
+        }
+        opts.default_timeout = d;
+    }
+    Ok(opts)
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {

@@ -51,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         cmd: client::SecretsCmd,
     },
+    /// An agent's functions on a running server: list, push a Python file, run one.
+    Fn {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        cmd: client::FnCmd,
+    },
     /// API keys of a workspace on a running server.
     Keys {
         #[command(flatten)]
@@ -84,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Agents { remote, cmd } => Some(client::agents(&remote, cmd)),
         Command::Secrets { remote, cmd } => Some(client::secrets(&remote, cmd)),
         Command::Keys { remote, cmd } => Some(client::keys(&remote, cmd)),
+        Command::Fn { remote, cmd } => Some(client::functions(&remote, cmd)),
         Command::Audit { remote, args } => Some(client::audit(&remote, args)),
         other => return run_local(other),
     };

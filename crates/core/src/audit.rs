@@ -31,10 +31,11 @@ pub enum Action {
     FunctionCreate,
     FunctionUpdate,
     FunctionDelete,
+    FunctionInvoke,
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -61,6 +62,7 @@ impl Action {
         Action::FunctionCreate,
         Action::FunctionUpdate,
         Action::FunctionDelete,
+        Action::FunctionInvoke,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +93,7 @@ impl Action {
             Action::FunctionCreate => "function.create",
             Action::FunctionUpdate => "function.update",
             Action::FunctionDelete => "function.delete",
+            Action::FunctionInvoke => "function.invoke",
         }
     }
 
@@ -110,6 +113,8 @@ pub enum Outcome {
     NotFound,
     /// The request was malformed (e.g. a bad secret name).
     Invalid,
+    /// It ran and failed (e.g. a function raised an exception or ran out of time).
+    Failed,
 }
 
 impl Outcome {
@@ -119,11 +124,14 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::NotFound => "not_found",
             Outcome::Invalid => "invalid",
+            Outcome::Failed => "failed",
         }
     }
 
     pub fn parse(s: &str) -> Option<Outcome> {
-        [Outcome::Success, Outcome::Denied, Outcome::NotFound, Outcome::Invalid].into_iter().find(|o| o.as_str() == s)
+        [Outcome::Success, Outcome::Denied, Outcome::NotFound, Outcome::Invalid, Outcome::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 

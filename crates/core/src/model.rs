@@ -287,12 +287,18 @@ pub enum Perm {
     ManageMembers,
     /// Read the audit log.
     ReadAudit,
+    /// Run an agent's functions (also open to API keys scoped to the agent).
+    InvokeFunctions,
 }
 
 impl Perm {
     pub fn min_role(self) -> Role {
         match self {
-            Perm::ViewAgents | Perm::ManageAgents | Perm::ViewAgentSecrets | Perm::ViewPeople => Role::Member,
+            Perm::ViewAgents
+            | Perm::ManageAgents
+            | Perm::ViewAgentSecrets
+            | Perm::ViewPeople
+            | Perm::InvokeFunctions => Role::Member,
             Perm::ManageSecrets | Perm::ManageApiKeys | Perm::ManageMembers | Perm::ReadAudit => Role::Admin,
         }
     }
@@ -365,6 +371,8 @@ pub enum Actor {
     AdminToken(String),
     User(String),
     ApiKey(String),
+    /// An agent's function, reading a secret through `conv.utils.get_secret`.
+    Agent(String),
     System,
 }
 
@@ -374,13 +382,14 @@ impl Actor {
             Actor::AdminToken(_) => "admin_token",
             Actor::User(_) => "user",
             Actor::ApiKey(_) => "api_key",
+            Actor::Agent(_) => "agent",
             Actor::System => "system",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            Actor::AdminToken(id) | Actor::User(id) | Actor::ApiKey(id) => id,
+            Actor::AdminToken(id) | Actor::User(id) | Actor::ApiKey(id) | Actor::Agent(id) => id,
             Actor::System => "system",
         }
     }
@@ -390,6 +399,7 @@ impl Actor {
             "admin_token" => Actor::AdminToken(id),
             "user" => Actor::User(id),
             "api_key" => Actor::ApiKey(id),
+            "agent" => Actor::Agent(id),
             _ => Actor::System,
         }
     }

@@ -271,9 +271,14 @@ def _invoke(msg):
             raise TypeError(f"{msg['function']} returned {type(result).__name__}; return a str or a dict")
         out["result"] = result
     except BaseException as exc:  # noqa: BLE001 - everything a function raises is its result
+        message = str(exc)
+        if isinstance(exc, MemoryError):
+            message = "the function went over the worker's memory limit" + (f" ({message})" if message else "")
+        elif not message:
+            message = type(exc).__name__
         out["error"] = {
             "type": type(exc).__name__,
-            "message": str(exc),
+            "message": message,
             "traceback": _tb(exc),
         }
     finally:

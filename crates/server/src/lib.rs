@@ -37,7 +37,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{agents, audit as audit_api, functions, keys, ops, people as people_api, read, secrets, workspaces};
+use crate::api::{
+    agents, audit as audit_api, functions, invoke, keys, ops, people as people_api, read, secrets, workspaces,
+};
 use crate::audit::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
@@ -81,6 +83,8 @@ pub struct ServerOptions {
     /// Take the client address for rate limiting from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_forwarded_for: bool,
     pub login_limits: people::LoginLimits,
+    /// How agents' functions run.
+    pub runtime: agentvault_runtime::RuntimeOptions,
 }
 
 impl Default for ServerOptions {
@@ -90,6 +94,7 @@ impl Default for ServerOptions {
             secure_cookies: false,
             trust_forwarded_for: false,
             login_limits: people::LoginLimits::default(),
+            runtime: agentvault_runtime::RuntimeOptions::default(),
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Shared {
     /// Serialises mutations, so that the read model is updated in the order of the commits.
     pub write_lock: tokio::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
+    /// Agents' functions: warm Python workers.
+    pub runtime: Arc<agentvault_runtime::Runtime>,
     pub openapi_json: OnceLock<axum::body::Bytes>,
     /// Route templates as `'static` strings, for metric labels.
     pub route_names: OnceLock<HashMap<String, &'static str>>,
@@ -141,7 +148,9 @@ impl AppState {
         }
         let metrics = Arc::new(Metrics::new());
         let audit = AuditWriter::new(store.clone(), metrics.clone());
+        let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
         let state = AppState(Arc::new(Shared {
+            runtime,
             login_limiter: people::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
@@ -224,6 +233,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::agent_secrets))
         .routes(routes!(functions::list_functions, functions::create_function))
         .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
+        .routes(routes!(invoke::invoke_function))
         .routes(routes!(secrets::list_secrets, secrets::create_secret))
         .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
         .routes(routes!(secrets::set_access))

@@ -152,6 +152,7 @@ pub async fn delete_agent(
         .target(&agent.id);
     st.store.delete_agent(&ws.id, &agent.id, &audit).await?;
     st.model.remove_agent(&ws.id, &agent.id);
+    st.runtime.forget_agent(&agent.id);
     st.refresh_gauges();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod audit;
 pub mod functions;
+pub mod invoke;
 pub mod keys;
 pub mod ops;
 pub mod people;

@@ -1,0 +1,376 @@
+//! Running agents' functions: `POST .../functions/{name}/invoke` with real Python workers in
+//! bubblewrap, get_secret answered for the worker's agent only, redaction, limits, audit, and
+//! attacks from inside a function.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
+use crate::support::{Options, Resp, Server, command};
+
+const PAY: &str = r#"
+def create_payment(conv: Conversation, amount: int, note: str = ""):
+    key = conv.utils.get_secret("stripe_api_key")
+    oauth = conv.utils.get_secret("booking_oauth")
+    assert isinstance(key, str) and isinstance(oauth, dict)
+    conv.log.info(f"charging {amount} with {key}")
+    conv.log.warning("caller " + note, is_pii=True)
+    print("client id", oauth["client_id"])
+    conv.say(f"Charging {amount} now")
+    conv.state.charged = (conv.state.charged or 0) + amount
+    return {"content": f"paid with {key}", "oauth": oauth, "env": conv.env, "conv": conv.id}
+"#;
+
+/// A server whose workers must run in bubblewrap (`.ci/run` installs it).
+fn sandboxed() -> (Server, tempfile::TempDir) {
+    with_admin(Options { extra_env: vec![("AGENTVAULT_SANDBOX", "bwrap".into())], ..Options::default() })
+}
+
+fn define(s: &Server, ws: &str, agent: &str, name: &str, params: Value, code: &str) {
+    let body = json!({"name": name, "description": "test function", "parameters": params, "code": code});
+    s.post(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"), body).expect(201);
+}
+
+fn invoke(s: &Server, token: Option<&str>, ws: &str, agent: &str, name: &str, body: Value) -> Resp {
+    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/{name}/invoke");
+    match token {
+        Some(t) => s.request("POST", &path, Some(t), Some(&body)),
+        None => s.post(&path, body),
+    }
+}
+
+#[test]
+fn a_function_reads_secrets_and_everything_it_returns_is_redacted() {
+    let (s, _tmp) = sandboxed();
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let other = s.create_agent(&ws, "Other bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_INVOKE_4242"), &[&billing]);
+    s.create_secret(
+        &ws,
+        "booking_oauth",
+        json!({"client_id": "cid_INVOKE", "client_secret": "cs_INVOKE"}),
+        &[&billing],
+    );
+    let params = json!([{"name": "amount", "type": "integer"}, {"name": "note", "type": "string"}]);
+    define(&s, &ws, &billing, "create_payment", params, PAY);
+
+    let body = json!({"args": {"amount": 250, "note": "Ada"}, "conversation": {"id": "call-1", "env": "live", "state": {"charged": 100}}});
+    let r = invoke(&s, None, &ws, &billing, "create_payment", body.clone());
+    let out = r.expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    assert_eq!(out["sandboxed"], true);
+    for leaked in ["sk_live_INVOKE_4242", "cid_INVOKE", "cs_INVOKE"] {
+        assert!(!r.text.contains(leaked), "{leaked} in {}", r.text);
+    }
+    assert_eq!(out["result"]["content"], "paid with [redacted:stripe_api_key]");
+    assert_eq!(
+        out["result"]["oauth"],
+        json!({"client_id": "[redacted:booking_oauth]", "client_secret": "[redacted:booking_oauth]"})
+    );
+    assert_eq!((out["result"]["env"].clone(), out["result"]["conv"].clone()), (json!("live"), json!("call-1")));
+    assert_eq!(out["state"], json!({"charged": 350}));
+    assert_eq!(out["utterances"], json!(["Charging 250 now"]));
+    assert_eq!(
+        out["logs"][0],
+        json!({"level": "info", "content": "charging 250 with [redacted:stripe_api_key]", "is_pii": false})
+    );
+    assert_eq!(out["logs"][1], json!({"level": "warning", "content": "caller Ada", "is_pii": true}));
+    assert_eq!(out["logs"][2]["content"], "client id [redacted:booking_oauth]");
+    assert!(out["invocation_id"].as_str().unwrap().starts_with("inv_"));
+    assert!(out["duration_ms"].as_f64().unwrap() > 0.0);
+
+    // A member and an API key scoped to the agent may invoke too; the second run is warm.
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let member = s.personal_token("grace@example.com", "cobol compiler 1959");
+    let m = invoke(&s, Some(&member), &ws, &billing, "create_payment", body.clone());
+    assert_eq!(m.expect(200)["cold"], false);
+    let (_, key) = s.create_key(&ws, json!([billing]));
+    invoke(&s, Some(&key), &ws, &billing, "create_payment", body.clone()).expect(200);
+    let (_, other_key) = s.create_key(&ws, json!([other]));
+    invoke(&s, Some(&other_key), &ws, &billing, "create_payment", body.clone()).expect_error(403, "forbidden");
+
+    // Each get_secret is a read by the agent, with the function and the invocation; never the value.
+    let reads = s.audit(&ws, &format!("action=secret.read&agent={billing}"));
+    assert_eq!(reads.len(), 6, "{reads:?}");
+    let first = reads.iter().find(|e| e["target_id"] == out["invocation_id"]).unwrap();
+    assert_eq!(first["actor"], json!({"type": "agent", "id": billing}));
+    assert!(first["detail"].as_str().unwrap().contains("function=create_payment"), "{first}");
+    let invocations = s.audit(&ws, "action=function.invoke");
+    assert_eq!(invocations.len(), 3);
+    let log = serde_json::to_string(&s.audit(&ws, "")).unwrap();
+    assert!(!log.contains("sk_live_INVOKE") && !log.contains("cs_INVOKE"));
+}
+
+#[test]
+fn arguments_and_conversations_are_checked_before_anything_runs() {
+    let (s, _tmp) = sandboxed();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let params = json!([{"name": "amount", "type": "integer"}, {"name": "price", "type": "number"}, {"name": "ok", "type": "boolean"}]);
+    let code = "def f(conv, amount=0, price=0.0, ok=False):\n    return f'{amount} {price} {ok}'\n";
+    define(&s, &ws, &agent, "f", params, code);
+    let cases = [
+        (json!({"args": {"amount": "5"}}), "args.amount", "whole number"),
+        (json!({"args": {"amount": 2.5}}), "args.amount", "whole number"),
+        (json!({"args": {"price": "cheap"}}), "args.price", "a number"),
+        (json!({"args": {"ok": 1}}), "args.ok", "true or false"),
+        (json!({"args": {"colour": "red"}}), "args.colour", "no parameter 'colour'"),
+        (json!({"args": [1]}), "", "args"),
+        (json!({"conversation": {"env": "prod"}}), "conversation.env", "sandbox, pre-release or live"),
+        (json!({"conversation": {"id": ""}}), "conversation.id", "printable"),
+        (json!({"conversation": {"state": []}}), "", "state"),
+        (json!({"conversation": {"mood": "happy"}}), "", "mood"),
+    ];
+    for (body, field, message) in cases {
+        let r = invoke(&s, None, &ws, &agent, "f", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        if !field.is_empty() {
+            assert_eq!(r.body["error"]["field"], field, "{body}: {}", r.text);
+        }
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(message), "{body}: {}", r.text);
+    }
+    let ok = invoke(&s, None, &ws, &agent, "f", json!({"args": {"amount": 3, "price": 2, "ok": true}}));
+    assert_eq!(ok.expect(200)["result"], "3 2 True");
+    invoke(&s, None, &ws, &agent, "nope", json!({})).expect_error(404, "function_not_found");
+    invoke(&s, None, &ws, "agt_00000000000000000000", "f", json!({})).expect_error(404, "agent_not_found");
+    // Nothing ran for the refused ones.
+    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 1);
+}
+
+#[test]
+fn access_changes_apply_to_the_next_get_secret() {
+    let (s, _tmp) = sandboxed();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_ACCESS"), &[&agent]);
+    s.create_secret(&ws, "not_granted", json!("zzz_NOT_GRANTED"), &[]);
+    let code = "def f(conv, name):\n    return conv.utils.get_secret(name)\n";
+    define(&s, &ws, &agent, "f", json!([{"name": "name", "type": "string"}]), code);
+    let run = |name: &str| invoke(&s, None, &ws, &agent, "f", json!({"args": {"name": name}})).expect(200).clone();
+
+    assert_eq!(run("stripe_api_key")["result"], "[redacted:stripe_api_key]");
+    let cases = [
+        ("not_granted", "MissingAccess", format!("agent {agent} has no access to secret 'not_granted'")),
+        ("no_such_secret", "SecretNotFound", "secret 'no_such_secret' not found".to_owned()),
+        ("Bad Name", "InvalidInput", "".to_owned()),
+    ];
+    for (name, kind, message) in cases {
+        let out = run(name);
+        assert_eq!(out["error"]["type"], kind, "{out}");
+        assert!(out["error"]["message"].as_str().unwrap().contains(&message), "{out}");
+        assert!(out["error"]["traceback"].as_str().unwrap().contains("line 2, in f"), "{out}");
+        assert!(!out.to_string().contains("zzz_NOT_GRANTED"));
+    }
+    // Revoking access is live for the warm worker's next call.
+    s.put(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/access"), json!({"agents": []})).expect(200);
+    assert_eq!(run("stripe_api_key")["error"]["type"], "MissingAccess");
+    let outcomes: Vec<String> = s
+        .audit(&ws, &format!("action=secret.read&agent={agent}"))
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "success").count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "denied").count(), 2, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "not_found").count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "invalid").count(), 1, "{outcomes:?}");
+}
+
+/// From inside a function: the key file, the database, the server's environment and another
+/// agent's secret are all out of reach.
+#[test]
+fn a_function_cannot_reach_the_vaults_files_or_other_agents_secrets() {
+    let (s, tmp) = sandboxed();
+    let data = tmp.path().join("data");
+    let ws = s.default_ws();
+    let mallory = s.create_agent(&ws, "Mallory bot");
+    let victim = s.create_agent(&ws, "Victim bot");
+    s.create_secret(&ws, "victims_key", json!("sk_live_VICTIM_ONLY"), &[&victim]);
+    let code = r#"
+import glob, json, os, urllib.request
+
+def attack(conv, data_dir, server_pid, base):
+    found = {}
+    def attempt(name, fn):
+        try:
+            found[name] = repr(fn())[:200]
+        except BaseException as e:
+            found[name] = "refused: " + type(e).__name__
+    attempt("key_file", lambda: open(os.path.join(data_dir, "root.key")).read())
+    attempt("database", lambda: open(os.path.join(data_dir, "agentvault.db"), "rb").read(100))
+    attempt("data_dir", lambda: os.listdir(data_dir))
+    attempt("server_environ", lambda: open(f"/proc/{server_pid}/environ", "rb").read())
+    attempt("environ_anywhere", lambda: [open(p, "rb").read() for p in glob.glob("/proc/*/environ")])
+    attempt("own_environ", lambda: dict(os.environ))
+    attempt("victim_secret", lambda: conv.utils.get_secret("victims_key"))
+    conv.utils._agent_id = "VICTIM"
+    attempt("victim_secret_again", lambda: conv.utils.get_secret("victims_key"))
+    attempt("http_read", lambda: urllib.request.urlopen(f"{base}/api/v1/agents/VICTIM/secrets/victims_key").read())
+    attempt("tests_dir", lambda: os.listdir(os.path.dirname(data_dir)))
+    attempt("etc_shadow", lambda: open("/etc/shadow").read())
+    return json.dumps(found)
+"#;
+    let code = code.replace("VICTIM", &victim);
+    let params = json!([{"name": "data_dir", "type": "string"}, {"name": "server_pid", "type": "integer"}, {"name": "base", "type": "string"}]);
+    define(&s, &ws, &mallory, "attack", params, &code);
+    let args = json!({"data_dir": data.display().to_string(), "server_pid": s.pid(), "base": s.base});
+    let out = invoke(&s, None, &ws, &mallory, "attack", json!({"args": args})).expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    let found: Value = serde_json::from_str(out["result"].as_str().unwrap()).unwrap();
+    for probe in [
+        "key_file",
+        "database",
+        "data_dir",
+        "server_environ",
+        "victim_secret",
+        "victim_secret_again",
+        "http_read",
+        "tests_dir",
+        "etc_shadow",
+    ] {
+        assert!(found[probe].as_str().is_some_and(|f| f.starts_with("refused")), "{probe}: {found}");
+    }
+    assert_eq!(found["victim_secret"], "refused: MissingAccess");
+    assert_eq!(found["victim_secret_again"], "refused: MissingAccess");
+    assert_eq!(found["http_read"], "refused: HTTPError", "no credential, so 401");
+    // Whatever /proc shows inside the sandbox holds nothing of the server's.
+    let text = out.to_string();
+    let key_file = std::fs::read_to_string(data.join("root.key")).unwrap();
+    for needle in [s.admin.as_str(), "AGENTVAULT", key_file.trim(), "sk_live_VICTIM_ONLY"] {
+        assert!(!text.contains(needle), "{needle} reached the function: {text}");
+    }
+    assert!(Path::new(&data).join("root.key").exists());
+}
+
+#[test]
+fn runaway_functions_end_with_an_error_and_others_are_unaffected() {
+    let (s, _tmp) = sandboxed();
+    let ws = s.default_ws();
+    let bad = s.create_agent(&ws, "Bad bot");
+    let good = s.create_agent(&ws, "Good bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_GOOD"), &[&good]);
+    let cases = [
+        ("spin", "def spin(conv):\n    while True:\n        pass\n", "Timeout"),
+        (
+            "hog",
+            "def hog(conv):\n    x = []\n    while True:\n        x.append(bytearray(50_000_000))\n",
+            "MemoryError",
+        ),
+        ("forker", "import os\ndef forker(conv):\n    for _ in range(100):\n        os.fork()\n", "OSError"),
+        ("crash", "import ctypes\ndef crash(conv):\n    ctypes.string_at(0)\n", "WorkerCrashed"),
+        ("chatty", "def chatty(conv):\n    return 'x' * 40_000_000\n", "OutputTooLarge"),
+    ];
+    for (name, code, _) in cases {
+        // Filling memory to the limit takes a while on a busy machine; only the spinner should time out.
+        let timeout_ms = if name == "spin" { 1000 } else { 20_000 };
+        let body = json!({"name": name, "description": "misbehaves", "code": code, "timeout_ms": timeout_ms});
+        s.post(&format!("/api/v1/workspaces/{ws}/agents/{bad}/functions"), body).expect(201);
+    }
+    define(
+        &s,
+        &ws,
+        &good,
+        "pay",
+        json!([]),
+        "def pay(conv):\n    return conv.utils.get_secret('stripe_api_key')[:7]\n",
+    );
+
+    // The good agent keeps answering while the bad one misbehaves, in parallel.
+    std::thread::scope(|scope| {
+        let good_runs = scope.spawn(|| {
+            (0..20)
+                .map(|_| invoke(&s, None, &ws, &good, "pay", json!({})).expect(200)["result"].clone())
+                .collect::<Vec<_>>()
+        });
+        for (name, _, kind) in cases {
+            let out = invoke(&s, None, &ws, &bad, name, json!({})).expect(200).clone();
+            assert_eq!(out["error"]["type"], kind, "{name}: {out}");
+            assert!(out["error"]["message"].as_str().unwrap().len() > 10, "{out}");
+        }
+        assert!(good_runs.join().unwrap().iter().all(|r| r == "sk_live"));
+    });
+    let failed = s.audit(&ws, "action=function.invoke&outcome=failed");
+    assert_eq!(failed.len(), cases.len());
+}
+
+#[test]
+fn fn_run_from_the_terminal() {
+    let (s, tmp) = sandboxed();
+    let token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_CLI_RUN"), &[&agent]);
+    let file = tmp.path().join("create_payment.py");
+    std::fs::write(&file, "def create_payment(conv, amount):\n    conv.log.info('key ' + conv.utils.get_secret('stripe_api_key'))\n    conv.say(f'paying {amount}')\n    return f'paid {amount}'\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = command()
+            .args(args)
+            .env("AGENTVAULT_ADDR", &s.base)
+            .env("AGENTVAULT_TOKEN", &token)
+            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = file.display().to_string();
+    let (ok, _, err) = run(&[
+        "fn",
+        "push",
+        "--agent",
+        "Billing bot",
+        "--function",
+        "create_payment",
+        "--file",
+        &file,
+        "--description",
+        "Charge",
+        "--param",
+        "amount:integer",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) =
+        run(&["fn", "run", "--agent", "Billing bot", "--function", "create_payment", "--args", r#"{"amount": 12}"#]);
+    assert!(ok, "{err}");
+    assert!(out.contains("[info] key [redacted:stripe_api_key]"), "{out}");
+    assert!(out.contains("say: paying 12"), "{out}");
+    assert!(out.contains("result: paid 12"), "{out}");
+    assert!(!out.contains("sk_live_CLI_RUN"));
+    let (ok, _, err) =
+        run(&["fn", "run", "--agent", "Billing bot", "--function", "create_payment", "--args", r#"{"amount": "12"}"#]);
+    assert!(!ok && err.contains("amount must be a whole number"), "{err}");
+    let (ok, _, err) =
+        run(&["fn", "run", "--agent", "Billing bot", "--function", "create_payment", "--args", "{amount"]);
+    assert!(!ok && err.contains("--args is not valid JSON"), "{err}");
+    let (ok, out, _) = run(&["fn", "list", "--agent", "Billing bot"]);
+    assert!(ok && out.contains("create_payment") && out.contains("amount:integer"), "{out}");
+}
+
+/// Without bubblewrap the server says so at start, and functions still run with a cleared
+/// environment, limits and the timeout.
+#[test]
+fn without_bubblewrap_functions_run_with_limits_and_a_warning() {
+    let python =
+        std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    // No PATH: bubblewrap cannot be found.
+    let (s, _tmp) = with_admin(Options {
+        extra_env: vec![("PATH", "/nonexistent".into()), ("AGENTVAULT_PYTHON", python)],
+        ..Options::default()
+    });
+    assert!(s.stderr().contains("functions run UNSANDBOXED"), "{}", s.stderr());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Bot");
+    let code = "import os\ndef probe(conv):\n    try:\n        os.fork()\n        forked = 'forked'\n    except OSError:\n        forked = 'no fork'\n    return forked + ' ' + ','.join(sorted(os.environ))\n";
+    define(&s, &ws, &agent, "probe", json!([]), code);
+    let out = invoke(&s, None, &ws, &agent, "probe", json!({})).expect(200).clone();
+    assert_eq!(out["sandboxed"], false);
+    assert_eq!(out["result"], "no fork HOME,LANG,PATH", "{out}");
+    let body = json!({"name": "spin", "description": "spins", "code": "def spin(conv):\n    while True:\n        pass\n", "timeout_ms": 300});
+    s.post(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"), body).expect(201);
+    assert_eq!(invoke(&s, None, &ws, &agent, "spin", json!({})).expect(200)["error"]["type"], "Timeout");
+}
