@@ -8,6 +8,7 @@ mod agents;
 mod at_rest;
 mod audit;
 mod authz;
+mod browser;
 mod cli;
 mod functions;
 mod invoke;

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -269,6 +270,7 @@ pub fn app(state: AppState) -> Router {
     let _ = state.openapi_json.set(json.into());
     let _ = state.route_names.set(route_names(&doc));
     router
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -544,6 +544,7 @@ impl Store for SqliteStore {
             if is_unique_violation(&e) {
                 Error::conflict("secret_exists", format!("a secret named '{}' already exists in this workspace", meta.name))
                     .with_field("name")
+                    .with_field("name")
             } else {
                 db_err(e)
             }

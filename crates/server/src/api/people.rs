@@ -41,7 +41,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 /// The purpose under which the setup code is stored.
 pub const SETUP_CODE: &str = "setup";
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Clone)]
 pub struct UserOut {
     pub id: String,
     pub email: String,
@@ -136,7 +136,7 @@ impl AppState {
             .collect())
     }
 
-    async fn workspaces_of(&self, user_id: &str) -> Result<Vec<WorkspaceRoleOut>> {
+    pub(crate) async fn workspaces_of(&self, user_id: &str) -> Result<Vec<WorkspaceRoleOut>> {
         let mut out: Vec<WorkspaceRoleOut> = self
             .store
             .memberships_of(user_id)

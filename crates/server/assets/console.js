@@ -1,0 +1,213 @@
+// agentvault console: forms go to the JSON API with the session's CSRF token; each error is
+// shown beside the field it names, and the form keeps what was typed (except secret values).
+"use strict";
+
+(function () {
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const SECRET_NAME = /^[a-z][a-z0-9_]*$/;
+
+  async function api(method, path, body) {
+    const headers = { "X-CSRF-Token": csrf() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await resp.json(); } catch (_) { data = null; }
+    if (!resp.ok) {
+      const err = (data && data.error) || { message: "the server answered " + resp.status };
+      throw err;
+    }
+    return data;
+  }
+
+  function clearErrors(form) {
+    form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
+    form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  }
+
+  // Shows an API error beside its field (the first path segment: "args.amount" -> "args"),
+  // or at the form's bottom when no field matches.
+  function showError(form, err) {
+    const field = (err.field || "").split(/[.[]/)[0];
+    let slot = field && form.querySelector('[data-error-for="' + field + '"]');
+    if (!slot) slot = form.querySelector('[data-error-for=""]');
+    if (slot) slot.textContent = err.message || "something went wrong";
+    const input = field && form.querySelector('[name="' + field + '"]');
+    if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  }
+
+  function checked(form, name) {
+    return Array.from(form.querySelectorAll('input[name="' + name + '"]:checked')).map((i) => i.value);
+  }
+
+  function value(form, name) {
+    const el = form.querySelector('[name="' + name + '"]');
+    return el ? el.value : "";
+  }
+
+  function secretValue(form) {
+    const kind = (form.querySelector('input[name="kind"]:checked') || {}).value;
+    if (kind !== "kv") return value(form, "value");
+    const pairs = {};
+    form.querySelectorAll("[data-kv-rows] tbody tr").forEach((tr) => {
+      const k = tr.querySelector("[data-kv-key]").value.trim();
+      const v = tr.querySelector("[data-kv-value]").value;
+      if (k || v) pairs[k] = v;
+    });
+    return pairs;
+  }
+
+  const handlers = {
+    login: async (form) => {
+      await api("POST", "/api/v1/auth/login", { email: value(form, "email"), password: value(form, "password") });
+      window.location.assign(form.dataset.next || "/");
+    },
+    "agent-new": async (form) => {
+      await api("POST", "/api/v1/workspaces/" + form.dataset.ws + "/agents", {
+        name: value(form, "name"), description: value(form, "description"),
+      });
+      window.location.reload();
+    },
+    "secret-new": async (form) => {
+      const name = value(form, "name").trim();
+      const secret = await api("POST", "/api/v1/workspaces/" + form.dataset.ws + "/secrets", {
+        name, description: value(form, "description"), value: secretValue(form), agents: checked(form, "agents"),
+      });
+      window.location.assign("/w/" + form.dataset.ws + "/secrets/" + secret.name);
+    },
+    "secret-access": async (form) => {
+      await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name + "/access", {
+        agents: checked(form, "agents"),
+      });
+      const saved = form.querySelector("[data-saved]");
+      if (saved) saved.hidden = false;
+    },
+    "secret-delete": async (form) => {
+      if (value(form, "confirm") !== form.dataset.name) {
+        throw { field: "confirm", message: "type the secret's name, " + form.dataset.name + ", to delete it" };
+      }
+      await api("DELETE", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name);
+      window.location.assign("/w/" + form.dataset.ws + "/secrets");
+    },
+  };
+
+  document.addEventListener("submit", async (ev) => {
+    const form = ev.target.closest("form[data-form]");
+    if (!form || !handlers[form.dataset.form]) return;
+    ev.preventDefault();
+    clearErrors(form);
+    const saved = form.querySelector("[data-saved]");
+    if (saved) saved.hidden = true;
+    const button = form.querySelector('button[type="submit"]');
+    if (button) button.disabled = true;
+    try {
+      await handlers[form.dataset.form](form);
+    } catch (err) {
+      showError(form, err);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
+
+  // The secret name rule, as you type.
+  document.addEventListener("input", (ev) => {
+    const el = ev.target;
+    if (el.matches("[data-secret-name]")) {
+      const slot = el.form.querySelector('[data-error-for="name"]');
+      const v = el.value;
+      let msg = "";
+      if (v && !/^[a-z]/.test(v)) msg = "must start with a lowercase letter (a-z)";
+      else if (v && !SECRET_NAME.test(v)) msg = "only lowercase letters, digits and underscores";
+      else if (v.length > 64) msg = "at most 64 characters";
+      slot.textContent = msg;
+      if (msg) el.setAttribute("aria-invalid", "true"); else el.removeAttribute("aria-invalid");
+    }
+    if (el.matches("[data-filter-table]")) {
+      const table = document.getElementById(el.dataset.filterTable);
+      const q = el.value.trim().toLowerCase();
+      let shown = 0;
+      table.querySelectorAll("tbody tr").forEach((tr) => {
+        const hit = !q || tr.dataset.filterText.toLowerCase().includes(q);
+        tr.hidden = !hit;
+        if (hit) shown++;
+      });
+      const empty = document.querySelector('[data-filter-empty="' + el.dataset.filterTable + '"]');
+      if (empty) empty.hidden = shown > 0;
+    }
+  });
+
+  function addPair(tbody) {
+    const n = tbody.children.length + 1;
+    const tr = document.createElement("tr");
+    tr.innerHTML =
+      '<td><label class="sr-only" for="kv-key-' + n + '">Key ' + n + '</label><input id="kv-key-' + n + '" data-kv-key autocomplete="off" spellcheck="false"></td>' +
+      '<td><label class="sr-only" for="kv-value-' + n + '">Value ' + n + '</label><input id="kv-value-' + n + '" data-kv-value autocomplete="off" spellcheck="false"></td>' +
+      '<td><button type="button" data-kv-remove aria-label="Remove pair ' + n + '">Remove</button></td>';
+    tbody.appendChild(tr);
+    return tr;
+  }
+
+  document.addEventListener("click", async (ev) => {
+    const el = ev.target;
+    if (el.matches("[data-kv-add]")) {
+      addPair(el.form.querySelector("[data-kv-rows] tbody")).querySelector("input").focus();
+    } else if (el.matches("[data-kv-remove]")) {
+      el.closest("tr").remove();
+    } else if (el.matches("[data-check-all], [data-check-none]")) {
+      const name = el.dataset.checkAll || el.dataset.checkNone;
+      el.form.querySelectorAll('input[name="' + name + '"]').forEach((i) => { i.checked = !!el.dataset.checkAll; });
+    } else if (el.matches("[data-sign-out]")) {
+      try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out either way */ }
+      window.location.assign("/login");
+    } else if (el.matches("[data-copy-reveal]")) {
+      const input = document.getElementById(el.dataset.copyReveal);
+      const text = await reveal(input);
+      if (text !== null) {
+        try { await navigator.clipboard.writeText(text); toast("Copied"); } catch (_) { toast("Copy failed; select the value and copy it"); }
+      }
+    }
+  });
+
+  document.addEventListener("change", (ev) => {
+    const el = ev.target;
+    if (el.matches("[data-value-kind]")) {
+      const form = el.form;
+      form.querySelectorAll("[data-kind-panel]").forEach((p) => { p.hidden = p.dataset.kindPanel !== el.value; });
+      const tbody = form.querySelector("[data-kv-rows] tbody");
+      if (el.value === "kv" && tbody && !tbody.children.length) addPair(tbody);
+    }
+    if (el.matches("[data-switch-workspace]")) {
+      window.location.assign("/w/" + el.value + "/agents");
+    }
+  });
+
+  // A masked value: revealed (and audited) on focus, masked again on blur.
+  const MASK = "••••••••••••";
+  async function reveal(input) {
+    if (input.dataset.revealed) return input.value;
+    try {
+      const out = await api("POST", input.dataset.reveal);
+      const text = typeof out.value === "string" ? out.value : JSON.stringify(out.value);
+      input.value = text;
+      input.dataset.revealed = "1";
+      return text;
+    } catch (err) {
+      toast(err.message || "the value could not be revealed");
+      return null;
+    }
+  }
+  document.addEventListener("focusin", (ev) => { if (ev.target.matches("[data-reveal]")) reveal(ev.target); });
+  document.addEventListener("focusout", (ev) => {
+    const el = ev.target;
+    if (el.matches("[data-reveal]")) { el.value = MASK; delete el.dataset.revealed; }
+  });
+
+  function toast(text) {
+    const t = document.getElementById("toast");
+    if (!t) return;
+    t.textContent = text;
+    setTimeout(() => { if (t.textContent === text) t.textContent = ""; }, 2500);
+  }
+})();

@@ -1,0 +1,392 @@
+//! The web console: server-rendered pages (askama templates) over the same handlers as the JSON
+//! API, with a little JavaScript (`assets/console.js`) that sends forms to the API with the
+//! session's CSRF token and shows each error beside its field. Every asset is embedded in the
+//! binary; the Content-Security-Policy allows scripts and styles from this server only.
+
+use agentvault_core::model::{Perm, Principal, Role};
+use agentvault_core::{Error, ErrorKind};
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::api::people::UserOut;
+use crate::api::{AgentOut, SecretOut, agents as agents_api, secrets as secrets_api};
+use crate::auth::Auth;
+use crate::extract::ApiPath;
+use crate::people::{csrf_token, session_cookie};
+use crate::{AppState, now_millis};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes (outside the JSON API and its OpenAPI document).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page))
+        .route("/assets/{file}", get(asset))
+        .route("/w/{ws}", get(workspace_home))
+        .route("/w/{ws}/agents", get(agents_page))
+        .route("/w/{ws}/secrets", get(secrets_page))
+        .route("/w/{ws}/secrets/new", get(new_secret_page))
+        .route("/w/{ws}/secrets/{name}", get(secret_page))
+}
+
+/// Embedded assets: (name, content type, bytes).
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("console.css", "text/css; charset=utf-8", include_bytes!("../assets/console.css")),
+    ("console.js", "text/javascript; charset=utf-8", include_bytes!("../assets/console.js")),
+];
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, kind, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// An HTML response with the console's security headers.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn render(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a console page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+/// What every signed-in page shows around its content.
+pub struct Chrome {
+    pub title: String,
+    pub user: UserOut,
+    pub csrf: String,
+    /// (id, name) of the user's workspaces.
+    pub workspaces: Vec<(String, String)>,
+    pub ws_id: String,
+    pub ws_name: String,
+    pub is_admin: bool,
+    /// The active tab: agents, users, keys, secrets, audit.
+    pub tab: &'static str,
+}
+
+/// The signed-in user of a console request, or where to send them.
+struct Viewer {
+    principal: Principal,
+    user: UserOut,
+    csrf: String,
+    workspaces: Vec<(String, String, Role)>,
+}
+
+impl Viewer {
+    async fn of(st: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, Box<Response>> {
+        let to_login = || {
+            let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            Box::new(Redirect::to(&format!("/login?next={}", encode(next))).into_response())
+        };
+        let Some(cookie) = session_cookie(headers) else { return Err(to_login()) };
+        let session = st.session_of(&cookie, now_millis()).await.map_err(|_| to_login())?;
+        let principal = st.user_principal(&session.user_id).await.map_err(|e| Box::new(error_page(None, &e)))?;
+        let user = match st.store.get_user(&session.user_id).await {
+            Ok(Some(u)) => UserOut::from(u),
+            _ => return Err(to_login()),
+        };
+        let workspaces = st
+            .workspaces_of(&session.user_id)
+            .await
+            .map_err(|e| Box::new(error_page(None, &e)))?
+            .into_iter()
+            .map(|w| (w.id, w.name, if w.role == "admin" { Role::Admin } else { Role::Member }))
+            .collect();
+        Ok(Viewer { principal, user, csrf: csrf_token(&cookie), workspaces })
+    }
+
+    /// The chrome of a page in workspace `ws`; 404 when the user is not in it.
+    fn chrome(&self, ws: &str, tab: &'static str, title: impl Into<String>) -> Result<Chrome, Box<Response>> {
+        let Some((id, name, role)) = self.workspaces.iter().find(|(id, _, _)| id == ws) else {
+            let e = Error::not_found("workspace_not_found", "no such workspace, or you are not a member of it");
+            return Err(Box::new(error_page(None, &e)));
+        };
+        Ok(Chrome {
+            title: title.into(),
+            user: self.user.clone(),
+            csrf: self.csrf.clone(),
+            workspaces: self.workspaces.iter().map(|(i, n, _)| (i.clone(), n.clone())).collect(),
+            ws_id: id.clone(),
+            ws_name: name.clone(),
+            is_admin: *role == Role::Admin,
+            tab,
+        })
+    }
+
+    fn auth(&self) -> Auth {
+        Auth(self.principal.clone())
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    chrome: Option<Chrome>,
+    status: u16,
+    heading: &'static str,
+    message: String,
+}
+
+fn error_page(chrome: Option<Chrome>, e: &Error) -> Response {
+    let (status, heading) = match e.kind {
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+        ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "Sign in"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+    };
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        "the server could not show this page; try again".to_owned()
+    } else {
+        e.message.to_string()
+    };
+    render(status, &ErrorPage { chrome, status: status.as_u16(), heading, message })
+}
+
+/// An API handler's refusal as a page in the console's chrome.
+fn refused(chrome: Chrome, e: crate::error::ApiError) -> Response {
+    error_page(Some(chrome), &e.0)
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Option<Chrome>,
+    next: String,
+}
+
+async fn login_page(uri: Uri) -> Response {
+    let next = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("next=")))
+        .map(percent_decode)
+        // Only paths of this server.
+        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+        .unwrap_or_else(|| "/".to_owned());
+    render(StatusCode::OK, &LoginPage { chrome: None, next })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The signed-in viewer of a page in workspace `ws` and the page's chrome; pages that need a
+/// permission (admins only) answer 403 before anything is loaded.
+async fn open_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ws: &str,
+    tab: &'static str,
+    title: &str,
+    perm: Perm,
+) -> Result<(Viewer, Chrome), Box<Response>> {
+    let v = Viewer::of(st, headers, uri).await?;
+    let chrome = v.chrome(ws, tab, title)?;
+    match v.principal.require(&chrome.ws_id, perm) {
+        Ok(()) => Ok((v, chrome)),
+        Err(e) => Err(Box::new(error_page(Some(chrome), &e))),
+    }
+}
+
+async fn home(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let v = match Viewer::of(&st, &headers, &uri).await {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    match v.workspaces.first() {
+        Some((id, _, _)) => Redirect::to(&format!("/w/{id}/agents")).into_response(),
+        None => error_page(
+            None,
+            &Error::not_found("no_workspace", "you are not a member of any workspace yet; ask an admin to add you"),
+        ),
+    }
+}
+
+async fn workspace_home(Path(ws): Path<String>) -> Response {
+    Redirect::to(&format!("/w/{}/agents", encode(&ws))).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agents: Vec<AgentOut>,
+}
+
+async fn agents_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Agents", Perm::ViewAgents).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match agents_api::list_agents(State(st.clone()), v.auth(), ApiPath(ws)).await {
+        Ok(list) => {
+            render(StatusCode::OK, &AgentsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents: list.0.items })
+        }
+        Err(e) => refused(chrome, e),
+    }
+}
+
+/// A row of the Secrets table.
+pub struct SecretRow {
+    pub s: SecretOut,
+    pub kind: &'static str,
+    pub agents: usize,
+}
+
+#[derive(Template)]
+#[template(path = "secrets.html")]
+struct SecretsPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    secrets: Vec<SecretRow>,
+}
+
+fn kind_label(s: &SecretOut) -> &'static str {
+    if s.keys.is_some() { "Key/value pairs" } else { "Single value" }
+}
+
+async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", "Secrets", Perm::ManageSecrets).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match secrets_api::list_secrets(State(st.clone()), v.auth(), ApiPath(ws)).await {
+        Ok(list) => {
+            let secrets = list
+                .0
+                .items
+                .into_iter()
+                .map(|s| SecretRow { kind: kind_label(&s), agents: s.agents.len(), s })
+                .collect();
+            render(StatusCode::OK, &SecretsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), secrets })
+        }
+        Err(e) => refused(chrome, e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "secret_new.html")]
+struct NewSecretPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agents: Vec<AgentOut>,
+}
+
+async fn new_secret_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", "Add secret", Perm::ManageSecrets).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match agents_api::list_agents(State(st.clone()), v.auth(), ApiPath(ws)).await {
+        Ok(list) => render(
+            StatusCode::OK,
+            &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents: list.0.items },
+        ),
+        Err(e) => refused(chrome, e),
+    }
+}
+
+/// An agent with whether it may read the secret shown.
+pub struct AccessRow {
+    pub agent: AgentOut,
+    pub granted: bool,
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    secret: SecretOut,
+    kind: &'static str,
+    access: Vec<AccessRow>,
+    versions: Vec<crate::api::VersionOut>,
+}
+
+async fn secret_page(
+    State(st): State<AppState>,
+    Path((ws, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", &name, Perm::ManageSecrets).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let secret = match secrets_api::get_secret(State(st.clone()), v.auth(), ApiPath((ws.clone(), name.clone()))).await {
+        Ok(s) => s.0,
+        Err(e) => return refused(chrome, e),
+    };
+    let agents = match agents_api::list_agents(State(st.clone()), v.auth(), ApiPath(ws.clone())).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let versions = match secrets_api::list_versions(State(st.clone()), v.auth(), ApiPath((ws, name))).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let access = agents.into_iter().map(|a| AccessRow { granted: secret.agents.contains(&a.id), agent: a }).collect();
+    render(
+        StatusCode::OK,
+        &SecretPage {
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            kind: kind_label(&secret),
+            secret,
+            access,
+            versions,
+        },
+    )
+}

@@ -1,0 +1,340 @@
+//! The web console in a real browser: Debian's headless Chromium driven over WebDriver
+//! (chromedriver), against a real server. Screenshots of the main pages go to
+//! `test-output/screenshots/`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
+use crate::support::{Options, Server};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long to wait for the page to reach an expected state (polling, not a speed assertion).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A chromedriver process and one browser session.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: ureq::Agent,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub fn start() -> Browser {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver_bin = std::env::var("AGENTVAULT_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {driver_bin} ({e}); install chromium and chromium-driver"));
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while http.get(&format!("{base}/status")).call().is_err() {
+            assert!(started.elapsed() < PATIENCE, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let chromium = std::env::var("AGENTVAULT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,800", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--disable-quic",
+                     format!("--user-data-dir={}", profile.path().display())]}}}});
+        let mut b = Browser { driver, base, session: String::new(), http, _profile: profile };
+        let r = b.call("POST", "/session", Some(caps));
+        b.session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no browser session: {r}")).to_owned();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let resp = match (method, body) {
+            ("GET", _) => self.http.get(&url).call(),
+            ("DELETE", _) => self.http.delete(&url).call(),
+            (_, body) => self.http.post(&url).send_json(body.unwrap_or_else(|| json!({}))),
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        if let Some(err) = v["value"]["error"].as_str() {
+            panic!("webdriver {method} {path}: {err}: {}", v["value"]["message"]);
+        }
+        v
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(json!({"url": url})));
+    }
+
+    pub fn url(&self) -> String {
+        self.call("GET", &self.s("/url"), None)["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn script(&self, script: &str, args: Value) -> Value {
+        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": args})))["value"].clone()
+    }
+
+    fn try_find(&self, css: &str) -> Option<String> {
+        let r = self
+            .http
+            .post(&format!("{}{}", self.base, self.s("/element")))
+            .send_json(json!({"using": "css selector", "value": css}));
+        let v: Value = r.ok()?.body_mut().read_json().ok()?;
+        v["value"][ELEMENT].as_str().map(str::to_owned)
+    }
+
+    /// Waits for an element to exist.
+    pub fn find(&self, css: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(id) = self.try_find(css) {
+                return id;
+            }
+            assert!(started.elapsed() < PATIENCE, "no element {css} on {}", self.url());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn exists(&self, css: &str) -> bool {
+        self.try_find(css).is_some()
+    }
+
+    pub fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{id}/click")), Some(json!({})));
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": text})));
+    }
+
+    pub fn clear(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{id}/clear")), Some(json!({})));
+    }
+
+    pub fn text(&self, css: &str) -> String {
+        let id = self.find(css);
+        self.call("GET", &self.s(&format!("/element/{id}/text")), None)["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn value(&self, css: &str) -> String {
+        self.script("return document.querySelector(arguments[0]).value", json!([css]))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits until `check` holds, with what was seen last in the failure message.
+    pub fn wait_until(&self, what: &str, check: impl Fn(&Browser) -> bool) {
+        let started = Instant::now();
+        while !check(self) {
+            assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}; at {}", self.url());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_text(&self, css: &str, needle: &str) {
+        self.wait_until(&format!("{css} to contain {needle:?}"), |b| {
+            b.try_find(css).is_some() && b.text(css).contains(needle)
+        });
+    }
+
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call("POST", &self.s("/window/rect"), Some(json!({"width": width, "height": height})));
+    }
+
+    pub fn delete_cookies(&self) {
+        self.call("DELETE", &self.s("/cookie"), None);
+    }
+
+    /// Saves a screenshot as test-output/screenshots/NAME.png.
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.call("GET", &self.s("/screenshot"), None)["value"].as_str().unwrap_or_default().to_owned();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png).unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-output/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.http.delete(&format!("{}/session/{}", self.base, self.session)).call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn sign_in(b: &Browser, s: &Server, email: &str, password: &str) {
+    b.goto(&format!("{}/", s.base));
+    b.wait_until("the sign-in page", |b| b.url().contains("/login"));
+    b.type_into("#email", email);
+    b.type_into("#password", password);
+    b.click("form[data-form=login] button[type=submit]");
+    b.wait_until("the workspace after signing in", |b| b.url().contains("/agents"));
+}
+
+#[test]
+fn an_admin_adds_secrets_and_grants_access_in_the_console() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    let b = Browser::start();
+
+    // Wrong password: the page says so and stays.
+    b.goto(&format!("{}/login", s.base));
+    b.type_into("#email", ADMIN_EMAIL);
+    b.type_into("#password", "not the password");
+    b.click("form[data-form=login] button[type=submit]");
+    b.wait_text("form[data-form=login] [data-error-for='']", "email or password");
+    b.screenshot("login");
+    b.clear("#password");
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("form[data-form=login] button[type=submit]");
+    b.wait_until("the agents page", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+    b.wait_text("main", "Billing bot");
+    b.screenshot("agents");
+
+    b.click("nav.tabs a[href$='/secrets']");
+    b.wait_text("main .empty", "No secrets yet");
+    b.screenshot("secrets-empty");
+    b.click("main a[href$='/secrets/new']");
+
+    // The name rule as you type, then a single secret for one of the two agents.
+    b.type_into("#secret-name", "Stripe");
+    b.wait_text("[data-error-for=name]", "must start with a lowercase letter");
+    b.clear("#secret-name");
+    b.type_into("#secret-name", "stripe_api_key");
+    b.wait_until("the name error to clear", |b| b.text("[data-error-for=name]").is_empty());
+    b.type_into("#secret-description", "Stripe live key");
+    b.type_into("#secret-value", "sk_live_BROWSER_1");
+    b.click(&format!("input[name=agents][value={billing}]"));
+    b.screenshot("add-secret");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_until("the secret's page", |b| b.url().ends_with("/secrets/stripe_api_key"));
+    b.wait_text("main h1", "stripe_api_key");
+    assert_eq!(b.value("#secret-reveal"), "••••••••••••");
+    let checked = |b: &Browser, agent: &str| {
+        b.script(
+            "return document.querySelector(arguments[0]).checked",
+            json!([format!("input[name=agents][value={agent}]")]),
+        ) == json!(true)
+    };
+    assert!(checked(&b, &billing) && !checked(&b, &support));
+    assert!(!b.text("main").contains("sk_live_BROWSER_1"), "the value is on the page unasked");
+    b.screenshot("secret-details");
+
+    // A key/value secret.
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+    b.type_into("#secret-name", "booking_oauth");
+    b.click("input[name=kind][value=kv]");
+    b.type_into("#kv-key-1", "client_id");
+    b.type_into("#kv-value-1", "cid_BROWSER");
+    b.click("[data-kv-add]");
+    b.type_into("#kv-key-2", "client_secret");
+    b.type_into("#kv-value-2", "cs_BROWSER");
+    b.click(&format!("input[name=agents][value={support}]"));
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_until("the kv secret's page", |b| b.url().ends_with("/secrets/booking_oauth"));
+    let created = s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200).clone();
+    assert_eq!(created["keys"], json!(["client_id", "client_secret"]));
+    assert_eq!(created["agents"], json!([support]));
+
+    // The server's refusal beside the field; what was typed stays.
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+    b.type_into("#secret-name", "stripe_api_key");
+    b.type_into("#secret-description", "a second try");
+    b.type_into("#secret-value", "sk_live_AGAIN");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_text("[data-error-for=name]", "already");
+    assert_eq!(b.value("#secret-description"), "a second try");
+
+    // The list: two secrets, searchable.
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.wait_text("#secrets-table", "booking_oauth");
+    b.type_into("#secret-search", "book");
+    b.wait_until("the search to hide stripe_api_key", |b| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#secrets-table tbody tr')).filter(r => !r.hidden).length",
+            json!([]),
+        ) == json!(1)
+    });
+    b.screenshot("secrets");
+
+    // Access from the details page: live at once.
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.click(&format!("input[name=agents][value={billing}]"));
+    b.click(&format!("input[name=agents][value={support}]"));
+    b.click("form[data-form=secret-access] button[type=submit]");
+    b.wait_until("the saved note", |b| {
+        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
+    });
+    let now = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
+    assert_eq!(now["agents"], json!([support]));
+
+    // Revealing on focus shows the value, blurring masks it again; the reveal is audited.
+    b.click("#secret-reveal");
+    b.wait_until("the revealed value", |b| b.value("#secret-reveal") == "sk_live_BROWSER_1");
+    b.click("main h1");
+    b.wait_until("the value masked again", |b| b.value("#secret-reveal") == "••••••••••••");
+    assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 1);
+
+    // Narrow screens.
+    b.resize(390, 844);
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.wait_text("#secrets-table", "stripe_api_key");
+    b.screenshot("secrets-narrow");
+}
+
+#[test]
+fn a_member_never_sees_the_secrets_tab() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_agent(&ws, "Billing bot");
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let b = Browser::start();
+    sign_in(&b, &s, "grace@example.com", "cobol compiler 1959");
+    b.wait_text("main", "Billing bot");
+    assert!(!b.exists("nav.tabs a[href$='/secrets']"), "a member sees the Secrets tab");
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.wait_text("main h1", "Not allowed");
+    b.screenshot("member-secrets-forbidden");
+    // The page answers 403 itself, not just a message.
+    let (cookie, _) = s.login("grace@example.com", "cobol compiler 1959");
+    for path in [format!("/w/{ws}/secrets"), format!("/w/{ws}/secrets/new"), format!("/w/{ws}/secrets/anything")] {
+        let r = s.request_with("GET", &path, &[("Cookie", &cookie)], None);
+        assert_eq!(r.status, 403, "{path}");
+    }
+    // Signed out: the console sends you to sign in.
+    b.delete_cookies();
+    b.goto(&format!("{}/w/{ws}/agents", s.base));
+    b.wait_until("the sign-in page", |b| b.url().contains("/login?next="));
+}
