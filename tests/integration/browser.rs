@@ -333,8 +333,92 @@ fn a_member_never_sees_the_secrets_tab() {
         let r = s.request_with("GET", &path, &[("Cookie", &cookie)], None);
         assert_eq!(r.status, 403, "{path}");
     }
+    // Scripts come from this server only, never inline; every asset is embedded.
+    let page = s.request_with("GET", &format!("/w/{ws}/agents"), &[("Cookie", &cookie)], None);
+    let csp = page.header("content-security-policy").unwrap().to_owned();
+    assert!(csp.contains("script-src 'self';") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(!page.text.contains("http://") && !page.text.contains("https://"), "an external reference: {}", page.text);
+    for asset in ["console.js", "console.css", "editor.js"] {
+        assert_eq!(s.request("GET", &format!("/assets/{asset}"), None, None).status, 200, "{asset}");
+    }
     // Signed out: the console sends you to sign in.
     b.delete_cookies();
     b.goto(&format!("{}/w/{ws}/agents", s.base));
     b.wait_until("the sign-in page", |b| b.url().contains("/login?next="));
+}
+
+#[test]
+fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_EDITOR_9"), &[&billing]);
+    s.create_secret(&ws, "zendesk_token", json!("zd_OTHER"), &[&support]);
+    let b = Browser::start();
+    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    b.click(&format!("main a[href$='/agents/{billing}']"));
+    b.wait_text("main h1", "Billing bot");
+    b.click("main a[href$='/functions/new']");
+    b.find(".cm-editor");
+    b.type_into("#fn-name", "create_payment");
+    b.type_into("#fn-description", "Charge the caller");
+    b.click("[data-param-add]");
+    b.type_into("[data-param-row] [data-param-name]", "amount");
+    b.script("const s = document.querySelector('[data-param-row] [data-param-type]'); s.value = 'integer';", json!([]));
+    let set_code = |code: &str| {
+        b.script("document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])", json!([code]));
+    };
+    // A compile error is shown beside the code, with its line.
+    set_code("def create_payment(conv: Conversation, amount):\n    return (\n");
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_text("[data-error-for=code]", "line 2");
+    set_code(
+        "def create_payment(conv: Conversation, amount):\n    key = conv.utils.get_secret('stripe_api_key')\n    conv.log.info('using ' + key)\n    conv.state.runs = (conv.state.runs or 0) + 1\n    return f'charged {amount} with {key}'\n",
+    );
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_until("the saved function's page", |b| b.url().ends_with("/functions/create_payment"));
+
+    // The Secrets box: exactly the secret this agent can read, with its snippet.
+    b.wait_text("[data-secrets-box]", "stripe_api_key");
+    let listed = b.script(
+        "return Array.from(document.querySelectorAll('[data-secrets-box] li code')).map(c => c.textContent)",
+        json!([]),
+    );
+    assert_eq!(listed, json!(["stripe_api_key"]));
+    b.click("[data-secrets-box] button[data-copy]");
+    b.wait_text("#toast", "conv.utils.get_secret('stripe_api_key')");
+    b.script("document.querySelector('.editor-grid').scrollIntoView()", json!([]));
+    b.screenshot("function-editor");
+
+    // A test run: the value is redacted everywhere; the state carries over.
+    b.clear("#test-args");
+    b.type_into("#test-args", r#"{"amount": 5}"#);
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=result]", "charged 5 with [redacted:stripe_api_key]");
+    assert!(b.text("[data-out=logs]").contains("using [redacted:stripe_api_key]"));
+    assert!(!b.text("main").contains("sk_live_EDITOR_9"));
+    assert_eq!(b.value("#test-state"), r#"{"runs":1}"#);
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_until("the state to carry over", |b| b.value("#test-state") == r#"{"runs":2}"#);
+    b.script("document.querySelector('#test-title').scrollIntoView()", json!([]));
+    b.screenshot("function-test");
+
+    // Revoking access in Secret details: the next run fails with MissingAccess.
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.click(&format!("input[name=agents][value={billing}]"));
+    b.click("form[data-form=secret-access] button[type=submit]");
+    b.wait_until("the saved note", |b| {
+        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
+    });
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.find(".cm-editor");
+    assert_eq!(b.script("return document.querySelectorAll('[data-secrets-box] li').length", json!([])), json!(0));
+    b.clear("#test-args");
+    b.type_into("#test-args", r#"{"amount": 5}"#);
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=error]", "MissingAccess");
+    b.script("document.querySelector('[data-test-output]').scrollIntoView()", json!([]));
+    b.screenshot("function-test-missing-access");
 }

@@ -59,7 +59,70 @@
     return pairs;
   }
 
+  function parameters(form) {
+    return Array.from(form.querySelectorAll("[data-param-row]")).map((tr) => ({
+      name: tr.querySelector("[data-param-name]").value.trim(),
+      description: tr.querySelector("[data-param-description]").value,
+      type: tr.querySelector("[data-param-type]").value,
+    }));
+  }
+
+  function parseJson(form, field, text, what) {
+    try {
+      const v = JSON.parse(text || "{}");
+      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
+      return v;
+    } catch (_) {
+      throw { field, message: what + " must be a JSON object, such as {\"amount\": 5}" };
+    }
+  }
+
+  function show(el, text) { el.textContent = text; }
+
   const handlers = {
+    "function-save": async (form) => {
+      const existing = form.dataset.existing;
+      const base = "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions";
+      const timeout = value(form, "timeout_ms").trim();
+      const body = { description: value(form, "description"), parameters: parameters(form), code: value(form, "code") };
+      if (timeout) {
+        if (!/^\d+$/.test(timeout)) throw { field: "timeout_ms", message: "the timeout is a whole number of milliseconds" };
+        body.timeout_ms = Number(timeout);
+      }
+      try {
+        if (existing) {
+          await api("PUT", base + "/" + existing, body);
+          form.querySelector("[data-saved]").hidden = false;
+        } else {
+          body.name = value(form, "name").trim();
+          const f = await api("POST", base, body);
+          window.location.assign("/w/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions/" + f.name);
+        }
+      } catch (err) {
+        const m = /^line (\d+):/.exec(err.message || "");
+        if (err.field === "code" && m && editor) editor.goToLine(Number(m[1]));
+        throw err;
+      }
+    },
+    "function-test": async (form) => {
+      const args = parseJson(form, "args", value(form, "args"), "the arguments");
+      const state = parseJson(form, "conversation", value(form, "state"), "the state");
+      const out = await api(
+        "POST",
+        "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions/" + form.dataset.name + "/invoke",
+        { args, conversation: { env: value(form, "env"), state } },
+      );
+      const panel = document.querySelector("[data-test-output]");
+      const o = (k) => panel.querySelector('[data-out="' + k + '"]');
+      show(o("result"), out.result === null ? "None" : typeof out.result === "string" ? out.result : JSON.stringify(out.result, null, 2));
+      show(o("utterances"), out.utterances.join("\n") || "—");
+      show(o("logs"), out.logs.map((l) => "[" + l.level + (l.is_pii ? ", pii" : "") + "] " + l.content).join("\n") || "—");
+      show(o("error"), out.error ? out.error.type + ": " + out.error.message + (out.error.traceback ? "\n\n" + out.error.traceback : "") : "—");
+      show(o("duration"), out.duration_ms.toFixed(1) + " ms" + (out.cold ? " (new worker)" : "") + (out.sandboxed ? "" : " · unsandboxed"));
+      panel.hidden = false;
+      // The state carries over to the next run until it is reset.
+      form.querySelector('[name="state"]').value = JSON.stringify(out.state);
+    },
     login: async (form) => {
       await api("POST", "/api/v1/auth/login", { email: value(form, "email"), password: value(form, "password") });
       window.location.assign(form.dataset.next || "/");
@@ -158,6 +221,14 @@
     } else if (el.matches("[data-check-all], [data-check-none]")) {
       const name = el.dataset.checkAll || el.dataset.checkNone;
       el.form.querySelectorAll('input[name="' + name + '"]').forEach((i) => { i.checked = !!el.dataset.checkAll; });
+    } else if (el.matches("[data-param-add]")) {
+      addParam(el.form.querySelector("[data-param-rows] tbody")).querySelector("input").focus();
+    } else if (el.matches("[data-param-remove]")) {
+      el.closest("tr").remove();
+    } else if (el.matches("[data-copy]")) {
+      try { await navigator.clipboard.writeText(el.dataset.copy); toast("Copied " + el.dataset.copy); } catch (_) { toast(el.dataset.copy); }
+    } else if (el.matches("[data-test-reset]")) {
+      el.form.querySelector('[name="state"]').value = "{}";
     } else if (el.matches("[data-sign-out]")) {
       try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out either way */ }
       window.location.assign("/login");
@@ -167,6 +238,30 @@
       if (text !== null) {
         try { await navigator.clipboard.writeText(text); toast("Copied"); } catch (_) { toast("Copy failed; select the value and copy it"); }
       }
+    }
+  });
+
+  function addParam(tbody) {
+    const n = tbody.children.length + 1 + Math.floor(Math.random() * 1e6);
+    const tr = document.createElement("tr");
+    tr.setAttribute("data-param-row", "");
+    tr.innerHTML =
+      '<td><label class="sr-only" for="param-name-' + n + '">Parameter name</label><input id="param-name-' + n + '" data-param-name autocomplete="off" spellcheck="false"></td>' +
+      '<td><label class="sr-only" for="param-description-' + n + '">Parameter description</label><input id="param-description-' + n + '" data-param-description></td>' +
+      '<td><label class="sr-only" for="param-type-' + n + '">Parameter type</label><select id="param-type-' + n + '" data-param-type>' +
+      "<option>string</option><option>number</option><option>integer</option><option>boolean</option></select></td>" +
+      '<td><button type="button" data-param-remove>Remove</button></td>';
+    tbody.appendChild(tr);
+    return tr;
+  }
+
+  // The code editor (CodeMirror, from /assets/editor.js) over the definition's textarea.
+  let editor = null;
+  window.addEventListener("DOMContentLoaded", () => {
+    const ta = document.querySelector("[data-code-editor]");
+    if (ta && window.AgentvaultEditor) {
+      editor = window.AgentvaultEditor.attach(ta);
+      ta.agentvaultEditor = editor;
     }
   });
 

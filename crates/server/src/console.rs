@@ -12,14 +12,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
+use crate::api::agents::AgentSecretOut;
+use crate::api::functions::{FunctionOut, ParamBody};
 use crate::api::people::UserOut;
-use crate::api::{AgentOut, SecretOut, agents as agents_api, secrets as secrets_api};
+use crate::api::{AgentOut, SecretOut, agents as agents_api, functions as functions_api, secrets as secrets_api};
 use crate::auth::Auth;
 use crate::extract::ApiPath;
 use crate::people::{csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// Scripts only from this server, never inline. Styles may be inline: the code editor
+/// (CodeMirror) writes its theme into `<style>` elements at run time.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
                    connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's routes (outside the JSON API and its OpenAPI document).
@@ -30,6 +34,9 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/{file}", get(asset))
         .route("/w/{ws}", get(workspace_home))
         .route("/w/{ws}/agents", get(agents_page))
+        .route("/w/{ws}/agents/{agent_id}", get(agent_page))
+        .route("/w/{ws}/agents/{agent_id}/functions/new", get(new_function_page))
+        .route("/w/{ws}/agents/{agent_id}/functions/{name}", get(function_page))
         .route("/w/{ws}/secrets", get(secrets_page))
         .route("/w/{ws}/secrets/new", get(new_secret_page))
         .route("/w/{ws}/secrets/{name}", get(secret_page))
@@ -39,6 +46,8 @@ pub fn routes() -> Router<AppState> {
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("console.css", "text/css; charset=utf-8", include_bytes!("../assets/console.css")),
     ("console.js", "text/javascript; charset=utf-8", include_bytes!("../assets/console.js")),
+    // CodeMirror 6 with Python, bundled by assets/editor/build.sh.
+    ("editor.js", "text/javascript; charset=utf-8", include_bytes!("../assets/editor.js")),
 ];
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -389,4 +398,136 @@ async fn secret_page(
             versions,
         },
     )
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agent: AgentOut,
+    functions: Vec<FunctionOut>,
+    secrets: Vec<AgentSecretOut>,
+}
+
+async fn agent_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Agent", Perm::ViewAgents).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let path = ApiPath((ws.clone(), agent_id));
+    let agent = match agents_api::get_agent(State(st.clone()), v.auth(), path.clone()).await {
+        Ok(a) => a.0,
+        Err(e) => return refused(chrome, e),
+    };
+    let functions = match functions_api::list_functions(State(st.clone()), v.auth(), path.clone()).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let secrets = match agents_api::agent_secrets(State(st.clone()), v.auth(), path).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    render(StatusCode::OK, &AgentPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agent, functions, secrets })
+}
+
+#[derive(Template)]
+#[template(path = "function.html")]
+struct FunctionPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agent: AgentOut,
+    /// None for a new function.
+    function: Option<FunctionOut>,
+    name: String,
+    description: String,
+    parameters: Vec<ParamBody>,
+    code: String,
+    timeout_ms: String,
+    secrets: Vec<AgentSecretOut>,
+}
+
+const NEW_FUNCTION_CODE: &str =
+    "def my_function(conv: Conversation):\n    # key = conv.utils.get_secret('stripe_api_key')\n    return \"Done\"\n";
+
+async fn function_editor(
+    st: AppState,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: String,
+    agent_id: String,
+    name: Option<String>,
+) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Function Editor", Perm::ViewAgents).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let path = ApiPath((ws.clone(), agent_id.clone()));
+    let agent = match agents_api::get_agent(State(st.clone()), v.auth(), path.clone()).await {
+        Ok(a) => a.0,
+        Err(e) => return refused(chrome, e),
+    };
+    let secrets = match agents_api::agent_secrets(State(st.clone()), v.auth(), path).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let function = match name {
+        Some(name) => {
+            match functions_api::get_function(State(st.clone()), v.auth(), ApiPath((ws, agent_id, name))).await {
+                Ok(f) => Some(f.0),
+                Err(e) => return refused(chrome, e),
+            }
+        }
+        None => None,
+    };
+    let page = match &function {
+        Some(f) => FunctionPage {
+            name: f.name.clone(),
+            description: f.description.clone(),
+            parameters: f.parameters.clone(),
+            code: f.code.clone(),
+            timeout_ms: f.timeout_ms.map(|t| t.to_string()).unwrap_or_default(),
+            function,
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            agent,
+            secrets,
+        },
+        None => FunctionPage {
+            name: String::new(),
+            description: String::new(),
+            parameters: Vec::new(),
+            code: NEW_FUNCTION_CODE.to_owned(),
+            timeout_ms: String::new(),
+            function: None,
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            agent,
+            secrets,
+        },
+    };
+    render(StatusCode::OK, &page)
+}
+
+async fn new_function_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    function_editor(st, headers, uri, ws, agent_id, None).await
+}
+
+async fn function_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    function_editor(st, headers, uri, ws, agent_id, Some(name)).await
 }

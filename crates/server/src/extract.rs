@@ -97,6 +97,7 @@ fn inner_message(e: &dyn std::error::Error) -> String {
 }
 
 /// `Path<T>` with agentvault error bodies.
+#[derive(Clone)]
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
