@@ -23,7 +23,7 @@ pub fn with_admin(opts: Options<'_>) -> (Server, tempfile::TempDir) {
     (s, tmp)
 }
 
-fn setup_code(s: &Server) -> String {
+pub fn setup_code(s: &Server) -> String {
     let line = s.stdout.lines().find(|l| l.contains("setup code")).expect("the setup code is printed");
     line.split_whitespace().find(|w| w.len() == 11 && w.as_bytes()[5] == b'-').unwrap().to_owned()
 }

@@ -31,13 +31,16 @@ fn page(status: StatusCode, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>agentvault · first admin</title></head><body><main>{body}</main></body></html>"
+         <title>agentvault · first admin</title><link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\
+         <body><main><section class=\"card narrow\">{body}</section></main></body></html>"
     );
     let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -54,12 +57,14 @@ struct Shown<'a> {
 
 fn form(shown: &Shown<'_>) -> String {
     let error_for = |field: &str| match &shown.error {
-        Some((f, msg)) if *f == field => format!("<p role=\"alert\" id=\"{field}-error\">{}</p>", esc(msg)),
+        Some((f, msg)) if *f == field => {
+            format!("<p role=\"alert\" class=\"field-error\" id=\"{field}-error\">{}</p>", esc(msg))
+        }
         _ => String::new(),
     };
     let general = match &shown.error {
         Some((f, msg)) if !["setup_code", "email", "name", "password"].contains(f) => {
-            format!("<p role=\"alert\">{}</p>", esc(msg))
+            format!("<p role=\"alert\" class=\"form-error\">{}</p>", esc(msg))
         }
         _ => String::new(),
     };
@@ -68,12 +73,12 @@ fn form(shown: &Shown<'_>) -> String {
          <p>agentvault printed a setup code when it started. The admin you create here manages every workspace.</p>\
          {general}\
          <form method=\"post\" action=\"/setup\">\
-         <p><label for=\"setup_code\">Setup code</label><br><input id=\"setup_code\" name=\"setup_code\" required autocomplete=\"off\"></p>{}\
-         <p><label for=\"email\">Email</label><br><input id=\"email\" name=\"email\" type=\"email\" required value=\"{}\"></p>{}\
-         <p><label for=\"name\">Name</label><br><input id=\"name\" name=\"name\" value=\"{}\"></p>{}\
-         <p><label for=\"password\">Password (at least 12 characters)</label><br>\
-         <input id=\"password\" name=\"password\" type=\"password\" required minlength=\"12\" autocomplete=\"new-password\"></p>{}\
-         <p><button type=\"submit\">Create admin</button></p></form>",
+         <div class=\"field\"><label for=\"setup_code\">Setup code</label><input id=\"setup_code\" name=\"setup_code\" required autocomplete=\"off\">{}</div>\
+         <div class=\"field\"><label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" required value=\"{}\">{}</div>\
+         <div class=\"field\"><label for=\"name\">Name</label><input id=\"name\" name=\"name\" value=\"{}\">{}</div>\
+         <div class=\"field\"><label for=\"password\">Password (at least 12 characters)</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" required minlength=\"12\" autocomplete=\"new-password\">{}</div>\
+         <p><button type=\"submit\" class=\"primary\">Create admin</button></p></form>",
         error_for("setup_code"),
         esc(shown.email),
         error_for("email"),
@@ -83,7 +88,8 @@ fn form(shown: &Shown<'_>) -> String {
     )
 }
 
-const DONE: &str = "<h1>agentvault is set up</h1><p>The first admin exists. Sign in with your email and password.</p>";
+const DONE: &str = "<h1>agentvault is set up</h1><p>The first admin exists.</p>\
+                    <p><a class=\"button primary\" href=\"/\">Open the console</a></p>";
 
 /// The first-run page (HTML): a form to create the first admin with the setup code.
 #[utoipa::path(get, path = "/setup", tag = "people", security(()),
