@@ -135,9 +135,16 @@ impl Browser {
         self.call("POST", &self.s(&format!("/element/{id}/clear")), Some(json!({})));
     }
 
+    /// The rendered text of the first element matching `css` (waits for it to exist).
     pub fn text(&self, css: &str) -> String {
-        let id = self.find(css);
-        self.call("GET", &self.s(&format!("/element/{id}/text")), None)["value"].as_str().unwrap_or_default().to_owned()
+        self.find(css);
+        self.visible_text(css).unwrap_or_default()
+    }
+
+    fn visible_text(&self, css: &str) -> Option<String> {
+        let v =
+            self.script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null", json!([css]));
+        v.as_str().map(str::to_owned)
     }
 
     pub fn value(&self, css: &str) -> String {
@@ -164,6 +171,20 @@ impl Browser {
 
     pub fn resize(&self, width: u32, height: u32) {
         self.call("POST", &self.s("/window/rect"), Some(json!({"width": width, "height": height})));
+    }
+
+    /// Accepts the open confirm() dialog, waiting for it to appear.
+    pub fn accept_dialog(&self) {
+        let started = Instant::now();
+        loop {
+            let url = format!("{}{}", self.base, self.s("/alert/accept"));
+            let ok = self.http.post(&url).send_json(json!({})).map(|r| r.status().is_success()).unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(started.elapsed() < PATIENCE, "no dialog to accept");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn delete_cookies(&self) {
@@ -449,4 +470,126 @@ fn first_run_setup_then_sign_out_and_in() {
     b.click("[data-sign-out]");
     b.wait_until("the sign-in page", |b| b.url().ends_with("/login"));
     sign_in(&b, &s, "ada@example.com", "correct horse battery");
+}
+
+#[test]
+fn users_api_keys_and_the_audit_log_in_the_console() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_AUDIT"), &[&billing]);
+    let b = Browser::start();
+    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // Users: create one, make them admin, then remove them.
+    b.click("nav.tabs a[href$='/users']");
+    b.wait_text("#members-table", ADMIN_EMAIL);
+    b.type_into("#member-email", "grace@example.com");
+    b.type_into("#member-name", "Grace");
+    b.type_into("#member-password", "short");
+    b.click("form[data-form=member-add] button[type=submit]");
+    b.wait_text("form[data-form=member-add] [data-error-for=password]", "12");
+    assert_eq!(b.value("#member-email"), "grace@example.com");
+    b.clear("#member-password");
+    b.type_into("#member-password", "cobol compiler 1959");
+    b.click("form[data-form=member-add] button[type=submit]");
+    b.wait_text("#members-table", "grace@example.com");
+    let grace = s.get(&format!("/api/v1/workspaces/{ws}/members")).expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "grace@example.com")
+        .unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.script("document.querySelector(arguments[0]).value = 'admin'", json!([format!("#role-{grace}")]));
+    b.click(&format!("form[data-form=member-role][data-user={grace}] button[type=submit]"));
+    b.wait_until("the role saved", |b| {
+        b.script(
+            "return !document.querySelector(arguments[0]).hidden",
+            json!([format!("form[data-user={grace}] [data-saved]")]),
+        ) == json!(true)
+    });
+    b.screenshot("users");
+    b.click(&format!("form[data-form=member-remove][data-user={grace}] button[type=submit]"));
+    b.accept_dialog();
+    b.wait_until("grace removed", |b| !b.text("#members-table").contains("grace@example.com"));
+
+    // API keys: created for one agent with an expiry, shown once, then revoked.
+    b.click("nav.tabs a[href$='/api-keys']");
+    b.wait_text("main .empty", "No API keys yet");
+    b.type_into("#key-name", "voice engine");
+    b.click("input[name=scope][value=chosen]");
+    b.click(&format!("input[name=agents][value={billing}]"));
+    b.script("document.querySelector('#key-expires').value = '2030-01-31T12:00'", json!([]));
+    b.click("form[data-form=key-create] button[type=submit]");
+    b.wait_until("the new token", |b| b.value("#new-token").starts_with("avk_"));
+    let token = b.value("#new-token");
+    s.read(&token, &billing, "stripe_api_key").expect(200);
+    b.screenshot("api-key-created");
+    b.click("[data-new-token] a");
+    b.wait_text("#keys-table", "voice engine");
+    assert!(b.text("#keys-table").contains("Billing bot") && b.text("#keys-table").contains("2030-01-31T12:00:00"));
+    assert!(!b.text("main").contains(&token), "the token is shown again");
+    b.click("form[data-form=key-revoke] button[type=submit]");
+    b.accept_dialog();
+    b.wait_text("#keys-table", "revoked");
+    s.read(&token, &billing, "stripe_api_key").expect_error(401, "unauthenticated");
+
+    // The audit log: newest first, filtered, exported.
+    b.click("nav.tabs a[href$='/audit']");
+    b.wait_text("#audit-table", "api_key.revoke");
+    let first = b.text("#audit-table tbody tr:first-child");
+    assert!(first.contains("api_key.revoke"), "{first}");
+    b.script("document.querySelector('#f-action').value = 'secret.read'", json!([]));
+    b.click("form.filters button[type=submit]");
+    b.wait_until("the filtered view", |b| b.url().contains("action=secret.read"));
+    let rows = b.script(
+        "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.cells[2].textContent)",
+        json!([]),
+    );
+    assert_eq!(rows, json!(["secret.read"]), "the read with the key (the revoked key never got in)");
+    b.screenshot("audit");
+    let (cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let csv = s.request_with(
+        "GET",
+        &format!("/w/{ws}/audit/export?format=csv&action=secret.read"),
+        &[("Cookie", &cookie)],
+        None,
+    );
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-disposition").unwrap().contains("attachment"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines[0], "id,at,actor_type,actor_id,action,outcome,secret,agent_id,target_id,detail");
+    assert_eq!(lines.len(), 2, "{}", csv.text);
+    assert!(lines[1..].iter().all(|l| l.contains(",secret.read,")));
+    let json_export = s.request_with(
+        "GET",
+        &format!("/w/{ws}/audit/export?format=json&outcome=denied"),
+        &[("Cookie", &cookie)],
+        None,
+    );
+    assert!(json_export.body.as_array().unwrap().iter().all(|r| r["outcome"] == "denied"));
+    assert!(!csv.text.contains("sk_live_AUDIT") && !json_export.text.contains("sk_live_AUDIT"));
+    // A bad filter is explained on the page.
+    b.goto(&format!("{}/w/{ws}/audit?since=yesterday", s.base));
+    b.wait_text("form.filters [role=alert]", "since");
+
+    // A member sees the lists, without the management parts and without Audit.
+    s.add_user(&ws, "alan@example.com", "member", "enigma machine 1939");
+    b.delete_cookies();
+    sign_in(&b, &s, "alan@example.com", "enigma machine 1939");
+    assert!(!b.exists("nav.tabs a[href$='/audit']"));
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.wait_text("#members-table", ADMIN_EMAIL);
+    assert!(!b.exists("form[data-form=member-add]") && !b.exists("form[data-form=member-role]"));
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    b.wait_text("#keys-table", "voice engine");
+    assert!(!b.exists("form[data-form=key-create]"));
+    let (member_cookie, _) = s.login("alan@example.com", "enigma machine 1939");
+    for path in [format!("/w/{ws}/audit"), format!("/w/{ws}/audit/export?format=csv")] {
+        assert_eq!(s.request_with("GET", &path, &[("Cookie", &member_cookie)], None).status, 403, "{path}");
+    }
 }

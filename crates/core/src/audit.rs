@@ -199,6 +199,8 @@ pub struct AuditFilter {
     pub action: Option<Action>,
     pub secret_name: Option<String>,
     pub agent_id: Option<String>,
+    /// The id of the actor (a user, API key, admin token or agent).
+    pub actor_id: Option<String>,
     pub outcome: Option<Outcome>,
     pub since: Option<Millis>,
     pub until: Option<Millis>,

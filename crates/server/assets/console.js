@@ -79,7 +79,40 @@
 
   function show(el, text) { el.textContent = text; }
 
+  const ws = (form) => "/api/v1/workspaces/" + form.dataset.ws;
+
   const handlers = {
+    "member-add": async (form) => {
+      const body = { email: value(form, "email").trim(), name: value(form, "name"), role: value(form, "role") };
+      if (value(form, "password")) body.password = value(form, "password");
+      await api("POST", ws(form) + "/members", body);
+      window.location.reload();
+    },
+    "member-role": async (form) => {
+      await api("PATCH", ws(form) + "/members/" + form.dataset.user, { role: value(form, "role") });
+      form.querySelector("[data-saved]").hidden = false;
+    },
+    "member-remove": async (form) => {
+      if (!window.confirm("Remove " + form.dataset.email + " from this workspace?")) return;
+      await api("DELETE", ws(form) + "/members/" + form.dataset.user);
+      window.location.reload();
+    },
+    "key-create": async (form) => {
+      const scope = (form.querySelector('input[name="scope"]:checked') || {}).value;
+      const body = { name: value(form, "name").trim(), agents: scope === "chosen" ? checked(form, "agents") : "all" };
+      const exp = value(form, "expires_at");
+      if (exp) body.expires_at = (exp.length === 16 ? exp + ":00" : exp) + "Z";
+      const key = await api("POST", ws(form) + "/api-keys", body);
+      form.hidden = true;
+      const shown = form.parentElement.querySelector("[data-new-token]");
+      shown.querySelector("input").value = key.token;
+      shown.hidden = false;
+    },
+    "key-revoke": async (form) => {
+      if (!window.confirm("Revoke the API key " + form.dataset.name + "? Anything using it stops working.")) return;
+      await api("DELETE", ws(form) + "/api-keys/" + form.dataset.key);
+      window.location.reload();
+    },
     "function-save": async (form) => {
       const existing = form.dataset.existing;
       const base = "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions";
@@ -225,6 +258,9 @@
       addParam(el.form.querySelector("[data-param-rows] tbody")).querySelector("input").focus();
     } else if (el.matches("[data-param-remove]")) {
       el.closest("tr").remove();
+    } else if (el.matches("[data-copy-from]")) {
+      const input = document.getElementById(el.dataset.copyFrom);
+      try { await navigator.clipboard.writeText(input.value); toast("Copied"); } catch (_) { input.select(); toast("Press Ctrl+C to copy"); }
     } else if (el.matches("[data-copy]")) {
       try { await navigator.clipboard.writeText(el.dataset.copy); toast("Copied " + el.dataset.copy); } catch (_) { toast(el.dataset.copy); }
     } else if (el.matches("[data-test-reset]")) {

@@ -7,17 +7,20 @@ use agentvault_core::model::{Perm, Principal, Role};
 use agentvault_core::{Error, ErrorKind};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::api::agents::AgentSecretOut;
+use crate::api::audit::{AuditOut, AuditQuery};
 use crate::api::functions::{FunctionOut, ParamBody};
+use crate::api::people::MemberOut;
 use crate::api::people::UserOut;
 use crate::api::{AgentOut, SecretOut, agents as agents_api, functions as functions_api, secrets as secrets_api};
+use crate::api::{AgentsScope, ApiKeyOut, audit as audit_api, keys as keys_api, people as people_api};
 use crate::auth::Auth;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::people::{csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
@@ -37,6 +40,10 @@ pub fn routes() -> Router<AppState> {
         .route("/w/{ws}/agents/{agent_id}", get(agent_page))
         .route("/w/{ws}/agents/{agent_id}/functions/new", get(new_function_page))
         .route("/w/{ws}/agents/{agent_id}/functions/{name}", get(function_page))
+        .route("/w/{ws}/users", get(users_page))
+        .route("/w/{ws}/api-keys", get(keys_page))
+        .route("/w/{ws}/audit", get(audit_page))
+        .route("/w/{ws}/audit/export", get(audit_export))
         .route("/w/{ws}/secrets", get(secrets_page))
         .route("/w/{ws}/secrets/new", get(new_secret_page))
         .route("/w/{ws}/secrets/{name}", get(secret_page))
@@ -530,4 +537,253 @@ async fn function_page(
     uri: Uri,
 ) -> Response {
     function_editor(st, headers, uri, ws, agent_id, Some(name)).await
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    admin: bool,
+    members: Vec<MemberOut>,
+    me: String,
+}
+
+async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "users", "Users", Perm::ViewPeople).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match people_api::list_members(State(st.clone()), v.auth(), ApiPath(ws)).await {
+        Ok(list) => render(
+            StatusCode::OK,
+            &UsersPage {
+                ws: chrome.ws_id.clone(),
+                admin: chrome.is_admin,
+                me: v.user.id.clone(),
+                chrome: Some(chrome),
+                members: list.0.items,
+            },
+        ),
+        Err(e) => refused(chrome, e),
+    }
+}
+
+/// An API key as the list shows it: its scope by agent name.
+pub struct KeyRow {
+    pub key: ApiKeyOut,
+    pub scope: String,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    admin: bool,
+    keys: Vec<KeyRow>,
+    agents: Vec<AgentOut>,
+}
+
+async fn keys_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "keys", "API Keys", Perm::ViewPeople).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let agents = match agents_api::list_agents(State(st.clone()), v.auth(), ApiPath(ws.clone())).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let keys = match keys_api::list_keys(State(st.clone()), v.auth(), ApiPath(ws)).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let name_of = |id: &String| agents.iter().find(|a| &a.id == id).map_or_else(|| id.clone(), |a| a.name.clone());
+    let keys = keys
+        .into_iter()
+        .map(|key| {
+            let scope = match &key.agents {
+                AgentsScope::All(_) => "All agents".to_owned(),
+                AgentsScope::Agents(ids) => ids.iter().map(name_of).collect::<Vec<_>>().join(", "),
+            };
+            KeyRow { key, scope }
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &KeysPage { ws: chrome.ws_id.clone(), admin: chrome.is_admin, chrome: Some(chrome), keys, agents },
+    )
+}
+
+/// The audit filters of the page's query string, as the API takes them. Times from the
+/// browser's `datetime-local` fields (no zone) are UTC.
+fn audit_query(q: &std::collections::HashMap<String, String>, limit: u32) -> AuditQuery {
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let time = |k: &str| {
+        get(k).map(|t| match t.len() {
+            16 => format!("{t}:00Z"),
+            19 => format!("{t}Z"),
+            _ => t,
+        })
+    };
+    AuditQuery {
+        action: get("action"),
+        secret: get("secret"),
+        agent: get("agent"),
+        actor: get("actor"),
+        outcome: get("outcome"),
+        since: time("since"),
+        until: time("until"),
+        cursor: get("cursor"),
+        limit: Some(limit),
+    }
+}
+
+/// The filter form's values, to show them again.
+pub struct AuditFilters {
+    pub action: String,
+    pub secret: String,
+    pub agent: String,
+    pub actor: String,
+    pub outcome: String,
+    pub since: String,
+    pub until: String,
+    /// The query string without the cursor (for the export links and the next page).
+    pub query: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPageView {
+    chrome: Option<Chrome>,
+    ws: String,
+    items: Vec<AuditOut>,
+    next_cursor: Option<String>,
+    filters: AuditFilters,
+    actions: Vec<&'static str>,
+    outcomes: [&'static str; 5],
+    agents: Vec<AgentOut>,
+    error: Option<String>,
+}
+
+fn filters_of(q: &std::collections::HashMap<String, String>) -> AuditFilters {
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let mut pairs: Vec<(&String, &String)> = q.iter().filter(|(k, v)| *k != "cursor" && !v.is_empty()).collect();
+    pairs.sort();
+    let query = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+    AuditFilters {
+        action: get("action"),
+        secret: get("secret"),
+        agent: get("agent"),
+        actor: get("actor"),
+        outcome: get("outcome"),
+        since: get("since"),
+        until: get("until"),
+        query,
+    }
+}
+
+async fn audit_page(
+    State(st): State<AppState>,
+    Path(ws): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", "Audit", Perm::ReadAudit).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let agents = match agents_api::list_agents(State(st.clone()), v.auth(), ApiPath(ws.clone())).await {
+        Ok(list) => list.0.items,
+        Err(e) => return refused(chrome, e),
+    };
+    let page = audit_api::list_audit(State(st.clone()), v.auth(), ApiPath(ws), Ok(ApiQuery(audit_query(&q, 50)))).await;
+    // A bad filter is shown beside the form, not as an error page.
+    let (items, next_cursor, error) = match page {
+        Ok(p) => (p.0.items, p.0.next_cursor, None),
+        Err(e) if e.0.kind == ErrorKind::InvalidInput => (Vec::new(), None, Some(e.0.message.to_string())),
+        Err(e) => return refused(chrome, e),
+    };
+    let view = AuditPageView {
+        ws: chrome.ws_id.clone(),
+        chrome: Some(chrome),
+        items,
+        next_cursor,
+        filters: filters_of(&q),
+        actions: agentvault_core::audit::Action::ALL.iter().map(|a| a.as_str()).collect(),
+        outcomes: ["success", "denied", "not_found", "invalid", "failed"],
+        agents,
+        error,
+    };
+    render(StatusCode::OK, &view)
+}
+
+/// Most records one export holds.
+const EXPORT_MAX: usize = 100_000;
+
+/// The filtered audit log as a CSV or JSON download (newest first).
+async fn audit_export(
+    State(st): State<AppState>,
+    Path(ws): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", "Audit", Perm::ReadAudit).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let csv = q.get("format").map(String::as_str) != Some("json");
+    let mut items: Vec<AuditOut> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        // The whole filtered view, from the newest record (the page's own cursor is ignored).
+        let query = AuditQuery { cursor: cursor.take(), ..audit_query(&q, audit_api::MAX_LIMIT) };
+        let page =
+            match audit_api::list_audit(State(st.clone()), v.auth(), ApiPath(ws.clone()), Ok(ApiQuery(query))).await {
+                Ok(p) => p.0,
+                Err(e) => return refused(chrome, e),
+            };
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(c) if items.len() < EXPORT_MAX => cursor = Some(c),
+            _ => break,
+        }
+    }
+    let (body, kind, ext) = if csv {
+        let mut out = String::from("id,at,actor_type,actor_id,action,outcome,secret,agent_id,target_id,detail\n");
+        for i in &items {
+            let row = [
+                i.id.to_string(),
+                i.at.clone(),
+                i.actor.kind.to_owned(),
+                i.actor.id.clone(),
+                i.action.to_owned(),
+                i.outcome.to_owned(),
+                i.secret.clone().unwrap_or_default(),
+                i.agent_id.clone().unwrap_or_default(),
+                i.target_id.clone().unwrap_or_default(),
+                i.detail.clone().unwrap_or_default(),
+            ];
+            out.push_str(&row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+        }
+        (out, "text/csv; charset=utf-8", "csv")
+    } else {
+        (serde_json::to_string_pretty(&items).unwrap_or_default(), "application/json", "json")
+    };
+    let disposition = format!("attachment; filename=\"agentvault-audit-{ws}.{ext}\"");
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, kind)], body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A CSV field: quoted when needed, and never read as a formula by a spreadsheet.
+fn csv_cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }

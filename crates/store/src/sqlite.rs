@@ -820,6 +820,9 @@ impl Store for SqliteStore {
         if let Some(a) = &filter.agent_id {
             qb.push(" AND agent_id = ").push_bind(a.as_str());
         }
+        if let Some(a) = &filter.actor_id {
+            qb.push(" AND actor_id = ").push_bind(a.as_str());
+        }
         if let Some(t) = filter.since {
             qb.push(" AND at >= ").push_bind(t);
         }

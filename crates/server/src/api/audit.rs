@@ -22,7 +22,10 @@ pub struct AuditQuery {
     pub secret: Option<String>,
     /// An agent id.
     pub agent: Option<String>,
-    /// `success`, `denied`, `not_found` or `invalid`
+    /// The id of who did it: a user (`usr_…`), API key (`key_…`), admin token (`adm_…`), or an
+    /// agent (`agt_…`) reading through a function.
+    pub actor: Option<String>,
+    /// `success`, `denied`, `not_found`, `invalid` or `failed`
     pub outcome: Option<String>,
     /// RFC 3339; records at or after this time.
     pub since: Option<String>,
@@ -105,6 +108,11 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter, Error> {
     if let Some(a) = &q.agent {
         validate::id_with_prefix("agent", agentvault_core::model::AGENT_PREFIX, a)?;
     }
+    if let Some(a) = &q.actor
+        && (a.is_empty() || a.len() > 64 || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(Error::invalid("actor", "actor is an id such as usr_…, key_…, adm_… or agt_…"));
+    }
     let before_seq = q
         .cursor
         .map(|c| {
@@ -122,6 +130,7 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter, Error> {
         action,
         secret_name: q.secret,
         agent_id: q.agent,
+        actor_id: q.actor,
         outcome,
         since: q.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?,
         until: q.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?,
