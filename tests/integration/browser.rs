@@ -289,6 +289,15 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     assert_eq!(created["keys"], json!(["client_id", "client_secret"]));
     assert_eq!(created["agents"], json!([support]));
 
+    // A new version that changes one pair: the other keeps its value without being retyped.
+    b.type_into("form[data-form=secret-update] tbody tr:nth-child(2) [data-kv-value]", "cs_ROTATED");
+    b.click("form[data-form=secret-update] button[type=submit]");
+    b.wait_text("dl.meta", "2");
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!({"client_id": "cid_BROWSER", "client_secret": "cs_ROTATED"}));
+    assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200)["version"], 2);
+
     // The server's refusal beside the field; what was typed stays.
     b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
     b.type_into("#secret-name", "stripe_api_key");
@@ -326,7 +335,7 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     b.wait_until("the revealed value", |b| b.value("#secret-reveal") == "sk_live_BROWSER_1");
     b.click("main h1");
     b.wait_until("the value masked again", |b| b.value("#secret-reveal") == "••••••••••••");
-    assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 1);
+    assert_eq!(s.audit(&ws, "action=secret.reveal&secret=stripe_api_key").len(), 1);
 
     // Narrow screens.
     b.resize(390, 844);

@@ -172,3 +172,37 @@ fn bad_secrets_are_rejected_whole_with_clear_errors() {
     // Malformed names in URLs.
     s.get(&format!("{base}/Bad-Name")).expect_error(400, "invalid_input");
 }
+
+#[test]
+fn a_new_key_value_version_can_keep_current_pairs() {
+    let s = crate::support::Server::start();
+    let ws = s.default_ws();
+    s.create_secret(&ws, "oauth", serde_json::json!({"client_id": "cid_KEEP", "client_secret": "cs_OLD"}), &[]);
+    s.create_secret(&ws, "single", serde_json::json!("v_SINGLE"), &[]);
+    let path = |n: &str| format!("/api/v1/workspaces/{ws}/secrets/{n}");
+    let cases = [
+        ("single", serde_json::json!({"value": {"a": "b"}, "keep": ["x"]}), "no pairs to keep"),
+        ("oauth", serde_json::json!({"value": "flat", "keep": ["client_id"]}), "keep goes with a key/value value"),
+        ("oauth", serde_json::json!({"value": {}, "keep": ["nope"]}), "no key 'nope'"),
+        (
+            "oauth",
+            serde_json::json!({"value": {"client_id": "x"}, "keep": ["client_id"]}),
+            "both given a new value and kept",
+        ),
+    ];
+    for (name, body, message) in cases {
+        let r = s.patch(&path(name), body.clone());
+        r.expect_error(400, "invalid_input");
+        assert_eq!(r.body["error"]["field"], "keep", "{body}");
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(message), "{body}: {}", r.text);
+        assert!(!r.text.contains("cid_KEEP") && !r.text.contains("v_SINGLE"));
+    }
+    assert_eq!(s.get(&path("oauth")).expect(200)["version"], 1, "a refused update changes nothing");
+    let r = s.patch(
+        &path("oauth"),
+        serde_json::json!({"value": {"client_secret": "cs_NEW", "scope": "read"}, "keep": ["client_id"]}),
+    );
+    assert_eq!(r.expect(200)["keys"], serde_json::json!(["client_id", "client_secret", "scope"]));
+    let v = s.post(&format!("{}/reveal", path("oauth")), serde_json::json!({})).expect(200).clone();
+    assert_eq!(v["value"], serde_json::json!({"client_id": "cid_KEEP", "client_secret": "cs_NEW", "scope": "read"}));
+}

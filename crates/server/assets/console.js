@@ -173,6 +173,31 @@
       });
       window.location.assign("/w/" + form.dataset.ws + "/secrets/" + secret.name);
     },
+    "secret-update": async (form) => {
+      const body = { description: value(form, "description") };
+      if (form.dataset.kind === "kv") {
+        const pairs = {};
+        const keep = [];
+        const originals = [];
+        form.querySelectorAll("[data-kv-rows] tbody tr").forEach((tr) => {
+          const keyInput = tr.querySelector("[data-kv-key]");
+          const k = keyInput.value.trim();
+          const v = tr.querySelector("[data-kv-value]").value;
+          const original = keyInput.dataset.originalKey;
+          if (original) originals.push(original);
+          if (!k && !v) return;
+          if (v) pairs[k] = v;
+          else if (original && original === k) keep.push(k);
+          else throw { field: "value", message: "give a value for the key " + (k || "(empty)") };
+        });
+        const unchanged = Object.keys(pairs).length === 0 && keep.length === originals.length;
+        if (!unchanged) { body.value = pairs; body.keep = keep; }
+      } else if (value(form, "value")) {
+        body.value = value(form, "value");
+      }
+      await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, body);
+      window.location.reload();
+    },
     "secret-access": async (form) => {
       await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name + "/access", {
         agents: checked(form, "agents"),

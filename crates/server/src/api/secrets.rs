@@ -36,6 +36,10 @@ pub struct UpdateSecret {
     /// A new value: stored as a new version.
     #[schema(value_type = Option<SecretValueSchema>)]
     pub value: Option<SecretValue>,
+    /// Key/value secrets: keys whose current values carry over unchanged into the new version,
+    /// next to the pairs in `value` (so changing one pair needs no other value retyped).
+    #[serde(default)]
+    pub keep: Vec<String>,
     /// Not allowed: names are immutable.
     #[schema(ignore)]
     pub name: Option<IgnoredAny>,
@@ -166,9 +170,11 @@ pub async fn update_secret(
     if let Some(d) = &body.description {
         validate::description(d)?;
     }
-    let encoded = body.value.as_ref().map(SecretValue::validate_and_encode).transpose()?;
     let _w = st.write_lock.lock().await;
     let current = st.secret_of(&ws.id, &name).await?;
+    let value = with_kept_pairs(&st, &ws.id, &name, body.value, body.keep)?;
+    let body = UpdateSecret { value, keep: Vec::new(), ..body };
+    let encoded = body.value.as_ref().map(SecretValue::validate_and_encode).transpose()?;
     let now = now_millis();
     let next = current.version + 1;
     let sealed = encoded.as_ref().map(|e| st.seal(&current, next, e)).transpose()?;
@@ -199,6 +205,45 @@ pub async fn update_secret(
     let meta = st.store.update_secret(&ws.id, &change, &audit).await?;
     st.model.update_secret(&meta, sealed);
     Ok(Json(meta.into()))
+}
+
+/// A key/value value with the current values of the `keep` keys added.
+fn with_kept_pairs(
+    st: &AppState,
+    ws: &str,
+    name: &str,
+    value: Option<SecretValue>,
+    keep: Vec<String>,
+) -> Result<Option<SecretValue>> {
+    if keep.is_empty() {
+        return Ok(value);
+    }
+    let Some(SecretValue::Kv(given)) = &value else {
+        return Err(Error::invalid(
+            "keep",
+            "keep goes with a key/value value: the pairs to change, and the keys to keep",
+        ));
+    };
+    let mut pairs = given.clone();
+    let entry = st.model.secret(ws, name).ok_or_else(|| Error::secret_not_found(name))?;
+    let current = st.open(&entry)?;
+    let SecretValue::Kv(old) = &current else {
+        return Err(Error::invalid("keep", "the current value is a single value; there are no pairs to keep"));
+    };
+    for key in keep {
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Err(Error::invalid(
+                "keep",
+                format!("key '{}' is both given a new value and kept", key.escape_default()),
+            ));
+        }
+        let (k, v) = old.iter().find(|(k, _)| *k == key).ok_or_else(|| {
+            Error::invalid("keep", format!("the current value has no key '{}' to keep", key.escape_default()))
+        })?;
+        pairs.push((k.clone(), v.clone()));
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(SecretValue::Kv(pairs)))
 }
 
 /// Replaces the list of agents allowed to read the secret; effective on the next read.
