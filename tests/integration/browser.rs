@@ -306,6 +306,7 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     b.click("form[data-form=secret-new] button[type=submit]");
     b.wait_text("[data-error-for=name]", "already");
     assert_eq!(b.value("#secret-description"), "a second try");
+    assert_eq!(b.value("#secret-value"), "", "a secret value stays on the page after an error");
 
     // The list: two secrets, searchable.
     b.goto(&format!("{}/w/{ws}/secrets", s.base));
@@ -336,6 +337,17 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     b.click("main h1");
     b.wait_until("the value masked again", |b| b.value("#secret-reveal") == "••••••••••••");
     assert_eq!(s.audit(&ws, "action=secret.reveal&secret=stripe_api_key").len(), 1);
+
+    // Delete, confirmed by typing the name.
+    b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
+    b.type_into("#confirm-name", "booking");
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    b.wait_text("[data-error-for=confirm]", "type the secret's name");
+    b.clear("#confirm-name");
+    b.type_into("#confirm-name", "booking_oauth");
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    b.wait_until("the list", |b| b.url().ends_with("/secrets"));
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect_error(404, "secret_not_found");
 
     // Narrow screens.
     b.resize(390, 844);

@@ -227,6 +227,10 @@
       await handlers[form.dataset.form](form);
     } catch (err) {
       showError(form, err);
+      // What was typed stays, except secret values: those are typed again.
+      if (err.field !== undefined && form.dataset.form.startsWith("secret-")) {
+        form.querySelectorAll('[name="value"], [data-kv-value]').forEach((i) => { i.value = ""; });
+      }
     } finally {
       if (button) button.disabled = false;
     }

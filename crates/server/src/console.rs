@@ -212,7 +212,7 @@ async fn login_page(uri: Uri) -> Response {
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("next=")))
         .map(percent_decode)
         // Only paths of this server.
-        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
         .unwrap_or_else(|| "/".to_owned());
     render(StatusCode::OK, &LoginPage { chrome: None, next })
 }
