@@ -95,7 +95,6 @@ fn render(status: StatusCode, t: &impl Template) -> Response {
 
 /// What every signed-in page shows around its content.
 pub struct Chrome {
-    pub title: String,
     pub user: UserOut,
     pub csrf: String,
     /// (id, name) of the user's workspaces.
@@ -139,13 +138,12 @@ impl Viewer {
     }
 
     /// The chrome of a page in workspace `ws`; 404 when the user is not in it.
-    fn chrome(&self, ws: &str, tab: &'static str, title: impl Into<String>) -> Result<Chrome, Box<Response>> {
+    fn chrome(&self, ws: &str, tab: &'static str) -> Result<Chrome, Box<Response>> {
         let Some((id, name, role)) = self.workspaces.iter().find(|(id, _, _)| id == ws) else {
             let e = Error::not_found("workspace_not_found", "no such workspace, or you are not a member of it");
             return Err(Box::new(error_page(None, &e)));
         };
         Ok(Chrome {
-            title: title.into(),
             user: self.user.clone(),
             csrf: self.csrf.clone(),
             workspaces: self.workspaces.iter().map(|(i, n, _)| (i.clone(), n.clone())).collect(),
@@ -244,11 +242,10 @@ async fn open_page(
     uri: &Uri,
     ws: &str,
     tab: &'static str,
-    title: &str,
     perm: Perm,
 ) -> Result<(Viewer, Chrome), Box<Response>> {
     let v = Viewer::of(st, headers, uri).await?;
-    let chrome = v.chrome(ws, tab, title)?;
+    let chrome = v.chrome(ws, tab)?;
     match v.principal.require(&chrome.ws_id, perm) {
         Ok(()) => Ok((v, chrome)),
         Err(e) => Err(Box::new(error_page(Some(chrome), &e))),
@@ -282,7 +279,7 @@ struct AgentsPage {
 }
 
 async fn agents_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Agents", Perm::ViewAgents).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -314,7 +311,7 @@ fn kind_label(s: &SecretOut) -> &'static str {
 }
 
 async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", "Secrets", Perm::ManageSecrets).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -341,7 +338,7 @@ struct NewSecretPage {
 }
 
 async fn new_secret_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", "Add secret", Perm::ManageSecrets).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -377,7 +374,7 @@ async fn secret_page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", &name, Perm::ManageSecrets).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -423,7 +420,7 @@ async fn agent_page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Agent", Perm::ViewAgents).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -470,7 +467,7 @@ async fn function_editor(
     agent_id: String,
     name: Option<String>,
 ) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", "Function Editor", Perm::ViewAgents).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -550,7 +547,7 @@ struct UsersPage {
 }
 
 async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "users", "Users", Perm::ViewPeople).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "users", Perm::ViewPeople).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -586,7 +583,7 @@ struct KeysPage {
 }
 
 async fn keys_page(State(st): State<AppState>, Path(ws): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "keys", "API Keys", Perm::ViewPeople).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "keys", Perm::ViewPeople).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -690,7 +687,7 @@ async fn audit_page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", "Audit", Perm::ReadAudit).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", Perm::ReadAudit).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -730,7 +727,7 @@ async fn audit_export(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", "Audit", Perm::ReadAudit).await {
+    let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "audit", Perm::ReadAudit).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
