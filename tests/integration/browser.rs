@@ -292,11 +292,19 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     // A new version that changes one pair: the other keeps its value without being retyped.
     b.type_into("form[data-form=secret-update] tbody tr:nth-child(2) [data-kv-value]", "cs_ROTATED");
     b.click("form[data-form=secret-update] button[type=submit]");
-    b.wait_text("dl.meta", "2");
+    let version = |name: &str| s.get(&format!("/api/v1/workspaces/{ws}/secrets/{name}")).expect(200)["version"].clone();
+    b.wait_until("the new version", |_| version("booking_oauth") == 2);
+    b.wait_until("the page reloaded with version 2", |b| {
+        let shown = b.script(
+            "const d = [...document.querySelectorAll('dl.meta dt')].find(e => e.textContent == 'Version'); \
+             return d ? d.nextElementSibling.textContent : null",
+            json!([]),
+        );
+        shown == json!("2")
+    });
     let revealed =
         s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
     assert_eq!(revealed["value"], json!({"client_id": "cid_BROWSER", "client_secret": "cs_ROTATED"}));
-    assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200)["version"], 2);
 
     // The server's refusal beside the field; what was typed stays.
     b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
@@ -567,11 +575,13 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     b.script("document.querySelector('#f-action').value = 'secret.read'", json!([]));
     b.click("form.filters button[type=submit]");
     b.wait_until("the filtered view", |b| b.url().contains("action=secret.read"));
-    let rows = b.script(
-        "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.cells[2].textContent)",
-        json!([]),
-    );
-    assert_eq!(rows, json!(["secret.read"]), "the read with the key (the revoked key never got in)");
+    b.wait_until("only the read with the key (the revoked key never got in)", |b| {
+        let rows = b.script(
+            "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.cells[2].textContent)",
+            json!([]),
+        );
+        rows == json!(["secret.read"])
+    });
     b.screenshot("audit");
     let (cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     let csv = s.request_with(
