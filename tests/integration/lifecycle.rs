@@ -179,3 +179,37 @@ fn a_root_key_from_the_environment_is_used_and_never_written() {
     let none = Server::try_start_in(&dir, &token, Options::default());
     assert!(none.err().unwrap().contains("has a database but no root key file"));
 }
+
+#[test]
+fn once_a_user_exists_no_start_creates_or_honours_a_bootstrap_token() {
+    use crate::people::{ADMIN_EMAIL, with_admin};
+    let token = random_token();
+    let (mut s, tmp) = with_admin(Options { bootstrap_token: Some(&token), ..Options::default() });
+    let dir = tmp.path().join("data");
+    // Setup made the bootstrap token the first admin's personal token; the admin revokes it.
+    let tokens = s.request("GET", "/api/v1/me/tokens", Some(&token), None);
+    let id = tokens.expect(200)["items"][0]["id"].as_str().unwrap().to_owned();
+    s.request("DELETE", &format!("/api/v1/me/tokens/{id}"), Some(&token), None).expect(200);
+    s.request("GET", "/api/v1/workspaces", Some(&token), None).expect_error(401, "unauthenticated");
+    s.stop();
+
+    // The operator left AGENTVAULT_BOOTSTRAP_TOKEN set: the revoked token stays revoked.
+    let mut again = Server::start_in(&dir, &token, Options { bootstrap_token: Some(&token), ..Options::default() });
+    assert!(!again.stdout.contains("first start"), "{}", again.stdout);
+    again.request("GET", "/api/v1/workspaces", Some(&token), None).expect_error(401, "unauthenticated");
+    again.request("GET", "/api/v1/me", Some(&token), None).expect_error(401, "unauthenticated");
+    assert!(
+        again.stderr().contains("AGENTVAULT_BOOTSTRAP_TOKEN is set but ignored"),
+        "the log says why the variable has no effect: {}",
+        again.stderr()
+    );
+    again.stop();
+
+    // Without the variable no start mints and prints a fresh admin token either.
+    let third = Server::start_in(&dir, "", Options::default());
+    assert!(!third.stdout.contains("ava_") && !third.stdout.contains("first start"), "{}", third.stdout);
+    assert!(!third.stdout.contains("setup code"), "setup is done: {}", third.stdout);
+    // The first admin still signs in as before.
+    let (cookie, _) = third.login(ADMIN_EMAIL, crate::people::ADMIN_PASSWORD);
+    assert!(!cookie.is_empty());
+}

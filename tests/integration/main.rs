@@ -11,6 +11,7 @@ mod authz;
 mod browser;
 mod cli;
 mod functions;
+mod hardening;
 mod invoke;
 mod isolation;
 mod lifecycle;

@@ -67,6 +67,15 @@ pub struct ConfigArgs {
     /// Wall-clock limit of a function that sets none, e.g. 5s [default: 5s]
     #[arg(long, env = "AGENTVAULT_FUNCTION_TIMEOUT", value_name = "DURATION")]
     pub function_timeout: Option<String>,
+    /// Time for a client to send a complete request head, counted from the connection's start or
+    /// the end of its previous response (so also how long an idle keep-alive connection stays
+    /// open), e.g. 10s [default: 10s]
+    #[arg(long, env = "AGENTVAULT_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Client connections served at once; past it new ones get a 503 and are closed. Lowered to
+    /// what the open-file limit allows [default: 4096]
+    #[arg(long, env = "AGENTVAULT_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -88,6 +97,8 @@ struct FileConfig {
     python: Option<String>,
     function_memory_mb: Option<u64>,
     function_timeout: Option<String>,
+    header_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Where the root keys come from.
@@ -181,7 +192,21 @@ impl Config {
                 args.function_memory_mb.or(file.function_memory_mb),
                 args.function_timeout.or(file.function_timeout),
             )?,
+            connections: defaults.connections.clone(),
         };
+        if let Some(t) = args.header_timeout.or(file.header_timeout) {
+            let d = duration("header timeout", &t)?;
+            if d > Duration::from_secs(3600) {
+                return Err(format!("header timeout {t} is over the limit of 1h"));
+            }
+            server.connections.header_timeout = d;
+        }
+        if let Some(n) = args.max_connections.or(file.max_connections) {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(format!("max connections {n} is outside 1 to 1000000"));
+            }
+            server.connections.max_connections = n;
+        }
         // Workers never see agentvault's own files.
         server.runtime.hidden_paths.push(data_dir.clone());
         if let KeySource::File(f) = &key_source {

@@ -75,6 +75,17 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
             let _ =
                 writeln!(out, "agentvault: first start; the admin token is the value of AGENTVAULT_BOOTSTRAP_TOKEN");
         }
+        Bootstrap::UsersExist { ignored_env, removed } => {
+            if ignored_env {
+                tracing::warn!(
+                    "AGENTVAULT_BOOTSTRAP_TOKEN is set but ignored: users exist, so no bootstrap token is \
+                     created or honoured any more; remove the variable"
+                );
+            }
+            if removed > 0 {
+                tracing::warn!(removed, "removed admin tokens left from before the first user existed");
+            }
+        }
         Bootstrap::Existing => {}
     }
     if let Some(code) = setup_code {

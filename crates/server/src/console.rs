@@ -209,10 +209,17 @@ async fn login_page(uri: Uri) -> Response {
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("next=")))
         .map(percent_decode)
-        // Only paths of this server.
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .filter(|n| is_local_path(n))
         .unwrap_or_else(|| "/".to_owned());
     render(StatusCode::OK, &LoginPage { chrome: None, next })
+}
+
+/// Whether `next` is a path of this console: exactly one leading slash, and no whitespace, control
+/// character or backslash anywhere (browsers drop tabs and newlines from URLs and read a backslash
+/// as a slash, so `/<tab>/evil.example` would leave the site).
+fn is_local_path(next: &str) -> bool {
+    next.strip_prefix('/').is_some_and(|rest| !rest.starts_with('/'))
+        && !next.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\')
 }
 
 fn percent_decode(s: &str) -> String {

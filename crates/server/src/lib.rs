@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod connections;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -31,6 +32,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum_server::accept::DefaultAcceptor;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::OpenApi;
@@ -86,6 +88,8 @@ pub struct ServerOptions {
     pub login_limits: people::LoginLimits,
     /// How agents' functions run.
     pub runtime: agentvault_runtime::RuntimeOptions,
+    /// Timeouts and the cap on client connections.
+    pub connections: connections::ConnectionOptions,
 }
 
 impl Default for ServerOptions {
@@ -96,6 +100,7 @@ impl Default for ServerOptions {
             trust_forwarded_for: false,
             login_limits: people::LoginLimits::default(),
             runtime: agentvault_runtime::RuntimeOptions::default(),
+            connections: connections::ConnectionOptions::default(),
         }
     }
 }
@@ -356,19 +361,29 @@ pub async fn serve(
         })
     };
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = &state.options.connections;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let mut server = axum_server::from_tcp(listener.into_std()?)?
+        .handle(handle)
+        // A connection that never completes its first request (or, for HTTP/2, never gets past
+        // protocol detection) is closed like a slow one.
+        .first_request_timeout(limits.header_timeout)
+        .accept_error_handler(|_, e| tracing::debug!(error = %e, "connection not served"));
+    server.http_builder().http1().header_read_timeout(limits.header_timeout);
+    let max_connections = connections::fit_connections(limits.max_connections);
+    let capped = |plain| connections::CapAcceptor::new(DefaultAcceptor, max_connections, plain);
     let result = match tls {
-        None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
+        None => server.acceptor(capped(true)).serve(service).await,
         Some(config) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
-            match axum_server::from_tcp_rustls(listener.into_std()?, config) {
-                Ok(server) => server.handle(handle).serve(service).await,
-                Err(e) => Err(e),
-            }
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(limits.header_timeout)
+                .acceptor(capped(false));
+            server.acceptor(tls).serve(service).await
         }
     };
     flusher.abort();
@@ -379,20 +394,31 @@ pub async fn serve(
     result
 }
 
-/// What the first start set up.
+/// What the start set up.
 pub enum Bootstrap {
-    /// Nothing new: the data directory was already initialised.
+    /// Nothing new: the data directory was already initialised and no user exists yet.
     Existing,
     /// A new admin token was generated; show it once.
     NewToken(String),
     /// The admin token is the value given in the environment.
     TokenFromEnv,
+    /// Users exist, so no bootstrap token exists or is honoured any more.
+    UsersExist {
+        /// `AGENTVAULT_BOOTSTRAP_TOKEN` was set and has been ignored.
+        ignored_env: bool,
+        /// Admin tokens that were still stored and have been removed.
+        removed: u64,
+    },
 }
 
 /// The minimum length of a bootstrap token given by the operator.
 pub const BOOTSTRAP_TOKEN_MIN_LEN: usize = 24;
 
-/// Creates the `default` workspace and the first admin token, when they do not exist yet.
+/// Creates the `default` workspace and, while no user exists, the bootstrap admin token.
+///
+/// The bootstrap token is admin of every workspace, so it exists only until the first user does:
+/// setup turns it into the first admin's personal token. Once a user exists, a start never
+/// creates, prints or honours one, and removes any admin token still stored.
 pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<Bootstrap> {
     if store.list_workspaces().await?.is_empty() {
         let now = now_millis();
@@ -400,6 +426,10 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
         let audit =
             AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
         store.create_workspace(&ws, None, &audit).await?;
+    }
+    if store.count_users().await? > 0 {
+        let removed = store.delete_admin_tokens().await?;
+        return Ok(Bootstrap::UsersExist { ignored_env: given_token.is_some(), removed });
     }
     if store.has_admin_tokens().await? {
         return Ok(Bootstrap::Existing);

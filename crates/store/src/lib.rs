@@ -68,6 +68,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_workspace(&self, ws: &Workspace, owner: Option<&str>, audit: &AuditEvent) -> Result<()>;
     async fn has_admin_tokens(&self) -> Result<bool>;
     async fn create_admin_token(&self, token: &AdminToken, token_hash: &[u8]) -> Result<()>;
+    /// Removes every admin token; returns how many there were. Once a user exists, no admin
+    /// token may remain.
+    async fn delete_admin_tokens(&self) -> Result<u64>;
     /// All admin tokens with their hashes (the read model holds them).
     async fn load_admin_tokens(&self) -> Result<Vec<(AdminToken, Vec<u8>)>>;
 

@@ -64,6 +64,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
+            // Deleted rows are overwritten with zeros, not just unlinked: deleted secrets' and
+            // retired wrapped data keys must not linger in free space (see `wipe_wal`).
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let connect = |sync: SqliteSynchronous, max: u32| {
             SqlitePoolOptions::new()
@@ -120,6 +123,25 @@ impl SqliteStore {
 
     fn journal(&self) -> Result<&AuditJournal> {
         self.journal.as_ref().ok_or_else(|| Error::internal("the audit journal is not open"))
+    }
+
+    /// Copies every page of the WAL into the database file and truncates the WAL, after a delete
+    /// or a re-wrap: `secure_delete` zeroes the deleted cells in the new page images, but until
+    /// the checkpoint the old images still sit in the database file, and the WAL still holds the
+    /// frames that wrote them. Waits for readers (the busy timeout) and retries for a few seconds;
+    /// if the WAL stays busy the next checkpoint (at the latest, the close) finishes the job.
+    async fn wipe_wal(&self) {
+        for _ in 0..50 {
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.write).await {
+                Ok((0, _, _)) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpointing the WAL after a delete failed");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the WAL stayed busy; deleted key material leaves it at the next checkpoint");
     }
 
     /// Closes every connection, checkpointing the WAL.
@@ -399,6 +421,11 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM admin_tokens").execute(&self.write).await.map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn load_admin_tokens(&self) -> Result<Vec<(AdminToken, Vec<u8>)>> {
         let rows = sqlx::query("SELECT id, name, token_hash, created_at, revoked_at FROM admin_tokens")
             .fetch_all(&self.read)
@@ -654,7 +681,9 @@ impl Store for SqliteStore {
             return Err(secret_gone());
         }
         insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        self.wipe_wal().await;
+        Ok(())
     }
 
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>> {
@@ -1334,7 +1363,9 @@ impl Store for SqliteStore {
             }
         }
         insert_audit(&mut tx, &self.audit_seq, audit).await?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        self.wipe_wal().await;
+        Ok(())
     }
 }
 

@@ -1,0 +1,178 @@
+//! Limits on client connections, so that slow or idle clients cannot hold the server: a request
+//! head must arrive within a deadline (counted from the connection's start or the end of its
+//! previous response, so it also ends idle keep-alive connections), and past a cap on concurrent
+//! connections a new one is answered 503 and closed at once.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum_server::accept::Accept;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How the server treats client connections.
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// Time for a complete request head, from the connection's start or the end of the previous
+    /// response on it (the keep-alive idle limit). Past it the connection is closed.
+    pub header_timeout: Duration,
+    /// Connections served at once; past it a new connection gets a 503 and is closed.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions { header_timeout: Duration::from_secs(10), max_connections: 4096 }
+    }
+}
+
+/// Descriptors kept for everything but client connections: the database, the audit journal,
+/// function workers' pipes, TLS files.
+pub const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raises the soft limit on open files to the hard limit, and returns the number of connections
+/// that fits under it (at most `wanted`).
+pub fn fit_connections(wanted: usize) -> usize {
+    let open_files = raise_open_file_limit();
+    match open_files {
+        Some(n) => {
+            let fits = usize::try_from(n.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX);
+            if fits < wanted {
+                tracing::warn!(
+                    open_files = n,
+                    max_connections = fits,
+                    "the open-file limit allows fewer connections than configured; raise it (ulimit -n, LimitNOFILE=) to serve more"
+                );
+            }
+            wanted.min(fits)
+        }
+        None => wanted,
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to the hard limit; returns the resulting soft limit.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write a live, initialised struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
+/// What a connection past the cap reads before it is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    content-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 119\r\n\r\n\
+    {\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server has too many open connections; try again shortly\"}}";
+
+/// Admits a connection only while fewer than the cap are open; the permit travels with the
+/// stream and is given back when the connection closes.
+#[derive(Clone)]
+pub struct CapAcceptor<A> {
+    inner: A,
+    open: Arc<Semaphore>,
+    /// Whether a refused connection may be told why in plain HTTP (not on a TLS listener).
+    plain: bool,
+}
+
+impl<A> CapAcceptor<A> {
+    pub fn new(inner: A, max_connections: usize, plain: bool) -> Self {
+        CapAcceptor { inner, open: Arc::new(Semaphore::new(max_connections.max(1))), plain }
+    }
+}
+
+impl<A, S> Accept<TcpStream, S> for CapAcceptor<A>
+where
+    A: Accept<Counted, S> + Clone + Send + 'static,
+    A::Future: Send,
+    A::Stream: Send,
+    A::Service: Send,
+    S: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        match self.open.clone().try_acquire_owned() {
+            Ok(permit) => {
+                // Answers are written whole; Nagle's algorithm would only delay them.
+                let _ = stream.set_nodelay(true);
+                let inner = self.inner.clone();
+                Box::pin(async move { inner.accept(Counted { stream, _permit: permit }, service).await })
+            }
+            Err(_) => {
+                // Never wait on a client that does not read: one non-blocking write, then close.
+                if self.plain {
+                    let _ = stream.try_write(OVER_CAPACITY);
+                }
+                Box::pin(std::future::ready(Err(io::Error::other("connection refused: too many open connections"))))
+            }
+        }
+    }
+}
+
+/// A client connection that holds one of the open-connection permits.
+pub struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OVER_CAPACITY;
+
+    #[test]
+    fn the_over_capacity_answer_has_the_right_length() {
+        let text = std::str::from_utf8(OVER_CAPACITY).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        let parsed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(parsed["error"]["code"], "too_many_connections");
+    }
+}
