@@ -350,18 +350,35 @@ fn fn_run_from_the_terminal() {
     assert!(ok && out.contains("create_payment") && out.contains("amount:integer"), "{out}");
 }
 
-/// Without bubblewrap the server says so at start, and functions still run with a cleared
-/// environment, limits and the timeout.
+/// Without bubblewrap functions are refused (the sandbox fails closed) while the rest of the
+/// vault works; with an explicit `--sandbox off` they run with a cleared environment, limits
+/// and the timeout, and the server warns.
 #[test]
-fn without_bubblewrap_functions_run_with_limits_and_a_warning() {
+fn without_bubblewrap_functions_are_refused_unless_the_sandbox_is_turned_off() {
     let python =
         std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
     let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
     // No PATH: bubblewrap cannot be found.
-    let (s, _tmp) = with_admin(Options {
-        extra_env: vec![("PATH", "/nonexistent".into()), ("AGENTVAULT_PYTHON", python)],
-        ..Options::default()
-    });
+    let env = |sandbox: Option<&str>| {
+        let mut env = vec![("PATH", "/nonexistent".to_owned()), ("AGENTVAULT_PYTHON", python.clone())];
+        env.extend(sandbox.map(|m| ("AGENTVAULT_SANDBOX", m.to_owned())));
+        env
+    };
+    let (s, _tmp) = with_admin(Options { extra_env: env(None), ..Options::default() });
+    assert!(s.stderr().contains("functions cannot run"), "{}", s.stderr());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Bot");
+    s.create_secret(&ws, "k", json!("v4lue"), &[&agent]);
+    define(&s, &ws, &agent, "probe", json!([]), "def probe(conv):\n    return open('/etc/hostname').read()\n");
+    let refused = invoke(&s, None, &ws, &agent, "probe", json!({}));
+    refused.expect_error(503, "unavailable");
+    let msg = refused.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("apt-get install bubblewrap") && msg.contains("--sandbox off"), "{msg}");
+    let (_, key) = s.create_key(&ws, json!("all"));
+    assert_eq!(s.read(&key, &agent, "k").expect(200)["value"], "v4lue", "the vault works without bubblewrap");
+    drop(s);
+
+    let (s, _tmp) = with_admin(Options { extra_env: env(Some("off")), ..Options::default() });
     assert!(s.stderr().contains("functions run UNSANDBOXED"), "{}", s.stderr());
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "Bot");
@@ -373,4 +390,61 @@ fn without_bubblewrap_functions_run_with_limits_and_a_warning() {
     let body = json!({"name": "spin", "description": "spins", "code": "def spin(conv):\n    while True:\n        pass\n", "timeout_ms": 300});
     s.post(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"), body).expect(201);
     assert_eq!(invoke(&s, None, &ws, &agent, "spin", json!({})).expect(200)["error"]["type"], "Timeout");
+}
+
+/// Kernel interfaces a function never needs are refused by the seccomp filter (ENOSYS, where the
+/// kernel alone would answer EPERM or succeed) inside the sandbox: io_uring, new user
+/// (or other) namespaces, mounts, the kernel keyring, BPF, userfaultfd, perf events, modules.
+#[test]
+fn dangerous_system_calls_are_refused_in_functions() {
+    let (s, _tmp) = sandboxed();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Bot");
+    let code = r#"
+import ctypes, json, threading
+
+def probe(conv):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    def call(nr, *args):
+        ctypes.set_errno(0)
+        rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+        return "refused" if rc == -1 and ctypes.get_errno() == 38 else f"rc={rc} errno={ctypes.get_errno()}"
+    params = ctypes.create_string_buffer(120)
+    out = {
+        "io_uring_setup": call(425, 4, ctypes.addressof(params)),
+        "unshare_user": call(272, 0x10000000),
+        "unshare_net": call(272, 0x40000000),
+        "unshare_user_high_bits": call(272, 0x10000000 | (1 << 40)),
+        "setns": call(308, 0, 0),
+        "mount": call(165, 0, 0, 0, 0, 0),
+        "pivot_root": call(155, 0, 0),
+        "keyctl": call(250, 0, 0),
+        "add_key": call(248, 0, 0, 0, 0, 0),
+        "request_key": call(249, 0, 0, 0, 0),
+        "bpf": call(321, 0, 0, 0),
+        "userfaultfd": call(323, 0),
+        "perf_event_open": call(298, ctypes.addressof(params), 0, -1, -1, 0),
+        "kexec_load": call(246, 0, 0, 0, 0),
+        "init_module": call(175, 0, 0, 0),
+        "finit_module": call(313, -1, 0, 0),
+        "clone_newuser_thread": call(56, 0x10000000 | 0x00010000 | 0x00000100 | 0x00000800, 0, 0, 0, 0),
+    }
+    # What functions do need still works.
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    out["thread"] = "ok"
+    return json.dumps(out)
+"#;
+    define(&s, &ws, &agent, "probe", json!([]), code);
+    let out = invoke(&s, None, &ws, &agent, "probe", json!({})).expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    let found: Value = serde_json::from_str(out["result"].as_str().unwrap()).unwrap();
+    let found = found.as_object().unwrap();
+    assert_eq!(found.len(), 18, "{found:?}");
+    for (call, outcome) in found {
+        let want = if call == "thread" { "ok" } else { "refused" };
+        assert_eq!(outcome, want, "{call}: {found:?}");
+    }
 }

@@ -55,7 +55,8 @@ pub struct ConfigArgs {
     /// The sign-in rate-limit window, e.g. 15m [default: 15m]
     #[arg(long, env = "AGENTVAULT_LOGIN_WINDOW", value_name = "DURATION")]
     pub login_window: Option<String>,
-    /// Sandbox of agents' functions: auto (bubblewrap when installed), bwrap (required), off [default: auto]
+    /// Sandbox of agents' functions: auto or bwrap (bubblewrap; without it functions are refused),
+    /// off (no sandbox: functions can read the server's files) [default: auto]
     #[arg(long, env = "AGENTVAULT_SANDBOX", value_name = "MODE")]
     pub sandbox: Option<String>,
     /// The Python that runs agents' functions (3.10 or newer) [default: python3]

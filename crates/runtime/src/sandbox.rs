@@ -16,11 +16,13 @@ use tokio::process::{Child, Command};
 /// Whether workers run inside bubblewrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SandboxMode {
-    /// bubblewrap when it is installed and works; otherwise limits only, with a warning.
+    /// The default: bubblewrap, and functions are refused when it is missing or does not work
+    /// (the same as `Required`; the sandbox never turns itself off).
     Auto,
     /// bubblewrap or nothing: functions are refused when it cannot be used.
     Required,
-    /// Never bubblewrap (limits, the seccomp filter and the cleared environment still apply).
+    /// Never bubblewrap (limits, the seccomp filter and the cleared environment still apply),
+    /// chosen explicitly by the operator.
     Off,
 }
 
@@ -92,6 +94,11 @@ const ETC: &[&str] = &[
     "/etc/ssl",
 ];
 
+/// How to make functions run when the sandbox cannot.
+const ENABLE_FUNCTIONS: &str = "Functions run only inside the bubblewrap sandbox: install it \
+(apt-get install bubblewrap) and restart, or start agentvault with --sandbox off \
+(AGENTVAULT_SANDBOX=off) to run them unsandboxed, where they can read the server's files";
+
 const PROBE: &str = "import json, os, sys\n\
 print(json.dumps({'executable': sys.executable, 'real': os.path.realpath(sys.executable), \
 'version': list(sys.version_info[:3]), \
@@ -131,29 +138,12 @@ impl Launcher {
         if mode == SandboxMode::Off {
             return Ok(launcher);
         }
-        match which("bwrap") {
-            Some(bwrap) => {
-                let args = bwrap_args(&bwrap, &info, hidden, &launcher.limits);
-                launcher.bwrap = Some(args);
-                match launcher.smoke_test().await {
-                    Ok(()) => Ok(launcher),
-                    Err(e) if mode == SandboxMode::Required => Err(format!("bubblewrap does not work here: {e}")),
-                    Err(e) => {
-                        tracing::warn!(
-                            "bubblewrap is installed but does not work here ({e}); agents' functions run UNSANDBOXED \
-                             (limits, a seccomp filter and a cleared environment only)"
-                        );
-                        launcher.bwrap = None;
-                        Ok(launcher)
-                    }
-                }
-            }
-            None if mode == SandboxMode::Required => {
-                Err("the sandbox is required but bubblewrap (bwrap) is not installed; apt-get install bubblewrap"
-                    .to_owned())
-            }
-            None => Ok(launcher),
-        }
+        // Fail closed: without a working bubblewrap a function could read the data directory and
+        // the root key, so functions are refused until the operator installs it or says `off`.
+        let bwrap = which("bwrap").ok_or_else(|| format!("bubblewrap (bwrap) is not installed. {ENABLE_FUNCTIONS}"))?;
+        launcher.bwrap = Some(bwrap_args(&bwrap, &info, hidden, &launcher.limits));
+        launcher.smoke_test().await.map_err(|e| format!("bubblewrap does not work here ({e}). {ENABLE_FUNCTIONS}"))?;
+        Ok(launcher)
     }
 
     /// Whether workers run inside bubblewrap.
@@ -265,9 +255,67 @@ fn child_setup(
     Ok(())
 }
 
+/// Kernel interfaces a Python function never needs, denied in the spirit of container runtimes'
+/// default profiles: new namespaces and mounts, io_uring (which bypasses this filter), the kernel
+/// keyring, BPF, userfaultfd, perf events, loading kernels and modules, and reading or writing
+/// other processes.
+const DENIED_CALLS: &[i64] = &[
+    libc::SYS_clone3,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_userfaultfd,
+    libc::SYS_perf_event_open,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+];
+
+/// `clone` flags that make new namespaces.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
 /// The seccomp filter of workers: no new processes (fork, vfork, clone without CLONE_THREAD,
-/// clone3 — which makes the C library fall back to clone, so threads still work) and no
-/// reading or writing other processes' memory. Such calls fail with ENOSYS.
+/// clone3 — which makes the C library fall back to clone, so threads still work), no clone into
+/// new namespaces, and none of [`DENIED_CALLS`]. Such calls fail with ENOSYS. Arguments are
+/// compared as 64-bit values under a mask, so high bits cannot smuggle a flag past a rule.
 fn seccomp_filter() -> Result<Vec<seccompiler::sock_filter>, String> {
     let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -276,13 +324,20 @@ fn seccomp_filter() -> Result<Vec<seccompiler::sock_filter>, String> {
         rules.insert(libc::SYS_fork, vec![]);
         rules.insert(libc::SYS_vfork, vec![]);
     }
-    for call in [libc::SYS_clone3, libc::SYS_ptrace, libc::SYS_process_vm_readv, libc::SYS_process_vm_writev] {
-        rules.insert(call, vec![]);
+    for call in DENIED_CALLS {
+        rules.insert(*call, vec![]);
     }
-    let not_thread =
-        SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64), 0)
+    // clone(flags, ...): refused unless it makes a thread, and whenever it asks for a namespace.
+    let flags_masked = |mask: libc::c_int, value: libc::c_int| -> Result<SeccompRule, String> {
+        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(mask as u64), value as u64)
             .map_err(|e| e.to_string())?;
-    rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![not_thread]).map_err(|e| e.to_string())?]);
+        SeccompRule::new(vec![cond]).map_err(|e| e.to_string())
+    };
+    let mut clone_rules = vec![flags_masked(libc::CLONE_THREAD, 0)?];
+    for flag in NAMESPACE_FLAGS {
+        clone_rules.push(flags_masked(*flag, *flag)?);
+    }
+    rules.insert(libc::SYS_clone, clone_rules);
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
         .map_err(|e| e.to_string())?;
     let program: seccompiler::BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
