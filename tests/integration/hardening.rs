@@ -121,7 +121,11 @@ fn slow_and_idle_clients_are_cut_off_and_a_full_server_answers_at_once() {
         &token,
         Options {
             bootstrap_token: Some(&token),
-            extra_env: vec![("AGENTVAULT_HEADER_TIMEOUT", "2s".into()), ("AGENTVAULT_MAX_CONNECTIONS", "20".into())],
+            extra_env: vec![
+                ("AGENTVAULT_HEADER_TIMEOUT", "2s".into()),
+                ("AGENTVAULT_BODY_TIMEOUT", "2s".into()),
+                ("AGENTVAULT_MAX_CONNECTIONS", "20".into()),
+            ],
             ..Options::default()
         },
     );
@@ -168,6 +172,16 @@ fn slow_and_idle_clients_are_cut_off_and_a_full_server_answers_at_once() {
     let started = Instant::now();
     let rest = read_all(&mut idle);
     assert!(rest.is_empty() && started.elapsed() < Duration::from_secs(8), "idle connection kept: {rest}");
+
+    // A body that trickles in gets a 408 and the connection closed.
+    let mut trickle = connect();
+    trickle
+        .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"em")
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_all(&mut trickle);
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8), "answered after {:?}", started.elapsed());
 
     // Past the cap a new connection is answered 503 at once and closed, never left hanging.
     let mut held: Vec<TcpStream> = (0..20)

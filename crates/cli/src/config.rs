@@ -73,6 +73,9 @@ pub struct ConfigArgs {
     /// open), e.g. 10s [default: 10s]
     #[arg(long, env = "AGENTVAULT_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// Time for a request body to arrive whole once its head has, e.g. 30s [default: 30s]
+    #[arg(long, env = "AGENTVAULT_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
     /// Client connections served at once; past it new ones get a 503 and are closed. Lowered to
     /// what the open-file limit allows [default: 4096]
     #[arg(long, env = "AGENTVAULT_MAX_CONNECTIONS", value_name = "N")]
@@ -99,6 +102,7 @@ struct FileConfig {
     function_memory_mb: Option<u64>,
     function_timeout: Option<String>,
     header_timeout: Option<String>,
+    body_timeout: Option<String>,
     max_connections: Option<usize>,
 }
 
@@ -201,6 +205,13 @@ impl Config {
                 return Err(format!("header timeout {t} is over the limit of 1h"));
             }
             server.connections.header_timeout = d;
+        }
+        if let Some(t) = args.body_timeout.or(file.body_timeout) {
+            let d = duration("body timeout", &t)?;
+            if d > Duration::from_secs(3600) {
+                return Err(format!("body timeout {t} is over the limit of 1h"));
+            }
+            server.connections.body_timeout = d;
         }
         if let Some(n) = args.max_connections.or(file.max_connections) {
             if !(1..=1_000_000).contains(&n) {

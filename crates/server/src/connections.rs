@@ -20,13 +20,20 @@ pub struct ConnectionOptions {
     /// Time for a complete request head, from the connection's start or the end of the previous
     /// response on it (the keep-alive idle limit). Past it the connection is closed.
     pub header_timeout: Duration,
+    /// Time for a request body to arrive whole, once its head has; past it the answer is 408
+    /// and the connection is closed.
+    pub body_timeout: Duration,
     /// Connections served at once; past it a new connection gets a 503 and is closed.
     pub max_connections: usize,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
-        ConnectionOptions { header_timeout: Duration::from_secs(10), max_connections: 4096 }
+        ConnectionOptions {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
     }
 }
 

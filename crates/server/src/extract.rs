@@ -3,13 +3,14 @@
 
 use agentvault_core::Error;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use crate::AppState;
 use crate::error::ApiError;
 
 /// The largest request body: the 64 KiB value limit, with room for JSON escaping and the other
@@ -26,18 +27,42 @@ fn body_too_large() -> Error {
     )
 }
 
-/// Refuses a request whose declared `Content-Length` is over the limit without reading it.
-/// (Bodies without a length are cut off at the limit by the extractor.)
-pub async fn refuse_large_bodies(req: Request, next: Next) -> Response {
+/// Refuses a request whose declared `Content-Length` is over the limit without reading it, and
+/// reads any other body whole within the body timeout (a client that trickles its body gets a
+/// 408 and its connection closed, instead of holding it). Requests without a body pass as they are.
+/// (Bodies over the limit without a declared length are refused once the limit is reached.)
+pub async fn refuse_large_bodies(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        let mut resp = ApiError(body_too_large()).into_response();
-        // The body was not read: the connection cannot be reused.
-        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-        return resp;
+        return closing(ApiError(body_too_large()).into_response());
     }
-    next.run(req).await
+    let has_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(req).await;
+    }
+    let limit = st.options.connections.body_timeout;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => closing(ApiError(body_too_large()).into_response()),
+        Err(_) => {
+            let e = Error::new(
+                agentvault_core::ErrorKind::InvalidInput,
+                "request_timeout",
+                format!("the request body did not arrive within {} s; send it at once", limit.as_secs_f32()),
+            );
+            let mut resp = ApiError(e).into_response();
+            *resp.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            closing(resp)
+        }
+    }
+}
+
+/// The body was not read (whole): the connection cannot be reused.
+fn closing(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp
 }
 
 /// `Json<T>` with agentvault error bodies.

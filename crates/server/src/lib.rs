@@ -279,7 +279,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(middleware::from_fn(extract::refuse_large_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), extract::refuse_large_bodies))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }
