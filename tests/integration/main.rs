@@ -11,6 +11,7 @@ mod authz;
 mod browser;
 mod cli;
 mod functions;
+mod invitations;
 mod invoke;
 mod isolation;
 mod lifecycle;
