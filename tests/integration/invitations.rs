@@ -41,6 +41,11 @@ fn invitations_are_shown_once_single_use_and_revocable() {
     let info = info.expect(200).clone();
     assert_eq!(info["workspace_name"], "default");
     assert_eq!(info["account_exists"], false);
+    let page = s.request_with("GET", first["path"].as_str().unwrap(), &[], None);
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.text.contains("<label for=\"password\">") && !page.text.contains("<script>"), "{}", page.text);
     assert_eq!(emails(&s, &ws, &s.admin), vec![ADMIN_EMAIL]);
 
     // A new invitation for the same person replaces the pending one.
