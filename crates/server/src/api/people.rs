@@ -417,14 +417,10 @@ pub async fn change_password(
     let now = now_millis();
     // The credential of this request stays: its session, or its personal access token.
     let (keep_session, keep_token) = match headers.get(header::AUTHORIZATION) {
-        Some(_) => {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .map(|(_, t)| t.trim().to_owned());
+        Some(value) => {
+            let token = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim());
             let keep = match token {
-                Some(t) => st.store.personal_token_by_hash(&hash_token(&t)).await?.map(|t| t.id),
+                Some(t) => st.store.personal_token_by_hash(&hash_token(t)).await?.map(|t| t.id),
                 None => None,
             };
             (None, keep)
