@@ -116,6 +116,10 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/setup", Policy::Public),
     ("GET", "/setup", Policy::Public),
     ("POST", "/setup", Policy::Public),
+    // Public by design: the invitation code is the credential, and accepting checks the invited
+    // account itself (its session or token, or its password) — see invitations.rs.
+    ("GET", "/api/v1/invitations/{code}", Policy::Public),
+    ("POST", "/api/v1/invitations/{code}/accept", Policy::Public),
     ("GET", "/api/v1/agents/{agent_id}/secrets/{name}", Policy::AgentRead),
     ("GET", "/api/v1/workspaces", Policy::AnyCredential),
     ("POST", "/api/v1/workspaces", Policy::CreateWorkspace),
@@ -145,6 +149,8 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceAdmin),
     ("PATCH", "/api/v1/workspaces/{ws}/members/{user_id}", Policy::WorkspaceAdmin),
     ("DELETE", "/api/v1/workspaces/{ws}/members/{user_id}", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/invitations", Policy::WorkspaceAdmin),
+    ("DELETE", "/api/v1/workspaces/{ws}/invitations/{invitation_id}", Policy::WorkspaceAdmin),
     ("POST", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceAdmin),
     ("DELETE", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
@@ -245,6 +251,8 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .replace("{user_id}", "usr_00000000000000000000")
             .replace("{token_id}", "pat_00000000000000000000")
             .replace("{session_id}", "ses_00000000000000000000")
+            .replace("{invitation_id}", "inv_00000000000000000000")
+            .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000")
     };
     // Allowed calls must not change anything: deletions target ids that do not exist (except
     // where the path names a real secret or agent: those are sent to a missing one), and bodies

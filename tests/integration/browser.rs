@@ -511,19 +511,27 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     let b = Browser::start();
     sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
 
-    // Users: create one, make them admin, then remove them.
+    // Users: invite one (the link is shown once), make them admin once they joined, then
+    // remove them.
     b.click("nav.tabs a[href$='/users']");
     b.wait_text("#members-table", ADMIN_EMAIL);
+    assert!(!b.exists("#member-password"), "admins do not choose passwords");
+    b.type_into("#member-email", "not-an-email");
+    b.click("form[data-form=member-add] button[type=submit]");
+    b.wait_text("form[data-form=member-add] [data-error-for=email]", "email address");
+    b.clear("#member-email");
     b.type_into("#member-email", "grace@example.com");
-    b.type_into("#member-name", "Grace");
-    b.type_into("#member-password", "short");
     b.click("form[data-form=member-add] button[type=submit]");
-    b.wait_text("form[data-form=member-add] [data-error-for=password]", "12");
-    assert_eq!(b.value("#member-email"), "grace@example.com");
-    b.clear("#member-password");
-    b.type_into("#member-password", "cobol compiler 1959");
-    b.click("form[data-form=member-add] button[type=submit]");
+    b.wait_until("the invitation link", |b| b.value("#invitation-link").contains("/invite/avi_"));
+    let link = b.value("#invitation-link");
+    b.click("[data-new-invitation] a");
+    b.wait_text("#invitations-table", "grace@example.com");
+    assert!(!b.text("main").contains(&link), "the link is shown once");
+    let code = link.rsplit('/').next().unwrap();
+    s.accept(code, &[], json!({"name": "Grace", "password": "cobol compiler 1959"})).expect(201);
+    b.goto(&format!("{}/w/{ws}/users", s.base));
     b.wait_text("#members-table", "grace@example.com");
+    assert!(b.exists("#no-invitations"), "accepted: no longer pending");
     let grace = s.get(&format!("/api/v1/workspaces/{ws}/members")).expect(200)["items"]
         .as_array()
         .unwrap()
@@ -623,4 +631,66 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     for path in [format!("/w/{ws}/audit"), format!("/w/{ws}/audit/export?format=csv")] {
         assert_eq!(s.request_with("GET", &path, &[("Cookie", &member_cookie)], None).status, 403, "{path}");
     }
+}
+
+#[test]
+fn an_invitee_opens_the_link_and_creates_their_account() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let b = Browser::start();
+    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.type_into("#member-email", "alan@example.com");
+    b.click("form[data-form=member-add] button[type=submit]");
+    b.wait_until("the invitation link", |b| b.value("#invitation-link").contains("/invite/avi_"));
+    let link = b.value("#invitation-link");
+    assert!(link.starts_with(&s.base), "a link to this server: {link}");
+    assert_eq!(b.text("[data-invited-email]"), "alan@example.com");
+    b.screenshot("invitation-created");
+    // The pending invitation is listed, and can be revoked (here: a second one, for Edsger).
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.wait_text("#invitations-table", "alan@example.com");
+    let edsger = s.invite(&ws, "edsger@example.com", "member");
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.wait_text("#invitations-table", "edsger@example.com");
+    b.click(&format!(
+        "form[data-form=invitation-revoke][data-invitation={}] button[type=submit]",
+        edsger["id"].as_str().unwrap()
+    ));
+    b.accept_dialog();
+    b.wait_until("edsger's invitation revoked", |b| !b.text("#invitations-table").contains("edsger@example.com"));
+    b.screenshot("invitations");
+
+    // Alan, in a fresh browser session, opens the link and creates his account.
+    b.delete_cookies();
+    b.goto(&link);
+    b.wait_text("main h1", "Join default");
+    assert!(b.text("main").contains("alan@example.com") && b.text("main").contains("member"));
+    b.type_into("#name", "Alan");
+    b.type_into("#password", "short");
+    b.script("document.querySelector('#password').removeAttribute('minlength')", json!([]));
+    b.click("form[data-form=invite-create] button[type=submit]");
+    b.wait_text("form[data-form=invite-create] [data-error-for=password]", "12");
+    b.clear("#password");
+    b.type_into("#password", "enigma machine 1939");
+    b.screenshot("invitation-accept");
+    b.click("form[data-form=invite-create] button[type=submit]");
+    b.wait_until("the workspace, signed in", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+    b.wait_text("header .who", "alan@example.com");
+    // The link is used up.
+    b.goto(&link);
+    b.wait_text("main h1", "Invitation not valid");
+    assert!(b.text("#invitation-error").contains("ask your workspace admin"));
+    s.login("alan@example.com", "enigma machine 1939");
+
+    // Invited to another workspace while signed in as the invited account: one Join button.
+    let ws2 = s.post("/api/v1/workspaces", json!({"name": "research"})).expect(201)["id"].as_str().unwrap().to_owned();
+    let second = s.invite(&ws2, "alan@example.com", "admin");
+    b.goto(&format!("{}{}", s.base, second["path"].as_str().unwrap()));
+    b.wait_text("main h1", "Join research");
+    assert!(!b.exists("#password"), "no password needed when signed in as the invitee");
+    b.screenshot("invitation-join");
+    b.click("form[data-form=invite-join] button[type=submit]");
+    b.wait_until("the joined workspace", |b| b.url().ends_with(&format!("/w/{ws2}/agents")));
+    b.wait_text("nav.tabs", "Secrets");
 }

@@ -75,6 +75,27 @@ fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
     }
     assert!(!log.contains("sk_live") && !log.contains("FROMFILE"));
 
+    // Members: an invitation link instead of a password; invitations are listed and revoked.
+    let out = ok(&run(&["members", "invite", "grace@example.com", "--role", "admin"], None, true));
+    let link = out.lines().find_map(|l| l.split_whitespace().find(|w| w.contains("/invite/avi_"))).unwrap().to_owned();
+    assert!(link.starts_with(&s.base), "{out}");
+    let listed = ok(&run(&["members", "invitations"], None, true));
+    assert!(listed.contains("grace@example.com") && !listed.contains("avi_"), "{listed}");
+    let code = link.rsplit('/').next().unwrap();
+    s.accept(code, &[], serde_json::json!({"password": "cobol compiler 1959"})).expect(201);
+    let members = ok(&run(&["members", "list"], None, true));
+    assert!(members.contains("grace@example.com") && members.contains("admin"), "{members}");
+    let alan: Value =
+        serde_json::from_str(&ok(&run(&["members", "invite", "alan@example.com", "--json"], None, true))).unwrap();
+    ok(&run(&["members", "revoke-invitation", alan["id"].as_str().unwrap()], None, true));
+    s.accept(alan["code"].as_str().unwrap(), &[], serde_json::json!({"password": "enigma machine 1939"}))
+        .expect_error(404, "invitation_invalid");
+    ok(&run(&["members", "set-role", "grace@example.com", "member"], None, true));
+    ok(&run(&["members", "remove", "grace@example.com"], None, true));
+    assert!(!ok(&run(&["members", "list"], None, true)).contains("grace@example.com"));
+    let refused = run(&["members", "invite", "not-an-email"], None, true);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("email"));
+
     // Errors carry the server's message and a non-zero exit code.
     let bad = run(&["secrets", "get", "Bad-Name"], None, true);
     assert!(!bad.status.success());

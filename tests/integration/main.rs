@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod functions;
 mod hardening;
+mod invitations;
 mod invoke;
 mod isolation;
 mod lifecycle;

@@ -197,11 +197,8 @@ fn members_build_agents_and_never_see_secrets() {
         ("PUT", format!("{secrets}/stripe_api_key/access"), Some(json!({"agents": []}))),
         ("DELETE", format!("{secrets}/stripe_api_key"), None),
         ("POST", format!("/api/v1/workspaces/{ws}/api-keys"), Some(json!({"name": "k", "agents": "all"}))),
-        (
-            "POST",
-            format!("/api/v1/workspaces/{ws}/members"),
-            Some(json!({"email": "x@example.com", "role": "admin", "password": "long enough pass 1"})),
-        ),
+        ("POST", format!("/api/v1/workspaces/{ws}/members"), Some(json!({"email": "x@example.com", "role": "admin"}))),
+        ("GET", format!("/api/v1/workspaces/{ws}/invitations"), None),
         ("PATCH", format!("/api/v1/workspaces/{ws}/members/{member_id}"), Some(json!({"role": "admin"}))),
         ("GET", format!("/api/v1/workspaces/{ws}/audit"), None),
         ("POST", "/api/v1/workspaces".to_owned(), Some(json!({"name": "mine"}))),
@@ -227,16 +224,18 @@ fn members_build_agents_and_never_see_secrets() {
     // Bad input changes nothing.
     let before = s.request("GET", &members, Some(&member), None).body["items"].as_array().unwrap().len();
     for (body, status, code) in [
-        (json!({"email": "not-an-email", "role": "member", "password": "long enough pass 1"}), 400, "invalid_input"),
-        (json!({"email": "new@example.com", "role": "member", "password": "weak"}), 400, "invalid_input"),
-        (json!({"email": "new@example.com", "role": "member"}), 400, "invalid_input"),
-        (json!({"email": "new@example.com", "role": "root", "password": "long enough pass 1"}), 400, "invalid_input"),
+        (json!({"email": "not-an-email", "role": "member"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com", "role": "member", "password": "long enough pass 1"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com"}), 400, "invalid_input"),
+        (json!({"email": "new@example.com", "role": "root"}), 400, "invalid_input"),
         (json!({"email": "GRACE@example.com", "role": "member"}), 409, "already_member"),
     ] {
         let r = s.request("POST", &members, Some(&member), Some(&body));
         assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
     }
     assert_eq!(s.request("GET", &members, Some(&member), None).body["items"].as_array().unwrap().len(), before);
+    let invitations = format!("/api/v1/workspaces/{ws}/invitations");
+    assert_eq!(s.request("GET", &invitations, Some(&member), None).body["items"], json!([]), "no invitation was made");
     // Ada is a member now: the log is Grace's to read.
     s.request("GET", &format!("/api/v1/workspaces/{ws}/audit"), Some(&s.admin), None).expect_error(403, "forbidden");
     let audit =
@@ -285,7 +284,7 @@ fn personal_tokens_are_shown_once_and_revocable() {
         Some(&other),
         Some(&json!({"current_password": ADMIN_PASSWORD, "new_password": "babbage difference engine"})),
     );
-    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.status, 200, "{}", r.text);
     s.request("POST", "/api/v1/auth/login", None, Some(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})))
         .expect(401);
     s.login(ADMIN_EMAIL, "babbage difference engine");
@@ -390,4 +389,144 @@ fn the_setup_page_creates_the_first_admin() {
     let (status, html, _) = post(&[("setup_code", &code), ("email", "eve@example.com"), ("password", ADMIN_PASSWORD)]);
     assert_eq!(status, 409);
     assert!(html.contains("is set up"));
+}
+
+#[test]
+fn a_password_change_ends_the_other_sessions_and_can_revoke_tokens() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let (here, here_csrf) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (stolen, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let cli_token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let other_token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let me = |cookie: &str| s.request_with("GET", "/api/v1/me", &[("Cookie", cookie)], None).status;
+    let change =
+        |headers: &[(&str, &str)], body: Value| s.request_with("PUT", "/api/v1/me/password", headers, Some(&body));
+
+    let r = change(
+        &[("Cookie", &here), ("X-CSRF-Token", &here_csrf)],
+        json!({"current_password": ADMIN_PASSWORD, "new_password": "babbage difference engine"}),
+    );
+    let out = r.expect(200).clone();
+    // The setup's session, the stolen one and the two that made the tokens.
+    assert_eq!(out, json!({"sessions_ended": 4, "tokens_revoked": 0}));
+    assert_eq!(me(&here), 200, "the session that changed the password goes on");
+    assert_eq!(me(&stolen), 401, "every other session ends");
+    s.request("GET", "/api/v1/me", Some(&other_token), None).expect(200);
+
+    // With revoke_tokens, personal tokens go too (except the one making the request).
+    let bearer = format!("Bearer {cli_token}");
+    let r = change(
+        &[("Authorization", &bearer)],
+        json!({"current_password": "babbage difference engine", "new_password": "lovelace note g 1843", "revoke_tokens": true}),
+    );
+    assert_eq!(
+        r.expect(200).clone(),
+        json!({"sessions_ended": 1, "tokens_revoked": 2}),
+        "the bootstrap token and the other one"
+    );
+    assert_eq!(me(&here), 401);
+    s.request("GET", "/api/v1/me", Some(&other_token), None).expect_error(401, "unauthenticated");
+    s.request("GET", "/api/v1/me", Some(&s.admin), None).expect_error(401, "unauthenticated");
+    s.request("GET", "/api/v1/me", Some(&cli_token), None).expect(200);
+    s.login(ADMIN_EMAIL, "lovelace note g 1843");
+
+    let audit = s.request(
+        "GET",
+        &format!("/api/v1/workspaces/{ws}/audit?action=user.password_change&outcome=success"),
+        Some(&cli_token),
+        None,
+    );
+    let audit = audit.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(audit.len(), 2);
+    assert!(audit.iter().any(|e| e["detail"].as_str().unwrap().contains("tokens_revoked")), "{audit:?}");
+    assert!(!serde_json::to_string(&audit).unwrap().contains("lovelace"));
+}
+
+/// Requests that appear to come from `client` (the server trusts X-Forwarded-For here).
+fn from<'a>(client: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![("X-Forwarded-For", client)];
+    h.extend_from_slice(extra);
+    h
+}
+
+#[test]
+fn guesses_of_the_current_password_are_rate_limited_like_sign_ins() {
+    let env =
+        vec![("AGENTVAULT_LOGIN_MAX_FAILURES", "3".to_owned()), ("AGENTVAULT_TRUST_FORWARDED_FOR", "true".to_owned())];
+    let (s, _tmp) = with_admin(Options { extra_env: env, ..Options::default() });
+    let ws = s.default_ws();
+    let thief = format!("Bearer {}", s.admin);
+    let guess = |password: &str| {
+        s.request_with(
+            "PUT",
+            "/api/v1/me/password",
+            &from("203.0.113.9", &[("Authorization", &thief)]),
+            Some(&json!({"current_password": password, "new_password": "taken over by the thief"})),
+        )
+    };
+    for wrong in ["guess one is wrong", "guess two is wrong", "guess three is wrong"] {
+        guess(wrong).expect_error(400, "invalid_input");
+    }
+    // Now even the right password is refused from there, as a sign-in would be.
+    let limited = guess(ADMIN_PASSWORD);
+    limited.expect_error(429, "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    let login = s.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &from("203.0.113.9", &[]),
+        Some(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+    );
+    login.expect_error(429, "rate_limited");
+    assert_eq!(s.audit(&ws, "action=user.password_change&outcome=denied").len(), 3);
+    // The password did not change; its owner signs in from elsewhere.
+    let r = s.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &from("198.51.100.7", &[]),
+        Some(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+    );
+    r.expect(200);
+}
+
+#[test]
+fn wrong_passwords_from_one_client_do_not_lock_the_owner_out() {
+    let env = vec![
+        ("AGENTVAULT_LOGIN_MAX_FAILURES", "3".to_owned()),
+        ("AGENTVAULT_LOGIN_MAX_PER_CLIENT", "12".to_owned()),
+        ("AGENTVAULT_TRUST_FORWARDED_FOR", "true".to_owned()),
+    ];
+    let (s, _tmp) = with_admin(Options { extra_env: env, ..Options::default() });
+    let login = |client: &str, email: &str, password: &str| {
+        s.request_with(
+            "POST",
+            "/api/v1/auth/login",
+            &from(client, &[]),
+            Some(&json!({"email": email, "password": password})),
+        )
+    };
+    let attacker = "203.0.113.9";
+    let statuses: Vec<u16> = (0..6).map(|i| login(attacker, ADMIN_EMAIL, &format!("wrong guess {i}")).status).collect();
+    assert_eq!(statuses, vec![401, 401, 401, 429, 429, 429]);
+    // Ada, elsewhere, signs in with her password.
+    login("198.51.100.7", ADMIN_EMAIL, ADMIN_PASSWORD).expect(200);
+    // The attacking client stays limited, even with the right password...
+    let limited = login(attacker, ADMIN_EMAIL, ADMIN_PASSWORD);
+    limited.expect_error(429, "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // ...and its attempt budget still runs out on other accounts (12 attempts, 7 used).
+    let mut refused = None;
+    for attempt in 0..8 {
+        let r = login(attacker, &format!("someone{attempt}@example.com"), "whatever password");
+        if r.status == 429 {
+            refused = Some(attempt);
+            break;
+        }
+        r.expect_error(401, "unauthenticated");
+    }
+    assert_eq!(refused, Some(5), "the client budget ran out");
+    // Ada is still fine from her own address.
+    login("198.51.100.7", ADMIN_EMAIL, ADMIN_PASSWORD).expect(200);
 }

@@ -302,13 +302,24 @@ impl Server {
         r.expect(201)["token"].as_str().unwrap().to_owned()
     }
 
-    /// Adds a new user to a workspace with a role.
+    /// Invites someone to a workspace with a role; returns the invitation (with its code).
+    pub fn invite(&self, ws: &str, email: &str, role: &str) -> Value {
+        let r = self.post(&format!("/api/v1/workspaces/{ws}/members"), json!({"email": email, "role": role}));
+        r.expect(201).clone()
+    }
+
+    /// Accepts an invitation by its code, with any headers (cookies, tokens) and body.
+    pub fn accept(&self, code: &str, headers: &[(&str, &str)], body: Value) -> Resp {
+        self.request_with("POST", &format!("/api/v1/invitations/{code}/accept"), headers, Some(&body))
+    }
+
+    /// Adds a new user to a workspace with a role: the admin invites, the invitee accepts and
+    /// chooses the password. Returns the new user's id.
     pub fn add_user(&self, ws: &str, email: &str, role: &str, password: &str) -> String {
-        let r = self.post(
-            &format!("/api/v1/workspaces/{ws}/members"),
-            json!({"email": email, "role": role, "password": password}),
-        );
-        r.expect(201)["user_id"].as_str().unwrap().to_owned()
+        let invitation = self.invite(ws, email, role);
+        let code = invitation["code"].as_str().unwrap();
+        let r = self.accept(code, &[], json!({"password": password}));
+        r.expect(201)["user"]["id"].as_str().unwrap().to_owned()
     }
 
     /// The agent read path.

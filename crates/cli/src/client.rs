@@ -167,6 +167,28 @@ pub enum KeysCmd {
     Revoke { key_id: String },
 }
 
+#[derive(Subcommand)]
+pub enum MembersCmd {
+    /// List the workspace's members
+    List,
+    /// Invite someone: prints a link (shown once) where they choose their own password, or
+    /// sign in to the account they already have, to join
+    Invite {
+        email: String,
+        /// admin or member
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// List pending invitations
+    Invitations,
+    /// Revoke a pending invitation (its link stops working)
+    RevokeInvitation { invitation_id: String },
+    /// Change a member's role (by user id or email)
+    SetRole { user: String, role: String },
+    /// Remove a member from the workspace (by user id or email)
+    Remove { user: String },
+}
+
 #[derive(Args)]
 pub struct AuditArgs {
     #[arg(long)]
@@ -652,6 +674,60 @@ pub fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), String> {
             }
         }
         KeysCmd::Revoke { key_id } => c.print(&c.call("DELETE", &format!("{base}/{key_id}"), None)?, &cols),
+    }
+    Ok(())
+}
+
+pub fn members(remote: &Remote, cmd: MembersCmd) -> Result<(), String> {
+    let c = Client::connect(remote)?;
+    let ws = c.workspace()?;
+    let base = format!("/api/v1/workspaces/{ws}/members");
+    let invitations = format!("/api/v1/workspaces/{ws}/invitations");
+    let member_cols = ["user_id", "email", "name", "role", "joined_at"];
+    let invitation_cols = ["id", "email", "role", "expires_at"];
+    let user_id = |user: &str| -> Result<String, String> {
+        if user.starts_with("usr_") {
+            return Ok(user.to_owned());
+        }
+        let list = c.call("GET", &base, None)?;
+        list["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|m| m["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(user))))
+            .and_then(|m| m["user_id"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("no member '{user}' in this workspace"))
+    };
+    match cmd {
+        MembersCmd::List => c.print(&c.call("GET", &base, None)?, &member_cols),
+        MembersCmd::Invite { email, role } => {
+            let created = c.call("POST", &base, Some(&json!({"email": email, "role": role})))?;
+            c.print(&created, &invitation_cols);
+            if !c.json {
+                println!(
+                    "\ninvitation link (shown this once; send it to {}): {}{}",
+                    created["email"].as_str().unwrap_or(""),
+                    c.addr,
+                    created["path"].as_str().unwrap_or("")
+                );
+            }
+        }
+        MembersCmd::Invitations => c.print(&c.call("GET", &invitations, None)?, &invitation_cols),
+        MembersCmd::RevokeInvitation { invitation_id } => {
+            c.call("DELETE", &format!("{invitations}/{invitation_id}"), None)?;
+            if !c.json {
+                println!("revoked {invitation_id}");
+            }
+        }
+        MembersCmd::SetRole { user, role } => {
+            let id = user_id(&user)?;
+            c.print(&c.call("PATCH", &format!("{base}/{id}"), Some(&json!({"role": role})))?, &member_cols);
+        }
+        MembersCmd::Remove { user } => {
+            let id = user_id(&user)?;
+            c.call("DELETE", &format!("{base}/{id}"), None)?;
+            if !c.json {
+                println!("removed {user}");
+            }
+        }
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ pub const DEFAULT_DATA_DIR: &str = "./agentvault-data";
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// A TOML config file with any of the settings below, by their long names with underscores
-    /// (listen, data_dir, root_key_file, log, tls_cert, tls_key, session_ttl, ...).
+    /// (listen, data_dir, root_key_file, log, tls_cert, tls_key, session_ttl, invitation_ttl, ...).
     #[arg(long, env = "AGENTVAULT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8437]
@@ -40,6 +40,9 @@ pub struct ConfigArgs {
     /// How long a console session lasts, e.g. 12h, 30m [default: 12h]
     #[arg(long, env = "AGENTVAULT_SESSION_TTL", value_name = "DURATION")]
     pub session_ttl: Option<String>,
+    /// How long an invitation to a workspace can be accepted, e.g. 7d, 48h [default: 7d]
+    #[arg(long, env = "AGENTVAULT_INVITATION_TTL", value_name = "DURATION")]
+    pub invitation_ttl: Option<String>,
     /// Mark session cookies Secure even without --tls-cert (behind an HTTPS reverse proxy)
     #[arg(long, env = "AGENTVAULT_SECURE_COOKIES", value_name = "BOOL")]
     pub secure_cookies: Option<bool>,
@@ -92,6 +95,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     session_ttl: Option<String>,
+    invitation_ttl: Option<String>,
     secure_cookies: Option<bool>,
     trust_forwarded_for: Option<bool>,
     login_max_per_client: Option<u32>,
@@ -187,6 +191,10 @@ impl Config {
             session_ttl: match args.session_ttl.or(file.session_ttl) {
                 Some(t) => duration("session TTL", &t)?,
                 None => defaults.session_ttl,
+            },
+            invitation_ttl: match args.invitation_ttl.or(file.invitation_ttl) {
+                Some(t) => duration("invitation TTL", &t)?,
+                None => defaults.invitation_ttl,
             },
             secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(tls.is_some()),
             trust_forwarded_for: args.trust_forwarded_for.or(file.trust_forwarded_for).unwrap_or(false),

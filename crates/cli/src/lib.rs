@@ -65,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         cmd: client::KeysCmd,
     },
+    /// Members of a workspace on a running server, and invitations to join it.
+    Members {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        cmd: client::MembersCmd,
+    },
     /// The audit log of a workspace on a running server, oldest first; -f to follow.
     Audit {
         #[command(flatten)]
@@ -92,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Secrets { remote, cmd } => Some(client::secrets(&remote, cmd)),
         Command::Keys { remote, cmd } => Some(client::keys(&remote, cmd)),
         Command::Fn { remote, cmd } => Some(client::functions(&remote, cmd)),
+        Command::Members { remote, cmd } => Some(client::members(&remote, cmd)),
         Command::Audit { remote, args } => Some(client::audit(&remote, args)),
         other => return run_local(other),
     };

@@ -32,10 +32,13 @@ pub enum Action {
     FunctionUpdate,
     FunctionDelete,
     FunctionInvoke,
+    InvitationCreate,
+    InvitationRevoke,
+    InvitationAccept,
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 30] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -63,6 +66,9 @@ impl Action {
         Action::FunctionUpdate,
         Action::FunctionDelete,
         Action::FunctionInvoke,
+        Action::InvitationCreate,
+        Action::InvitationRevoke,
+        Action::InvitationAccept,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +100,9 @@ impl Action {
             Action::FunctionUpdate => "function.update",
             Action::FunctionDelete => "function.delete",
             Action::FunctionInvoke => "function.invoke",
+            Action::InvitationCreate => "invitation.create",
+            Action::InvitationRevoke => "invitation.revoke",
+            Action::InvitationAccept => "invitation.accept",
         }
     }
 

@@ -17,6 +17,7 @@ pub const ADMIN_TOKEN_PREFIX: &str = "adm_";
 pub const USER_PREFIX: &str = "usr_";
 pub const SESSION_PREFIX: &str = "ses_";
 pub const PERSONAL_TOKEN_PREFIX: &str = "pat_";
+pub const INVITATION_PREFIX: &str = "inv_";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
@@ -233,6 +234,38 @@ pub struct PersonalToken {
 impl PersonalToken {
     pub fn is_usable(&self, now: Millis) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// An invitation to join a workspace with a role. The invitee chooses their own password (or
+/// proves they hold the existing account); the code is shown once and only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: String,
+    pub workspace_id: String,
+    pub email: String,
+    pub role: Role,
+    /// The id of the admin (user or bootstrap token) who sent it.
+    pub invited_by: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub accepted_at: Option<Millis>,
+}
+
+impl Invitation {
+    /// Not used, revoked or expired.
+    pub fn is_pending(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.accepted_at.is_none() && now < self.expires_at
+    }
+
+    /// The one answer for a code that is unknown, used, revoked or expired.
+    pub fn unusable() -> Error {
+        Error::not_found(
+            "invitation_invalid",
+            "this invitation link is not valid (it is unknown, was already used or revoked, or has expired); \
+             ask your workspace admin for a new invitation",
+        )
     }
 }
 

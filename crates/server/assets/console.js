@@ -83,10 +83,32 @@
 
   const handlers = {
     "member-add": async (form) => {
-      const body = { email: value(form, "email").trim(), name: value(form, "name"), role: value(form, "role") };
-      if (value(form, "password")) body.password = value(form, "password");
-      await api("POST", ws(form) + "/members", body);
+      const body = { email: value(form, "email").trim(), role: value(form, "role") };
+      const invitation = await api("POST", ws(form) + "/members", body);
+      form.hidden = true;
+      const shown = form.parentElement.querySelector("[data-new-invitation]");
+      shown.querySelector("[data-invited-email]").textContent = invitation.email;
+      shown.querySelector("input").value = window.location.origin + invitation.path;
+      shown.hidden = false;
+    },
+    "invitation-revoke": async (form) => {
+      if (!window.confirm("Revoke the invitation of " + form.dataset.email + "? Its link stops working.")) return;
+      await api("DELETE", ws(form) + "/invitations/" + form.dataset.invitation);
       window.location.reload();
+    },
+    "invite-create": async (form) => {
+      await api("POST", "/api/v1/invitations/" + form.dataset.code + "/accept", {
+        name: value(form, "name"), password: value(form, "password"),
+      });
+      window.location.assign("/w/" + form.dataset.ws + "/agents");
+    },
+    "invite-signin": async (form) => {
+      await api("POST", "/api/v1/invitations/" + form.dataset.code + "/accept", { password: value(form, "password") });
+      window.location.assign("/w/" + form.dataset.ws + "/agents");
+    },
+    "invite-join": async (form) => {
+      await api("POST", "/api/v1/invitations/" + form.dataset.code + "/accept", {});
+      window.location.assign("/w/" + form.dataset.ws + "/agents");
     },
     "member-role": async (form) => {
       await api("PATCH", ws(form) + "/members/" + form.dataset.user, { role: value(form, "role") });

@@ -15,8 +15,8 @@ use axum::routing::get;
 use crate::api::agents::AgentSecretOut;
 use crate::api::audit::{AuditOut, AuditQuery};
 use crate::api::functions::{FunctionOut, ParamBody};
-use crate::api::people::MemberOut;
 use crate::api::people::UserOut;
+use crate::api::people::{InvitationOut, MemberOut};
 use crate::api::{AgentOut, SecretOut, agents as agents_api, functions as functions_api, secrets as secrets_api};
 use crate::api::{AgentsScope, ApiKeyOut, audit as audit_api, keys as keys_api, people as people_api};
 use crate::auth::Auth;
@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login_page))
+        .route("/invite/{code}", get(invite_page))
         .route("/assets/{file}", get(asset))
         .route("/w/{ws}", get(workspace_home))
         .route("/w/{ws}/agents", get(agents_page))
@@ -550,6 +551,7 @@ struct UsersPage {
     ws: String,
     admin: bool,
     members: Vec<MemberOut>,
+    invitations: Vec<InvitationOut>,
     me: String,
 }
 
@@ -557,6 +559,14 @@ async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, headers:
     let (v, chrome) = match open_page(&st, &headers, &uri, &ws, "users", Perm::ViewPeople).await {
         Ok(p) => p,
         Err(r) => return *r,
+    };
+    let invitations = if chrome.is_admin {
+        match people_api::list_invitations(State(st.clone()), v.auth(), ApiPath(ws.clone())).await {
+            Ok(list) => list.0.items,
+            Err(e) => return refused(chrome, e),
+        }
+    } else {
+        Vec::new()
     };
     match people_api::list_members(State(st.clone()), v.auth(), ApiPath(ws)).await {
         Ok(list) => render(
@@ -567,9 +577,80 @@ async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, headers:
                 me: v.user.id.clone(),
                 chrome: Some(chrome),
                 members: list.0.items,
+                invitations,
             },
         ),
         Err(e) => refused(chrome, e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage {
+    chrome: Option<Chrome>,
+    /// The CSRF token of the viewer's session, when signed in.
+    csrf: Option<String>,
+    code: String,
+    /// None when the code is not (or no longer) valid.
+    invitation: Option<InviteView>,
+    error: String,
+}
+
+struct InviteView {
+    email: String,
+    role: &'static str,
+    ws_id: String,
+    ws_name: String,
+    account_exists: bool,
+    /// Signed in as the invited account: a Join button is enough.
+    signed_in_as_invitee: bool,
+    /// Signed in as someone else (shown, so the person knows why the page asks to sign in).
+    signed_in_as: Option<String>,
+}
+
+/// The page behind an invitation link: create the account, or sign in as the existing one,
+/// and join.
+async fn invite_page(State(st): State<AppState>, Path(code): Path<String>, headers: HeaderMap) -> Response {
+    let session = match session_cookie(&headers) {
+        Some(cookie) => match st.session_of(&cookie, now_millis()).await {
+            Ok(s) => Some((s, csrf_token(&cookie))),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let viewer = match &session {
+        Some((s, _)) => st.store.get_user(&s.user_id).await.ok().flatten(),
+        None => None,
+    };
+    let csrf = session.map(|(_, c)| c);
+    match people_api::pending_invitation(&st, &code).await {
+        Ok((invitation, ws, account)) => {
+            let account_id = account.as_ref().map(|(u, _)| u.id.clone());
+            let signed_in_as_invitee = viewer.as_ref().is_some_and(|v| Some(&v.id) == account_id.as_ref());
+            let view = InviteView {
+                role: invitation.role.as_str(),
+                email: invitation.email,
+                ws_id: ws.id,
+                ws_name: ws.name,
+                account_exists: account.is_some(),
+                signed_in_as_invitee,
+                signed_in_as: viewer.filter(|_| !signed_in_as_invitee).map(|v| v.email),
+            };
+            render(
+                StatusCode::OK,
+                &InvitePage { chrome: None, csrf, code, invitation: Some(view), error: String::new() },
+            )
+        }
+        Err(e) => {
+            let status =
+                if e.kind == ErrorKind::NotFound { StatusCode::NOT_FOUND } else { StatusCode::INTERNAL_SERVER_ERROR };
+            let error = if status == StatusCode::NOT_FOUND {
+                e.message.to_string()
+            } else {
+                "the server could not look up this invitation; try again".to_owned()
+            };
+            render(status, &InvitePage { chrome: None, csrf, code: String::new(), invitation: None, error })
+        }
     }
 }
 

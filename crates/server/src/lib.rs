@@ -81,6 +81,8 @@ pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<Millis> {
 pub struct ServerOptions {
     /// How long a console session lasts.
     pub session_ttl: Duration,
+    /// How long an invitation to a workspace can be accepted.
+    pub invitation_ttl: Duration,
     /// Mark cookies `Secure` (when serving HTTPS, or behind a proxy that does).
     pub secure_cookies: bool,
     /// Take the client address for rate limiting from `X-Forwarded-For` (behind a reverse proxy).
@@ -96,6 +98,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             session_ttl: Duration::from_secs(12 * 3600),
+            invitation_ttl: Duration::from_secs(7 * 86_400),
             secure_cookies: false,
             trust_forwarded_for: false,
             login_limits: people::LoginLimits::default(),
@@ -261,6 +264,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(people_api::revoke_session))
         .routes(routes!(people_api::list_members, people_api::add_member))
         .routes(routes!(people_api::change_role, people_api::remove_member))
+        .routes(routes!(people_api::list_invitations))
+        .routes(routes!(people_api::revoke_invitation))
+        .routes(routes!(people_api::show_invitation))
+        .routes(routes!(people_api::accept_invitation))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -95,7 +95,7 @@ pub fn session_set_cookie(token: &str, max_age: Duration, secure: bool) -> Heade
 pub struct LoginLimits {
     /// Attempts per client address per window.
     pub per_client: u32,
-    /// Failed attempts per account per window.
+    /// Failed attempts per account from one client address before that pair must wait.
     pub failures_per_account: u32,
     pub window: Duration,
 }
@@ -106,65 +106,99 @@ impl Default for LoginLimits {
     }
 }
 
-/// Fixed-window counters of sign-in attempts by client and failures by account.
+/// The first wait once a client has used up its failures on an account; it doubles with each
+/// further failure, up to the window.
+const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Failures of one (client, account) pair.
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Sign-in attempts by client (a fixed window), and failures by the pair of client and account
+/// (with a growing wait). Keying failures on the pair means that someone guessing from
+/// elsewhere cannot lock the account's owner out; the per-client budget still caps how fast
+/// any one client can guess.
 pub struct LoginLimiter {
     limits: LoginLimits,
-    counters: Mutex<HashMap<String, (Instant, u32)>>,
+    attempts: Mutex<HashMap<String, (Instant, u32)>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pair(client: &str, account: &str) -> String {
+    format!("{client}\u{0}{}", account.to_lowercase())
 }
 
 impl LoginLimiter {
     pub fn new(limits: LoginLimits) -> LoginLimiter {
-        LoginLimiter { limits, counters: Mutex::new(HashMap::new()) }
+        LoginLimiter { limits, attempts: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
     }
 
-    fn counters(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u32)>> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Seconds until `key` may try again, if it is over `limit`.
-    fn blocked(&self, key: &str, limit: u32) -> Option<u64> {
-        let now = Instant::now();
-        let counters = self.counters();
-        let (start, count) = counters.get(key)?;
-        let elapsed = now.duration_since(*start);
-        (elapsed < self.limits.window && *count >= limit).then(|| (self.limits.window - elapsed).as_secs().max(1))
-    }
-
-    fn bump(&self, key: String) {
-        let now = Instant::now();
-        let mut counters = self.counters();
-        if counters.len() > 100_000 {
-            let window = self.limits.window;
-            counters.retain(|_, (start, _)| now.duration_since(*start) < window);
+    /// How long a pair with `count` failures waits after its last one (zero under the limit).
+    fn backoff(&self, count: u32) -> Duration {
+        if count < self.limits.failures_per_account.max(1) {
+            return Duration::ZERO;
         }
-        let entry = counters.entry(key).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.limits.window {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
+        let doublings = (count - self.limits.failures_per_account.max(1)).min(16);
+        FIRST_BACKOFF.saturating_mul(1 << doublings).min(self.limits.window)
     }
 
-    /// Counts an attempt from `client` and refuses it when the client or the account is over
-    /// its limit.
+    /// Counts an attempt from `client` and refuses it when the client is over its budget, or
+    /// when this client failed on this account too often and must still wait.
     pub fn check(&self, client: &str, account: &str) -> Result<()> {
-        let client_key = format!("client:{client}");
-        let account_key = format!("account:{}", account.to_lowercase());
-        let wait = self
-            .blocked(&client_key, self.limits.per_client)
-            .or_else(|| self.blocked(&account_key, self.limits.failures_per_account));
-        self.bump(client_key);
-        match wait {
-            Some(secs) => Err(rate_limited(secs)),
+        let now = Instant::now();
+        let window = self.limits.window;
+        let client_wait = {
+            let mut attempts = lock(&self.attempts);
+            if attempts.len() > 100_000 {
+                attempts.retain(|_, (start, _)| now.duration_since(*start) < window);
+            }
+            let entry = attempts.entry(client.to_owned()).or_insert((now, 0));
+            if now.duration_since(entry.0) >= window {
+                *entry = (now, 0);
+            }
+            let wait = (entry.1 >= self.limits.per_client).then(|| window - now.duration_since(entry.0));
+            entry.1 = entry.1.saturating_add(1);
+            wait
+        };
+        let pair_wait = {
+            let failures = lock(&self.failures);
+            failures.get(&pair(client, account)).and_then(|f| {
+                let wait = self.backoff(f.count);
+                let elapsed = now.duration_since(f.last);
+                (elapsed < wait).then(|| wait - elapsed)
+            })
+        };
+        match client_wait.max(pair_wait) {
+            Some(wait) => Err(rate_limited((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))),
             None => Ok(()),
         }
     }
 
-    pub fn failed(&self, account: &str) {
-        self.bump(format!("account:{}", account.to_lowercase()));
+    /// Records a failed attempt on `account` from `client`.
+    pub fn failed(&self, client: &str, account: &str) {
+        let now = Instant::now();
+        let window = self.limits.window;
+        let mut failures = lock(&self.failures);
+        if failures.len() > 100_000 {
+            failures.retain(|_, f| now.duration_since(f.last) < window);
+        }
+        let f = failures.entry(pair(client, account)).or_insert(Failures { count: 0, last: now });
+        // A quiet window forgives earlier failures.
+        if now.duration_since(f.last) >= window {
+            f.count = 0;
+        }
+        f.count = f.count.saturating_add(1);
+        f.last = now;
     }
 
-    pub fn succeeded(&self, account: &str) {
-        self.counters().remove(&format!("account:{}", account.to_lowercase()));
+    pub fn succeeded(&self, client: &str, account: &str) {
+        lock(&self.failures).remove(&pair(client, account));
     }
 }
 
@@ -184,21 +218,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_clients_and_accounts() {
+    fn limits_clients_and_pairs_of_client_and_account() {
         let l =
-            LoginLimiter::new(LoginLimits { per_client: 3, failures_per_account: 2, window: Duration::from_secs(60) });
+            LoginLimiter::new(LoginLimits { per_client: 3, failures_per_account: 2, window: Duration::from_secs(600) });
         for _ in 0..3 {
             l.check("10.0.0.1", "a@x.io").unwrap();
         }
         assert_eq!(l.check("10.0.0.1", "b@x.io").unwrap_err().code, "rate_limited");
         // Another client is not affected...
         l.check("10.0.0.2", "a@x.io").unwrap();
-        // ...but an account with too many failures is, from anywhere.
-        l.failed("A@x.io");
-        l.failed("a@x.io");
-        assert_eq!(l.check("10.0.0.3", "a@x.io").unwrap_err().code, "rate_limited");
-        l.succeeded("a@x.io");
+        // ...and failures on an account hold back only the client that made them.
+        l.failed("10.0.0.2", "A@x.io");
+        l.failed("10.0.0.2", "a@x.io");
+        let e = l.check("10.0.0.2", "a@x.io").unwrap_err();
+        assert_eq!(e.code, "rate_limited");
+        assert_eq!(e.retry_after, Some(60));
+        l.check("10.0.0.3", "a@x.io").unwrap();
+        l.check("10.0.0.2", "b@x.io").unwrap();
+        l.succeeded("10.0.0.2", "a@x.io");
         l.check("10.0.0.4", "a@x.io").unwrap();
+    }
+
+    #[test]
+    fn the_wait_doubles_with_each_further_failure_up_to_the_window() {
+        let l = LoginLimiter::new(LoginLimits {
+            per_client: 100,
+            failures_per_account: 2,
+            window: Duration::from_secs(600),
+        });
+        assert_eq!(l.backoff(1), Duration::ZERO);
+        assert_eq!(l.backoff(2), Duration::from_secs(60));
+        assert_eq!(l.backoff(3), Duration::from_secs(120));
+        assert_eq!(l.backoff(5), Duration::from_secs(480));
+        assert_eq!(l.backoff(6), Duration::from_secs(600));
+        assert_eq!(l.backoff(40), Duration::from_secs(600));
     }
 
     #[test]

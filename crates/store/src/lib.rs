@@ -3,7 +3,7 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
+    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
     SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
@@ -50,6 +50,26 @@ pub struct SealedVersion {
     pub secret_id: String,
     pub version: u32,
     pub sealed: Sealed,
+}
+
+/// A password change: the new hash, and which credentials of the user end with it.
+#[derive(Clone, Debug)]
+pub struct PasswordChange<'a> {
+    pub user_id: &'a str,
+    pub password_hash: &'a str,
+    pub now: Millis,
+    /// The session that made the change stays; every other live session of the user ends.
+    pub keep_session: Option<&'a str>,
+    /// Also revoke the user's personal access tokens (except `keep_token`).
+    pub revoke_tokens: bool,
+    pub keep_token: Option<&'a str>,
+}
+
+/// An account created by accepting an invitation.
+#[derive(Clone, Copy, Debug)]
+pub struct NewAccount<'a> {
+    pub user: &'a User,
+    pub password_hash: &'a str,
 }
 
 /// The storage of agentvault. Every mutation takes the audit record describing it and writes
@@ -157,7 +177,10 @@ pub trait Store: Send + Sync + 'static {
     /// A user and their password hash, by email (case-insensitive).
     async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>>;
     async fn get_user(&self, user_id: &str) -> Result<Option<User>>;
-    async fn set_password(&self, user_id: &str, password_hash: &str, now: Millis, audit: &[AuditEvent]) -> Result<()>;
+    /// Stores a new password hash and ends the user's other sessions (and, if asked, their
+    /// personal access tokens) in the same transaction. Returns how many sessions and tokens
+    /// ended.
+    async fn set_password(&self, change: &PasswordChange<'_>, audit: &[AuditEvent]) -> Result<(u64, u64)>;
     /// The workspaces of a user with the role in each.
     async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, Role)>>;
     async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>>;
@@ -198,6 +221,34 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the hash of a one-time code for `purpose`, replacing any earlier one.
     async fn set_one_time_code(&self, purpose: &str, code_hash: &[u8], now: Millis) -> Result<()>;
     async fn one_time_code(&self, purpose: &str) -> Result<Option<Vec<u8>>>;
+
+    // --- invitations ------------------------------------------------------------------------
+
+    /// Stores a new invitation and revokes any pending one for the same email and workspace.
+    /// 409 `already_member` if a user with that email is in the workspace.
+    async fn create_invitation(&self, invitation: &Invitation, code_hash: &[u8], audit: &[AuditEvent]) -> Result<()>;
+    /// The pending (not used, revoked or expired) invitations of a workspace, newest first.
+    async fn list_invitations(&self, workspace_id: &str, now: Millis) -> Result<Vec<Invitation>>;
+    async fn invitation_by_hash(&self, code_hash: &[u8]) -> Result<Option<Invitation>>;
+    /// 404 `invitation_not_found` unless the invitation is pending in that workspace.
+    async fn revoke_invitation(
+        &self,
+        workspace_id: &str,
+        invitation_id: &str,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<Invitation>;
+    /// Marks a pending invitation used and makes `user_id` a member with its role, creating the
+    /// account first when `new_account` is given — all in one transaction. 404
+    /// `invitation_invalid` when it is no longer pending; 409 `already_member`; 409 `user_exists`.
+    async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        user_id: &str,
+        new_account: Option<NewAccount<'_>>,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<()>;
 
     // --- functions ----------------------------------------------------------------------------
 

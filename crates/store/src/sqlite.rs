@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, KeyScope, Member, Millis, ParamType, PersonalToken,
-    Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
+    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis, ParamType,
+    PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 use async_trait::async_trait;
@@ -27,12 +27,24 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::journal::AuditJournal;
-use crate::{SealedVersion, SecretChange, SecretRecord, Store};
+use crate::{NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
+
+/// `SELECT <the columns of an invitation> FROM invitations <rest>`, as one static string.
+macro_rules! select_invitations {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, workspace_id, email, role, invited_by, created_at, expires_at, revoked_at, accepted_at \
+             FROM invitations ",
+            $rest
+        )
+    };
+}
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_people.sql")),
     (3, include_str!("../migrations/sqlite/0003_functions.sql")),
+    (4, include_str!("../migrations/sqlite/0004_invitations.sql")),
 ];
 
 pub struct SqliteStore {
@@ -963,20 +975,49 @@ impl Store for SqliteStore {
         row.as_ref().map(user_from).transpose()
     }
 
-    async fn set_password(&self, user_id: &str, password_hash: &str, now: Millis, audit: &[AuditEvent]) -> Result<()> {
+    async fn set_password(&self, change: &PasswordChange<'_>, audit: &[AuditEvent]) -> Result<(u64, u64)> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(now)
-            .bind(user_id)
+            .bind(change.password_hash)
+            .bind(change.now)
+            .bind(change.user_id)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("user_not_found", "the user no longer exists"));
         }
+        let sessions = sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? \
+             AND id <> ?",
+        )
+        .bind(change.now)
+        .bind(change.user_id)
+        .bind(change.now)
+        .bind(change.keep_session.unwrap_or(""))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        let tokens = if change.revoke_tokens {
+            sqlx::query(
+                "UPDATE personal_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > ?) AND id <> ?",
+            )
+            .bind(change.now)
+            .bind(change.user_id)
+            .bind(change.now)
+            .bind(change.keep_token.unwrap_or(""))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+        } else {
+            0
+        };
         insert_audit(&mut tx, &self.audit_seq, audit).await?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok((sessions, tokens))
     }
 
     async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, Role)>> {
@@ -1224,6 +1265,158 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    async fn create_invitation(&self, invitation: &Invitation, code_hash: &[u8], audit: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let member: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.workspace_id = ? AND LOWER(u.email) = LOWER(?)",
+        )
+        .bind(&invitation.workspace_id)
+        .bind(&invitation.email)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if member.is_some() {
+            return Err(Error::conflict(
+                "already_member",
+                format!("{} is already a member of this workspace", invitation.email),
+            )
+            .with_field("email"));
+        }
+        // A new invitation replaces the pending one for the same person and workspace.
+        sqlx::query(
+            "UPDATE invitations SET revoked_at = ? WHERE workspace_id = ? AND LOWER(email) = LOWER(?) \
+             AND revoked_at IS NULL AND accepted_at IS NULL",
+        )
+        .bind(invitation.created_at)
+        .bind(&invitation.workspace_id)
+        .bind(&invitation.email)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO invitations (id, workspace_id, email, role, code_hash, invited_by, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&invitation.id)
+        .bind(&invitation.workspace_id)
+        .bind(&invitation.email)
+        .bind(invitation.role.as_str())
+        .bind(code_hash)
+        .bind(&invitation.invited_by)
+        .bind(invitation.created_at)
+        .bind(invitation.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_invitations(&self, workspace_id: &str, now: Millis) -> Result<Vec<Invitation>> {
+        let rows = sqlx::query(select_invitations!(
+            "WHERE workspace_id = ? AND revoked_at IS NULL AND accepted_at IS NULL AND expires_at > ? \
+             ORDER BY created_at DESC"
+        ))
+        .bind(workspace_id)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(invitation_from).collect()
+    }
+
+    async fn invitation_by_hash(&self, code_hash: &[u8]) -> Result<Option<Invitation>> {
+        let row = sqlx::query(select_invitations!("WHERE code_hash = ?"))
+            .bind(code_hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(invitation_from).transpose()
+    }
+
+    async fn revoke_invitation(
+        &self,
+        workspace_id: &str,
+        invitation_id: &str,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<Invitation> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let done = sqlx::query(
+            "UPDATE invitations SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL \
+             AND accepted_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(invitation_id)
+        .bind(workspace_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(
+                "invitation_not_found",
+                "no pending invitation with that id in this workspace (it may have been accepted, revoked or expired)",
+            ));
+        }
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        let row = sqlx::query(select_invitations!("WHERE id = ?"))
+            .bind(invitation_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let invitation = invitation_from(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(invitation)
+    }
+
+    async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        user_id: &str,
+        new_account: Option<NewAccount<'_>>,
+        now: Millis,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        // Single use: only a pending invitation is marked used, inside the transaction that
+        // adds the membership.
+        let done = sqlx::query(
+            "UPDATE invitations SET accepted_at = ?, accepted_by = ? WHERE id = ? AND revoked_at IS NULL \
+             AND accepted_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(&invitation.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Invitation::unusable());
+        }
+        if let Some(account) = new_account {
+            insert_user(&mut tx, account.user, account.password_hash).await?;
+        }
+        sqlx::query("INSERT INTO memberships (user_id, workspace_id, role, created_at) VALUES (?, ?, ?, ?)")
+            .bind(user_id)
+            .bind(&invitation.workspace_id)
+            .bind(invitation.role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict("already_member", "you are already a member of this workspace; sign in to use it")
+                } else {
+                    db_err(e)
+                }
+            })?;
+        insert_audit(&mut tx, &self.audit_seq, audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
     async fn list_functions(&self, workspace_id: &str, agent_id: &str) -> Result<Vec<Function>> {
         let rows = sqlx::query("SELECT * FROM functions WHERE workspace_id = ? AND agent_id = ? ORDER BY name")
             .bind(workspace_id)
@@ -1450,6 +1643,20 @@ fn user_from(row: &SqliteRow) -> Result<User> {
         name: get(row, "name")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn invitation_from(row: &SqliteRow) -> Result<Invitation> {
+    Ok(Invitation {
+        id: get(row, "id")?,
+        workspace_id: get(row, "workspace_id")?,
+        email: get(row, "email")?,
+        role: role_from(row)?,
+        invited_by: get(row, "invited_by")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        accepted_at: get(row, "accepted_at")?,
     })
 }
 

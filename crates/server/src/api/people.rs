@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{
-    Actor, Member, Millis, PERSONAL_TOKEN_PREFIX, Perm, PersonalToken, Principal, Role, SESSION_PREFIX, Session,
-    USER_PREFIX, User,
+    Actor, INVITATION_PREFIX, Invitation, Member, Millis, PERSONAL_TOKEN_PREFIX, Perm, PersonalToken, Principal, Role,
+    SESSION_PREFIX, Session, USER_PREFIX, User, Workspace,
 };
 use agentvault_core::{Error, Result, validate};
+use agentvault_store::{NewAccount, PasswordChange};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -230,7 +231,7 @@ pub async fn login(
         None => (None, None),
     };
     if !verify_password(body.password, hash).await {
-        st.login_limiter.failed(&email);
+        st.login_limiter.failed(&client, &email);
         match &user {
             Some(u) => {
                 let events = st
@@ -245,7 +246,7 @@ pub async fn login(
         return Err(wrong_credentials().into());
     }
     let Some(user) = user else { return Err(wrong_credentials().into()) };
-    st.login_limiter.succeeded(&email);
+    st.login_limiter.succeeded(&client, &email);
     let (cookie, body) = st.start_session(user, &client, &headers).await?;
     Ok(with_cookie(StatusCode::OK, cookie, body))
 }
@@ -313,7 +314,7 @@ pub async fn create_first_admin(
         _ => false,
     };
     if !by_token && !by_code {
-        st.login_limiter.failed("setup");
+        st.login_limiter.failed(client, "setup");
         return Err(Error::unauthenticated(
             "give the setup code printed when agentvault started, or send the bootstrap token as Authorization: Bearer",
         )
@@ -370,29 +371,77 @@ pub struct ChangePassword {
     pub current_password: Zeroizing<String>,
     #[schema(value_type = String)]
     pub new_password: Zeroizing<String>,
+    /// Also revoke your personal access tokens (except the one making this request).
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
-/// Changes the caller's password.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Your other console sessions, now ended (the one making this request stays).
+    pub sessions_ended: u64,
+    /// Personal access tokens revoked (with `revoke_tokens`).
+    pub tokens_revoked: u64,
+}
+
+/// Changes the caller's password. Every other session of the caller ends; with
+/// `revoke_tokens`, their personal access tokens are revoked too. Wrong current passwords are
+/// rate-limited like sign-ins.
 #[utoipa::path(put, path = "/api/v1/me/password", tag = "people", request_body = ChangePassword,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = PasswordChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn change_password(
     State(st): State<AppState>,
     Auth(p): Auth,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     body: Result<ApiJson<ChangePassword>, ApiError>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<PasswordChanged>> {
     let user_id = AppState::user_id_of(&p)?;
     let ApiJson(body) = body?;
     let user =
         st.store.get_user(user_id).await?.ok_or_else(|| Error::unauthenticated("your account no longer exists"))?;
+    let client = st.client_of(peer, &headers);
+    st.login_limiter.check(&client, &user.email)?;
     let hash = st.store.user_by_email(&user.email).await?.map(|(_, h)| h);
     if !verify_password(body.current_password, hash).await {
+        st.login_limiter.failed(&client, &user.email);
+        for e in st.user_events(user_id, p.actor(), Action::PasswordChange, Outcome::Denied, "wrong_password").await? {
+            st.audit.append(e).await?;
+        }
         return Err(Error::invalid("current_password", "the current password is wrong").into());
     }
+    st.login_limiter.succeeded(&client, &user.email);
     validate::password("new_password", &body.new_password, &user.email)?;
     let hash = hash_password(body.new_password).await?;
-    let audit = st.user_events(user_id, p.actor(), Action::PasswordChange, Outcome::Success, "").await?;
-    st.store.set_password(user_id, &hash, now_millis(), &audit).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let now = now_millis();
+    // The credential of this request stays: its session, or its personal access token.
+    let (keep_session, keep_token) = match headers.get(header::AUTHORIZATION) {
+        Some(value) => {
+            let token = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim());
+            let keep = match token {
+                Some(t) => st.store.personal_token_by_hash(&hash_token(t)).await?.map(|t| t.id),
+                None => None,
+            };
+            (None, keep)
+        }
+        None => match session_cookie(&headers) {
+            Some(cookie) => (Some(st.session_of(&cookie, now).await?.id), None),
+            None => (None, None),
+        },
+    };
+    let detail = if body.revoke_tokens { "other_sessions_ended,tokens_revoked" } else { "other_sessions_ended" };
+    let audit = st.user_events(user_id, p.actor(), Action::PasswordChange, Outcome::Success, detail).await?;
+    let change = PasswordChange {
+        user_id,
+        password_hash: &hash,
+        now,
+        keep_session: keep_session.as_deref(),
+        revoke_tokens: body.revoke_tokens,
+        keep_token: keep_token.as_deref(),
+    };
+    let (sessions_ended, tokens_revoked) = st.store.set_password(&change, &audit).await?;
+    Ok(Json(PasswordChanged { sessions_ended, tokens_revoked }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -569,19 +618,58 @@ impl From<Member> for MemberOut {
     }
 }
 
+/// An invitation to the workspace: who, with which role, until when.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub email: String,
-    /// For a new user.
-    #[serde(default)]
-    pub name: String,
     /// `admin` or `member`
     pub role: String,
-    /// Required to create a new user; ignored (and refused) for an existing one.
+    /// Refused: the invitee chooses their own password when they accept.
+    #[serde(default)]
     #[schema(value_type = Option<String>)]
-    pub password: Option<Zeroizing<String>>,
+    pub password: Option<serde::de::IgnoredAny>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationOut {
+    pub id: String,
+    pub email: String,
+    /// `admin` or `member`
+    pub role: &'static str,
+    /// The id of the admin who sent it.
+    pub invited_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<Invitation> for InvitationOut {
+    fn from(i: Invitation) -> Self {
+        InvitationOut {
+            id: i.id,
+            email: i.email,
+            role: i.role.as_str(),
+            invited_by: i.invited_by,
+            created_at: rfc3339(i.created_at),
+            expires_at: rfc3339(i.expires_at),
+        }
+    }
+}
+
+/// A new invitation; its code (and the console path `/invite/<code>`) is shown here once. Give
+/// the link to the invitee: they choose their password, or sign in to their existing account,
+/// to join.
+#[derive(Serialize, ToSchema)]
+pub struct InvitationCreated {
+    #[serde(flatten)]
+    pub info: InvitationOut,
+    pub code: String,
+    /// The console page that accepts it, e.g. `/invite/avi_...`.
+    pub path: String,
+}
+
+/// Prefix of invitation codes.
+pub const INVITATION_CODE_PREFIX: &str = "avi_";
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -608,54 +696,323 @@ pub async fn list_members(
     Ok(Json(members.into_iter().map(MemberOut::from).collect::<Vec<_>>().into()))
 }
 
-/// Adds a user to the workspace: an existing user by email, or a new user (with a password).
+/// Invites a person to the workspace with a role. Nobody is added until the invitee accepts:
+/// a new person chooses their own password; the holder of an existing account proves it. A new
+/// invitation for the same email replaces the pending one.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/members", tag = "people", request_body = AddMember,
     params(("ws" = String, Path)),
-    responses((status = 201, body = MemberOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = InvitationCreated), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add_member(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
     body: Result<ApiJson<AddMember>, ApiError>,
-) -> ApiResult<(StatusCode, Json<MemberOut>)> {
+) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
     let ApiJson(body) = body?;
+    if body.password.is_some() {
+        return Err(Error::invalid(
+            "password",
+            "passwords are now chosen by the invitee: leave the password out, and give the invitation link this \
+             request returns to the person you invite",
+        )
+        .into());
+    }
     let email = validate::email(&body.email)?;
     let role = role_param(&body.role)?;
     let now = now_millis();
+    let code = generate_token(INVITATION_CODE_PREFIX)?;
+    let ttl = i64::try_from(st.options.invitation_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let invitation = Invitation {
+        id: new_id(INVITATION_PREFIX)?,
+        workspace_id: ws.id.clone(),
+        email,
+        role,
+        invited_by: p.actor().id().to_owned(),
+        created_at: now,
+        expires_at: now.saturating_add(ttl),
+        revoked_at: None,
+        accepted_at: None,
+    };
+    let target = invitation_target(&st, &invitation.email).await?;
     let _w = st.write_lock.lock().await;
-    let user = match st.store.user_by_email(&email).await? {
-        Some((user, _)) => {
-            if body.password.is_some() {
-                return Err(Error::invalid(
-                    "password",
-                    "this user already exists and keeps their own password; leave the password out",
-                )
-                .into());
-            }
-            let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::MemberAdd, Outcome::Success)
+    let mut audit: Vec<AuditEvent> = st
+        .store
+        .list_invitations(&ws.id, now)
+        .await?
+        .into_iter()
+        .filter(|i| i.email.eq_ignore_ascii_case(&invitation.email))
+        .map(|i| {
+            AuditEvent::new(now, &ws.id, p.actor(), Action::InvitationRevoke, Outcome::Success)
+                .target(&target)
+                .detail(format!("{} replaced by {}", i.id, invitation.id))
+        })
+        .collect();
+    audit.push(
+        AuditEvent::new(now, &ws.id, p.actor(), Action::InvitationCreate, Outcome::Success)
+            .target(&target)
+            .detail(format!("{} role={}", invitation.id, role.as_str())),
+    );
+    st.store.create_invitation(&invitation, &hash_token(&code), &audit).await?;
+    let path = format!("/invite/{code}");
+    Ok((StatusCode::CREATED, Json(InvitationCreated { info: invitation.into(), code, path })))
+}
+
+/// The audit target of an invitation: the invited account's id when it exists, else the email.
+async fn invitation_target(st: &AppState, email: &str) -> Result<String> {
+    Ok(st.store.user_by_email(email).await?.map(|(u, _)| u.id).unwrap_or_else(|| email.to_owned()))
+}
+
+/// The workspace's pending invitations (never their codes).
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/invitations", tag = "people",
+    params(("ws" = String, Path)),
+    responses((status = 200, body = List<InvitationOut>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_invitations(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+) -> ApiResult<Json<List<InvitationOut>>> {
+    let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let items = st.store.list_invitations(&ws.id, now_millis()).await?;
+    Ok(Json(items.into_iter().map(InvitationOut::from).collect::<Vec<_>>().into()))
+}
+
+/// Revokes a pending invitation: its link stops working.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/invitations/{invitation_id}", tag = "people",
+    params(("ws" = String, Path), ("invitation_id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_invitation(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, invitation_id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    let now = now_millis();
+    let _w = st.write_lock.lock().await;
+    let invitation = st.store.list_invitations(&ws.id, now).await?.into_iter().find(|i| i.id == invitation_id);
+    let Some(invitation) = invitation else {
+        return Err(Error::not_found(
+            "invitation_not_found",
+            "no pending invitation with that id in this workspace (it may have been accepted, revoked or expired)",
+        )
+        .into());
+    };
+    let target = invitation_target(&st, &invitation.email).await?;
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::InvitationRevoke, Outcome::Success)
+        .target(&target)
+        .detail(invitation.id.clone());
+    st.store.revoke_invitation(&ws.id, &invitation.id, now, &[audit]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an invitation link offers, for the person who holds it.
+#[derive(Serialize, ToSchema)]
+pub struct InvitationInfo {
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub email: String,
+    /// `admin` or `member`
+    pub role: &'static str,
+    /// Whether an account with this email exists: then accepting needs that account (signed
+    /// in, or its password); otherwise the invitee chooses a name and a password.
+    pub account_exists: bool,
+    pub expires_at: String,
+}
+
+/// A pending invitation by its code, with its workspace and whether its account exists.
+pub async fn pending_invitation(st: &AppState, code: &str) -> Result<(Invitation, Workspace, Option<(User, String)>)> {
+    let now = now_millis();
+    let invitation = st
+        .store
+        .invitation_by_hash(&hash_token(code.trim()))
+        .await?
+        .filter(|i| i.is_pending(now))
+        .ok_or_else(Invitation::unusable)?;
+    let ws = st.model.workspace(&invitation.workspace_id).ok_or_else(Invitation::unusable)?;
+    let account = st.store.user_by_email(&invitation.email).await?;
+    Ok((invitation, ws, account))
+}
+
+/// Shows an invitation to the holder of its code (no credential needed: the code is the
+/// credential).
+#[utoipa::path(get, path = "/api/v1/invitations/{code}", tag = "people", security(()),
+    params(("code" = String, Path)),
+    responses((status = 200, body = InvitationInfo), (status = 404, body = ErrorBody)))]
+pub async fn show_invitation(
+    State(st): State<AppState>,
+    ApiPath(code): ApiPath<String>,
+) -> ApiResult<Json<InvitationInfo>> {
+    let (invitation, ws, account) = pending_invitation(&st, &code).await?;
+    Ok(Json(InvitationInfo {
+        workspace_id: ws.id,
+        workspace_name: ws.name,
+        email: invitation.email,
+        role: invitation.role.as_str(),
+        account_exists: account.is_some(),
+        expires_at: rfc3339(invitation.expires_at),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    /// For a new account: your name (optional).
+    pub name: Option<String>,
+    /// For a new account: the password you choose. For an existing account, when you are not
+    /// signed in as it: its current password.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Zeroizing<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationAccepted {
+    pub user: UserOut,
+    /// The workspace joined, with your role in it.
+    pub workspace: WorkspaceRoleOut,
+    /// When accepting signed you in (a new account, or with a password): send as
+    /// `X-CSRF-Token` on requests that change state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// Accepts an invitation (single use). With no account for the invited email, the body's `name`
+/// and `password` create it, and you are signed in. With an existing account, you must be that
+/// account: signed in as it (session with CSRF token, or a personal access token), or sending
+/// its current `password` (rate-limited like a sign-in). Anyone else is refused.
+#[utoipa::path(post, path = "/api/v1/invitations/{code}/accept", tag = "people", request_body = AcceptInvitation,
+    security(()), params(("code" = String, Path)),
+    responses((status = 201, body = InvitationAccepted), (status = 200, body = InvitationAccepted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn accept_invitation(
+    State(st): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    ApiPath(code): ApiPath<String>,
+    body: Result<ApiJson<AcceptInvitation>, ApiError>,
+) -> ApiResult<Response> {
+    let (invitation, ws, account) = pending_invitation(&st, &code).await?;
+    let ApiJson(body) = body?;
+    let client = st.client_of(peer, &headers);
+    let joined = |role: Role| WorkspaceRoleOut { id: ws.id.clone(), name: ws.name.clone(), role: role.as_str() };
+    let now = now_millis();
+    let Some((user, hash)) = account else {
+        // A new account: the invitee chooses the password.
+        let password = body.password.ok_or_else(|| {
+            Error::invalid("password", "choose a password for your new account (at least 12 characters)")
+        })?;
+        validate::password("password", &password, &invitation.email)?;
+        let name = match body.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => validate::display_name("name", n)?,
+            _ => String::new(),
+        };
+        let user =
+            User { id: new_id(USER_PREFIX)?, email: invitation.email.clone(), name, created_at: now, updated_at: now };
+        let hash = hash_password(password).await?;
+        let actor = Actor::User(user.id.clone());
+        let audit = [
+            AuditEvent::new(now, &ws.id, actor.clone(), Action::UserCreate, Outcome::Success)
                 .target(&user.id)
-                .detail(format!("role={}", role.as_str()));
-            st.store.add_member(&ws.id, &user.id, role, now, &audit).await?;
-            user
+                .detail(format!("role={}", invitation.role.as_str())),
+            AuditEvent::new(now, &ws.id, actor, Action::InvitationAccept, Outcome::Success)
+                .target(&user.id)
+                .detail(invitation.id.clone()),
+        ];
+        {
+            let _w = st.write_lock.lock().await;
+            let account = NewAccount { user: &user, password_hash: &hash };
+            st.store.accept_invitation(&invitation, &user.id, Some(account), now, &audit).await?;
         }
-        None => {
-            let password = body.password.ok_or_else(|| {
-                Error::invalid("password", "no user has this email yet: give a password to create the account")
-            })?;
-            validate::password("password", &password, &email)?;
-            let name =
-                if body.name.trim().is_empty() { String::new() } else { validate::display_name("name", &body.name)? };
-            let user = User { id: new_id(USER_PREFIX)?, email, name, created_at: now, updated_at: now };
-            let hash = hash_password(password).await?;
-            let audit = [AuditEvent::new(now, &ws.id, p.actor(), Action::UserCreate, Outcome::Success)
+        let (cookie, signed_in) = st.start_session(user, &client, &headers).await?;
+        let out = InvitationAccepted {
+            user: signed_in.user,
+            workspace: joined(invitation.role),
+            csrf_token: Some(signed_in.csrf_token),
+            expires_at: Some(signed_in.expires_at),
+        };
+        return Ok(with_cookie(StatusCode::CREATED, cookie, out));
+    };
+    // An existing account: only its holder may accept.
+    if body.name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
+        return Err(Error::invalid("name", "this account already exists and keeps its name; leave the name out").into());
+    }
+    let accept = |how: &'static str| {
+        let audit =
+            [AuditEvent::new(now, &ws.id, Actor::User(user.id.clone()), Action::InvitationAccept, Outcome::Success)
                 .target(&user.id)
-                .detail(format!("role={}", role.as_str()))];
-            st.store.create_user(&user, &hash, &[(ws.id.clone(), role)], &audit).await?;
-            user
+                .detail(format!("{} {how}", invitation.id))];
+        let st = st.clone();
+        let invitation = invitation.clone();
+        let user_id = user.id.clone();
+        async move {
+            let _w = st.write_lock.lock().await;
+            st.store.accept_invitation(&invitation, &user_id, None, now, &audit).await
         }
     };
-    Ok((StatusCode::CREATED, Json(MemberOut::from(Member { user, role, joined_at: now }))))
+    if let Some(password) = body.password {
+        st.login_limiter.check(&client, &user.email)?;
+        if !verify_password(password, Some(hash)).await {
+            st.login_limiter.failed(&client, &user.email);
+            let events = st
+                .user_events(&user.id, Actor::User(user.id.clone()), Action::SignIn, Outcome::Denied, "wrong_password")
+                .await?;
+            for e in events {
+                st.audit.append(e).await?;
+            }
+            return Err(Error::unauthenticated(format!(
+                "the password is wrong for {}; accepting this invitation needs that account's current password",
+                user.email
+            ))
+            .with_field("password")
+            .into());
+        }
+        st.login_limiter.succeeded(&client, &user.email);
+        accept("password").await?;
+        let (cookie, signed_in) = st.start_session(user, &client, &headers).await?;
+        let out = InvitationAccepted {
+            user: signed_in.user,
+            workspace: joined(invitation.role),
+            csrf_token: Some(signed_in.csrf_token),
+            expires_at: Some(signed_in.expires_at),
+        };
+        return Ok(with_cookie(StatusCode::OK, cookie, out));
+    }
+    if !headers.contains_key(header::AUTHORIZATION) && session_cookie(&headers).is_none() {
+        return Err(Error::unauthenticated(format!(
+            "{} already has an account: sign in as it, or give its current password, to accept this invitation",
+            user.email
+        ))
+        .with_field("password")
+        .into());
+    }
+    match st.authenticate(&Method::POST, &headers, now).await? {
+        Principal::User { user_id, .. } if user_id == user.id => {}
+        Principal::User { .. } => {
+            return Err(Error::forbidden(format!(
+                "this invitation is for {}, and you are signed in as another account; sign in as {} (or give its \
+                 password) to accept it",
+                user.email, user.email
+            ))
+            .into());
+        }
+        _ => {
+            return Err(Error::forbidden(format!(
+                "only the holder of the account {} can accept this invitation: sign in as it, or give its password",
+                user.email
+            ))
+            .into());
+        }
+    }
+    accept("signed_in").await?;
+    let out = InvitationAccepted {
+        user: user.into(),
+        workspace: joined(invitation.role),
+        csrf_token: None,
+        expires_at: None,
+    };
+    Ok((StatusCode::OK, Json(out)).into_response())
 }
 
 /// Changes a member's role. The last admin cannot be demoted.
