@@ -82,7 +82,7 @@ fn raise_open_file_limit() -> Option<u64> {
 
 /// What a connection past the cap reads before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    content-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 119\r\n\r\n\
+    content-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 113\r\n\r\n\
     {\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server has too many open connections; try again shortly\"}}";
 
 /// Admits a connection only while fewer than the cap are open; the permit travels with the
