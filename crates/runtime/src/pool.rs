@@ -189,6 +189,12 @@ impl Runtime {
             ),
             Err(e) => tracing::warn!("agents' functions cannot run: {e}"),
         }
+        tracing::info!(
+            max_running = opts.max_running,
+            max_per_workspace = opts.max_per_workspace,
+            max_per_agent = opts.max_per_agent,
+            "function invocations at once"
+        );
         let rt = Arc::new(Runtime {
             launcher,
             running: Semaphore::new(opts.max_running.max(1)),
