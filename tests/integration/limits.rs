@@ -1,12 +1,13 @@
-//! Oversized requests are refused before they are read.
+//! Oversized requests are refused before they are read; function invocations are shared fairly.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::Server;
+use crate::people::with_admin;
+use crate::support::{Options, Server};
 
 fn raw_request(s: &Server, head: &str, body: &[u8]) -> String {
     let addr = s.base.trim_start_matches("http://");
@@ -80,4 +81,91 @@ fn the_largest_allowed_value_fits() {
     let too_big = "v".repeat(65_535);
     s.post(&format!("/api/v1/workspaces/{ws}/secrets"), json!({"name": "bigger", "value": too_big}))
         .expect_error(413, "value_too_large");
+}
+
+/// Function invocations: one agent, then one workspace, at its share is refused at once, and
+/// another workspace's functions keep running.
+#[test]
+fn one_agent_or_workspace_cannot_take_every_function_slot() {
+    let (s, _tmp) = with_admin(Options {
+        extra_env: vec![
+            ("AGENTVAULT_SANDBOX", "bwrap".into()),
+            ("AGENTVAULT_FUNCTION_MAX_RUNNING", "4".into()),
+            ("AGENTVAULT_FUNCTION_MAX_PER_WORKSPACE", "3".into()),
+            ("AGENTVAULT_FUNCTION_MAX_PER_AGENT", "2".into()),
+        ],
+        ..Options::default()
+    });
+    let ws = s.default_ws();
+    let ws2 = s.post("/api/v1/workspaces", json!({"name": "acme"})).expect(201)["id"].as_str().unwrap().to_owned();
+    let busy = s.create_agent(&ws, "Busy bot");
+    let sibling = s.create_agent(&ws, "Sibling bot");
+    let other = s.create_agent(&ws2, "Other bot");
+    let code = "import time\ndef nap(conv, seconds: float):\n    time.sleep(seconds)\n    return 'slept'\n";
+    for (w, a) in [(&ws, &busy), (&ws, &sibling), (&ws2, &other)] {
+        let body = json!({"name": "nap", "description": "sleeps", "code": code, "timeout_ms": 30_000,
+            "parameters": [{"name": "seconds", "type": "number"}]});
+        s.post(&format!("/api/v1/workspaces/{w}/agents/{a}/functions"), body).expect(201);
+    }
+    let (_, key) = s.create_key(&ws, json!([busy]));
+    let nap = |token: Option<&str>, w: &str, a: &str, seconds: f64| {
+        let path = format!("/api/v1/workspaces/{w}/agents/{a}/functions/nap/invoke");
+        let body = json!({"args": {"seconds": seconds}});
+        s.request("POST", &path, Some(token.unwrap_or(&s.admin)), Some(&body))
+    };
+    // A quick call, once the sleepers have had time to arrive (their place is taken before
+    // their workers start), and how long its answer took.
+    let quick = |token: Option<&str>, w: &str, a: &str| {
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let r = nap(token, w, a, 0.0);
+        (r, started.elapsed())
+    };
+    std::thread::scope(|scope| {
+        let mut sleepers: Vec<_> = (0..2).map(|_| scope.spawn(|| nap(Some(&key), &ws, &busy, 10.0))).collect();
+        let (r, took) = quick(Some(&key), &ws, &busy);
+        r.expect_error(429, "too_many_invocations");
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("--function-max-per-agent"), "{}", r.text);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(took < Duration::from_secs(1), "refusing took {took:?}");
+
+        // The sibling agent has room, until the workspace's share is full.
+        sleepers.push(scope.spawn(|| nap(None, &ws, &sibling, 10.0)));
+        let (r, took) = quick(None, &ws, &sibling);
+        r.expect_error(429, "too_many_invocations");
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("--function-max-per-workspace"), "{}", r.text);
+        assert!(took < Duration::from_secs(1), "refusing took {took:?}");
+
+        // Another workspace's function answers while all of them still sleep.
+        let (out, _) = quick(None, &ws2, &other);
+        assert_eq!(out.expect(200)["result"], "slept", "{}", out.text);
+        assert!(sleepers.iter().all(|t| !t.is_finished()), "the sleepers ended before the other workspace's call");
+        for t in sleepers {
+            let r = t.join().unwrap();
+            assert_eq!(r.expect(200)["result"], "slept", "{}", r.text);
+        }
+    });
+}
+
+#[test]
+fn function_shares_that_could_take_every_slot_are_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (vec![("AGENTVAULT_FUNCTION_MAX_PER_WORKSPACE", "32")], "must be less than --function-max-running"),
+        (vec![("AGENTVAULT_FUNCTION_MAX_RUNNING", "8"), ("AGENTVAULT_FUNCTION_MAX_PER_WORKSPACE", "8")], "less than"),
+        (vec![("AGENTVAULT_FUNCTION_MAX_PER_AGENT", "20")], "must not be more than --function-max-per-workspace"),
+        (vec![("AGENTVAULT_FUNCTION_MAX_PER_AGENT", "0")], "between 1 and 10000"),
+    ];
+    for (i, (env, message)) in cases.into_iter().enumerate() {
+        let extra_env = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let dir = tmp.path().join(format!("data{i}"));
+        let err = Server::try_start_in(&dir, "unused", Options { extra_env, ..Options::default() })
+            .err()
+            .unwrap_or_else(|| panic!("{env:?}: the server started"));
+        assert!(err.contains(message), "{env:?}: {err}");
+    }
+    // A smaller server-wide limit alone brings the shares down with it.
+    let extra_env = vec![("AGENTVAULT_FUNCTION_MAX_RUNNING", "4".to_owned())];
+    let s = Server::start_in(&tmp.path().join("ok"), "unused", Options { extra_env, ..Options::default() });
+    assert!(s.stderr().contains("max_running=4 max_per_workspace=2 max_per_agent=2"), "{}", s.stderr());
 }

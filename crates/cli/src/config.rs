@@ -83,6 +83,16 @@ pub struct ConfigArgs {
     /// what the open-file limit allows [default: 4096]
     #[arg(long, env = "AGENTVAULT_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Function invocations running at once on the server; more wait for a slot [default: 32]
+    #[arg(long, env = "AGENTVAULT_FUNCTION_MAX_RUNNING", value_name = "N")]
+    pub function_max_running: Option<usize>,
+    /// Function invocations one workspace may run at once, less than --function-max-running;
+    /// more are refused with 429 [default: 16]
+    #[arg(long, env = "AGENTVAULT_FUNCTION_MAX_PER_WORKSPACE", value_name = "N")]
+    pub function_max_per_workspace: Option<usize>,
+    /// Function invocations one agent may run at once; more are refused with 429 [default: 8]
+    #[arg(long, env = "AGENTVAULT_FUNCTION_MAX_PER_AGENT", value_name = "N")]
+    pub function_max_per_agent: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -108,6 +118,9 @@ struct FileConfig {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     max_connections: Option<usize>,
+    function_max_running: Option<usize>,
+    function_max_per_workspace: Option<usize>,
+    function_max_per_agent: Option<usize>,
 }
 
 /// Where the root keys come from.
@@ -227,6 +240,12 @@ impl Config {
             }
             server.connections.max_connections = n;
         }
+        function_concurrency(
+            &mut server.runtime,
+            args.function_max_running.or(file.function_max_running),
+            args.function_max_per_workspace.or(file.function_max_per_workspace),
+            args.function_max_per_agent.or(file.function_max_per_agent),
+        )?;
         // Workers never see agentvault's own files.
         server.runtime.hidden_paths.push(data_dir.clone());
         if let KeySource::File(f) = &key_source {
@@ -282,6 +301,46 @@ fn runtime_options(
         opts.default_timeout = d;
     }
     Ok(opts)
+}
+
+/// How many invocations run at once: on the server, per workspace, per agent. One workspace's
+/// share is smaller than the whole, so that it cannot keep other workspaces' functions waiting.
+fn function_concurrency(
+    opts: &mut agentvault_runtime::RuntimeOptions,
+    running: Option<usize>,
+    per_workspace: Option<usize>,
+    per_agent: Option<usize>,
+) -> Result<(), String> {
+    for (name, value) in [
+        ("--function-max-running", running),
+        ("--function-max-per-workspace", per_workspace),
+        ("--function-max-per-agent", per_agent),
+    ] {
+        if let Some(n) = value.filter(|n| !(1..=10_000).contains(n)) {
+            return Err(format!("{name} is {n}; it must be between 1 and 10000"));
+        }
+    }
+    opts.max_running = running.unwrap_or(opts.max_running);
+    // An unset share follows a smaller server-wide limit.
+    opts.max_per_workspace = per_workspace.unwrap_or(opts.max_per_workspace.min(opts.max_running.div_ceil(2)));
+    opts.max_per_agent = per_agent.unwrap_or(opts.max_per_agent.min(opts.max_per_workspace));
+    if opts.max_running < 2 {
+        return Err("--function-max-running must be at least 2, so that one workspace cannot take every slot".into());
+    }
+    if opts.max_per_workspace >= opts.max_running {
+        return Err(format!(
+            "--function-max-per-workspace ({}) must be less than --function-max-running ({}), so that one workspace \
+             cannot take every slot",
+            opts.max_per_workspace, opts.max_running
+        ));
+    }
+    if opts.max_per_agent > opts.max_per_workspace {
+        return Err(format!(
+            "--function-max-per-agent ({}) must not be more than --function-max-per-workspace ({})",
+            opts.max_per_agent, opts.max_per_workspace
+        ));
+    }
+    Ok(())
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use agentvault_core::{Error, Result, SecretValue};
+use agentvault_core::{Error, ErrorKind, Result, SecretValue};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -29,6 +30,11 @@ pub struct RuntimeOptions {
     pub limits: Limits,
     /// Invocations running at once, across all agents; more wait for a slot.
     pub max_running: usize,
+    /// Invocations one workspace may run (or wait for) at once; more are refused at once. Less
+    /// than `max_running`, so that one workspace cannot take every slot.
+    pub max_per_workspace: usize,
+    /// Invocations one agent may run (or wait for) at once; more are refused at once.
+    pub max_per_agent: usize,
     /// Warm workers kept per agent.
     pub idle_per_agent: usize,
     /// Warm workers kept in all.
@@ -51,6 +57,8 @@ impl Default for RuntimeOptions {
             hidden_paths: Vec::new(),
             limits: Limits::default(),
             max_running: 32,
+            max_per_workspace: 16,
+            max_per_agent: 8,
             idle_per_agent: 4,
             idle_total: 64,
             recycle_after: 500,
@@ -77,6 +85,9 @@ pub enum SecretAnswer {
 
 /// What to run.
 pub struct Invocation<'a> {
+    /// The invocation's id: every message to and from the worker carries it.
+    pub id: &'a str,
+    pub workspace_id: &'a str,
     pub agent_id: &'a str,
     pub function: &'a str,
     pub version: u32,
@@ -125,6 +136,40 @@ pub struct Runtime {
     opts: RuntimeOptions,
     idle: Mutex<HashMap<String, Vec<Worker>>>,
     running: Semaphore,
+    /// Invocations running or waiting for a slot, by workspace and by agent.
+    counts: Mutex<Counts>,
+    /// Each worker's stamp is the next value of this counter.
+    stamps: AtomicU64,
+    /// Agent → the stamp counter at its last `forget_agent`: older workers are never reused.
+    forgotten: Mutex<HashMap<String, u64>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    workspaces: HashMap<String, usize>,
+    agents: HashMap<String, usize>,
+}
+
+/// An invocation's place in its workspace's and its agent's share; given back on drop.
+struct Share<'a> {
+    counts: &'a Mutex<Counts>,
+    workspace_id: String,
+    agent_id: String,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let Ok(mut counts) = self.counts.lock() else { return };
+        let Counts { workspaces, agents } = &mut *counts;
+        for (map, key) in [(workspaces, &self.workspace_id), (agents, &self.agent_id)] {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl Runtime {
@@ -144,11 +189,20 @@ impl Runtime {
             ),
             Err(e) => tracing::warn!("agents' functions cannot run: {e}"),
         }
+        tracing::info!(
+            max_running = opts.max_running,
+            max_per_workspace = opts.max_per_workspace,
+            max_per_agent = opts.max_per_agent,
+            "function invocations at once"
+        );
         let rt = Arc::new(Runtime {
             launcher,
             running: Semaphore::new(opts.max_running.max(1)),
             opts,
             idle: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
+            stamps: AtomicU64::new(0),
+            forgotten: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&rt);
         tokio::spawn(reap_idle(weak));
@@ -177,11 +231,44 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    /// Stops an agent's warm workers (the agent was deleted).
+    /// Stops an agent's warm workers, and keeps the ones running now from being reused: the
+    /// agent was deleted, or one of its functions was created, changed or deleted, so nothing a
+    /// function left behind in a worker's memory outlives it.
     pub fn forget_agent(&self, agent_id: &str) {
+        if let Ok(mut forgotten) = self.forgotten.lock() {
+            forgotten.insert(agent_id.to_owned(), self.stamps.load(Ordering::SeqCst));
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.remove(agent_id);
         }
+    }
+
+    /// Whether a worker started before the agent's last `forget_agent`.
+    fn stale(&self, agent_id: &str, worker: &Worker) -> bool {
+        self.forgotten.lock().map_or(true, |f| f.get(agent_id).is_some_and(|stamp| worker.stamp < *stamp))
+    }
+
+    /// Takes a place in the workspace's and the agent's share, or refuses at once.
+    fn share(&self, inv: &Invocation<'_>) -> Result<Share<'_>> {
+        let mut counts = self.counts.lock().map_err(|_| Error::internal("the invocation counts are poisoned"))?;
+        let agent_n = counts.agents.get(inv.agent_id).copied().unwrap_or(0);
+        if agent_n >= self.opts.max_per_agent {
+            return Err(too_many(format!(
+                "agent {} already has {agent_n} function invocations running, the most one agent may run at once \
+                 (the setting --function-max-per-agent); try again when one has finished",
+                inv.agent_id
+            )));
+        }
+        let workspace_n = counts.workspaces.get(inv.workspace_id).copied().unwrap_or(0);
+        if workspace_n >= self.opts.max_per_workspace {
+            return Err(too_many(format!(
+                "this workspace already has {workspace_n} function invocations running, the most one workspace may \
+                 run at once (the setting --function-max-per-workspace); try again when one has finished"
+            )));
+        }
+        *counts.agents.entry(inv.agent_id.to_owned()).or_default() += 1;
+        *counts.workspaces.entry(inv.workspace_id.to_owned()).or_default() += 1;
+        Ok(Share { counts: &self.counts, workspace_id: inv.workspace_id.to_owned(), agent_id: inv.agent_id.to_owned() })
     }
 
     /// Runs a function. Errors are the runtime's own (no Python, too busy); whatever the
@@ -190,25 +277,32 @@ impl Runtime {
         let started = Instant::now();
         let launcher = self.launcher()?;
         let timeout = inv.timeout.unwrap_or(self.opts.default_timeout);
+        let _share = self.share(&inv)?;
         let _slot = tokio::time::timeout(timeout, self.running.acquire())
             .await
-            .map_err(|_| Error::unavailable("too many functions are running at once; try again shortly"))?
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "{} function invocations are running on this server, its limit (the setting \
+                     --function-max-running); try again shortly",
+                    self.opts.max_running
+                ))
+            })?
             .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
         let (mut worker, cold) = match self.take_idle(inv.agent_id) {
             Some(w) => (w, false),
-            None => (Worker::start(launcher, inv.agent_id).await?, true),
+            None => {
+                let stamp = self.stamps.fetch_add(1, Ordering::SeqCst);
+                (Worker::start(launcher, inv.agent_id, stamp).await?, true)
+            }
         };
-        let mut redactor = Redactor::default();
         let deadline = started + timeout;
-        let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &mut redactor, &self.opts)).await;
+        let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &self.opts)).await;
+        let mut reusable = false;
         let mut outcome = match ran {
             Ok(Ok(done)) => {
-                let reusable = done.error.as_ref().is_none_or(|e| !POISONED.contains(&e.kind.as_str()));
-                let outcome = done.into_outcome(cold);
-                if reusable && worker.uses < self.opts.recycle_after {
-                    self.put_idle(inv.agent_id, worker);
-                }
-                outcome
+                reusable = done.error.as_ref().is_none_or(|e| !POISONED.contains(&e.kind.as_str()))
+                    && worker.uses < self.opts.recycle_after;
+                done.into_outcome(cold)
             }
             Ok(Err(ending)) => {
                 let error = ending.describe(&mut worker).await;
@@ -227,23 +321,47 @@ impl Runtime {
                 cold,
             ),
         };
-        outcome.redact(&redactor);
+        // Everything any invocation of this worker read, not only this one's.
+        outcome.redact(&worker.redactor);
+        if reusable {
+            self.put_idle(inv.agent_id, worker);
+        }
         outcome.duration = started.elapsed();
         Ok(outcome)
     }
 
     fn take_idle(&self, agent_id: &str) -> Option<Worker> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(agent_id)?;
-        // The most recently used worker is the warmest.
-        let w = list.pop();
-        if list.is_empty() {
-            idle.remove(agent_id);
+        loop {
+            let worker = {
+                let mut idle = self.idle.lock().ok()?;
+                let list = idle.get_mut(agent_id)?;
+                // The most recently used worker is the warmest.
+                let w = list.pop();
+                if list.is_empty() {
+                    idle.remove(agent_id);
+                }
+                w?
+            };
+            if worker.wrote_out_of_turn() {
+                // A function left something running that writes to the channel: nothing it
+                // wrote is read, and the worker goes.
+                tracing::warn!(agent = agent_id, "a warm worker wrote to its channel out of turn; it was stopped");
+                continue;
+            }
+            if !self.stale(agent_id, &worker) {
+                return Some(worker);
+            }
         }
-        w
     }
 
     fn put_idle(&self, agent_id: &str, mut worker: Worker) {
+        if self.stale(agent_id, &worker) {
+            return;
+        }
+        if worker.wrote_out_of_turn() {
+            tracing::warn!(agent = agent_id, "a worker wrote to its channel after its answer; it was stopped");
+            return;
+        }
         worker.last_used = Instant::now();
         let Ok(mut idle) = self.idle.lock() else { return };
         let total: usize = idle.values().map(Vec::len).sum();
@@ -270,6 +388,12 @@ impl Runtime {
     }
 }
 
+fn too_many(message: String) -> Error {
+    let mut e = Error::new(ErrorKind::RateLimited, "too_many_invocations", message);
+    e.retry_after = Some(1);
+    e
+}
+
 /// Exceptions after which a worker is not reused.
 const POISONED: &[&str] = &["MemoryError", "RecursionError", "SystemExit", "KeyboardInterrupt"];
 
@@ -290,6 +414,11 @@ async fn reap_idle(rt: Weak<Runtime>) {
 
 /// One Python process serving one agent.
 struct Worker {
+    /// Its place in the order workers were started (see `Runtime::forget_agent`).
+    stamp: u64,
+    /// Every value any invocation in this worker read: a function may keep one in memory and
+    /// give it back on a later call.
+    redactor: Redactor,
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -307,6 +436,8 @@ enum Ending {
     TooLarge(usize),
     /// Something that is not the protocol.
     Garbled(String),
+    /// A message for another invocation: something in the worker wrote to the channel.
+    Forged,
 }
 
 impl Ending {
@@ -316,6 +447,12 @@ impl Ending {
                 ("OutputTooLarge", format!("the function's answer is {n} bytes, over the limit; return less"))
             }
             Ending::Garbled(what) => ("WorkerCrashed", format!("the worker broke the protocol ({what})")),
+            Ending::Forged => (
+                "WorkerCrashed",
+                "the worker sent a message that does not belong to this invocation (the function wrote to the \
+                 worker's private channel); the worker was stopped and replaced, and nothing it sent was used"
+                    .to_owned(),
+            ),
             Ending::Closed => {
                 let status = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
                 let how = match status {
@@ -426,9 +563,11 @@ impl Outcome {
             *u = r.text(u);
         }
         for l in &mut self.logs {
+            l.level = r.text(&l.level);
             l.content = r.text(&l.content);
         }
         if let Some(e) = &mut self.error {
+            e.kind = r.text(&e.kind);
             e.message = r.text(&e.message);
             e.traceback = r.text(&e.traceback);
         }
@@ -436,7 +575,7 @@ impl Outcome {
 }
 
 impl Worker {
-    async fn start(launcher: &Launcher, agent_id: &str) -> Result<Worker> {
+    async fn start(launcher: &Launcher, agent_id: &str, stamp: u64) -> Result<Worker> {
         let mut child = launcher
             .spawn(WORKER)
             .map_err(|e| Error::unavailable(format!("cannot start a Python worker for agent {agent_id}: {e}")))?;
@@ -444,6 +583,8 @@ impl Worker {
             return Err(Error::internal("a worker started without its pipes"));
         };
         let mut worker = Worker {
+            stamp,
+            redactor: Redactor::default(),
             child,
             stdin,
             stdout: BufReader::with_capacity(64 * 1024, stdout),
@@ -470,13 +611,13 @@ impl Worker {
         &mut self,
         inv: &Invocation<'_>,
         secrets: &dyn SecretSource,
-        redactor: &mut Redactor,
         opts: &RuntimeOptions,
     ) -> std::result::Result<Done, Ending> {
         self.uses += 1;
         let fresh = self.loaded.get(inv.function) != Some(&inv.version);
         let msg = json!({
             "t": "invoke",
+            "id": inv.id,
             "agent_id": inv.agent_id,
             "function": inv.function,
             "version": inv.version,
@@ -493,39 +634,52 @@ impl Worker {
         let max_frame = opts.max_output_chars * 4 + (1 << 20);
         loop {
             let mut msg = self.read_frame(max_frame).await?;
+            // Only answers to this invocation's request are read; anything else was forged.
+            if msg["id"].as_str() != Some(inv.id) {
+                return Err(Ending::Forged);
+            }
             match msg["t"].as_str() {
                 Some("done") => return Done::parse(msg),
                 Some("get_secret") => {
                     let name = msg["name"].take();
                     let answer = secrets.get_secret(name.as_str()).await;
-                    self.answer(name.as_str(), answer, redactor).await?;
+                    self.answer(inv.id, name.as_str(), answer).await?;
                 }
                 _ => return Err(Ending::Garbled("unknown message".into())),
             }
         }
     }
 
-    async fn answer(
-        &mut self,
-        name: Option<&str>,
-        answer: SecretAnswer,
-        redactor: &mut Redactor,
-    ) -> std::result::Result<(), Ending> {
+    async fn answer(&mut self, id: &str, name: Option<&str>, answer: SecretAnswer) -> std::result::Result<(), Ending> {
         let frame: Zeroizing<Vec<u8>> = match answer {
             SecretAnswer::Value(value) => {
                 if let Some(name) = name {
-                    redactor.add(name, &value);
+                    self.redactor.add(name, &value);
                 }
                 let mut buf = Zeroizing::new(Vec::with_capacity(256));
-                let doc = SecretFrame { t: "secret", ok: true, value: &value };
+                let doc = SecretFrame { t: "secret", id, ok: true, value: &value };
                 serde_json::to_writer(&mut *buf, &doc).map_err(|e| Ending::Garbled(e.to_string()))?;
                 buf
             }
-            SecretAnswer::NotFound => refusal("secret_not_found", ""),
-            SecretAnswer::MissingAccess => refusal("missing_access", ""),
-            SecretAnswer::Invalid(message) => refusal("invalid_input", &message),
+            SecretAnswer::NotFound => refusal(id, "secret_not_found", ""),
+            SecretAnswer::MissingAccess => refusal(id, "missing_access", ""),
+            SecretAnswer::Invalid(message) => refusal(id, "invalid_input", &message),
         };
         self.send(&frame).await
+    }
+
+    /// Whether the worker has written anything, or closed its channel, while no request of
+    /// its own was outstanding.
+    fn wrote_out_of_turn(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if !self.stdout.buffer().is_empty() {
+            return true;
+        }
+        let mut fds = libc::pollfd { fd: self.stdout.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll(2) on one valid pollfd that lives for the call, with a zero timeout.
+        #[allow(unsafe_code)]
+        let ready = unsafe { libc::poll(&mut fds, 1, 0) };
+        ready != 0
     }
 
     async fn send(&mut self, body: &[u8]) -> std::result::Result<(), Ending> {
@@ -553,10 +707,13 @@ impl Worker {
 #[derive(Serialize)]
 struct SecretFrame<'a> {
     t: &'static str,
+    id: &'a str,
     ok: bool,
     value: &'a SecretValue,
 }
 
-fn refusal(code: &str, message: &str) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(json!({"t": "secret", "ok": false, "error": code, "message": message}).to_string().into_bytes())
+fn refusal(id: &str, code: &str, message: &str) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(
+        json!({"t": "secret", "id": id, "ok": false, "error": code, "message": message}).to_string().into_bytes(),
+    )
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::{Value, json};
+use agentvault_core::{ErrorKind, Result};
+use serde_json::{Map, Value, json};
 
 use super::*;
 
@@ -50,6 +51,8 @@ async fn run(rt: &Runtime, code: &str, args: Value, state: Value) -> Outcome {
 
 async fn run_as(rt: &Runtime, agent: &str, name: &str, version: u32, code: &str, args: Value, state: Value) -> Outcome {
     let inv = Invocation {
+        id: "inv_test",
+        workspace_id: "ws_test",
         agent_id: agent,
         function: name,
         version,
@@ -232,4 +235,186 @@ async fn a_slow_function_does_not_hold_up_others() {
     assert_eq!(quick.result, "quick");
     // Ordering, not speed: the quick one finished while the slow one was still sleeping.
     assert!(quick_done.duration_since(started) < slow.duration, "the quick function waited for the slow one");
+}
+
+async fn invoke_in(rt: &Runtime, ws: &str, agent: &str, id: &str, code: &str, secrets: &Vault) -> Result<Outcome> {
+    let inv = Invocation {
+        id,
+        workspace_id: ws,
+        agent_id: agent,
+        function: "f",
+        version: code.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619)),
+        code,
+        args: Map::new(),
+        conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
+        timeout: Some(std::time::Duration::from_secs(10)),
+    };
+    rt.invoke(inv, secrets).await
+}
+
+#[tokio::test]
+async fn a_warm_worker_redacts_values_read_by_earlier_invocations() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    // The value is kept in a module-level variable and in builtins, and given back later
+    // without being read again, by the same function and by another one.
+    let keep = r#"
+import builtins
+kept = None
+def f(conv, read=False):
+    global kept
+    if read:
+        kept = conv.utils.get_secret("stripe_api_key")
+        builtins.stash = [kept, repr(kept), kept.encode()]
+    return f"kept {kept}"
+"#;
+    let first = run_as(&rt, "agt_k", "f", 1, keep, json!({"read": true}), json!({})).await;
+    assert_eq!(first.result, "kept [redacted:stripe_api_key]");
+    let vault = vault();
+    let inv = Invocation {
+        id: "inv_2",
+        workspace_id: "ws_test",
+        agent_id: "agt_k",
+        function: "f",
+        version: 1,
+        code: keep,
+        args: Map::new(),
+        conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
+        timeout: Some(std::time::Duration::from_secs(3)),
+    };
+    let second = rt.invoke(inv, &vault).await.unwrap();
+    assert!(!second.cold);
+    assert_eq!(vault.asked.load(Ordering::Relaxed), 0, "the second call read nothing");
+    assert_eq!(second.result, "kept [redacted:stripe_api_key]");
+    let other =
+        "import builtins\ndef g(conv):\n    conv.log.info(str(builtins.stash))\n    return str(builtins.stash)\n";
+    let third = run_as(&rt, "agt_k", "g", 1, other, json!({}), json!({})).await;
+    assert!(!third.cold);
+    let all = format!("{:?} {:?}", third.result, third.logs);
+    assert!(!all.contains("sk_live_abc123"), "{all}");
+    assert_eq!(
+        third.result,
+        "['[redacted:stripe_api_key]', \"'[redacted:stripe_api_key]'\", b'[redacted:stripe_api_key]']"
+    );
+}
+
+#[tokio::test]
+async fn the_error_type_and_the_log_level_are_redacted_too() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    let code = r#"
+def f(conv):
+    key = conv.utils.get_secret("stripe_api_key")
+    conv.log._add(key, "level", False)
+    raise type(key, (Exception,), {})("boom")
+"#;
+    let out = run(&rt, code, json!({}), json!({})).await;
+    let err = out.error.unwrap();
+    assert_eq!(err.kind, "[redacted:stripe_api_key]");
+    assert_eq!(out.logs[0].level, "[redacted:stripe_api_key]");
+    assert!(!format!("{err:?} {:?}", out.logs).contains("sk_live"));
+}
+
+#[tokio::test]
+async fn agents_and_workspaces_past_their_share_are_refused_at_once() {
+    let opts = RuntimeOptions { max_running: 3, max_per_workspace: 2, max_per_agent: 1, ..Default::default() };
+    let rt = runtime(opts).await;
+    let sleep = "import time\ndef f(conv):\n    time.sleep(2)\n    return 'slept'\n";
+    let quick = "def f(conv):\n    return 'quick'\n";
+    let (v1, v2, v3, v4) = (vault(), vault(), vault(), vault());
+    let sleepers = async {
+        tokio::join!(
+            invoke_in(&rt, "ws_a", "agt_a1", "inv_1", sleep, &v1),
+            invoke_in(&rt, "ws_a", "agt_a2", "inv_2", sleep, &v2)
+        )
+    };
+    let probes = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let agent = invoke_in(&rt, "ws_a", "agt_a1", "inv_3", quick, &v3).await.unwrap_err();
+        let workspace = invoke_in(&rt, "ws_a", "agt_a3", "inv_4", quick, &v3).await.unwrap_err();
+        let refused_in = started.elapsed();
+        let other = invoke_in(&rt, "ws_b", "agt_b1", "inv_5", quick, &v4).await.unwrap();
+        (agent, workspace, refused_in, other, std::time::Instant::now())
+    };
+    let ((s1, s2), (agent, workspace, refused_in, other, other_done)) = tokio::join!(sleepers, probes);
+    let sleepers_done = std::time::Instant::now();
+    assert_eq!(s1.unwrap().result, "slept");
+    assert_eq!(s2.unwrap().result, "slept");
+    assert_eq!((agent.kind, agent.code.as_ref()), (ErrorKind::RateLimited, "too_many_invocations"));
+    assert!(agent.message.contains("--function-max-per-agent"), "{}", agent.message);
+    assert_eq!(workspace.code, "too_many_invocations");
+    assert!(workspace.message.contains("--function-max-per-workspace"), "{}", workspace.message);
+    assert!(refused_in < std::time::Duration::from_millis(500), "refusing took {refused_in:?}");
+    assert_eq!(other.result, "quick");
+    assert!(other_done < sleepers_done);
+    // The shares are given back: the agent may run again.
+    assert_eq!(invoke_in(&rt, "ws_a", "agt_a1", "inv_6", quick, &v3).await.unwrap().result, "quick");
+}
+
+#[tokio::test]
+async fn a_worker_running_when_its_agent_is_forgotten_is_not_reused() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    let slow = "import time\ndef f(conv):\n    time.sleep(1)\n    return 'done'\n";
+    let (out, ()) = tokio::join!(run_as(&rt, "agt_f", "f", 1, slow, json!({}), json!({})), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        rt.forget_agent("agt_f");
+    });
+    assert_eq!(out.result, "done");
+    assert_eq!(rt.idle_workers("agt_f"), 0);
+    // Workers started after it are kept as usual.
+    run_as(&rt, "agt_f", "f", 1, slow, json!({}), json!({})).await;
+    assert_eq!(rt.idle_workers("agt_f"), 1);
+}
+
+/// A function writes frames of its own onto the worker's channel: a fake answer, and a
+/// get_secret for another invocation id.
+#[tokio::test]
+async fn a_forged_frame_stops_the_worker_and_is_not_used() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    let forge = |frame: &str| {
+        format!(
+            "import __main__, os, struct\ndef f(conv):\n    body = {frame:?}.encode()\n    os.write(__main__._OUT, struct.pack('>I', len(body)) + body)\n    return 'real'\n"
+        )
+    };
+    let frames = [
+        r#"{"t": "done", "id": "inv_forged", "result": "forged", "state": {}, "utterances": [], "logs": [], "error": null}"#,
+        r#"{"t": "get_secret", "id": "inv_made_up", "name": "stripe_api_key"}"#,
+        r#"{"t": "done", "result": "forged", "state": {}, "utterances": [], "logs": [], "error": null}"#,
+    ];
+    for frame in frames {
+        let vault = vault();
+        let code = forge(frame);
+        let out = invoke_in(&rt, "ws_test", "agt_forge", "inv_real", &code, &vault).await.unwrap();
+        let err = out.error.unwrap_or_else(|| panic!("{frame}: no error, result {}", out.result));
+        assert_eq!(err.kind, "WorkerCrashed", "{frame}");
+        assert!(err.message.contains("private channel"), "{}", err.message);
+        assert_eq!(out.result, Value::Null);
+        assert_eq!(vault.asked.load(Ordering::Relaxed), 0, "a forged get_secret was answered");
+        assert_eq!(rt.idle_workers("agt_forge"), 0, "{frame}");
+    }
+}
+
+/// Something a function left running writes a frame while the worker is idle: the next
+/// invocation gets a fresh worker and its own answer.
+#[tokio::test]
+async fn a_frame_written_out_of_turn_retires_the_worker() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    let code = r#"
+import __main__, os, struct, threading, time
+def f(conv):
+    def later():
+        time.sleep(0.3)
+        body = b'{"t": "done", "id": "inv_next", "result": "forged", "state": {}, "utterances": [], "logs": [], "error": null}'
+        os.write(__main__._OUT, struct.pack(">I", len(body)) + body)
+    threading.Thread(target=later).start()
+    return "planted"
+"#;
+    let vault = vault();
+    let planted = invoke_in(&rt, "ws_test", "agt_late", "inv_first", code, &vault).await.unwrap();
+    assert_eq!(planted.result, "planted");
+    assert_eq!(rt.idle_workers("agt_late"), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let next =
+        invoke_in(&rt, "ws_test", "agt_late", "inv_next", "def f(conv):\n    return 'mine'\n", &vault).await.unwrap();
+    assert_eq!(next.result, "mine");
+    assert!(next.cold, "the worker that wrote out of turn was reused");
 }

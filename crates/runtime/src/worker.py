@@ -3,8 +3,10 @@
 # frames of a 4-byte big-endian length and a JSON document. The worker holds no credential:
 # conv.utils.get_secret is a request on the pipe, answered by the server for this pipe's agent.
 #
-# server -> worker: {"t": "invoke", ...} and {"t": "secret", ...} (the answer to get_secret)
-# worker -> server: {"t": "ready"}, {"t": "get_secret", "name": ...} and {"t": "done", ...}
+# server -> worker: {"t": "invoke", "id", ...} and {"t": "secret", "id", ...} (the answer to get_secret)
+# worker -> server: {"t": "ready"}, {"t": "get_secret", "id", "name"} and {"t": "done", "id", ...}
+# Every message after "ready" carries the invocation's id; the server stops a worker that sends
+# a message for another id, or anything while no invocation of its own is running.
 import builtins
 import json
 import linecache
@@ -34,6 +36,7 @@ def _open_channel():
 
 
 _IN, _OUT = _open_channel()
+_current = {"id": None}  # the invocation running now
 
 
 def _send(msg):
@@ -136,10 +139,10 @@ class _Utils:
     def get_secret(self, name):
         """The secret's value: a str for a single value, a dict for key/value pairs."""
         if not isinstance(name, str):
-            _send({"t": "get_secret", "name": None})
+            _send({"t": "get_secret", "id": _current["id"], "name": None})
             _answer()
             raise InvalidInput(f"a secret name is a str, not {type(name).__name__}")
-        _send({"t": "get_secret", "name": name})
+        _send({"t": "get_secret", "id": _current["id"], "name": name})
         answer = _answer()
         if answer.get("ok"):
             value = answer["value"]
@@ -154,7 +157,7 @@ class _Utils:
 
 def _answer():
     msg = _recv()
-    if msg is None or msg.get("t") != "secret":
+    if msg is None or msg.get("t") != "secret" or msg.get("id") != _current["id"]:
         os._exit(3)
     return msg
 
@@ -260,7 +263,7 @@ def _invoke(msg):
         utterances,
         limits,
     )
-    out = {"t": "done", "result": None, "error": None}
+    out = {"t": "done", "id": msg.get("id"), "result": None, "error": None}
     saved = sys.stdout, sys.stderr
     sys.stdout = _Print("stdout", logs, limits)
     sys.stderr = _Print("stderr", logs, limits)
@@ -295,6 +298,7 @@ def _invoke(msg):
 def _unsendable(out, exc):
     return {
         "t": "done",
+        "id": out["id"],
         "result": None,
         "state": {},
         "utterances": out["utterances"],
@@ -315,6 +319,7 @@ def main():
         if msg is None:
             return
         if msg.get("t") == "invoke":
+            _current["id"] = msg.get("id")
             started = time.perf_counter()
             out = _invoke(msg)
             out["worker_ms"] = (time.perf_counter() - started) * 1000

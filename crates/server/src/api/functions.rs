@@ -201,6 +201,8 @@ pub async fn create_function(
         .target(&function.id)
         .detail(format!("name={} version=1", function.name));
     st.store.create_function(&function, &audit).await?;
+    // Nothing an earlier function left in the agent's workers outlives a change of its functions.
+    st.runtime.forget_agent(&agent.id);
     Ok((StatusCode::CREATED, Json(function.into())))
 }
 
@@ -252,6 +254,7 @@ pub async fn replace_function(
         .target(&function.id)
         .detail(format!("name={} version={}", function.name, function.version));
     st.store.update_function(&function, &audit).await?;
+    st.runtime.forget_agent(&agent.id);
     Ok(Json(function.into()))
 }
 
@@ -270,5 +273,6 @@ pub async fn delete_function(
         .agent(&agent.id)
         .detail(format!("name={name}"));
     st.store.delete_function(&ws.id, &agent.id, &name, &audit).await?;
+    st.runtime.forget_agent(&agent.id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -95,6 +95,7 @@ pub struct InvokeOut {
         (status = 400, description = "invalid_input: arguments of the wrong type, unknown arguments, a bad conversation", body = ErrorBody),
         (status = 403, description = "an API key not scoped to this agent", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "too_many_invocations: the agent or the workspace already runs as many invocations as its limit allows", body = ErrorBody),
         (status = 503, description = "functions cannot run on this server (no Python), or too many are running", body = ErrorBody)))]
 pub async fn invoke_function(
     State(st): State<AppState>,
@@ -134,6 +135,8 @@ pub async fn invoke_function(
         invocation_id: invocation_id.clone(),
     };
     let inv = Invocation {
+        id: &invocation_id,
+        workspace_id: &ws.id,
         agent_id: &agent.id,
         function: &function.name,
         version: function.version,
@@ -146,7 +149,7 @@ pub async fn invoke_function(
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
     let mut detail = format!("function={} version={} duration_ms={duration_ms:.1}", function.name, function.version);
     if let Some(e) = &outcome.error {
-        detail.push_str(&format!(" error={}", e.kind));
+        detail.push_str(&format!(" error={}", audit_name(&e.kind)));
     }
     let audit_outcome = if outcome.error.is_some() { Outcome::Failed } else { Outcome::Success };
     st.audit.append_nowait(
@@ -172,6 +175,14 @@ pub async fn invoke_function(
         cold: outcome.cold,
         sandboxed: st.runtime.sandboxed().unwrap_or(false),
     }))
+}
+
+/// An error type as the audit log gets it: a name of `[A-Za-z0-9_.]{1,64}`, or `Error` (the
+/// function chose its exception's name, which may carry anything).
+fn audit_name(kind: &str) -> &str {
+    let plain =
+        (1..=64).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if plain { kind } else { "Error" }
 }
 
 /// Every argument is a declared parameter of the declared type.
