@@ -173,6 +173,14 @@ fn slow_and_idle_clients_are_cut_off_and_a_full_server_answers_at_once() {
     let rest = read_all(&mut idle);
     assert!(rest.is_empty() && started.elapsed() < Duration::from_secs(8), "idle connection kept: {rest}");
 
+    // HTTP/2 (which has no such timeouts here) is not spoken: its preface is refused at once.
+    let mut h2 = connect();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let answer = read_all(&mut h2);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "the preface was held for {:?}", started.elapsed());
+
     // A body that trickles in gets a 408 and the connection closed.
     let mut trickle = connect();
     trickle

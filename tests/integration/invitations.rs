@@ -262,3 +262,52 @@ fn an_admin_cannot_take_over_an_account_another_workspace_invites() {
     assert!(s.audit(&ws_b, "action=secret.reveal").is_empty());
     assert!(s.audit(&ws_b, "action=invitation.accept").is_empty());
 }
+
+/// The bootstrap token (admin of every workspace until the first admin exists) cannot invite: an
+/// invitation accepted before setup would make a user without ending the token's power.
+#[test]
+fn the_bootstrap_token_cannot_invite_before_the_first_admin_exists() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let r = s.post(&format!("/api/v1/workspaces/{ws}/members"), json!({"email": "eve@example.com", "role": "member"}));
+    r.expect_error(409, "setup_first");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("/api/v1/setup"), "{}", r.text);
+    let pending = s.get(&format!("/api/v1/workspaces/{ws}/invitations"));
+    assert_eq!(pending.expect(200)["items"], json!([]), "nothing was left behind");
+}
+
+/// An admin who is demoted or removed takes their pending invitations with them: an invitation
+/// never carries an admin's power past their role.
+#[test]
+fn pending_invitations_end_with_their_inviters_admin_role() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let mallory = s.add_user(&ws, "mallory@example.com", "admin", "nightshade garden 1");
+    let mallory_token = s.personal_token("mallory@example.com", "nightshade garden 1");
+    let invite = |email: &str| {
+        let r = s.request(
+            "POST",
+            &format!("/api/v1/workspaces/{ws}/members"),
+            Some(&mallory_token),
+            Some(&json!({"email": email, "role": "admin"})),
+        );
+        r.expect(201)["code"].as_str().unwrap().to_owned()
+    };
+    let pending = |s: &Server| s.get(&format!("/api/v1/workspaces/{ws}/invitations")).expect(200)["items"].clone();
+
+    // Demoted: the invitation made as an admin stops working.
+    let before_demotion = invite("mallory.backup@example.com");
+    s.patch(&format!("/api/v1/workspaces/{ws}/members/{mallory}"), json!({"role": "member"})).expect(200);
+    assert_eq!(pending(&s), json!([]));
+    let r = s.accept(&before_demotion, &[], json!({"name": "M", "password": "a backup door 2024"}));
+    r.expect_error(404, "invitation_invalid");
+
+    // Removed: the same.
+    s.patch(&format!("/api/v1/workspaces/{ws}/members/{mallory}"), json!({"role": "admin"})).expect(200);
+    let before_removal = invite("mallory.other@example.com");
+    s.delete(&format!("/api/v1/workspaces/{ws}/members/{mallory}")).expect(204);
+    assert_eq!(pending(&s), json!([]));
+    let r = s.accept(&before_removal, &[], json!({"name": "M", "password": "a backup door 2024"}));
+    r.expect_error(404, "invitation_invalid");
+    assert_eq!(emails(&s, &ws, &s.admin), vec![ADMIN_EMAIL]);
+}

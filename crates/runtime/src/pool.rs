@@ -96,6 +96,9 @@ pub struct Invocation<'a> {
     /// `{id, env, state}`
     pub conversation: Value,
     pub timeout: Option<Duration>,
+    /// [`Runtime::generation`], taken before `code` was read: a worker started for this code
+    /// is never reused once the agent's functions change after that point.
+    pub generation: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -243,6 +246,13 @@ impl Runtime {
         }
     }
 
+    /// The generation to give an invocation: take it before reading the function's code, so that
+    /// a worker started for code that a concurrent change (and `forget_agent`) made obsolete is
+    /// never put back into the pool.
+    pub fn generation(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::SeqCst)
+    }
+
     /// Whether a worker started before the agent's last `forget_agent`.
     fn stale(&self, agent_id: &str, worker: &Worker) -> bool {
         self.forgotten.lock().map_or(true, |f| f.get(agent_id).is_some_and(|stamp| worker.stamp < *stamp))
@@ -290,10 +300,7 @@ impl Runtime {
             .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
         let (mut worker, cold) = match self.take_idle(inv.agent_id) {
             Some(w) => (w, false),
-            None => {
-                let stamp = self.stamps.fetch_add(1, Ordering::SeqCst);
-                (Worker::start(launcher, inv.agent_id, stamp).await?, true)
-            }
+            None => (Worker::start(launcher, inv.agent_id, inv.generation).await?, true),
         };
         let deadline = started + timeout;
         let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &self.opts)).await;

@@ -60,6 +60,7 @@ async fn run_as(rt: &Runtime, agent: &str, name: &str, version: u32, code: &str,
         args: args.as_object().cloned().unwrap_or_default(),
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": state}),
         timeout: Some(std::time::Duration::from_secs(3)),
+        generation: rt.generation(),
     };
     rt.invoke(inv, &vault()).await.unwrap()
 }
@@ -248,6 +249,7 @@ async fn invoke_in(rt: &Runtime, ws: &str, agent: &str, id: &str, code: &str, se
         args: Map::new(),
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
         timeout: Some(std::time::Duration::from_secs(10)),
+        generation: rt.generation(),
     };
     rt.invoke(inv, secrets).await
 }
@@ -280,6 +282,7 @@ def f(conv, read=False):
         args: Map::new(),
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
         timeout: Some(std::time::Duration::from_secs(3)),
+        generation: rt.generation(),
     };
     let second = rt.invoke(inv, &vault).await.unwrap();
     assert!(!second.cold);

@@ -2,6 +2,7 @@
 //! refusal of oversized bodies.
 
 use agentvault_core::Error;
+use axum::body::HttpBody;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -37,8 +38,7 @@ pub async fn refuse_large_bodies(State(st): State<AppState>, req: Request, next:
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return closing(ApiError(body_too_large()).into_response());
     }
-    let has_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
+    if req.body().size_hint().exact() == Some(0) {
         return next.run(req).await;
     }
     let limit = st.options.connections.body_timeout;

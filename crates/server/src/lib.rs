@@ -340,11 +340,15 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
 /// HTTPS settings: a certificate chain and key loaded with rustls.
 pub type TlsConfig = axum_server::tls_rustls::RustlsConfig;
 
-/// Loads a PEM certificate chain and private key for HTTPS.
+/// Loads a PEM certificate chain and private key for HTTPS. Only HTTP/1.1 is offered (ALPN): the
+/// server's timeouts on slow and idle clients are HTTP/1's.
 pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::result::Result<TlsConfig, String> {
-    TlsConfig::from_pem_file(cert, key)
+    let loaded = TlsConfig::from_pem_file(cert, key)
         .await
-        .map_err(|e| format!("cannot use the TLS certificate {} and key {}: {e}", cert.display(), key.display()))
+        .map_err(|e| format!("cannot use the TLS certificate {} and key {}: {e}", cert.display(), key.display()))?;
+    let mut config = (*loaded.get_inner()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConfig::from_config(Arc::new(config)))
 }
 
 /// Serves (HTTPS when `tls` is given) until `shutdown` resolves, then finishes in-flight
@@ -377,8 +381,10 @@ pub async fn serve(
     });
     let mut server = axum_server::from_tcp(listener.into_std()?)?
         .handle(handle)
-        // A connection that never completes its first request (or, for HTTP/2, never gets past
-        // protocol detection) is closed like a slow one.
+        // HTTP/1 only: the header timeout below is HTTP/1's, and HTTP/2 would let an idle client
+        // hold its connection (and a slot under the cap) for ever.
+        .http1_only()
+        // A connection that never completes its first request is closed like a slow one.
         .first_request_timeout(limits.header_timeout)
         .accept_error_handler(|_, e| tracing::debug!(error = %e, "connection not served"));
     server.http_builder().http1().header_read_timeout(limits.header_timeout);

@@ -166,6 +166,27 @@ impl SqliteStore {
     }
 }
 
+/// Revokes the pending invitations a person made in a workspace, when they stop being its admin:
+/// an invitation must not carry an admin's power past their removal or demotion.
+async fn revoke_invitations_by(
+    tx: &mut sqlx::SqliteConnection,
+    workspace_id: &str,
+    user_id: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE invitations SET revoked_at = $1 \
+         WHERE workspace_id = $2 AND invited_by = $3 AND revoked_at IS NULL AND accepted_at IS NULL",
+    )
+    .bind(now)
+    .bind(workspace_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 // --- row mapping --------------------------------------------------------------------------------
 
 fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(row: &'r SqliteRow, col: &str) -> Result<T> {
@@ -1084,6 +1105,9 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        if role != Role::Admin {
+            revoke_invitations_by(&mut tx, workspace_id, user_id, audit.at).await?;
+        }
         insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }
@@ -1099,6 +1123,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        revoke_invitations_by(&mut tx, workspace_id, user_id, audit.at).await?;
         insert_audit(&mut tx, &self.audit_seq, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(db_err)
     }

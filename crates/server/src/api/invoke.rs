@@ -119,6 +119,7 @@ pub async fn invoke_function(
     };
     let ApiJson(body) = body?;
     let agent = st.agent_of(&ws.id, &agent_id).await?;
+    let generation = st.runtime.generation();
     let function = st.store.get_function(&ws.id, &agent.id, &name).await?.ok_or_else(|| {
         Error::not_found("function_not_found", format!("this agent has no function named '{}'", name.escape_default()))
     })?;
@@ -144,6 +145,7 @@ pub async fn invoke_function(
         args: body.args,
         conversation,
         timeout: function.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        generation,
     };
     let outcome = st.runtime.invoke(inv, &source).await?;
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;

@@ -196,9 +196,41 @@ impl AppState {
             && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
             && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|s| !s.is_empty())
         {
-            return last.to_owned();
+            return last.parse::<std::net::IpAddr>().map(client_key).unwrap_or_else(|_| last.to_owned());
         }
-        peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".to_owned())
+        peer.map(|p| client_key(p.ip())).unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// The key a client is rate-limited by: its IPv4 address, or the /64 network of its IPv6 address
+/// (one host usually holds a whole /64, and would otherwise get a fresh budget per address).
+fn client_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::client_key;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_network() {
+        let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        let b = client_key("2001:db8:1:2:ffff:1:2:3".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        let c = client_key("2001:db8:1:3::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(client_key("::ffff:192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
+        assert_eq!(client_key("192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
     }
 }
 
@@ -709,6 +741,15 @@ pub async fn add_member(
     body: Result<ApiJson<AddMember>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
     let ws = st.workspace_for(&p, &ws, Perm::ManageMembers)?;
+    if matches!(p, Principal::Setup { .. }) {
+        // The bootstrap token lives only until the first admin exists; an invitation accepted
+        // first would make a user without ending it (and perhaps without any admin).
+        return Err(Error::conflict(
+            "setup_first",
+            "create the first admin first (POST /api/v1/setup or the /setup page), then invite people as that admin",
+        )
+        .into());
+    }
     let ApiJson(body) = body?;
     if body.password.is_some() {
         return Err(Error::invalid(
