@@ -117,3 +117,26 @@ fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
     let wrong = run(&["login", "--addr", &s.base, "--token-stdin"], Some("avp_not_a_real_token\n"), false);
     assert!(!wrong.status.success());
 }
+
+/// A command has no server log to point to: an unexpected error says what went wrong.
+#[test]
+fn an_unexpected_error_in_a_command_says_what_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    // A database that is not agentvault's: its first migration cannot apply.
+    let made = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE workspaces (x)'); c.commit()"])
+        .arg(dir.join("agentvault.db"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(dir.join("root.key"), "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq8M=\n").unwrap();
+    std::fs::set_permissions(dir.join("root.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out =
+        crate::support::command().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected error") && err.contains("already exists"), "{err}");
+    assert!(!err.contains("server log"), "{err}");
+}

@@ -2,7 +2,7 @@
 
 mod client;
 mod config;
-mod keys;
+mod root_key;
 mod serve;
 mod users;
 
@@ -112,6 +112,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// An error as a command prints it. An internal error's message points to the server log, which
+/// a command does not have: its context is shown instead.
+pub(crate) fn describe(e: agentvault_core::Error) -> String {
+    match e.internal_context() {
+        Some(context) => {
+            format!("agentvault hit an unexpected error: {}", context.strip_prefix("internal: ").unwrap_or(context))
+        }
+        None => e.message.into_owned(),
+    }
+}
+
 fn run_local(command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -122,9 +133,9 @@ fn run_local(command: Command) -> ExitCode {
     };
     let result = match command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
-        Command::RotateRootKey(args) => runtime.block_on(keys::rotate(args)),
+        Command::RotateRootKey(args) => runtime.block_on(root_key::rotate(args)),
         Command::User(UserCommand::Create(args)) => runtime.block_on(users::create(args)),
-        _ => Ok(()),
+        _ => Err("this command has no handler in this build of agentvault; please report it".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

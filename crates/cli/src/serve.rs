@@ -8,7 +8,7 @@ use agentvault_store::{SqliteStore, Store};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ConfigArgs};
-use crate::keys::{load_keyring, lock_data_dir};
+use crate::root_key::{load_keyring, lock_data_dir};
 
 pub fn init_logging(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -42,17 +42,16 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     harden_process();
     let _lock = lock_data_dir(&config.data_dir)?;
     let keyring = load_keyring(&config)?;
-    let sqlite = Arc::new(SqliteStore::open(&config.database_path()).await.map_err(|e| e.message.to_string())?);
+    let sqlite = Arc::new(SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?);
     let store: Arc<dyn Store> = sqlite.clone();
     let given = std::env::var("AGENTVAULT_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-    let boot =
-        agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(|e| e.message.to_string())?;
-    let setup_code = if store.count_users().await.map_err(|e| e.message.to_string())? == 0 {
-        Some(new_setup_code(store.as_ref()).await.map_err(|e| e.message.to_string())?)
+    let boot = agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(crate::describe)?;
+    let setup_code = if store.count_users().await.map_err(crate::describe)? == 0 {
+        Some(new_setup_code(store.as_ref()).await.map_err(crate::describe)?)
     } else {
         None
     };
-    let state = AppState::start(store, keyring, config.server.clone()).await.map_err(|e| e.message.to_string())?;
+    let state = AppState::start(store, keyring, config.server.clone()).await.map_err(crate::describe)?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(agentvault_server::load_tls(cert, key).await?),
         None => None,

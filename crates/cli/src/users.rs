@@ -11,7 +11,7 @@ use clap::Args;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigArgs};
-use crate::keys::lock_data_dir;
+use crate::root_key::lock_data_dir;
 
 #[derive(Args)]
 pub struct CreateUser {
@@ -54,12 +54,12 @@ pub async fn create(args: CreateUser) -> Result<(), String> {
     let config = Config::resolve(args.config)?;
     crate::serve::init_logging(&config.log);
     crate::serve::harden_process();
-    let email = validate::email(&args.email).map_err(|e| e.message.to_string())?;
+    let email = validate::email(&args.email).map_err(crate::describe)?;
     let role = Role::parse(&args.role).ok_or("--role must be admin or member")?;
     let name = if args.name.trim().is_empty() {
         String::new()
     } else {
-        validate::display_name("name", &args.name).map_err(|e| e.message.to_string())?
+        validate::display_name("name", &args.name).map_err(crate::describe)?
     };
     if !config.database_path().exists() {
         return Err(format!(
@@ -69,8 +69,8 @@ pub async fn create(args: CreateUser) -> Result<(), String> {
     }
     let _lock = lock_data_dir(&config.data_dir)?;
     let password = read_password(args.password_stdin)?;
-    validate::password("password", &password, &email).map_err(|e| e.message.to_string())?;
-    let store = SqliteStore::open(&config.database_path()).await.map_err(|e| e.message.to_string())?;
+    validate::password("password", &password, &email).map_err(crate::describe)?;
+    let store = SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?;
     let result = create_in(&store, email, name, role, args.workspace, password).await;
     store.close().await;
     let (user, where_) = result?;
@@ -86,7 +86,7 @@ async fn create_in(
     workspace: Option<String>,
     password: Zeroizing<String>,
 ) -> Result<(User, String), String> {
-    let err = |e: agentvault_core::Error| e.message.to_string();
+    let err = crate::describe;
     let now = agentvault_server::now_millis();
     let user = User {
         id: agentvault_server::auth::new_id(USER_PREFIX).map_err(err)?,

@@ -94,8 +94,8 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
             (next, Some(p.clone()))
         }
     };
-    let store = SqliteStore::open(&config.database_path()).await.map_err(|e| e.message.to_string())?;
-    let versions = store.all_sealed_versions().await.map_err(|e| e.message.to_string())?;
+    let store = SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?;
+    let versions = store.all_sealed_versions().await.map_err(crate::describe)?;
     let mut rewrapped: Vec<SealedVersion> = Vec::new();
     let mut per_workspace: BTreeMap<String, usize> = BTreeMap::new();
     for v in &versions {
@@ -118,7 +118,7 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
                 .detail(format!("rewrapped={n}"))
         })
         .collect();
-    store.replace_wrapped_keys(&rewrapped, &audit).await.map_err(|e| e.message.to_string())?;
+    store.replace_wrapped_keys(&rewrapped, &audit).await.map_err(crate::describe)?;
     if let Some(p) = &file {
         // Every data key is now under the active key: retire the old ones.
         ring.active_only().and_then(|r| r.write_file(p)).map_err(|e| e.to_string())?;
