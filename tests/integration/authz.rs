@@ -251,7 +251,7 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .replace("{user_id}", "usr_00000000000000000000")
             .replace("{token_id}", "pat_00000000000000000000")
             .replace("{session_id}", "ses_00000000000000000000")
-            .replace("{invitation_id}", "inv_00000000000000000000")
+            .replace("{invitation_id}", "ivt_00000000000000000000")
             .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000")
     };
     // Allowed calls must not change anything: deletions target ids that do not exist (except

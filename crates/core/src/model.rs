@@ -17,7 +17,7 @@ pub const ADMIN_TOKEN_PREFIX: &str = "adm_";
 pub const USER_PREFIX: &str = "usr_";
 pub const SESSION_PREFIX: &str = "ses_";
 pub const PERSONAL_TOKEN_PREFIX: &str = "pat_";
-pub const INVITATION_PREFIX: &str = "inv_";
+pub const INVITATION_PREFIX: &str = "ivt_";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
