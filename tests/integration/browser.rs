@@ -290,7 +290,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     let billing = s.create_agent(&ws, "Billing bot");
-    s.create_agent(&ws, "Support bot");
+    let support = s.create_agent(&ws, "Support bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_AUDIT"), &[&billing]);
     let b = Browser::start();
     b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
@@ -388,13 +388,26 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     assert_eq!(lines[0], "id,at,actor_type,actor_id,action,outcome,secret,agent_id,target_id,detail");
     assert_eq!(lines.len(), 2, "{}", csv.text);
     assert!(lines[1..].iter().all(|l| l.contains(",secret.read,")));
+    // One denied record: a key for Support bot asking for Billing bot's secret. The JSON export
+    // filtered to denied holds exactly that record.
+    let (_, support_key) = s.create_key(&ws, json!([support]));
+    s.read(&support_key, &billing, "stripe_api_key").expect_error(403, "missing_access");
     let json_export = s.request_with(
         "GET",
         &format!("/w/{ws}/audit/export?format=json&outcome=denied"),
         &[("Cookie", &cookie)],
         None,
     );
-    assert!(json_export.body.as_array().unwrap().iter().all(|r| r["outcome"] == "denied"));
+    assert_eq!(json_export.status, 200, "{}", json_export.text);
+    let denied = json_export.body.as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{}", json_export.text);
+    assert!(denied.iter().all(|r| r["outcome"] == "denied"));
+    assert_eq!(
+        (&denied[0]["action"], &denied[0]["secret"], &denied[0]["agent_id"]),
+        (&json!("secret.read"), &json!("stripe_api_key"), &json!(billing)),
+        "{}",
+        json_export.text
+    );
     assert!(!csv.text.contains("sk_live_AUDIT") && !json_export.text.contains("sk_live_AUDIT"));
     // A bad filter is explained on the page.
     b.goto(&format!("{}/w/{ws}/audit?since=yesterday", s.base));
