@@ -117,9 +117,7 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     b.click(&format!("input[name=agents][value={billing}]"));
     b.click(&format!("input[name=agents][value={support}]"));
     b.click("form[data-form=secret-access] button[type=submit]");
-    b.wait_until("the saved note", |b| {
-        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
-    });
+    b.wait_shown("the saved note", "[data-saved]");
     let now = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
     assert_eq!(now["agents"], json!([support]));
 
@@ -243,9 +241,7 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
     b.click(&format!("input[name=agents][value={billing}]"));
     b.click("form[data-form=secret-access] button[type=submit]");
-    b.wait_until("the saved note", |b| {
-        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
-    });
+    b.wait_shown("the saved note", "[data-saved]");
     b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
     b.find(".cm-editor");
     assert_eq!(b.script("return document.querySelectorAll('[data-secrets-box] li').length", json!([])), json!(0));
@@ -327,12 +323,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
         .to_owned();
     b.script("document.querySelector(arguments[0]).value = 'admin'", json!([format!("#role-{grace}")]));
     b.click(&format!("form[data-form=member-role][data-user={grace}] button[type=submit]"));
-    b.wait_until("the role saved", |b| {
-        b.script(
-            "return !document.querySelector(arguments[0]).hidden",
-            json!([format!("form[data-user={grace}] [data-saved]")]),
-        ) == json!(true)
-    });
+    b.wait_shown("the role saved", &format!("form[data-user={grace}] [data-saved]"));
     b.screenshot("users");
     b.click(&format!("form[data-form=member-remove][data-user={grace}] button[type=submit]"));
     b.accept_dialog();

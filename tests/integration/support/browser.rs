@@ -161,6 +161,13 @@ impl Browser {
         }
     }
 
+    /// Waits until the first element matching `css` is no longer hidden (a saved note).
+    pub fn wait_shown(&self, what: &str, css: &str) {
+        self.wait_until(what, |b| {
+            b.script("return !document.querySelector(arguments[0]).hidden", json!([css])) == json!(true)
+        });
+    }
+
     pub fn wait_text(&self, css: &str, needle: &str) {
         self.wait_until(&format!("{css} to contain {needle:?}"), |b| {
             b.try_find(css).is_some() && b.text(css).contains(needle)
