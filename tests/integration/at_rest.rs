@@ -2,15 +2,13 @@
 
 use serde_json::json;
 
-use crate::support::{Options, Server, contains_bytes, files_under, random_token};
+use crate::support::{DataDir, Options, contains_bytes, files_under};
 
 #[test]
 fn no_plaintext_value_reaches_the_disk_or_the_log() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
-    let mut s =
-        Server::start_in(&dir, &token, Options { bootstrap_token: Some(&token), log: "debug", ..Options::default() });
+    let data = DataDir::new();
+    let (dir, token) = (&data.path, &data.token);
+    let mut s = data.start_with(Options { log: "debug", ..data.opts() });
     let ws = s.default_ws();
     let a = s.create_agent(&ws, "bot");
     let markers = ["sk_live_PLAINTEXTMARKER_1", "PLAINTEXTMARKER_KV_SECRET", "sk_live_PLAINTEXTMARKER_2"];
@@ -28,7 +26,7 @@ fn no_plaintext_value_reaches_the_disk_or_the_log() {
     s.post(&format!("/api/v1/workspaces/{ws}/secrets"), json!({"name": "Bad Name", "value": markers[0]})).expect(400);
 
     let scan = |when: &str| {
-        let files = files_under(&dir);
+        let files = files_under(dir);
         assert!(files.iter().any(|f| f.ends_with("agentvault.db-wal")) || when == "after stop", "{files:?}");
         for f in &files {
             let bytes = std::fs::read(f).unwrap();

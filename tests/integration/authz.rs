@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
-use crate::support::{Options, Resp};
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, Resp, invoke, with_admin};
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,13 +221,7 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
     // The agent read path with the right key, for contrast; and invoking as that agent (there
     // is no such function: authorized, then not found).
     s.read(&key_for_agent, &agent, "stripe_api_key").expect(200);
-    s.request(
-        "POST",
-        &format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/nothing/invoke"),
-        Some(&key_for_agent),
-        Some(&json!({})),
-    )
-    .expect_error(404, "function_not_found");
+    invoke(&s, Some(&key_for_agent), &ws, &agent, "nothing", json!({})).expect_error(404, "function_not_found");
 
     let credential = |caller: Caller| -> Option<String> {
         match caller {

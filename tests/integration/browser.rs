@@ -1,226 +1,10 @@
-//! The web console in a real browser: Debian's headless Chromium driven over WebDriver
-//! (chromedriver), against a real server. Screenshots of the main pages go to
+//! The web console in a real browser, against a real server. Screenshots of the main pages go to
 //! `test-output/screenshots/`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use serde_json::json;
 
-use base64::Engine;
-use serde_json::{Value, json};
-
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
-use crate::support::{Options, Server};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-/// How long to wait for the page to reach an expected state (polling, not a speed assertion).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A chromedriver process and one browser session.
-pub struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: ureq::Agent,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    pub fn start() -> Browser {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver_bin = std::env::var("AGENTVAULT_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let driver = Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {driver_bin} ({e}); install chromium and chromium-driver"));
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while http.get(&format!("{base}/status")).call().is_err() {
-            assert!(started.elapsed() < PATIENCE, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let chromium = std::env::var("AGENTVAULT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,800", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--disable-quic",
-                     format!("--user-data-dir={}", profile.path().display())]}}}});
-        let mut b = Browser { driver, base, session: String::new(), http, _profile: profile };
-        let r = b.call("POST", "/session", Some(caps));
-        b.session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no browser session: {r}")).to_owned();
-        b
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.base);
-        let resp = match (method, body) {
-            ("GET", _) => self.http.get(&url).call(),
-            ("DELETE", _) => self.http.delete(&url).call(),
-            (_, body) => self.http.post(&url).send_json(body.unwrap_or_else(|| json!({}))),
-        };
-        let mut resp = resp.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
-        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-        if let Some(err) = v["value"]["error"].as_str() {
-            panic!("webdriver {method} {path}: {err}: {}", v["value"]["message"]);
-        }
-        v
-    }
-
-    fn s(&self, path: &str) -> String {
-        format!("/session/{}{path}", self.session)
-    }
-
-    pub fn goto(&self, url: &str) {
-        self.call("POST", &self.s("/url"), Some(json!({"url": url})));
-    }
-
-    pub fn url(&self) -> String {
-        self.call("GET", &self.s("/url"), None)["value"].as_str().unwrap_or_default().to_owned()
-    }
-
-    pub fn script(&self, script: &str, args: Value) -> Value {
-        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": args})))["value"].clone()
-    }
-
-    fn try_find(&self, css: &str) -> Option<String> {
-        let r = self
-            .http
-            .post(&format!("{}{}", self.base, self.s("/element")))
-            .send_json(json!({"using": "css selector", "value": css}));
-        let v: Value = r.ok()?.body_mut().read_json().ok()?;
-        v["value"][ELEMENT].as_str().map(str::to_owned)
-    }
-
-    /// Waits for an element to exist.
-    pub fn find(&self, css: &str) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(id) = self.try_find(css) {
-                return id;
-            }
-            assert!(started.elapsed() < PATIENCE, "no element {css} on {}", self.url());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn exists(&self, css: &str) -> bool {
-        self.try_find(css).is_some()
-    }
-
-    pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.call("POST", &self.s(&format!("/element/{id}/click")), Some(json!({})));
-    }
-
-    pub fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css);
-        self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": text})));
-    }
-
-    pub fn clear(&self, css: &str) {
-        let id = self.find(css);
-        self.call("POST", &self.s(&format!("/element/{id}/clear")), Some(json!({})));
-    }
-
-    /// The rendered text of the first element matching `css` (waits for it to exist).
-    pub fn text(&self, css: &str) -> String {
-        self.find(css);
-        self.visible_text(css).unwrap_or_default()
-    }
-
-    fn visible_text(&self, css: &str) -> Option<String> {
-        let v =
-            self.script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null", json!([css]));
-        v.as_str().map(str::to_owned)
-    }
-
-    pub fn value(&self, css: &str) -> String {
-        self.script("return document.querySelector(arguments[0]).value", json!([css]))
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Waits until `check` holds, with what was seen last in the failure message.
-    pub fn wait_until(&self, what: &str, check: impl Fn(&Browser) -> bool) {
-        let started = Instant::now();
-        while !check(self) {
-            assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}; at {}", self.url());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn wait_text(&self, css: &str, needle: &str) {
-        self.wait_until(&format!("{css} to contain {needle:?}"), |b| {
-            b.try_find(css).is_some() && b.text(css).contains(needle)
-        });
-    }
-
-    pub fn resize(&self, width: u32, height: u32) {
-        self.call("POST", &self.s("/window/rect"), Some(json!({"width": width, "height": height})));
-    }
-
-    /// Accepts the open confirm() dialog, waiting for it to appear.
-    pub fn accept_dialog(&self) {
-        let started = Instant::now();
-        loop {
-            let url = format!("{}{}", self.base, self.s("/alert/accept"));
-            let ok = self.http.post(&url).send_json(json!({})).map(|r| r.status().is_success()).unwrap_or(false);
-            if ok {
-                return;
-            }
-            assert!(started.elapsed() < PATIENCE, "no dialog to accept");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn delete_cookies(&self) {
-        self.call("DELETE", &self.s("/cookie"), None);
-    }
-
-    /// Saves a screenshot as test-output/screenshots/NAME.png.
-    pub fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self.call("GET", &self.s("/screenshot"), None)["value"].as_str().unwrap_or_default().to_owned();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png).unwrap();
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-output/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.http.delete(&format!("{}/session/{}", self.base, self.session)).call();
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-fn sign_in(b: &Browser, s: &Server, email: &str, password: &str) {
-    b.goto(&format!("{}/", s.base));
-    b.wait_until("the sign-in page", |b| b.url().contains("/login"));
-    b.type_into("#email", email);
-    b.type_into("#password", password);
-    b.click("form[data-form=login] button[type=submit]");
-    b.wait_until("the workspace after signing in", |b| b.url().contains("/agents"));
-}
+use crate::support::browser::Browser;
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, Server, setup_code, with_admin};
 
 #[test]
 fn an_admin_adds_secrets_and_grants_access_in_the_console() {
@@ -333,9 +117,7 @@ fn an_admin_adds_secrets_and_grants_access_in_the_console() {
     b.click(&format!("input[name=agents][value={billing}]"));
     b.click(&format!("input[name=agents][value={support}]"));
     b.click("form[data-form=secret-access] button[type=submit]");
-    b.wait_until("the saved note", |b| {
-        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
-    });
+    b.wait_shown("the saved note", "[data-saved]");
     let now = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
     assert_eq!(now["agents"], json!([support]));
 
@@ -371,7 +153,7 @@ fn a_member_never_sees_the_secrets_tab() {
     s.create_agent(&ws, "Billing bot");
     s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
     let b = Browser::start();
-    sign_in(&b, &s, "grace@example.com", "cobol compiler 1959");
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
     b.wait_text("main", "Billing bot");
     assert!(!b.exists("nav.tabs a[href$='/secrets']"), "a member sees the Secrets tab");
     b.goto(&format!("{}/w/{ws}/secrets", s.base));
@@ -406,7 +188,7 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_EDITOR_9"), &[&billing]);
     s.create_secret(&ws, "zendesk_token", json!("zd_OTHER"), &[&support]);
     let b = Browser::start();
-    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
 
     b.click(&format!("main a[href$='/agents/{billing}']"));
     b.wait_text("main h1", "Billing bot");
@@ -459,9 +241,7 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
     b.click(&format!("input[name=agents][value={billing}]"));
     b.click("form[data-form=secret-access] button[type=submit]");
-    b.wait_until("the saved note", |b| {
-        b.script("return !document.querySelector('[data-saved]').hidden", json!([])) == json!(true)
-    });
+    b.wait_shown("the saved note", "[data-saved]");
     b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
     b.find(".cm-editor");
     assert_eq!(b.script("return document.querySelectorAll('[data-secrets-box] li').length", json!([])), json!(0));
@@ -476,7 +256,7 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
 #[test]
 fn first_run_setup_then_sign_out_and_in() {
     let s = Server::start();
-    let code = crate::people::setup_code(&s);
+    let code = setup_code(&s);
     let b = Browser::start();
     b.goto(&format!("{}/setup", s.base));
     b.type_into("#setup_code", &code);
@@ -498,7 +278,7 @@ fn first_run_setup_then_sign_out_and_in() {
     b.wait_text("header .who", "ada@example.com");
     b.click("[data-sign-out]");
     b.wait_until("the sign-in page", |b| b.url().ends_with("/login"));
-    sign_in(&b, &s, "ada@example.com", "correct horse battery");
+    b.sign_in(&s, "ada@example.com", "correct horse battery");
 }
 
 #[test]
@@ -506,10 +286,10 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     let billing = s.create_agent(&ws, "Billing bot");
-    s.create_agent(&ws, "Support bot");
+    let support = s.create_agent(&ws, "Support bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_AUDIT"), &[&billing]);
     let b = Browser::start();
-    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
 
     // Users: invite one (the link is shown once), make them admin once they joined, then
     // remove them.
@@ -543,12 +323,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
         .to_owned();
     b.script("document.querySelector(arguments[0]).value = 'admin'", json!([format!("#role-{grace}")]));
     b.click(&format!("form[data-form=member-role][data-user={grace}] button[type=submit]"));
-    b.wait_until("the role saved", |b| {
-        b.script(
-            "return !document.querySelector(arguments[0]).hidden",
-            json!([format!("form[data-user={grace}] [data-saved]")]),
-        ) == json!(true)
-    });
+    b.wait_shown("the role saved", &format!("form[data-user={grace}] [data-saved]"));
     b.screenshot("users");
     b.click(&format!("form[data-form=member-remove][data-user={grace}] button[type=submit]"));
     b.accept_dialog();
@@ -604,13 +379,26 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     assert_eq!(lines[0], "id,at,actor_type,actor_id,action,outcome,secret,agent_id,target_id,detail");
     assert_eq!(lines.len(), 2, "{}", csv.text);
     assert!(lines[1..].iter().all(|l| l.contains(",secret.read,")));
+    // One denied record: a key for Support bot asking for Billing bot's secret. The JSON export
+    // filtered to denied holds exactly that record.
+    let (_, support_key) = s.create_key(&ws, json!([support]));
+    s.read(&support_key, &billing, "stripe_api_key").expect_error(403, "missing_access");
     let json_export = s.request_with(
         "GET",
         &format!("/w/{ws}/audit/export?format=json&outcome=denied"),
         &[("Cookie", &cookie)],
         None,
     );
-    assert!(json_export.body.as_array().unwrap().iter().all(|r| r["outcome"] == "denied"));
+    assert_eq!(json_export.status, 200, "{}", json_export.text);
+    let denied = json_export.body.as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{}", json_export.text);
+    assert!(denied.iter().all(|r| r["outcome"] == "denied"));
+    assert_eq!(
+        (&denied[0]["action"], &denied[0]["secret"], &denied[0]["agent_id"]),
+        (&json!("secret.read"), &json!("stripe_api_key"), &json!(billing)),
+        "{}",
+        json_export.text
+    );
     assert!(!csv.text.contains("sk_live_AUDIT") && !json_export.text.contains("sk_live_AUDIT"));
     // A bad filter is explained on the page.
     b.goto(&format!("{}/w/{ws}/audit?since=yesterday", s.base));
@@ -619,7 +407,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     // A member sees the lists, without the management parts and without Audit.
     s.add_user(&ws, "alan@example.com", "member", "enigma machine 1939");
     b.delete_cookies();
-    sign_in(&b, &s, "alan@example.com", "enigma machine 1939");
+    b.sign_in(&s, "alan@example.com", "enigma machine 1939");
     assert!(!b.exists("nav.tabs a[href$='/audit']"));
     b.goto(&format!("{}/w/{ws}/users", s.base));
     b.wait_text("#members-table", ADMIN_EMAIL);
@@ -638,7 +426,7 @@ fn an_invitee_opens_the_link_and_creates_their_account() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     let b = Browser::start();
-    sign_in(&b, &s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
     b.goto(&format!("{}/w/{ws}/users", s.base));
     b.type_into("#member-email", "alan@example.com");
     b.click("form[data-form=member-add] button[type=submit]");

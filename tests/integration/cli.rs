@@ -6,14 +6,13 @@ use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
-use crate::support::{Options, command};
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, command, with_admin};
 
 #[test]
 fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
-    let (s, tmp) = with_admin(Options::default());
+    let (s, data) = with_admin(Options::default());
     let token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let config_home = tmp.path().join("config");
+    let config_home = data.beside("config");
     let run = |args: &[&str], stdin: Option<&str>, env: bool| -> Output {
         let mut cmd = command();
         cmd.args(args)
@@ -45,7 +44,7 @@ fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
         true,
     ));
     assert!(out.contains("stripe_api_key") && !out.contains("sk_live_FROMCLI"), "{out}");
-    let value_file = tmp.path().join("value.json");
+    let value_file = data.beside("value.json");
     std::fs::write(&value_file, r#"{"client_id": "abc", "client_secret": "FROMFILE"}"#).unwrap();
     ok(&run(&["secrets", "create", "oauth", "--kv", "--value-file", value_file.to_str().unwrap()], None, true));
     let listed: Value = serde_json::from_str(&ok(&run(&["secrets", "list", "--json"], None, true))).unwrap();

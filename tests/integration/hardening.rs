@@ -1,6 +1,6 @@
 //! Attacks on the server itself: open redirects, slow clients, key material left on disk.
 
-use crate::support::Server;
+use crate::support::{DataDir, Options, Server, command, contains_bytes, files_under};
 
 #[test]
 fn sign_in_redirects_only_to_paths_of_this_console() {
@@ -52,11 +52,11 @@ fn sealed_bytes(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
 
 /// The files of the data directory that contain any of `needles`.
 fn files_holding(dir: &std::path::Path, needles: &[Vec<u8>]) -> Vec<String> {
-    crate::support::files_under(dir)
+    files_under(dir)
         .into_iter()
         .filter(|f| {
             let bytes = std::fs::read(f).unwrap_or_default();
-            needles.iter().any(|n| crate::support::contains_bytes(&bytes, n))
+            needles.iter().any(|n| contains_bytes(&bytes, n))
         })
         .map(|f| f.display().to_string())
         .collect()
@@ -64,28 +64,25 @@ fn files_holding(dir: &std::path::Path, needles: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn deleted_and_retired_key_material_leaves_the_data_directory() {
-    use crate::support::{Options, command, random_token};
     use serde_json::json;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
-    let opts = || Options { bootstrap_token: Some(&token), ..Options::default() };
-    let mut s = Server::start_in(&dir, &token, opts());
+    let data = DataDir::new();
+    let dir = &data.path;
+    let mut s = data.start();
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "bot");
     s.create_secret(&ws, "doomed", json!("sk_live_doomed_value"), &[&agent]);
     s.patch(&format!("/api/v1/workspaces/{ws}/secrets/doomed"), json!({"value": "sk_live_doomed_v2"})).expect(200);
     s.create_secret(&ws, "kept", json!("sk_live_kept_value"), &[&agent]);
-    let doomed = sealed_bytes(&dir, "doomed");
+    let doomed = sealed_bytes(dir, "doomed");
     assert_eq!(doomed.len(), 4, "two versions, each a wrapped key and a ciphertext");
-    assert!(!files_holding(&dir, &doomed).is_empty(), "the sealed bytes are on disk before the delete");
+    assert!(!files_holding(dir, &doomed).is_empty(), "the sealed bytes are on disk before the delete");
 
     s.delete(&format!("/api/v1/workspaces/{ws}/secrets/doomed")).expect(204);
     // While the server runs, within seconds: no file of the data directory (the WAL included)
     // still holds the deleted versions.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let left = files_holding(&dir, &doomed);
+        let left = files_holding(dir, &doomed);
         if left.is_empty() {
             break;
         }
@@ -94,15 +91,15 @@ fn deleted_and_retired_key_material_leaves_the_data_directory() {
     }
 
     // Rotating the root key re-wraps every data key: the keys wrapped by the retired root key go.
-    let kept = sealed_bytes(&dir, "kept");
+    let kept = sealed_bytes(dir, "kept");
     let old_wrapped = vec![kept[0].clone()];
     s.stop();
-    let out = command().args(["rotate-root-key", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = command().args(["rotate-root-key", "--data-dir"]).arg(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(sealed_bytes(&dir, "kept")[1], kept[1], "the ciphertext is untouched");
-    let left = files_holding(&dir, &old_wrapped);
+    assert_eq!(sealed_bytes(dir, "kept")[1], kept[1], "the ciphertext is untouched");
+    let left = files_holding(dir, &old_wrapped);
     assert!(left.is_empty(), "data keys wrapped by the retired root key are still in {left:?}");
-    let s = Server::start_in(&dir, &token, opts());
+    let s = data.start();
     let (_, key) = s.create_key(&ws, json!("all"));
     assert_eq!(s.read(&key, &agent, "kept").expect(200)["value"], "sk_live_kept_value");
 }
@@ -113,22 +110,15 @@ fn slow_and_idle_clients_are_cut_off_and_a_full_server_answers_at_once() {
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
-    use crate::support::{Options, random_token};
-    let tmp = tempfile::tempdir().unwrap();
-    let token = random_token();
-    let s = Server::start_in(
-        &tmp.path().join("data"),
-        &token,
-        Options {
-            bootstrap_token: Some(&token),
-            extra_env: vec![
-                ("AGENTVAULT_HEADER_TIMEOUT", "2s".into()),
-                ("AGENTVAULT_BODY_TIMEOUT", "2s".into()),
-                ("AGENTVAULT_MAX_CONNECTIONS", "20".into()),
-            ],
-            ..Options::default()
-        },
-    );
+    let data = DataDir::new();
+    let s = data.start_with(Options {
+        extra_env: vec![
+            ("AGENTVAULT_HEADER_TIMEOUT", "2s".into()),
+            ("AGENTVAULT_BODY_TIMEOUT", "2s".into()),
+            ("AGENTVAULT_MAX_CONNECTIONS", "20".into()),
+        ],
+        ..data.opts()
+    });
     let addr = s.base.trim_start_matches("http://").to_owned();
     let connect = || {
         let c = TcpStream::connect(&addr).unwrap();

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
-use crate::support::{Options, Server};
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, Server, with_admin};
 
 fn emails(s: &Server, ws: &str, token: &str) -> Vec<String> {
     let r = s.request("GET", &format!("/api/v1/workspaces/{ws}/members"), Some(token), None);

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD, with_admin};
-use crate::support::{Options, Resp, Server, command};
+use crate::support::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, Options, Server, command, define, define_with, invoke, with_admin,
+};
 
 const PAY: &str = r#"
 def create_payment(conv: Conversation, amount: int, note: str = ""):
@@ -23,21 +24,8 @@ def create_payment(conv: Conversation, amount: int, note: str = ""):
 "#;
 
 /// A server whose workers must run in bubblewrap (`.ci/run` installs it).
-fn sandboxed() -> (Server, tempfile::TempDir) {
+fn sandboxed() -> (Server, DataDir) {
     with_admin(Options { extra_env: vec![("AGENTVAULT_SANDBOX", "bwrap".into())], ..Options::default() })
-}
-
-fn define(s: &Server, ws: &str, agent: &str, name: &str, params: Value, code: &str) {
-    let body = json!({"name": name, "description": "test function", "parameters": params, "code": code});
-    s.post(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"), body).expect(201);
-}
-
-fn invoke(s: &Server, token: Option<&str>, ws: &str, agent: &str, name: &str, body: Value) -> Resp {
-    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/{name}/invoke");
-    match token {
-        Some(t) => s.request("POST", &path, Some(t), Some(&body)),
-        None => s.post(&path, body),
-    }
 }
 
 #[test]
@@ -181,8 +169,8 @@ fn access_changes_apply_to_the_next_get_secret() {
 /// agent's secret are all out of reach.
 #[test]
 fn a_function_cannot_reach_the_vaults_files_or_other_agents_secrets() {
-    let (s, tmp) = sandboxed();
-    let data = tmp.path().join("data");
+    let (s, vault) = sandboxed();
+    let data = &vault.path;
     let ws = s.default_ws();
     let mallory = s.create_agent(&ws, "Mallory bot");
     let victim = s.create_agent(&ws, "Victim bot");
@@ -265,7 +253,7 @@ fn runaway_functions_end_with_an_error_and_others_are_unaffected() {
         // Filling memory to the limit takes a while on a busy machine; only the spinner should time out.
         let timeout_ms = if name == "spin" { 1000 } else { 20_000 };
         let body = json!({"name": name, "description": "misbehaves", "code": code, "timeout_ms": timeout_ms});
-        s.post(&format!("/api/v1/workspaces/{ws}/agents/{bad}/functions"), body).expect(201);
+        define_with(&s, &ws, &bad, body);
     }
     define(
         &s,
@@ -296,19 +284,19 @@ fn runaway_functions_end_with_an_error_and_others_are_unaffected() {
 
 #[test]
 fn fn_run_from_the_terminal() {
-    let (s, tmp) = sandboxed();
+    let (s, data) = sandboxed();
     let token = s.personal_token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "Billing bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_CLI_RUN"), &[&agent]);
-    let file = tmp.path().join("create_payment.py");
+    let file = data.beside("create_payment.py");
     std::fs::write(&file, "def create_payment(conv, amount):\n    conv.log.info('key ' + conv.utils.get_secret('stripe_api_key'))\n    conv.say(f'paying {amount}')\n    return f'paid {amount}'\n").unwrap();
     let run = |args: &[&str]| {
         let out = command()
             .args(args)
             .env("AGENTVAULT_ADDR", &s.base)
             .env("AGENTVAULT_TOKEN", &token)
-            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+            .env("XDG_CONFIG_HOME", data.beside("config"))
             .output()
             .unwrap();
         (
@@ -388,7 +376,7 @@ fn without_bubblewrap_functions_are_refused_unless_the_sandbox_is_turned_off() {
     assert_eq!(out["sandboxed"], false);
     assert_eq!(out["result"], "no fork HOME,LANG,PATH", "{out}");
     let body = json!({"name": "spin", "description": "spins", "code": "def spin(conv):\n    while True:\n        pass\n", "timeout_ms": 300});
-    s.post(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"), body).expect(201);
+    define_with(&s, &ws, &agent, body);
     assert_eq!(invoke(&s, None, &ws, &agent, "spin", json!({})).expect(200)["error"]["type"], "Timeout");
 }
 

@@ -4,13 +4,13 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 
-use crate::support::{Options, Server, command, random_token};
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, Options, Server, command, with_admin};
 
 #[test]
 fn first_start_initialises_everything_and_prints_the_token_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let mut first = Server::start_in(&dir, "", Options::default());
+    let data = DataDir::new();
+    let dir = &data.path;
+    let mut first = Server::start_in(dir, "", Options::default());
     let token = first
         .stdout
         .split_whitespace()
@@ -20,14 +20,14 @@ fn first_start_initialises_everything_and_prints_the_token_once() {
     let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("root.key"), 0o600, "the generated root key is private");
     assert_eq!(mode("agentvault.db"), 0o600, "the database is private");
-    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
     first.admin = token.clone();
     let ws = first.default_ws();
     assert!(ws.starts_with("ws_"));
     let key_before = std::fs::read(dir.join("root.key")).unwrap();
     first.stop();
 
-    let second = Server::start_in(&dir, &token, Options::default());
+    let second = Server::start_in(dir, &token, Options::default());
     assert!(!second.stdout.contains("ava_"), "a second start prints no token: {}", second.stdout);
     assert_eq!(second.default_ws(), ws, "the same default workspace is reused");
     assert_eq!(std::fs::read(dir.join("root.key")).unwrap(), key_before, "the root key is reused");
@@ -38,34 +38,23 @@ fn first_start_initialises_everything_and_prints_the_token_once() {
 
 #[test]
 fn a_bootstrap_token_from_the_environment_becomes_the_admin_token() {
-    let tmp = tempfile::tempdir().unwrap();
-    let token = random_token();
-    let s = Server::start_in(
-        &tmp.path().join("d"),
-        &token,
-        Options { bootstrap_token: Some(&token), ..Options::default() },
-    );
-    assert!(!s.stdout.contains(&token), "a token given by the operator is not echoed");
+    let data = DataDir::new();
+    let s = data.start();
+    assert!(!s.stdout.contains(&data.token), "a token given by the operator is not echoed");
     s.default_ws();
     let bad = s.request("GET", "/api/v1/workspaces", Some("test_admin_wrong_token_0000000000"), None);
     bad.expect_error(401, "unauthenticated");
 
-    let short = Server::try_start_in(
-        &tmp.path().join("e"),
-        "x",
-        Options { bootstrap_token: Some("short"), ..Options::default() },
-    );
+    let short =
+        Server::try_start_in(&data.beside("e"), "x", Options { bootstrap_token: Some("short"), ..Options::default() });
     let err = short.err().expect("a short bootstrap token is refused");
     assert!(err.contains("AGENTVAULT_BOOTSTRAP_TOKEN must be at least"), "{err}");
 }
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
-    let opts = || Options { bootstrap_token: Some(&token), ..Options::default() };
-    let mut s = Server::start_in(&dir, &token, opts());
+    let data = DataDir::new();
+    let mut s = data.start();
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "Billing bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_first"), &[&agent]);
@@ -74,7 +63,7 @@ fn acknowledged_writes_survive_kill_9() {
     s.read(&key, &agent, "stripe_api_key").expect(200);
     s.kill9();
 
-    let s = Server::start_in(&dir, &token, opts());
+    let s = data.start();
     let r = s.read(&key, &agent, "stripe_api_key");
     assert_eq!(r.expect(200)["value"], "sk_live_second");
     let reads = s.audit(&ws, "action=secret.read&outcome=success");
@@ -85,11 +74,9 @@ fn acknowledged_writes_survive_kill_9() {
 
 #[test]
 fn rotating_the_root_key_keeps_every_value_readable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
-    let opts = || Options { bootstrap_token: Some(&token), ..Options::default() };
-    let mut s = Server::start_in(&dir, &token, opts());
+    let data = DataDir::new();
+    let dir = &data.path;
+    let mut s = data.start();
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "bot");
     for i in 0..5 {
@@ -101,7 +88,7 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     let (_, key) = s.create_key(&ws, json!("all"));
 
     // Refused while the server runs: it holds the data directory.
-    let busy = command().args(["rotate-root-key", "--data-dir"]).arg(&dir).output().unwrap();
+    let busy = command().args(["rotate-root-key", "--data-dir"]).arg(dir).output().unwrap();
     assert!(!busy.status.success());
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("another agentvault process"),
@@ -111,7 +98,7 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     s.stop();
 
     let old_key = std::fs::read_to_string(dir.join("root.key")).unwrap();
-    let out = command().args(["rotate-root-key", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = command().args(["rotate-root-key", "--data-dir"]).arg(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("re-wrapped 11 of 11 data keys"), "{stdout}");
@@ -122,7 +109,7 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     assert_ne!(keys(&new_key), keys(&old_key));
     assert_eq!(std::fs::metadata(dir.join("root.key")).unwrap().permissions().mode() & 0o777, 0o600);
 
-    let s = Server::start_in(&dir, &token, opts());
+    let s = data.start();
     for i in 0..5 {
         assert_eq!(s.read(&key, &agent, &format!("secret_{i}")).expect(200)["value"], format!("value-{i}-v2"));
     }
@@ -138,66 +125,48 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     drop(s);
 
     // With the old key the data no longer opens, and the server says why instead of serving errors.
-    let wrong = Server::try_start_in(
-        &dir,
-        &token,
-        Options {
-            bootstrap_token: Some(&token),
-            extra_env: vec![("AGENTVAULT_ROOT_KEY", keys(&old_key)[0].clone())],
-            ..Options::default()
-        },
-    );
+    let wrong = data
+        .try_start_with(Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", keys(&old_key)[0].clone())], ..data.opts() });
     let err = wrong.err().expect("the old root key is refused");
     assert!(err.contains("which the configured keyring does not hold"), "{err}");
 }
 
 #[test]
 fn a_root_key_from_the_environment_is_used_and_never_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
+    let data = DataDir::new();
+    let dir = &data.path;
     let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq8M="; // 32 bytes
-    let env = || vec![("AGENTVAULT_ROOT_KEY", key.to_owned())];
-    let s = Server::start_in(
-        &dir,
-        &token,
-        Options { bootstrap_token: Some(&token), extra_env: env(), ..Options::default() },
-    );
+    let s = data.start_with(Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", key.to_owned())], ..data.opts() });
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "bot");
     s.create_secret(&ws, "k", json!("v"), &[&agent]);
     assert!(!dir.join("root.key").exists(), "no key file is generated when the key comes from the environment");
     drop(s);
-    let bad = Server::try_start_in(
-        &dir,
-        &token,
-        Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", "c2hvcnQ=".into())], ..Options::default() },
-    );
+    let bad = data
+        .try_start_with(Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", "c2hvcnQ=".into())], ..Options::default() });
     let err = bad.err().unwrap();
     assert!(err.contains("AGENTVAULT_ROOT_KEY is invalid") && err.contains("32 bytes"), "{err}");
     // Without any key the server refuses rather than generating a new one over existing data.
-    let none = Server::try_start_in(&dir, &token, Options::default());
+    let none = data.try_start_with(Options::default());
     assert!(none.err().unwrap().contains("has a database but no root key file"));
 }
 
 #[test]
 fn once_a_user_exists_no_start_creates_or_honours_a_bootstrap_token() {
-    use crate::people::{ADMIN_EMAIL, with_admin};
-    let token = random_token();
-    let (mut s, tmp) = with_admin(Options { bootstrap_token: Some(&token), ..Options::default() });
-    let dir = tmp.path().join("data");
+    let (mut s, data) = with_admin(Options::default());
+    let token = &data.token;
     // Setup made the bootstrap token the first admin's personal token; the admin revokes it.
-    let tokens = s.request("GET", "/api/v1/me/tokens", Some(&token), None);
+    let tokens = s.request("GET", "/api/v1/me/tokens", Some(token), None);
     let id = tokens.expect(200)["items"][0]["id"].as_str().unwrap().to_owned();
-    s.request("DELETE", &format!("/api/v1/me/tokens/{id}"), Some(&token), None).expect(200);
-    s.request("GET", "/api/v1/workspaces", Some(&token), None).expect_error(401, "unauthenticated");
+    s.request("DELETE", &format!("/api/v1/me/tokens/{id}"), Some(token), None).expect(200);
+    s.request("GET", "/api/v1/workspaces", Some(token), None).expect_error(401, "unauthenticated");
     s.stop();
 
     // The operator left AGENTVAULT_BOOTSTRAP_TOKEN set: the revoked token stays revoked.
-    let mut again = Server::start_in(&dir, &token, Options { bootstrap_token: Some(&token), ..Options::default() });
+    let mut again = data.start();
     assert!(!again.stdout.contains("first start"), "{}", again.stdout);
-    again.request("GET", "/api/v1/workspaces", Some(&token), None).expect_error(401, "unauthenticated");
-    again.request("GET", "/api/v1/me", Some(&token), None).expect_error(401, "unauthenticated");
+    again.request("GET", "/api/v1/workspaces", Some(token), None).expect_error(401, "unauthenticated");
+    again.request("GET", "/api/v1/me", Some(token), None).expect_error(401, "unauthenticated");
     assert!(
         again.stderr().contains("AGENTVAULT_BOOTSTRAP_TOKEN is set but ignored"),
         "the log says why the variable has no effect: {}",
@@ -206,10 +175,10 @@ fn once_a_user_exists_no_start_creates_or_honours_a_bootstrap_token() {
     again.stop();
 
     // Without the variable no start mints and prints a fresh admin token either.
-    let third = Server::start_in(&dir, "", Options::default());
+    let third = Server::start_in(&data.path, "", Options::default());
     assert!(!third.stdout.contains("ava_") && !third.stdout.contains("first start"), "{}", third.stdout);
     assert!(!third.stdout.contains("setup code"), "setup is done: {}", third.stdout);
     // The first admin still signs in as before.
-    let (cookie, _) = third.login(ADMIN_EMAIL, crate::people::ADMIN_PASSWORD);
+    let (cookie, _) = third.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     assert!(!cookie.is_empty());
 }

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::people::with_admin;
-use crate::support::{Options, Server};
+use crate::support::{Options, Server, define_with, invoke, with_admin};
 
 fn raw_request(s: &Server, head: &str, body: &[u8]) -> String {
     let addr = s.base.trim_start_matches("http://");
@@ -105,13 +104,11 @@ fn one_agent_or_workspace_cannot_take_every_function_slot() {
     for (w, a) in [(&ws, &busy), (&ws, &sibling), (&ws2, &other)] {
         let body = json!({"name": "nap", "description": "sleeps", "code": code, "timeout_ms": 30_000,
             "parameters": [{"name": "seconds", "type": "number"}]});
-        s.post(&format!("/api/v1/workspaces/{w}/agents/{a}/functions"), body).expect(201);
+        define_with(&s, w, a, body);
     }
     let (_, key) = s.create_key(&ws, json!([busy]));
     let nap = |token: Option<&str>, w: &str, a: &str, seconds: f64| {
-        let path = format!("/api/v1/workspaces/{w}/agents/{a}/functions/nap/invoke");
-        let body = json!({"args": {"seconds": seconds}});
-        s.request("POST", &path, Some(token.unwrap_or(&s.admin)), Some(&body))
+        invoke(&s, token, w, a, "nap", json!({"args": {"seconds": seconds}}))
     };
     // A quick call, once the sleepers have had time to arrive (their place is taken before
     // their workers start), and how long its answer took.

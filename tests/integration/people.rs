@@ -2,31 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, random_token};
-
-pub const ADMIN_EMAIL: &str = "ada@example.com";
-pub const ADMIN_PASSWORD: &str = "analytical engine 1843";
-
-/// A server whose first admin exists (set up with the setup code); returns it and the code.
-pub fn with_admin(opts: Options<'_>) -> (Server, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let token = opts.bootstrap_token.map(str::to_owned).unwrap_or_else(random_token);
-    let s = Server::start_in(&tmp.path().join("data"), &token, Options { bootstrap_token: Some(&token), ..opts });
-    let code = setup_code(&s);
-    let r = s.request(
-        "POST",
-        "/api/v1/setup",
-        None,
-        Some(&json!({"setup_code": code, "email": ADMIN_EMAIL, "name": "Ada", "password": ADMIN_PASSWORD})),
-    );
-    r.expect(201);
-    (s, tmp)
-}
-
-pub fn setup_code(s: &Server) -> String {
-    let line = s.stdout.lines().find(|l| l.contains("setup code")).expect("the setup code is printed");
-    line.split_whitespace().find(|w| w.len() == 11 && w.as_bytes()[5] == b'-').unwrap().to_owned()
-}
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, Options, Server, command, setup_code, with_admin};
 
 #[test]
 fn the_first_admin_is_set_up_once_with_the_setup_code() {
@@ -294,15 +270,12 @@ fn personal_tokens_are_shown_once_and_revocable() {
 fn users_can_be_created_from_the_command_line() {
     use std::io::Write;
     use std::process::Stdio;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let token = random_token();
-    let mut s =
-        crate::support::Server::start_in(&dir, &token, Options { bootstrap_token: Some(&token), ..Options::default() });
+    let data = DataDir::new();
+    let mut s = data.start();
     let create = |args: &[&str], password: &str| {
-        let mut child = crate::support::command()
+        let mut child = command()
             .args(["user", "create", "--data-dir"])
-            .arg(&dir)
+            .arg(&data.path)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -330,14 +303,14 @@ fn users_can_be_created_from_the_command_line() {
     let dup = create(&["--email", "GRACE@example.com"], "cobol compiler 1959");
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 
-    let s = crate::support::Server::start_in(&dir, &token, Options::default());
+    let s = data.start_with(Options::default());
     assert!(!s.stdout.contains("setup code"), "no setup code once a user exists");
     s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (cookie, _) = s.login("grace@example.com", "cobol compiler 1959");
     let me = s.request_with("GET", "/api/v1/me", &[("Cookie", &cookie)], None);
     assert_eq!(me.expect(200)["workspaces"][0]["role"], "member");
     // The bootstrap token became the admin's personal token.
-    assert_eq!(s.request("GET", "/api/v1/me", Some(&token), None).body["user"]["email"], ADMIN_EMAIL);
+    assert_eq!(s.request("GET", "/api/v1/me", Some(&data.token), None).body["user"]["email"], ADMIN_EMAIL);
 }
 
 #[test]

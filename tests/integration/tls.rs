@@ -2,8 +2,7 @@
 
 use std::process::Command;
 
-use crate::people::{ADMIN_EMAIL, ADMIN_PASSWORD};
-use crate::support::{Options, Server, random_token};
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, Options, Server, setup_code};
 
 fn curl(args: &[&str]) -> (bool, String) {
     let out =
@@ -13,9 +12,9 @@ fn curl(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn serves_https_with_secure_cookies() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cert = tmp.path().join("cert.pem");
-    let key = tmp.path().join("key.pem");
+    let data = DataDir::new();
+    let cert = data.beside("cert.pem");
+    let key = data.beside("key.pem");
     let made = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
         .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
@@ -27,21 +26,16 @@ fn serves_https_with_secure_cookies() {
         .expect("openssl is installed");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
 
-    let token = random_token();
     let env =
         vec![("AGENTVAULT_TLS_CERT", cert.display().to_string()), ("AGENTVAULT_TLS_KEY", key.display().to_string())];
-    let s = Server::start_in(
-        &tmp.path().join("data"),
-        &token,
-        Options { bootstrap_token: Some(&token), extra_env: env, ..Options::default() },
-    );
+    let s = data.start_with(Options { extra_env: env, ..data.opts() });
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let cacert = cert.display().to_string();
     let (ok, out) = curl(&["--cacert", &cacert, &format!("{}/healthz", s.base)]);
     assert!(ok && out.contains("200") && out.contains("ok"), "{out}");
 
     // Set up the first admin over HTTPS, then sign in: the cookie is Secure.
-    let code = s.stdout.split_whitespace().find(|w| w.len() == 11 && w.as_bytes()[5] == b'-').unwrap().to_owned();
+    let code = setup_code(&s);
     let body = format!(r#"{{"setup_code":"{code}","email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}"#);
     let (ok, out) = curl(&[
         "--cacert",
@@ -66,10 +60,11 @@ fn serves_https_with_secure_cookies() {
     // A missing key file stops the start with a clear message.
     let bad = vec![
         ("AGENTVAULT_TLS_CERT", cert.display().to_string()),
-        ("AGENTVAULT_TLS_KEY", tmp.path().join("missing.pem").display().to_string()),
+        ("AGENTVAULT_TLS_KEY", data.beside("missing.pem").display().to_string()),
     ];
-    let err = Server::try_start_in(&tmp.path().join("data2"), &token, Options { extra_env: bad, ..Options::default() })
-        .err()
-        .unwrap();
+    let err =
+        Server::try_start_in(&data.beside("data2"), &data.token, Options { extra_env: bad, ..Options::default() })
+            .err()
+            .unwrap();
     assert!(err.contains("cannot use the TLS certificate"), "{err}");
 }

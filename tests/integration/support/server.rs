@@ -1,4 +1,4 @@
-//! The test harness: a real `agentvault serve` process on port 0 in a temporary data directory,
+//! The server harness: a real `agentvault serve` process on port 0 in a temporary data directory,
 //! and a small JSON client for it.
 
 use std::io::{BufRead, BufReader, Read};
@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use super::fixtures::DataDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentvault");
 
@@ -69,7 +71,8 @@ pub struct Server {
     pub admin: String,
     pub stdout: String,
     pub stderr_path: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// The data directory this server owns (removed when the server is dropped), if any.
+    _data: Option<DataDir>,
 }
 
 pub struct Options<'a> {
@@ -87,14 +90,9 @@ impl Default for Options<'_> {
 impl Server {
     /// A fresh server in a new temporary directory, with a known admin token.
     pub fn start() -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let token = random_token();
-        let mut s = Server::start_in(
-            &tmp.path().join("data"),
-            &token,
-            Options { bootstrap_token: Some(&token), ..Options::default() },
-        );
-        s._tmp = Some(tmp);
+        let data = DataDir::new();
+        let mut s = data.start();
+        s._data = Some(data);
         s
     }
 
@@ -146,7 +144,7 @@ impl Server {
                             admin: admin.to_owned(),
                             stdout: seen,
                             stderr_path,
-                            _tmp: None,
+                            _data: None,
                         });
                     }
                 }
@@ -354,22 +352,4 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-/// Every file under `dir`, recursively.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
