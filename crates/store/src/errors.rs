@@ -64,6 +64,12 @@ impl<T, E: Into<DbError>> OnUnique<T> for std::result::Result<T, E> {
     }
 }
 
+/// Fails with `missing()` when a statement changed no row (its target is gone or not in the
+/// caller's reach).
+pub(crate) fn changed(rows: u64, missing: impl FnOnce() -> Error) -> DbResult<()> {
+    if rows == 0 { Err(DbError::Api(missing())) } else { Ok(()) }
+}
+
 // --- the refusals, shared by every backend ----------------------------------------------------
 
 pub(crate) fn workspace_exists(name: &str) -> Error {

@@ -63,9 +63,7 @@ pub(super) async fn update(s: &SqliteStore, agent: &Agent, audit: &AuditEvent) -
     .execute(&mut *tx)
     .await
     .on_unique(|| errors::agent_exists(&agent.name))?;
-    if done.rows_affected() == 0 {
-        return Err(errors::agent_gone().into());
-    }
+    errors::changed(done.rows_affected(), errors::agent_gone)?;
     tx.commit_one(audit).await
 }
 
@@ -77,9 +75,7 @@ pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, agent_id: &str, 
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::agent_gone().into());
-    }
+    errors::changed(done.rows_affected(), errors::agent_gone)?;
     tx.commit_one(audit).await
 }
 

@@ -71,9 +71,7 @@ pub(super) async fn revoke_session(
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::session_not_found().into());
-    }
+    errors::changed(done.rows_affected(), errors::session_not_found)?;
     tx.commit(audit).await
 }
 
@@ -136,9 +134,7 @@ pub(super) async fn revoke_personal_token(
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::token_not_found().into());
-    }
+    errors::changed(done.rows_affected(), errors::token_not_found)?;
     let row: PersonalTokenRow =
         sqlx::query_as(concat!("SELECT ", columns!(personal_token), " FROM personal_tokens WHERE id = $1"))
             .bind(token_id)

@@ -75,9 +75,7 @@ pub(super) async fn update(s: &SqliteStore, f: &Function, audit: &AuditEvent) ->
     .bind(i64::from(f.version) - 1)
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::function_moved_on().into());
-    }
+    errors::changed(done.rows_affected(), errors::function_moved_on)?;
     tx.commit_one(audit).await
 }
 
@@ -95,8 +93,6 @@ pub(super) async fn delete(
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::function_not_found(name).into());
-    }
+    errors::changed(done.rows_affected(), || errors::function_not_found(name))?;
     tx.commit_one(audit).await
 }

@@ -96,9 +96,7 @@ pub(super) async fn revoke(
     .bind(workspace_id)
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::invitation_not_found().into());
-    }
+    errors::changed(done.rows_affected(), errors::invitation_not_found)?;
     let row: InvitationRow =
         sqlx::query_as(select_invitations!("WHERE id = $1")).bind(invitation_id).fetch_one(&mut *tx).await?;
     tx.commit(audit).await?;
@@ -127,9 +125,7 @@ pub(super) async fn accept(
     .bind(&invitation.id)
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(Invitation::unusable().into());
-    }
+    errors::changed(done.rows_affected(), Invitation::unusable)?;
     if let Some(account) = new_account {
         people::insert_user(&mut tx, account.user, account.password_hash).await?;
     }

@@ -96,9 +96,7 @@ pub(super) async fn revoke(
             .bind(workspace_id)
             .execute(&mut *tx)
             .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::api_key_not_found(key_id).into());
-    }
+    errors::changed(done.rows_affected(), || errors::api_key_not_found(key_id))?;
     let row: ApiKeyRow = sqlx::query_as(concat!("SELECT ", columns!(api_key), " FROM api_keys WHERE id = $1"))
         .bind(key_id)
         .fetch_one(&mut *tx)

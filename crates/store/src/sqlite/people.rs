@@ -137,9 +137,7 @@ pub(super) async fn set_password(
         .bind(change.user_id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::user_gone().into());
-    }
+    errors::changed(done.rows_affected(), errors::user_gone)?;
     let sessions = sqlx::query(
         "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
          AND id <> $3",

@@ -231,9 +231,7 @@ pub(super) async fn set_access(
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::secret_gone().into());
-    }
+    errors::changed(done.rows_affected(), errors::secret_gone)?;
     replace_access(&mut tx, secret_id, agents, now).await?;
     let meta = meta_by_id(&mut tx, workspace_id, secret_id).await?;
     tx.commit_one(audit).await?;
@@ -258,9 +256,7 @@ pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, secret_id: &str,
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(errors::secret_gone().into());
-    }
+    errors::changed(done.rows_affected(), errors::secret_gone)?;
     tx.commit_one(audit).await?;
     s.wipe_wal().await;
     Ok(())
