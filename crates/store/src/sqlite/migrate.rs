@@ -36,10 +36,16 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 });
 
 /// Applies the pending migrations; refuses a database made by a newer agentvault.
+///
+/// Everything happens in one `BEGIN IMMEDIATE` transaction (sqlx's per-migration transactions
+/// become savepoints in it): an upgrade is applied whole or not at all, and a second process
+/// opening the database meanwhile waits for it instead of applying the same migrations again.
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
-    let mut conn = pool.acquire().await.map_err(DbError::from)?;
-    adopt_schema_migrations(&mut conn).await?;
-    MIGRATOR.run(&mut *conn).await.map_err(migrate_err)
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+    adopt_schema_migrations(&mut tx).await?;
+    MIGRATOR.run(&mut *tx).await.map_err(migrate_err)?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
 }
 
 /// The newest schema version this agentvault knows.
@@ -163,6 +169,28 @@ mod tests {
         // And it opens again as an ordinary sqlx-migrated database.
         let store = SqliteStore::open(&path).await.unwrap();
         store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn processes_opening_a_new_database_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("race.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut pools = Vec::new();
+        for _ in 0..4 {
+            pools.push(
+                sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.unwrap(),
+            );
+        }
+        let (a, b, c, d) = tokio::join!(run(&pools[0]), run(&pools[1]), run(&pools[2]), run(&pools[3]));
+        for result in [a, b, c, d] {
+            result.unwrap();
+        }
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pools[0]).await.unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
     }
 
     #[tokio::test]
