@@ -2,9 +2,10 @@
 //! backends. Callers never see SQL.
 //!
 //! What every backend shares lives beside the trait: the rows and their conversions
-//! ([`rows`]), the errors with their API codes ([`errors`]) and the domain rules ([`rules`]).
-//! A backend (today [`SqliteStore`]) holds only its SQL, its connections and its migrations;
-//! [`conformance`] checks that it behaves as the trait says.
+//! (`rows`), the errors with their API codes (`errors`) and the domain rules (`rules`). A
+//! backend (today [`SqliteStore`], in `sqlite/`) holds only its SQL, its connections and its
+//! migrations; the conformance suite (`conformance`, public with the `conformance` feature)
+//! checks that it behaves as the trait says.
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
@@ -18,7 +19,7 @@ use async_trait::async_trait;
 pub mod conformance;
 mod errors;
 mod rows;
-pub mod rules;
+mod rules;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
