@@ -149,26 +149,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_of_the_old_migrator_is_adopted_and_upgraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let mut conn = old_database(&path, &[1, 2, 3, 4]).await;
-        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_old', 'kept', 1)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
+        // One made by the last release of the old migrator, and one by an earlier release.
+        for old in [&[1, 2, 3, 4][..], &[1, 2]] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            let mut conn = old_database(&path, old).await;
+            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_old', 'kept', 1)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
 
-        let store = SqliteStore::open(&path).await.unwrap();
-        let names: Vec<String> = store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
-        assert_eq!(names, ["kept"], "the data survives");
-        store.close().await;
-        drop(store);
-        let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert_eq!(sqlx_versions(&path).await, all, "old versions recorded, the new ones applied");
+            let store = SqliteStore::open(&path).await.unwrap();
+            let names: Vec<String> = store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
+            assert_eq!(names, ["kept"], "the data survives");
+            assert!(store.list_invitations("ws_old", 0).await.unwrap().is_empty(), "migration 4 ran");
+            store.close().await;
+            drop(store);
+            let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+            assert_eq!(sqlx_versions(&path).await, all, "old versions recorded, the new ones applied");
 
-        // And it opens again as an ordinary sqlx-migrated database.
-        let store = SqliteStore::open(&path).await.unwrap();
-        store.close().await;
+            // And it opens again as an ordinary sqlx-migrated database.
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.close().await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
