@@ -1,5 +1,11 @@
 //! Storage for agentvault: the [`Store`] trait, shaped by what the server does, and its
 //! backends. Callers never see SQL.
+//!
+//! What every backend shares lives beside the trait: the rows and their conversions
+//! (`rows`), the errors with their API codes (`errors`) and the domain rules (`rules`). A
+//! backend (today [`SqliteStore`], in `sqlite/`) holds only its SQL, its connections and its
+//! migrations; the conformance suite (`conformance`, public with the `conformance` feature)
+//! checks that it behaves as the trait says.
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
@@ -9,7 +15,11 @@ use agentvault_core::model::{
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
 
-mod journal;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod errors;
+mod rows;
+mod rules;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

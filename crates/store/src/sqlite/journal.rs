@@ -9,7 +9,7 @@
 //!
 //! Every record carries its sequence number and the table's key is `(workspace_id, seq)`, so
 //! moving a record twice is harmless: after a crash the whole journal is simply replayed with
-//! `INSERT OR IGNORE`. The journal is a series of segment files (`<db>-audit-journal.<n>`); a new
+//! an insert that skips the records already there. The journal is a series of segment files (`<db>-audit-journal.<n>`); a new
 //! segment starts when the current one is large, and a segment is deleted once every record in
 //! it is in the table.
 //!
@@ -309,11 +309,7 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
         .map_err(|e| journal_err("beginning a transaction", e))?;
     {
         let mut stmt = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO audit_log \
-                 (seq, at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
+            .prepare_cached(concat!(audit_insert!(), " ON CONFLICT (workspace_id, seq) DO NOTHING"))
             .map_err(|e| journal_err("preparing the insert", e))?;
         for (seq, e) in records {
             stmt.execute(rusqlite::params![

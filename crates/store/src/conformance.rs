@@ -1,0 +1,682 @@
+//! The store conformance suite: what every [`Store`] must do, checked through the trait alone.
+//! A backend's tests open an empty database and call [`run_all`] (or single checks).
+//!
+//! Each check works in a workspace of its own, so they can share one database; only
+//! [`first_admin_and_bootstrap_token`] needs a database without users and runs first.
+
+// A test suite: a failed check panics, as an assertion does.
+#![allow(clippy::panic)]
+
+use std::collections::BTreeSet;
+
+use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
+use agentvault_core::model::{
+    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis, ParamType,
+    PersonalToken, Role, Sealed, SecretMeta, Session, User, Workspace,
+};
+use agentvault_core::{Error, ErrorKind, Result, SecretKind};
+
+use crate::{NewAccount, NewVersion, PasswordChange, SealedVersion, SecretChange, Store};
+
+const NOW: Millis = 1_700_000_000_000;
+const DAY: Millis = 86_400_000;
+
+/// Runs every check, in an order that suits a fresh database.
+pub async fn run_all(store: &dyn Store) {
+    first_admin_and_bootstrap_token(store).await;
+    duplicate_names_are_conflicts(store).await;
+    refused_mutations_leave_nothing(store).await;
+    the_last_admin_stays(store).await;
+    stale_versions_are_conflicts(store).await;
+    deleting_an_agent_cascades(store).await;
+    deleting_a_secret_removes_its_versions(store).await;
+    audit_filters_order_and_cursor(store).await;
+    api_key_scopes_round_trip(store).await;
+    root_key_rewrap(store).await;
+    invitations_are_single_use(store).await;
+    sessions_and_tokens_are_revoked(store).await;
+}
+
+// --- helpers ------------------------------------------------------------------------------------
+
+fn ok<T>(r: Result<T>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error {e} ({:?})", e.internal_context()),
+    }
+}
+
+/// Asserts that `r` failed with `kind` and `code`.
+fn refused<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, code: &str, what: &str) -> Error {
+    match r {
+        Ok(v) => panic!("{what}: expected {code}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!((e.kind, e.code.as_ref()), (kind, code), "{what}: {e}");
+            e
+        }
+    }
+}
+
+fn event(ws: &str, action: Action) -> AuditEvent {
+    AuditEvent::new(NOW, ws, Actor::User("usr_conformance".into()), action, Outcome::Success)
+}
+
+async fn audit_of(store: &dyn Store, ws: &str) -> Vec<AuditRecord> {
+    ok(store.list_audit(ws, &AuditFilter { limit: 1000, ..AuditFilter::default() }).await, "list_audit")
+}
+
+async fn workspace(store: &dyn Store, id: &str) {
+    let ws = Workspace { id: id.into(), name: format!("{id} workspace"), created_at: NOW };
+    ok(store.create_workspace(&ws, None, &event(id, Action::WorkspaceCreate)).await, "create_workspace");
+}
+
+async fn agent(store: &dyn Store, ws: &str, id: &str) -> Agent {
+    let a = Agent {
+        id: id.into(),
+        workspace_id: ws.into(),
+        name: format!("{id}-name"),
+        description: String::new(),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    ok(store.create_agent(&a, &event(ws, Action::AgentCreate).agent(id)).await, "create_agent");
+    a
+}
+
+fn sealed(tag: &str) -> Sealed {
+    Sealed {
+        root_key_id: "root-1".into(),
+        wrapped_dek: format!("dek-{tag}").into(),
+        ciphertext: format!("ct-{tag}").into(),
+    }
+}
+
+fn secret_meta(ws: &str, id: &str, agents: &[&str]) -> SecretMeta {
+    SecretMeta {
+        id: id.into(),
+        workspace_id: ws.into(),
+        name: format!("{id}_name"),
+        description: "d".into(),
+        kind: SecretKind::Single,
+        keys: None,
+        version: 1,
+        agents: agents.iter().map(|a| (*a).to_owned()).collect(),
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+async fn secret(store: &dyn Store, ws: &str, id: &str, agents: &[&str]) -> SecretMeta {
+    let meta = secret_meta(ws, id, agents);
+    ok(store.create_secret(&meta, &sealed(id), &event(ws, Action::SecretCreate).secret(&meta.name)).await, "create");
+    meta
+}
+
+fn user(id: &str, email: &str) -> User {
+    User { id: id.into(), email: email.into(), name: id.into(), created_at: NOW, updated_at: NOW }
+}
+
+fn function(ws: &str, agent_id: &str, name: &str, version: u32) -> Function {
+    Function {
+        id: format!("fn_{agent_id}_{name}"),
+        workspace_id: ws.into(),
+        agent_id: agent_id.into(),
+        name: name.into(),
+        description: "does things".into(),
+        parameters: vec![FunctionParam { name: "n".into(), description: "a number".into(), kind: ParamType::Integer }],
+        code: "def f(conv, n):\n    return n\n".into(),
+        timeout_ms: Some(1500),
+        version,
+        created_at: NOW,
+        updated_at: NOW + i64::from(version),
+    }
+}
+
+fn api_key(ws: &str, id: &str, scope: KeyScope) -> ApiKeyMeta {
+    ApiKeyMeta {
+        id: id.into(),
+        workspace_id: ws.into(),
+        name: format!("{id} key"),
+        prefix: "av_k".into(),
+        scope,
+        created_at: NOW,
+        expires_at: Some(NOW + DAY),
+        revoked_at: None,
+        last_used_at: None,
+        created_by: "usr_conformance".into(),
+    }
+}
+
+fn invitation(ws: &str, id: &str, email: &str) -> Invitation {
+    Invitation {
+        id: id.into(),
+        workspace_id: ws.into(),
+        email: email.into(),
+        role: Role::Member,
+        invited_by: "usr_conformance".into(),
+        created_at: NOW,
+        expires_at: NOW + DAY,
+        revoked_at: None,
+        accepted_at: None,
+    }
+}
+
+// --- the checks ---------------------------------------------------------------------------------
+
+/// The first admin is created once, becomes an admin of every workspace and inherits the
+/// bootstrap token as a personal access token; the setup code goes.
+pub async fn first_admin_and_bootstrap_token(store: &dyn Store) {
+    assert_eq!(ok(store.count_users().await, "count_users"), 0, "run this check on an empty database");
+    workspace(store, "ws_setup").await;
+    let token = AdminToken { id: "adm_boot".into(), name: "bootstrap".into(), created_at: NOW, revoked_at: None };
+    ok(store.create_admin_token(&token, b"boot-hash").await, "create_admin_token");
+    assert!(ok(store.has_admin_tokens().await, "has_admin_tokens"));
+    assert_eq!(ok(store.load_admin_tokens().await, "load_admin_tokens"), vec![(token, b"boot-hash".to_vec())]);
+    ok(store.set_one_time_code("setup", b"code-1", NOW).await, "set_one_time_code");
+    ok(store.set_one_time_code("setup", b"code-2", NOW + 1).await, "set_one_time_code replaces");
+    assert_eq!(ok(store.one_time_code("setup").await, "one_time_code"), Some(b"code-2".to_vec()));
+
+    let admin = user("usr_first", "First@Example.com");
+    ok(store.setup_first_admin(&admin, "hash", &[event("ws_setup", Action::UserCreate)]).await, "setup");
+    assert_eq!(ok(store.memberships_of("usr_first").await, "memberships_of"), vec![("ws_setup".into(), Role::Admin)]);
+    assert!(!ok(store.has_admin_tokens().await, "has_admin_tokens"), "no admin token remains");
+    assert_eq!(ok(store.one_time_code("setup").await, "one_time_code"), None, "the setup code is used up");
+    let pat = ok(store.personal_token_by_hash(b"boot-hash").await, "personal_token_by_hash");
+    let pat = pat.unwrap_or_else(|| panic!("the bootstrap token became a personal access token"));
+    assert_eq!((pat.id.as_str(), pat.user_id.as_str()), ("pat_boot", "usr_first"));
+
+    let again = store.setup_first_admin(&user("usr_second", "second@example.com"), "hash", &[]).await;
+    refused(again, ErrorKind::Conflict, "setup_done", "a second first admin");
+    assert_eq!(ok(store.count_users().await, "count_users"), 1);
+}
+
+/// Duplicate names are 409s with their own codes (emails ignoring case).
+pub async fn duplicate_names_are_conflicts(store: &dyn Store) {
+    workspace(store, "ws_dup").await;
+    let again = Workspace { id: "ws_dup2".into(), name: "ws_dup workspace".into(), created_at: NOW };
+    let r = store.create_workspace(&again, None, &event("ws_dup2", Action::WorkspaceCreate)).await;
+    refused(r, ErrorKind::Conflict, "workspace_exists", "duplicate workspace");
+    assert!(ok(store.get_workspace("ws_dup2").await, "get_workspace").is_none());
+
+    let a = agent(store, "ws_dup", "agt_dup_a").await;
+    let mut b = agent(store, "ws_dup", "agt_dup_b").await;
+    let mut same = a.clone();
+    same.id = "agt_dup_c".into();
+    refused(
+        store.create_agent(&same, &event("ws_dup", Action::AgentCreate)).await,
+        ErrorKind::Conflict,
+        "agent_exists",
+        "agent",
+    );
+    b.name = a.name.clone();
+    refused(
+        store.update_agent(&b, &event("ws_dup", Action::AgentUpdate)).await,
+        ErrorKind::Conflict,
+        "agent_exists",
+        "rename",
+    );
+
+    let s = secret(store, "ws_dup", "sec_dup", &[]).await;
+    let mut twin = secret_meta("ws_dup", "sec_dup2", &[]);
+    twin.name = s.name.clone();
+    let r = store.create_secret(&twin, &sealed("twin"), &event("ws_dup", Action::SecretCreate)).await;
+    refused(r, ErrorKind::Conflict, "secret_exists", "secret");
+
+    ok(
+        store.create_function(&function("ws_dup", "agt_dup_a", "f", 1), &event("ws_dup", Action::FunctionCreate)).await,
+        "fn",
+    );
+    let mut f2 = function("ws_dup", "agt_dup_a", "f", 1);
+    f2.id = "fn_other".into();
+    refused(
+        store.create_function(&f2, &event("ws_dup", Action::FunctionCreate)).await,
+        ErrorKind::Conflict,
+        "function_exists",
+        "fn",
+    );
+
+    let u = user("usr_dup", "dup@example.com");
+    ok(store.create_user(&u, "hash", &[("ws_dup".into(), Role::Member)], &[]).await, "create_user");
+    let r = store.create_user(&user("usr_dup2", "DUP@example.COM"), "hash", &[], &[]).await;
+    refused(r, ErrorKind::Conflict, "user_exists", "same email in another case");
+    let found = ok(store.user_by_email("Dup@Example.com").await, "user_by_email").map(|(u, hash)| (u.id, hash));
+    assert_eq!(found, Some(("usr_dup".into(), "hash".into())), "found ignoring case");
+    let r = store.add_member("ws_dup", "usr_dup", Role::Admin, NOW, &event("ws_dup", Action::MemberAdd)).await;
+    refused(r, ErrorKind::Conflict, "already_member", "member twice");
+}
+
+/// A refused mutation stores nothing, audit record included.
+pub async fn refused_mutations_leave_nothing(store: &dyn Store) {
+    let ws = "ws_refused";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_ref").await;
+    workspace(store, "ws_refused_other").await;
+    agent(store, "ws_refused_other", "agt_elsewhere").await;
+    let before = audit_of(store, ws).await.len();
+
+    // An agent of another workspace is unknown here.
+    let meta = secret_meta(ws, "sec_ref", &["agt_ref", "agt_elsewhere"]);
+    let e = refused(
+        store.create_secret(&meta, &sealed("ref"), &event(ws, Action::SecretCreate)).await,
+        ErrorKind::Unprocessable,
+        "unknown_agent",
+        "secret for an unknown agent",
+    );
+    assert_eq!(e.field.as_deref(), Some("agents"));
+    assert!(ok(store.get_secret(ws, &meta.name).await, "get_secret").is_none(), "no secret row");
+    assert!(ok(store.list_versions(ws, "sec_ref").await, "list_versions").is_empty(), "no version row");
+
+    let key = api_key(ws, "key_ref", KeyScope::Agents(BTreeSet::from(["agt_nobody".to_owned()])));
+    let r = store.create_api_key(&key, b"key-ref-hash", &event(ws, Action::ApiKeyCreate)).await;
+    refused(r, ErrorKind::Unprocessable, "unknown_agent", "key for an unknown agent");
+    assert!(ok(store.list_api_keys(ws).await, "list_api_keys").is_empty(), "no key row");
+
+    let s = secret(store, ws, "sec_ok", &["agt_ref"]).await;
+    let r = store
+        .set_secret_access(ws, "sec_ok", &["agt_elsewhere".into()], NOW + 1, &event(ws, Action::SecretAccessSet))
+        .await;
+    refused(r, ErrorKind::Unprocessable, "unknown_agent", "access for an unknown agent");
+    let kept = ok(store.get_secret(ws, &s.name).await, "get_secret");
+    assert_eq!(kept.map(|m| (m.agents, m.updated_at)), Some((vec!["agt_ref".into()], NOW)), "access list unchanged");
+
+    let r = store.delete_agent(ws, "agt_missing", &event(ws, Action::AgentDelete)).await;
+    refused(r, ErrorKind::NotFound, "agent_not_found", "deleting a missing agent");
+    let r = store.delete_secret(ws, "sec_missing", &event(ws, Action::SecretDelete)).await;
+    refused(r, ErrorKind::NotFound, "secret_not_found", "deleting a missing secret");
+    let r = store.delete_function(ws, "agt_ref", "nothing", &event(ws, Action::FunctionDelete)).await;
+    refused(r, ErrorKind::NotFound, "function_not_found", "deleting a missing function");
+    let r = store.revoke_api_key(ws, "key_missing", NOW, &event(ws, Action::ApiKeyRevoke)).await;
+    refused(r, ErrorKind::NotFound, "api_key_not_found", "revoking a missing key");
+
+    let after = audit_of(store, ws).await;
+    let actions: Vec<Action> = after.iter().map(|r| r.event.action).collect();
+    assert_eq!(after.len(), before + 1, "only the secret that was created left a record: {actions:?}");
+    assert_eq!(after[0].event.action, Action::SecretCreate);
+}
+
+/// A workspace keeps at least one admin.
+pub async fn the_last_admin_stays(store: &dyn Store) {
+    let ws = "ws_admins";
+    workspace(store, ws).await;
+    ok(store.create_user(&user("usr_adm_a", "adm-a@example.com"), "h", &[(ws.into(), Role::Admin)], &[]).await, "a");
+    ok(store.create_user(&user("usr_adm_b", "adm-b@example.com"), "h", &[(ws.into(), Role::Member)], &[]).await, "b");
+    let before = audit_of(store, ws).await.len();
+
+    let r = store.set_role(ws, "usr_adm_a", Role::Member, &event(ws, Action::MemberRoleChange)).await;
+    refused(r, ErrorKind::Conflict, "last_admin", "demoting the only admin");
+    let r = store.remove_member(ws, "usr_adm_a", &event(ws, Action::MemberRemove)).await;
+    refused(r, ErrorKind::Conflict, "last_admin", "removing the only admin");
+    let r = store.set_role(ws, "usr_nobody", Role::Admin, &event(ws, Action::MemberRoleChange)).await;
+    refused(r, ErrorKind::NotFound, "member_not_found", "a stranger's role");
+    assert_eq!(audit_of(store, ws).await.len(), before, "refusals leave no record");
+    ok(store.set_role(ws, "usr_adm_a", Role::Admin, &event(ws, Action::MemberRoleChange)).await, "admin stays admin");
+
+    // Invitations of an admin end with their admin role.
+    ok(store.create_invitation(&invitation(ws, "inv_by_a", "guest@example.com"), b"inv-by-a", &[]).await, "invite");
+    let mut by_a = invitation(ws, "inv_by_a2", "guest2@example.com");
+    by_a.invited_by = "usr_adm_a".into();
+    ok(store.create_invitation(&by_a, b"inv-by-a2", &[]).await, "invite by a");
+
+    ok(store.set_role(ws, "usr_adm_b", Role::Admin, &event(ws, Action::MemberRoleChange)).await, "promote b");
+    ok(store.set_role(ws, "usr_adm_a", Role::Member, &event(ws, Action::MemberRoleChange)).await, "demote a");
+    let pending: Vec<String> = ok(store.list_invitations(ws, NOW).await, "list").into_iter().map(|i| i.id).collect();
+    assert_eq!(pending, ["inv_by_a"], "the demoted admin's invitation is revoked");
+    ok(store.remove_member(ws, "usr_adm_a", &event(ws, Action::MemberRemove)).await, "remove a");
+    let r = store.remove_member(ws, "usr_adm_b", &event(ws, Action::MemberRemove)).await;
+    refused(r, ErrorKind::Conflict, "last_admin", "removing the admin left");
+    let members: Vec<(String, Role)> =
+        ok(store.list_members(ws).await, "list_members").into_iter().map(|m| (m.user.id, m.role)).collect();
+    assert_eq!(members, [("usr_adm_b".into(), Role::Admin)]);
+}
+
+/// A change based on an old version is refused, and nothing of it is stored.
+pub async fn stale_versions_are_conflicts(store: &dyn Store) {
+    let ws = "ws_versions";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_ver").await;
+    let s = secret(store, ws, "sec_ver", &[]).await;
+    let next = sealed("v2");
+    let keys = vec!["user".to_owned(), "password".to_owned()];
+    let change = SecretChange {
+        secret_id: "sec_ver",
+        expected_version: 1,
+        description: Some("second"),
+        value: Some(NewVersion { kind: SecretKind::Kv, keys: Some(&keys), sealed: &next }),
+        now: NOW + 5,
+        actor_id: "usr_conformance",
+    };
+    let meta = ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "update_secret");
+    assert_eq!((meta.version, meta.kind, meta.keys.as_ref()), (2, SecretKind::Kv, Some(&keys)));
+    assert_eq!((meta.description.as_str(), meta.updated_at), ("second", NOW + 5));
+    let before = audit_of(store, ws).await.len();
+    let stale = store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await;
+    refused(stale, ErrorKind::Conflict, "version_conflict", "a change based on version 1");
+    let versions: Vec<u32> =
+        ok(store.list_versions(ws, "sec_ver").await, "list").into_iter().map(|v| v.version).collect();
+    assert_eq!(versions, [2, 1], "newest first, no third version");
+    assert_eq!(ok(store.get_secret(ws, &s.name).await, "get").map(|m| m.version), Some(2));
+    let gone = SecretChange { secret_id: "sec_none", ..change };
+    refused(
+        store.update_secret(ws, &gone, &event(ws, Action::SecretUpdate)).await,
+        ErrorKind::NotFound,
+        "secret_not_found",
+        "gone",
+    );
+
+    ok(store.create_function(&function(ws, "agt_ver", "calc", 1), &event(ws, Action::FunctionCreate)).await, "create");
+    ok(store.update_function(&function(ws, "agt_ver", "calc", 2), &event(ws, Action::FunctionUpdate)).await, "update");
+    let r = store.update_function(&function(ws, "agt_ver", "calc", 2), &event(ws, Action::FunctionUpdate)).await;
+    refused(r, ErrorKind::Conflict, "version_conflict", "a function change based on version 1");
+    assert_eq!(audit_of(store, ws).await.len(), before + 2, "only the two accepted changes left records");
+    let stored = ok(store.get_function(ws, "agt_ver", "calc").await, "get_function");
+    assert_eq!(stored, Some(function(ws, "agt_ver", "calc", 2)), "the function round-trips");
+}
+
+/// Deleting an agent takes its grants, API key scopes and functions with it.
+pub async fn deleting_an_agent_cascades(store: &dyn Store) {
+    let ws = "ws_cascade";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_gone").await;
+    agent(store, ws, "agt_stays").await;
+    let s = secret(store, ws, "sec_cascade", &["agt_gone", "agt_stays"]).await;
+    let scope = KeyScope::Agents(BTreeSet::from(["agt_gone".to_owned(), "agt_stays".to_owned()]));
+    ok(
+        store
+            .create_api_key(&api_key(ws, "key_cascade", scope), b"key-cascade", &event(ws, Action::ApiKeyCreate))
+            .await,
+        "key",
+    );
+    ok(store.create_function(&function(ws, "agt_gone", "f", 1), &event(ws, Action::FunctionCreate)).await, "fn");
+
+    ok(store.delete_agent(ws, "agt_gone", &event(ws, Action::AgentDelete)).await, "delete_agent");
+    assert!(ok(store.get_agent(ws, "agt_gone").await, "get_agent").is_none());
+    let meta = ok(store.get_secret(ws, &s.name).await, "get_secret");
+    assert_eq!(meta.map(|m| m.agents), Some(vec!["agt_stays".into()]), "the grant went with the agent");
+    let keys = ok(store.list_api_keys(ws).await, "list_api_keys");
+    assert_eq!(keys[0].scope, KeyScope::Agents(BTreeSet::from(["agt_stays".to_owned()])), "so did the key scope");
+    assert!(ok(store.list_functions(ws, "agt_gone").await, "list_functions").is_empty(), "and the functions");
+    let agents: Vec<String> = ok(store.list_agents(ws).await, "list_agents").into_iter().map(|a| a.id).collect();
+    assert_eq!(agents, ["agt_stays"]);
+}
+
+/// Deleting a secret removes every version (the key material) and its grants.
+pub async fn deleting_a_secret_removes_its_versions(store: &dyn Store) {
+    let ws = "ws_delete";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_del").await;
+    let s = secret(store, ws, "sec_del", &["agt_del"]).await;
+    let next = sealed("del-2");
+    let change = SecretChange {
+        secret_id: "sec_del",
+        expected_version: 1,
+        description: None,
+        value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &next }),
+        now: NOW + 1,
+        actor_id: "usr_conformance",
+    };
+    ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "update");
+    ok(store.delete_secret(ws, "sec_del", &event(ws, Action::SecretDelete)).await, "delete_secret");
+    assert!(ok(store.get_secret(ws, &s.name).await, "get_secret").is_none());
+    assert!(ok(store.list_versions(ws, "sec_del").await, "list_versions").is_empty());
+    let sealed_left = ok(store.all_sealed_versions().await, "all_sealed_versions");
+    assert!(sealed_left.iter().all(|v| v.secret_id != "sec_del"), "no wrapped data key is left");
+    let current = ok(store.load_current_secrets().await, "load_current_secrets");
+    assert!(current.iter().all(|r| r.meta.id != "sec_del"));
+    // A secret of another workspace cannot be deleted from this one.
+    workspace(store, "ws_delete_other").await;
+    secret(store, "ws_delete_other", "sec_other", &[]).await;
+    let r = store.delete_secret(ws, "sec_other", &event(ws, Action::SecretDelete)).await;
+    refused(r, ErrorKind::NotFound, "secret_not_found", "another workspace's secret");
+    assert_eq!(ok(store.list_versions("ws_delete_other", "sec_other").await, "versions").len(), 1, "untouched");
+}
+
+/// Audit records come newest first, filtered, and page with the `before_seq` cursor.
+pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
+    let ws = "ws_audit";
+    workspace(store, ws).await;
+    let reads: Vec<AuditEvent> = (0..5)
+        .map(|i| {
+            let outcome = if i == 2 { Outcome::Denied } else { Outcome::Success };
+            AuditEvent::new(NOW + 10 + i, ws, Actor::ApiKey("key_audit".into()), Action::SecretRead, outcome)
+                .secret(if i % 2 == 0 { "even" } else { "odd" })
+                .agent("agt_audit")
+                .detail(format!("version={i}"))
+        })
+        .collect();
+    ok(store.append_audit(&reads).await, "append_audit");
+    ok(store.append_audit(&[]).await, "append nothing");
+    workspace(store, "ws_audit_other").await;
+    ok(store.append_audit(&[event("ws_audit_other", Action::SecretRead)]).await, "another workspace");
+
+    let all = audit_of(store, ws).await;
+    assert_eq!(all.len(), 6, "the workspace's creation and five reads, nothing of the other workspace");
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert_eq!(all[0].event, reads[4], "records round-trip");
+    assert_eq!(all[5].event.action, Action::WorkspaceCreate);
+
+    let list = |filter: AuditFilter| async move {
+        let records = ok(store.list_audit(ws, &AuditFilter { limit: 100, ..filter }).await, "list_audit");
+        records.into_iter().map(|r| r.event.at - NOW).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(AuditFilter { action: Some(Action::SecretRead), ..Default::default() }).await,
+        [14, 13, 12, 11, 10]
+    );
+    assert_eq!(list(AuditFilter { outcome: Some(Outcome::Denied), ..Default::default() }).await, [12]);
+    assert_eq!(list(AuditFilter { secret_name: Some("odd".into()), ..Default::default() }).await, [13, 11]);
+    assert_eq!(list(AuditFilter { agent_id: Some("agt_audit".into()), ..Default::default() }).await.len(), 5);
+    assert_eq!(list(AuditFilter { actor_id: Some("key_audit".into()), ..Default::default() }).await.len(), 5);
+    assert_eq!(
+        list(AuditFilter { since: Some(NOW + 11), until: Some(NOW + 13), ..Default::default() }).await,
+        [12, 11]
+    );
+
+    // Pages of two, by the cursor.
+    let mut seen = Vec::new();
+    let mut before_seq = None;
+    loop {
+        let filter = AuditFilter { action: Some(Action::SecretRead), before_seq, limit: 2, ..Default::default() };
+        let page = ok(store.list_audit(ws, &filter).await, "a page");
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        before_seq = Some(last.seq);
+        seen.extend(page.iter().map(|r| r.event.at - NOW));
+    }
+    assert_eq!(seen, [14, 13, 12, 11, 10], "every record once, in order");
+}
+
+/// API keys keep their scope, hash and times; revoking is idempotent; uses never go back.
+pub async fn api_key_scopes_round_trip(store: &dyn Store) {
+    let ws = "ws_keys";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_k1").await;
+    agent(store, ws, "agt_k2").await;
+    let limited =
+        api_key(ws, "key_limited", KeyScope::Agents(BTreeSet::from(["agt_k1".to_owned(), "agt_k2".to_owned()])));
+    let mut all = api_key(ws, "key_all", KeyScope::All);
+    all.created_at = NOW + 1;
+    all.expires_at = None;
+    ok(store.create_api_key(&limited, b"hash-limited", &event(ws, Action::ApiKeyCreate)).await, "limited");
+    ok(store.create_api_key(&all, b"hash-all", &event(ws, Action::ApiKeyCreate)).await, "all");
+    assert_eq!(ok(store.list_api_keys(ws).await, "list_api_keys"), vec![all.clone(), limited.clone()], "newest first");
+    let loaded = ok(store.load_api_keys().await, "load_api_keys");
+    assert!(loaded.contains(&(limited.clone(), b"hash-limited".to_vec())));
+    assert!(loaded.contains(&(all.clone(), b"hash-all".to_vec())));
+
+    ok(store.record_api_key_use(&[("key_limited".into(), NOW + 50)]).await, "use");
+    ok(store.record_api_key_use(&[("key_limited".into(), NOW + 20)]).await, "an older use");
+    let revoked =
+        ok(store.revoke_api_key(ws, "key_limited", NOW + 60, &event(ws, Action::ApiKeyRevoke)).await, "revoke");
+    assert_eq!((revoked.revoked_at, revoked.last_used_at), (Some(NOW + 60), Some(NOW + 50)));
+    assert_eq!(revoked.scope, limited.scope, "the scope survives the revocation");
+    let twice = ok(store.revoke_api_key(ws, "key_limited", NOW + 70, &event(ws, Action::ApiKeyRevoke)).await, "again");
+    assert_eq!(twice.revoked_at, Some(NOW + 60), "revoking twice keeps the first time");
+    workspace(store, "ws_keys_other").await;
+    let r = store.revoke_api_key("ws_keys_other", "key_all", NOW, &event("ws_keys_other", Action::ApiKeyRevoke)).await;
+    refused(r, ErrorKind::NotFound, "api_key_not_found", "another workspace's key");
+}
+
+/// Root key rotation re-wraps data keys in one transaction; a version that changed meanwhile
+/// refuses the whole rotation.
+pub async fn root_key_rewrap(store: &dyn Store) {
+    let ws = "ws_rotate";
+    workspace(store, ws).await;
+    secret(store, ws, "sec_rot_a", &[]).await;
+    secret(store, ws, "sec_rot_b", &[]).await;
+    let mine =
+        |all: Vec<SealedVersion>| -> Vec<SealedVersion> { all.into_iter().filter(|v| v.workspace_id == ws).collect() };
+    let versions = mine(ok(store.all_sealed_versions().await, "all_sealed_versions"));
+    assert_eq!(versions.len(), 2);
+    let rewrap = |v: &SealedVersion| {
+        let mut v = v.clone();
+        v.sealed.root_key_id = "root-2".into();
+        v.sealed.wrapped_dek = format!("rewrapped-{}", v.secret_id).into_bytes();
+        v
+    };
+
+    // One stale entry (its ciphertext is not the stored one): nothing changes.
+    let mut stale: Vec<SealedVersion> = versions.iter().map(rewrap).collect();
+    stale[1].sealed.ciphertext = b"not what is stored".to_vec();
+    let r = store.replace_wrapped_keys(&stale, &[event(ws, Action::RootKeyRotate)]).await;
+    refused(r, ErrorKind::Conflict, "version_conflict", "a stale rotation");
+    assert_eq!(
+        mine(ok(store.all_sealed_versions().await, "after")).iter().map(|v| &v.sealed).collect::<Vec<_>>(),
+        versions.iter().map(|v| &v.sealed).collect::<Vec<_>>(),
+        "no key was replaced"
+    );
+
+    let fresh: Vec<SealedVersion> = versions.iter().map(rewrap).collect();
+    ok(store.replace_wrapped_keys(&fresh, &[event(ws, Action::RootKeyRotate)]).await, "rotation");
+    let after = mine(ok(store.all_sealed_versions().await, "after"));
+    assert_eq!(
+        after.iter().map(|v| &v.sealed).collect::<Vec<_>>(),
+        fresh.iter().map(|v| &v.sealed).collect::<Vec<_>>()
+    );
+    let current = ok(store.load_current_secrets().await, "load_current_secrets");
+    let a = current.iter().find(|r| r.meta.id == "sec_rot_a").map(|r| r.sealed.clone());
+    assert_eq!(a, Some(fresh[0].sealed.clone()), "the read model sees the new wrapping, same ciphertext");
+    let rotations = audit_of(store, ws).await.iter().filter(|r| r.event.action == Action::RootKeyRotate).count();
+    assert_eq!(rotations, 1, "only the rotation that happened is recorded");
+}
+
+/// An invitation is used once; a new one replaces the pending one; members are not invited.
+pub async fn invitations_are_single_use(store: &dyn Store) {
+    let ws = "ws_invite";
+    workspace(store, ws).await;
+    let first = invitation(ws, "inv_first", "new@example.com");
+    ok(store.create_invitation(&first, b"inv-first", &[event(ws, Action::InvitationCreate)]).await, "invite");
+    let second = invitation(ws, "inv_second", "NEW@example.com");
+    ok(store.create_invitation(&second, b"inv-second", &[event(ws, Action::InvitationCreate)]).await, "invite again");
+    let pending: Vec<String> = ok(store.list_invitations(ws, NOW).await, "list").into_iter().map(|i| i.id).collect();
+    assert_eq!(pending, ["inv_second"], "the new invitation replaced the pending one");
+    let old = ok(store.invitation_by_hash(b"inv-first").await, "by_hash");
+    assert!(old.is_some_and(|i| i.revoked_at.is_some()));
+
+    let newcomer = user("usr_invited", "new@example.com");
+    let account = NewAccount { user: &newcomer, password_hash: "h" };
+    let accepted = [event(ws, Action::InvitationAccept)];
+    ok(store.accept_invitation(&second, "usr_invited", Some(account), NOW + 1, &accepted).await, "accept");
+    assert_eq!(ok(store.memberships_of("usr_invited").await, "memberships"), vec![(ws.into(), Role::Member)]);
+    let again = store.accept_invitation(&second, "usr_invited", None, NOW + 2, &[]).await;
+    refused(again, ErrorKind::NotFound, "invitation_invalid", "a used invitation");
+    let revoked = store.accept_invitation(&first, "usr_invited", None, NOW + 2, &[]).await;
+    refused(revoked, ErrorKind::NotFound, "invitation_invalid", "a replaced invitation");
+    let used = ok(store.invitation_by_hash(b"inv-second").await, "by_hash");
+    assert!(used.is_some_and(|i| i.accepted_at == Some(NOW + 1)));
+
+    let r = store.create_invitation(&invitation(ws, "inv_member", "New@Example.com"), b"inv-member", &[]).await;
+    refused(r, ErrorKind::Conflict, "already_member", "inviting a member");
+
+    // Revoking: once, and only while pending.
+    let third = invitation(ws, "inv_third", "third@example.com");
+    ok(store.create_invitation(&third, b"inv-third", &[]).await, "invite");
+    let gone =
+        ok(store.revoke_invitation(ws, "inv_third", NOW + 3, &[event(ws, Action::InvitationRevoke)]).await, "revoke");
+    assert_eq!(gone.revoked_at, Some(NOW + 3));
+    let r = store.revoke_invitation(ws, "inv_third", NOW + 4, &[]).await;
+    refused(r, ErrorKind::NotFound, "invitation_not_found", "revoking twice");
+    let r = store.accept_invitation(&third, "usr_invited", None, NOW + 4, &[]).await;
+    refused(r, ErrorKind::NotFound, "invitation_invalid", "a revoked invitation");
+
+    // An expired invitation is not pending.
+    let late = invitation(ws, "inv_late", "late@example.com");
+    ok(store.create_invitation(&late, b"inv-late", &[]).await, "invite");
+    let r = store.accept_invitation(&late, "usr_invited", None, NOW + DAY, &[]).await;
+    refused(r, ErrorKind::NotFound, "invitation_invalid", "an expired invitation");
+    assert!(ok(store.list_invitations(ws, NOW + DAY).await, "list").is_empty());
+}
+
+/// Sessions and personal access tokens end when revoked or when the password changes.
+pub async fn sessions_and_tokens_are_revoked(store: &dyn Store) {
+    ok(store.create_user(&user("usr_sess", "sess@example.com"), "old", &[], &[]).await, "user");
+    ok(store.create_user(&user("usr_sess_other", "sess-other@example.com"), "old", &[], &[]).await, "user");
+    let session = |id: &str, created_at: Millis, expires_at: Millis| Session {
+        id: id.into(),
+        user_id: "usr_sess".into(),
+        created_at,
+        expires_at,
+        revoked_at: None,
+        client: "127.0.0.1".into(),
+        user_agent: "conformance".into(),
+    };
+    let token = |id: &str| PersonalToken {
+        id: id.into(),
+        user_id: "usr_sess".into(),
+        name: id.into(),
+        prefix: "av_p".into(),
+        created_at: NOW,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let expired = session("ses_expired", NOW - 2 * DAY, NOW - DAY);
+    ok(store.create_session(&expired, b"ses-expired", &[]).await, "session");
+    for (id, hash) in [("ses_a", b"ses-a"), ("ses_b", b"ses-b"), ("ses_c", b"ses-c")] {
+        ok(store.create_session(&session(id, NOW, NOW + DAY), hash, &[]).await, "session");
+    }
+    let listed: Vec<String> = ok(store.list_sessions("usr_sess").await, "list").into_iter().map(|s| s.id).collect();
+    assert_eq!(listed.len(), 3, "the expired session was cleared: {listed:?}");
+    assert_eq!(ok(store.session_by_hash(b"ses-a").await, "by_hash"), Some(session("ses_a", NOW, NOW + DAY)));
+
+    let r = store.revoke_session("usr_sess_other", "ses_a", NOW, &[]).await;
+    refused(r, ErrorKind::NotFound, "session_not_found", "someone else's session");
+    ok(store.revoke_session("usr_sess", "ses_a", NOW + 1, &[]).await, "revoke");
+    ok(store.revoke_session("usr_sess", "ses_a", NOW + 2, &[]).await, "revoke twice");
+    let a = ok(store.session_by_hash(b"ses-a").await, "by_hash");
+    assert_eq!(a.and_then(|s| s.revoked_at), Some(NOW + 1), "the first revocation counts");
+
+    for (id, hash) in [("pat_a", b"pat-a"), ("pat_b", b"pat-b"), ("pat_c", b"pat-c")] {
+        ok(store.create_personal_token(&token(id), hash, &[]).await, "token");
+    }
+    ok(store.record_personal_token_use("pat_a", NOW + 9).await, "use");
+    ok(store.record_personal_token_use("pat_a", NOW + 3).await, "an older use");
+    let r = store.revoke_personal_token("usr_sess_other", "pat_a", NOW, &[]).await;
+    refused(r, ErrorKind::NotFound, "token_not_found", "someone else's token");
+    let a = ok(store.revoke_personal_token("usr_sess", "pat_a", NOW + 10, &[]).await, "revoke");
+    assert_eq!((a.revoked_at, a.last_used_at), (Some(NOW + 10), Some(NOW + 9)));
+
+    // A password change ends every other live session and, when asked, every other token.
+    let change = PasswordChange {
+        user_id: "usr_sess",
+        password_hash: "new",
+        now: NOW + 20,
+        keep_session: Some("ses_b"),
+        revoke_tokens: true,
+        keep_token: Some("pat_b"),
+    };
+    let (sessions, tokens) = ok(store.set_password(&change, &[]).await, "set_password");
+    assert_eq!((sessions, tokens), (1, 1), "ses_c and pat_c end; revoked ones are not counted again");
+    let live = |hash: &'static [u8]| async move {
+        ok(store.session_by_hash(hash).await, "session").is_some_and(|s| s.is_usable(NOW + 21))
+    };
+    assert!(live(b"ses-b").await && !live(b"ses-c").await);
+    let tokens: Vec<(String, bool)> = ok(store.list_personal_tokens("usr_sess").await, "tokens")
+        .into_iter()
+        .map(|t| (t.id.clone(), t.is_usable(NOW + 21)))
+        .collect();
+    assert!(tokens.contains(&("pat_b".into(), true)) && tokens.contains(&("pat_c".into(), false)), "{tokens:?}");
+    let stored = ok(store.user_by_email("sess@example.com").await, "user_by_email").map(|(_, hash)| hash);
+    assert_eq!(stored.as_deref(), Some("new"));
+    let r = store.set_password(&PasswordChange { user_id: "usr_nobody", ..change }, &[]).await;
+    refused(r, ErrorKind::NotFound, "user_not_found", "a missing user's password");
+}

@@ -1,0 +1,496 @@
+//! Rows as every backend reads them, and their conversions into the core types. Columns have
+//! the same names and meaning in every backend's schema; integers are read as `i64` (the one
+//! integer type every database has) and checked on the way in.
+//!
+//! [`columns!`] gives the column list of each row type, for `SELECT`s built with `concat!`.
+
+use std::collections::BTreeSet;
+
+use agentvault_core::audit::{Action, AuditEvent, AuditRecord, Outcome};
+use agentvault_core::model::{
+    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis, ParamType,
+    PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
+};
+use agentvault_core::{Error, Result, SecretKind};
+
+use crate::SealedVersion;
+use crate::errors::bad_column;
+
+/// The column list of a row type, as a literal (for `concat!`).
+macro_rules! columns {
+    (workspace) => {
+        "id, name, created_at"
+    };
+    (agent) => {
+        "id, workspace_id, name, description, created_at, updated_at"
+    };
+    // Secrets `s` joined with their current version `v`.
+    (secret) => {
+        "s.id, s.workspace_id, s.name, s.description, s.current_version, s.created_at, s.updated_at, \
+         v.kind, v.keys, v.root_key_id, v.wrapped_dek, v.ciphertext"
+    };
+    (admin_token) => {
+        "id, name, token_hash, created_at, revoked_at"
+    };
+    (api_key) => {
+        "id, workspace_id, name, prefix, token_hash, all_agents, created_at, expires_at, revoked_at, last_used_at, \
+         created_by"
+    };
+    (audit) => {
+        "seq, at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail"
+    };
+    (user) => {
+        "id, email, name, created_at, updated_at"
+    };
+    (session) => {
+        "id, user_id, created_at, expires_at, revoked_at, client, user_agent"
+    };
+    (personal_token) => {
+        "id, user_id, name, prefix, created_at, expires_at, revoked_at, last_used_at"
+    };
+    (invitation) => {
+        "id, workspace_id, email, role, invited_by, created_at, expires_at, revoked_at, accepted_at"
+    };
+    (function) => {
+        "id, workspace_id, agent_id, name, description, parameters, code, timeout_ms, version, created_at, updated_at"
+    };
+}
+pub(crate) use columns;
+
+fn version(v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| bad_column("version", v))
+}
+
+fn kind(kind: &str) -> Result<SecretKind> {
+    SecretKind::parse(kind).ok_or_else(|| bad_column("secret kind", kind))
+}
+
+fn role(role: &str) -> Result<Role> {
+    Role::parse(role).ok_or_else(|| bad_column("role", role))
+}
+
+/// A key/value value's key names, as stored (a JSON array).
+pub(crate) fn keys_json(keys: Option<&[String]>) -> Option<String> {
+    keys.map(|k| serde_json::Value::from(k.to_vec()).to_string())
+}
+
+fn keys(keys: Option<String>) -> Result<Option<Vec<String>>> {
+    keys.map(|k| serde_json::from_str(&k).map_err(|e| Error::internal(format!("bad key list: {e}")))).transpose()
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkspaceRow {
+    id: String,
+    name: String,
+    created_at: Millis,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(r: WorkspaceRow) -> Self {
+        Workspace { id: r.id, name: r.name, created_at: r.created_at }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AgentRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    description: String,
+    created_at: Millis,
+    updated_at: Millis,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Agent {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            name: r.name,
+            description: r.description,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A secret with its current version (`columns!(secret)`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    description: String,
+    current_version: i64,
+    created_at: Millis,
+    updated_at: Millis,
+    kind: String,
+    keys: Option<String>,
+    root_key_id: String,
+    wrapped_dek: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl SecretRow {
+    /// The metadata, with the access list `agents`, and the sealed current version.
+    pub(crate) fn into_record(self, agents: Vec<String>) -> Result<(SecretMeta, Sealed)> {
+        let meta = SecretMeta {
+            kind: kind(&self.kind)?,
+            keys: keys(self.keys)?,
+            version: version(self.current_version)?,
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: self.name,
+            description: self.description,
+            agents,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        };
+        let sealed =
+            Sealed { root_key_id: self.root_key_id, wrapped_dek: self.wrapped_dek, ciphertext: self.ciphertext };
+        Ok((meta, sealed))
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct VersionRow {
+    version: i64,
+    kind: String,
+    keys: Option<String>,
+    created_at: Millis,
+    created_by: String,
+}
+
+impl TryFrom<VersionRow> for SecretVersionMeta {
+    type Error = Error;
+    fn try_from(r: VersionRow) -> Result<Self> {
+        Ok(SecretVersionMeta {
+            version: version(r.version)?,
+            kind: kind(&r.kind)?,
+            keys: keys(r.keys)?,
+            created_at: r.created_at,
+            created_by: r.created_by,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealedVersionRow {
+    workspace_id: String,
+    secret_id: String,
+    version: i64,
+    root_key_id: String,
+    wrapped_dek: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl TryFrom<SealedVersionRow> for SealedVersion {
+    type Error = Error;
+    fn try_from(r: SealedVersionRow) -> Result<Self> {
+        Ok(SealedVersion {
+            version: version(r.version)?,
+            workspace_id: r.workspace_id,
+            secret_id: r.secret_id,
+            sealed: Sealed { root_key_id: r.root_key_id, wrapped_dek: r.wrapped_dek, ciphertext: r.ciphertext },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AdminTokenRow {
+    id: String,
+    name: String,
+    token_hash: Vec<u8>,
+    created_at: Millis,
+    revoked_at: Option<Millis>,
+}
+
+impl From<AdminTokenRow> for (AdminToken, Vec<u8>) {
+    fn from(r: AdminTokenRow) -> Self {
+        (AdminToken { id: r.id, name: r.name, created_at: r.created_at, revoked_at: r.revoked_at }, r.token_hash)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    prefix: String,
+    token_hash: Vec<u8>,
+    all_agents: bool,
+    created_at: Millis,
+    expires_at: Option<Millis>,
+    revoked_at: Option<Millis>,
+    last_used_at: Option<Millis>,
+    created_by: String,
+}
+
+impl ApiKeyRow {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The key with its scope (`agents`: the agents of a limited key) and its token hash.
+    pub(crate) fn into_key(self, agents: Option<BTreeSet<String>>) -> (ApiKeyMeta, Vec<u8>) {
+        let scope = if self.all_agents { KeyScope::All } else { KeyScope::Agents(agents.unwrap_or_default()) };
+        let key = ApiKeyMeta {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: self.name,
+            prefix: self.prefix,
+            scope,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            last_used_at: self.last_used_at,
+            created_by: self.created_by,
+        };
+        (key, self.token_hash)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    at: Millis,
+    workspace_id: String,
+    actor_type: String,
+    actor_id: String,
+    action: String,
+    outcome: String,
+    secret_name: Option<String>,
+    agent_id: Option<String>,
+    target_id: Option<String>,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditRecord {
+    type Error = Error;
+    fn try_from(r: AuditRow) -> Result<Self> {
+        Ok(AuditRecord {
+            seq: r.seq,
+            event: AuditEvent {
+                at: r.at,
+                workspace_id: r.workspace_id,
+                actor: Actor::from_parts(&r.actor_type, r.actor_id),
+                action: Action::parse(&r.action).ok_or_else(|| bad_column("audit action", &r.action))?,
+                outcome: Outcome::parse(&r.outcome).ok_or_else(|| bad_column("audit outcome", &r.outcome))?,
+                secret_name: r.secret_name,
+                agent_id: r.agent_id,
+                target_id: r.target_id,
+                detail: r.detail,
+            },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    created_at: Millis,
+    updated_at: Millis,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User { id: r.id, email: r.email, name: r.name, created_at: r.created_at, updated_at: r.updated_at }
+    }
+}
+
+/// A user with their password hash (`columns!(user), password_hash`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserWithHashRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+impl From<UserWithHashRow> for (User, String) {
+    fn from(r: UserWithHashRow) -> Self {
+        (r.user.into(), r.password_hash)
+    }
+}
+
+/// A member: `columns!(user)` of the user, `role` and `joined_at`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemberRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    role: String,
+    joined_at: Millis,
+}
+
+impl TryFrom<MemberRow> for Member {
+    type Error = Error;
+    fn try_from(r: MemberRow) -> Result<Self> {
+        Ok(Member { role: role(&r.role)?, user: r.user.into(), joined_at: r.joined_at })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MembershipRow {
+    workspace_id: String,
+    role: String,
+}
+
+impl TryFrom<MembershipRow> for (String, Role) {
+    type Error = Error;
+    fn try_from(r: MembershipRow) -> Result<Self> {
+        Ok((r.workspace_id, role(&r.role)?))
+    }
+}
+
+/// A stored role, read.
+pub(crate) fn parse_role(stored: &str) -> Result<Role> {
+    role(stored)
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: String,
+    user_id: String,
+    created_at: Millis,
+    expires_at: Millis,
+    revoked_at: Option<Millis>,
+    client: String,
+    user_agent: String,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id,
+            user_id: r.user_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            client: r.client,
+            user_agent: r.user_agent,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PersonalTokenRow {
+    id: String,
+    user_id: String,
+    name: String,
+    prefix: String,
+    created_at: Millis,
+    expires_at: Option<Millis>,
+    revoked_at: Option<Millis>,
+    last_used_at: Option<Millis>,
+}
+
+impl From<PersonalTokenRow> for PersonalToken {
+    fn from(r: PersonalTokenRow) -> Self {
+        PersonalToken {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InvitationRow {
+    id: String,
+    workspace_id: String,
+    email: String,
+    role: String,
+    invited_by: String,
+    created_at: Millis,
+    expires_at: Millis,
+    revoked_at: Option<Millis>,
+    accepted_at: Option<Millis>,
+}
+
+impl TryFrom<InvitationRow> for Invitation {
+    type Error = Error;
+    fn try_from(r: InvitationRow) -> Result<Self> {
+        Ok(Invitation {
+            role: role(&r.role)?,
+            id: r.id,
+            workspace_id: r.workspace_id,
+            email: r.email,
+            invited_by: r.invited_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            accepted_at: r.accepted_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FunctionRow {
+    id: String,
+    workspace_id: String,
+    agent_id: String,
+    name: String,
+    description: String,
+    parameters: String,
+    code: String,
+    timeout_ms: Option<i64>,
+    version: i64,
+    created_at: Millis,
+    updated_at: Millis,
+}
+
+/// A function's parameters, as stored (a JSON array of `{name, description, type}`).
+pub(crate) fn params_json(params: &[FunctionParam]) -> String {
+    let list: Vec<serde_json::Value> = params
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()}))
+        .collect();
+    serde_json::Value::from(list).to_string()
+}
+
+impl TryFrom<FunctionRow> for Function {
+    type Error = Error;
+    fn try_from(r: FunctionRow) -> Result<Self> {
+        let list: Vec<serde_json::Value> = serde_json::from_str(&r.parameters)
+            .map_err(|e| Error::internal(format!("bad function parameters: {e}")))?;
+        let parameters = list
+            .iter()
+            .map(|p| {
+                Ok(FunctionParam {
+                    name: p["name"].as_str().unwrap_or_default().to_owned(),
+                    description: p["description"].as_str().unwrap_or_default().to_owned(),
+                    kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
+                        .ok_or_else(|| Error::internal("bad function parameter type"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Function {
+            parameters,
+            timeout_ms: r.timeout_ms.and_then(|t| u32::try_from(t).ok()),
+            version: version(r.version)?,
+            id: r.id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            name: r.name,
+            description: r.description,
+            code: r.code,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Converts each row (a shorthand for the many `rows.into_iter().map(TryInto::try_into)`).
+pub(crate) fn convert<R, T: TryFrom<R, Error = Error>>(rows: Vec<R>) -> Result<Vec<T>> {
+    rows.into_iter().map(T::try_from).collect()
+}

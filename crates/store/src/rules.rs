@@ -1,0 +1,90 @@
+//! The domain rules a store enforces inside its transactions, as pure functions: a backend reads
+//! what a rule needs, asks it, and writes nothing when it refuses.
+
+use agentvault_core::model::{ADMIN_TOKEN_PREFIX, KeyScope, PERSONAL_TOKEN_PREFIX, Role};
+use agentvault_core::{Error, Result};
+
+/// A workspace never loses its last admin: refuses (409 `last_admin`) demoting (`new_role`
+/// `Some(Role::Member)`) or removing (`new_role` `None`) the member whose role is `current` when
+/// the workspace has `admins` admins in all.
+pub fn keeps_an_admin(current: Role, new_role: Option<Role>, admins: i64) -> Result<()> {
+    if current != Role::Admin || new_role == Some(Role::Admin) || admins > 1 {
+        return Ok(());
+    }
+    let what = if new_role.is_some() { "demoted" } else { "removed" };
+    Err(Error::conflict(
+        "last_admin",
+        format!("the last admin of a workspace cannot be {what}; make someone else an admin first"),
+    ))
+}
+
+/// A change based on version `expected` of a secret applies only while the secret is still at
+/// that version (409 `version_conflict` otherwise), so no update is lost.
+pub fn expected_version(current: i64, expected: u32) -> Result<()> {
+    if current == i64::from(expected) {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        "version_conflict",
+        "the secret was changed by someone else meanwhile; reload it and try again",
+    ))
+}
+
+/// Every agent named in an access list or a key scope must be one of the workspace's `known`
+/// agents (422 `unknown_agent` otherwise, and nothing is stored).
+pub fn known_agents(requested: &[String], known: &[String]) -> Result<()> {
+    match requested.iter().find(|a| !known.contains(a)) {
+        None => Ok(()),
+        Some(agent) => Err(Error::unprocessable(
+            "unknown_agent",
+            format!("agent {agent} does not exist in this workspace; nothing was changed"),
+        )
+        .with_field("agents")),
+    }
+}
+
+/// The agents an API key is limited to (none for a key of every agent).
+pub fn scope_agents(scope: &KeyScope) -> Vec<String> {
+    match scope {
+        KeyScope::All => Vec::new(),
+        KeyScope::Agents(set) => set.iter().cloned().collect(),
+    }
+}
+
+/// The id of the personal access token that the bootstrap (admin) token `admin_token_id`
+/// becomes when the first admin is created: the same random part, under the token prefix.
+pub fn bootstrap_token_id(admin_token_id: &str) -> String {
+    let random = admin_token_id.strip_prefix(ADMIN_TOKEN_PREFIX).unwrap_or(admin_token_id);
+    format!("{PERSONAL_TOKEN_PREFIX}{random}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_admin_stays() {
+        assert_eq!(keeps_an_admin(Role::Admin, None, 1).unwrap_err().code, "last_admin");
+        assert_eq!(keeps_an_admin(Role::Admin, Some(Role::Member), 1).unwrap_err().code, "last_admin");
+        assert!(keeps_an_admin(Role::Admin, Some(Role::Admin), 1).is_ok());
+        assert!(keeps_an_admin(Role::Admin, None, 2).is_ok());
+        assert!(keeps_an_admin(Role::Member, None, 1).is_ok());
+        assert!(keeps_an_admin(Role::Member, None, 0).is_ok());
+    }
+
+    #[test]
+    fn versions_and_agents() {
+        assert!(expected_version(3, 3).is_ok());
+        assert_eq!(expected_version(4, 3).unwrap_err().code, "version_conflict");
+        let known = vec!["agt_a".to_owned(), "agt_b".to_owned()];
+        assert!(known_agents(&["agt_b".to_owned()], &known).is_ok());
+        let e = known_agents(&["agt_a".to_owned(), "agt_x".to_owned()], &known).unwrap_err();
+        assert_eq!(e.code, "unknown_agent");
+        assert!(e.message.contains("agt_x"));
+    }
+
+    #[test]
+    fn the_bootstrap_token_keeps_its_random_part() {
+        assert_eq!(bootstrap_token_id("adm_0123abcd"), "pat_0123abcd");
+    }
+}

@@ -1,0 +1,55 @@
+//! The audit log: appends through the journal, queries newest first.
+
+use std::sync::atomic::Ordering;
+
+use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::SqliteStore;
+use crate::errors::DbResult;
+use crate::rows::{AuditRow, columns, convert};
+
+/// Appends records with one write to the journal on the calling thread (see [`super::journal`]).
+pub(super) fn append(s: &SqliteStore, events: &[AuditEvent]) -> DbResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let records = events.iter().map(|e| (s.audit_seq.fetch_add(1, Ordering::Relaxed), e.clone())).collect();
+    Ok(s.journal()?.append(records)?)
+}
+
+/// Newest first, from the `before_seq` cursor on.
+pub(super) async fn list(s: &SqliteStore, workspace_id: &str, filter: &AuditFilter) -> DbResult<Vec<AuditRecord>> {
+    // Records still in the journal are moved first, so the caller sees every answered read.
+    s.journal()?.sync()?;
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new(concat!("SELECT ", columns!(audit), " FROM audit_log WHERE workspace_id = "));
+    qb.push_bind(workspace_id);
+    if let Some(a) = filter.action {
+        qb.push(" AND action = ").push_bind(a.as_str());
+    }
+    if let Some(o) = filter.outcome {
+        qb.push(" AND outcome = ").push_bind(o.as_str());
+    }
+    if let Some(s) = &filter.secret_name {
+        qb.push(" AND secret_name = ").push_bind(s.as_str());
+    }
+    if let Some(a) = &filter.agent_id {
+        qb.push(" AND agent_id = ").push_bind(a.as_str());
+    }
+    if let Some(a) = &filter.actor_id {
+        qb.push(" AND actor_id = ").push_bind(a.as_str());
+    }
+    if let Some(t) = filter.since {
+        qb.push(" AND at >= ").push_bind(t);
+    }
+    if let Some(t) = filter.until {
+        qb.push(" AND at < ").push_bind(t);
+    }
+    if let Some(seq) = filter.before_seq {
+        qb.push(" AND seq < ").push_bind(seq);
+    }
+    qb.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(filter.limit));
+    let rows: Vec<AuditRow> = qb.build_query_as().fetch_all(&s.read).await?;
+    Ok(convert(rows)?)
+}

@@ -1,0 +1,163 @@
+//! API keys, and the root key rotation (re-wrapped data keys).
+
+use std::collections::{BTreeSet, HashMap};
+
+use agentvault_core::audit::AuditEvent;
+use agentvault_core::model::{ApiKeyMeta, KeyScope, Millis};
+
+use super::{SqliteStore, agents};
+use crate::errors::{self, DbResult};
+use crate::rows::{ApiKeyRow, SealedVersionRow, columns, convert};
+use crate::{SealedVersion, rules};
+
+pub(super) async fn create(s: &SqliteStore, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let agents = rules::scope_agents(&key.scope);
+    agents::check_known(&mut tx, &key.workspace_id, &agents).await?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, workspace_id, name, prefix, token_hash, all_agents, created_at, expires_at, \
+         revoked_at, last_used_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9)",
+    )
+    .bind(&key.id)
+    .bind(&key.workspace_id)
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(token_hash)
+    .bind(matches!(key.scope, KeyScope::All))
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .bind(&key.created_by)
+    .execute(&mut *tx)
+    .await?;
+    for agent in &agents {
+        sqlx::query("INSERT INTO api_key_agents (key_id, agent_id) VALUES ($1, $2)")
+            .bind(&key.id)
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit_one(audit).await
+}
+
+/// The keys (of one workspace, or all) with their token hashes and scopes.
+pub(super) async fn load(s: &SqliteStore, workspace_id: Option<&str>) -> DbResult<Vec<(ApiKeyMeta, Vec<u8>)>> {
+    let mut conn = s.read.acquire().await?;
+    let (rows, scopes): (Vec<ApiKeyRow>, Vec<(String, String)>) = match workspace_id {
+        Some(ws) => (
+            sqlx::query_as(concat!("SELECT ", columns!(api_key), " FROM api_keys WHERE workspace_id = $1"))
+                .bind(ws)
+                .fetch_all(&mut *conn)
+                .await?,
+            sqlx::query_as(
+                "SELECT g.key_id, g.agent_id FROM api_key_agents g JOIN api_keys k ON k.id = g.key_id \
+                 WHERE k.workspace_id = $1",
+            )
+            .bind(ws)
+            .fetch_all(&mut *conn)
+            .await?,
+        ),
+        None => (
+            sqlx::query_as(concat!("SELECT ", columns!(api_key), " FROM api_keys")).fetch_all(&mut *conn).await?,
+            sqlx::query_as("SELECT key_id, agent_id FROM api_key_agents").fetch_all(&mut *conn).await?,
+        ),
+    };
+    let mut by_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (key_id, agent_id) in scopes {
+        by_key.entry(key_id).or_default().insert(agent_id);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let scope = by_key.remove(r.id());
+            r.into_key(scope)
+        })
+        .collect())
+}
+
+/// Newest first.
+pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<ApiKeyMeta>> {
+    let mut keys: Vec<ApiKeyMeta> = load(s, Some(workspace_id)).await?.into_iter().map(|(k, _)| k).collect();
+    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(keys)
+}
+
+pub(super) async fn revoke(
+    s: &SqliteStore,
+    workspace_id: &str,
+    key_id: &str,
+    now: Millis,
+    audit: &AuditEvent,
+) -> DbResult<ApiKeyMeta> {
+    let mut tx = s.begin().await?;
+    let done =
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND workspace_id = $3")
+            .bind(now)
+            .bind(key_id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?;
+    errors::changed(done.rows_affected(), || errors::api_key_not_found(key_id))?;
+    let row: ApiKeyRow = sqlx::query_as(concat!("SELECT ", columns!(api_key), " FROM api_keys WHERE id = $1"))
+        .bind(key_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let agents: Vec<String> = sqlx::query_scalar("SELECT agent_id FROM api_key_agents WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit_one(audit).await?;
+    Ok(row.into_key(Some(agents.into_iter().collect())).0)
+}
+
+/// Records when keys were last used (never moving the time back).
+pub(super) async fn record_use(s: &SqliteStore, uses: &[(String, Millis)]) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    for (id, at) in uses {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit(&[]).await
+}
+
+pub(super) async fn all_sealed_versions(s: &SqliteStore) -> DbResult<Vec<SealedVersion>> {
+    let rows: Vec<SealedVersionRow> = sqlx::query_as(
+        "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
+         FROM secret_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.version",
+    )
+    .fetch_all(&s.read)
+    .await?;
+    Ok(convert(rows)?)
+}
+
+/// Stores re-wrapped data keys; refuses the whole rotation if any version changed meanwhile.
+pub(super) async fn replace_wrapped_keys(
+    s: &SqliteStore,
+    rewrapped: &[SealedVersion],
+    audit: &[AuditEvent],
+) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    for v in rewrapped {
+        let done = sqlx::query(
+            "UPDATE secret_versions SET root_key_id = $1, wrapped_dek = $2 \
+             WHERE secret_id = $3 AND version = $4 AND ciphertext = $5",
+        )
+        .bind(&v.sealed.root_key_id)
+        .bind(&v.sealed.wrapped_dek)
+        .bind(&v.secret_id)
+        .bind(i64::from(v.version))
+        .bind(&v.sealed.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(errors::rotation_moved_on(&v.secret_id, v.version).into());
+        }
+    }
+    tx.commit(audit).await?;
+    s.wipe_wal().await;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The schema: sqlx's migrator (versions, checksums, the `_sqlx_migrations` table) over the
+//! files of `migrations/sqlite/`, embedded in the binary with `include_str!` rather than
+//! `sqlx::migrate!`: the macro needs sqlx's `macros` feature, which builds a second copy of
+//! sqlx and of SQLite for the compiler. A new migration is a new file and a new line below.
+//!
+//! Databases made before agentvault used sqlx's migrator recorded their versions in a table of
+//! their own, `schema_migrations`; on first open those versions are recorded in sqlx's table
+//! (as applied, without running them again) and the old table is dropped.
+
+use std::sync::LazyLock;
+
+use agentvault_core::{Error, Result};
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::{SqlStr, SqliteConnection, SqlitePool};
+
+use crate::errors::{DbError, DbResult};
+
+/// `(version, description, SQL)`, as sqlx reads them from `<version>_<description>.sql`.
+const MIGRATIONS: [(i64, &str, &str); 5] = [
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "people", include_str!("../../migrations/sqlite/0002_people.sql")),
+    (3, "functions", include_str!("../../migrations/sqlite/0003_functions.sql")),
+    (4, "invitations", include_str!("../../migrations/sqlite/0004_invitations.sql")),
+    (5, "email index", include_str!("../../migrations/sqlite/0005_email_index.sql")),
+];
+
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, (*description).into(), MigrationType::Simple, SqlStr::from_static(sql), false)
+            })
+            .collect(),
+    )
+});
+
+/// Applies the pending migrations; refuses a database made by a newer agentvault.
+///
+/// Everything happens in one `BEGIN IMMEDIATE` transaction (sqlx's per-migration transactions
+/// become savepoints in it): an upgrade is applied whole or not at all, and a second process
+/// opening the database meanwhile waits for it instead of applying the same migrations again.
+pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+    adopt_schema_migrations(&mut tx).await?;
+    MIGRATOR.run(&mut *tx).await.map_err(migrate_err)?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
+}
+
+/// The newest schema version this agentvault knows.
+fn newest_known() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+fn newer_database(version: i64) -> Error {
+    Error::unavailable(format!(
+        "the database has schema version {version}, newer than this agentvault knows; run a newer agentvault"
+    ))
+}
+
+fn migrate_err(e: MigrateError) -> Error {
+    match e {
+        MigrateError::VersionMissing(v) if v > newest_known() => newer_database(v),
+        e => Error::unavailable(format!("the database schema could not be brought up to date: {e}")),
+    }
+}
+
+/// Moves the versions recorded in a `schema_migrations` table (made before agentvault used
+/// sqlx's migrator) into sqlx's table, then drops it. Safe to repeat if interrupted.
+async fn adopt_schema_migrations(conn: &mut SqliteConnection) -> DbResult<()> {
+    let old: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if old == 0 {
+        return Ok(());
+    }
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *conn).await?;
+    if let Some(newest) = applied {
+        if newest > newest_known() {
+            return Err(newer_database(newest).into());
+        }
+        // Marks 1..=newest applied (they were: the old migrator applied them in order) with
+        // the checksums of the files, without running them.
+        MIGRATOR.skip(&mut *conn, Some(newest)).await.map_err(migrate_err)?;
+    }
+    sqlx::query("DROP TABLE schema_migrations").execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use agentvault_core::ErrorKind;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::*;
+    use crate::{SqliteStore, Store};
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        files.sort();
+        let embedded: Vec<String> =
+            MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{}.sql", d.replace(' ', "_"))).collect();
+        assert_eq!(files, embedded);
+    }
+
+    /// A database as the migrator before sqlx's left it, at `versions`.
+    async fn old_database(path: &Path, versions: &[i64]) -> SqliteConnection {
+        let mut conn = SqliteConnectOptions::new().filename(path).create_if_missing(true).connect().await.unwrap();
+        sqlx::raw_sql("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for v in versions {
+            if let Some((_, _, sql)) = MIGRATIONS.iter().find(|(version, _, _)| version == v) {
+                sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)")
+                .bind(v)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn
+    }
+
+    async fn sqlx_versions(path: &Path) -> Vec<i64> {
+        let mut conn = SqliteConnectOptions::new().filename(path).connect().await.unwrap();
+        let v = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let old: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(old, 0, "the old table is dropped");
+        conn.close().await.unwrap();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_old_migrator_is_adopted_and_upgraded() {
+        // One made by the last release of the old migrator, and one by an earlier release.
+        for old in [&[1, 2, 3, 4][..], &[1, 2]] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            let mut conn = old_database(&path, old).await;
+            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_old', 'kept', 1)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+
+            let store = SqliteStore::open(&path).await.unwrap();
+            let names: Vec<String> = store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
+            assert_eq!(names, ["kept"], "the data survives");
+            assert!(store.list_invitations("ws_old", 0).await.unwrap().is_empty(), "migration 4 ran");
+            store.close().await;
+            drop(store);
+            let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+            assert_eq!(sqlx_versions(&path).await, all, "old versions recorded, the new ones applied");
+
+            // And it opens again as an ordinary sqlx-migrated database.
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.close().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn processes_opening_a_new_database_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("race.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut pools = Vec::new();
+        for _ in 0..4 {
+            pools.push(
+                sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.unwrap(),
+            );
+        }
+        let (a, b, c, d) = tokio::join!(run(&pools[0]), run(&pools[1]), run(&pools[2]), run(&pools[3]));
+        for result in [a, b, c, d] {
+            result.unwrap();
+        }
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pools[0]).await.unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_a_newer_agentvault_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Made by the old migrator, with a version this agentvault does not know.
+        let old = dir.path().join("old.db");
+        old_database(&old, &[1, 2, 3, 4, 99]).await.close().await.unwrap();
+        let e = SqliteStore::open(&old).await.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("schema version 99"), "{}", e.message);
+
+        // Migrated by sqlx, with an applied migration this agentvault does not have.
+        let new = dir.path().join("new.db");
+        SqliteStore::open(&new).await.unwrap().close().await;
+        let mut conn = SqliteConnectOptions::new().filename(&new).connect().await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (1000, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let e = SqliteStore::open(&new).await.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("schema version 1000"), "{}", e.message);
+    }
+}

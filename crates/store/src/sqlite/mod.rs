@@ -1,0 +1,213 @@
+//! The SQLite backend: one file in WAL mode. Mutations go through a single writer connection
+//! with `synchronous=FULL` (an acknowledged change survives a crash of the process and of the
+//! machine); queries use a small pool of reader connections, which WAL lets run beside the
+//! writers.
+//!
+//! Audit appends of agent reads take another road. They sit on the hot path (a read is answered
+//! only once its record is durable), so they are appended to a journal file on the calling
+//! thread and moved into the table in the background (see [`journal`]). The mover uses a
+//! rusqlite connection — the same SQLite library (`libsqlite3-sys`) that sqlx uses — because it
+//! is a plain thread doing blocking work, where sqlx would add a hand-off to its own worker
+//! thread for every statement.
+//!
+//! The statements are written to run on PostgreSQL too (`$n` parameters, `ON CONFLICT`, no
+//! SQLite functions); what only SQLite has (the pragmas, `BEGIN IMMEDIATE`, the WAL checkpoint,
+//! the journal) stays in this module.
+
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use agentvault_core::audit::AuditEvent;
+use agentvault_core::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use crate::errors::DbResult;
+
+/// The insert of one audit record (`columns!(audit)`, in order), shared by transactions and the
+/// journal's mover.
+macro_rules! audit_insert {
+    () => {
+        concat!(
+            "INSERT INTO audit_log (",
+            crate::rows::columns!(audit),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )
+    };
+}
+
+mod agents;
+mod audit;
+mod credentials;
+mod functions;
+mod invitations;
+mod journal;
+mod keys;
+mod migrate;
+mod people;
+mod secrets;
+mod store;
+mod workspaces;
+
+use journal::AuditJournal;
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    journal: Option<AuditJournal>,
+    /// The next audit sequence number (records are ordered by it, across workspaces).
+    audit_seq: Arc<AtomicI64>,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            // Deleted rows are overwritten with zeros, not just unlinked: deleted secrets' and
+            // retired wrapped data keys must not linger in free space (see `wipe_wal`).
+            .pragma("secure_delete", "on")
+            .busy_timeout(Duration::from_secs(10));
+        let connect = |sync: SqliteSynchronous, max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(base.clone().synchronous(sync))
+        };
+        let write = connect(SqliteSynchronous::Full, 1)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
+        migrate::run(&write).await?;
+        let read = connect(SqliteSynchronous::Normal, 4).await.map_err(crate::errors::DbError::from)?;
+        let mut store = SqliteStore { read, write, journal: None, audit_seq: Arc::new(AtomicI64::new(1)) };
+        // After the migrations: the journal's replay needs the table.
+        let mut journal_prefix = path.as_os_str().to_owned();
+        journal_prefix.push("-audit-journal");
+        store.journal = Some(AuditJournal::open(
+            Path::new(&journal_prefix),
+            open_audit_connection(path)?,
+            store.audit_seq.clone(),
+        )?);
+        Ok(store)
+    }
+
+    fn journal(&self) -> Result<&AuditJournal> {
+        self.journal.as_ref().ok_or_else(|| Error::internal("the audit journal is not open"))
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` takes the write lock at once, so the reads
+    /// a transaction's checks make cannot be outdated by another writer before it commits.
+    async fn begin(&self) -> DbResult<WriteTx<'_>> {
+        Ok(WriteTx { tx: self.write.begin_with("BEGIN IMMEDIATE").await?, audit_seq: &self.audit_seq })
+    }
+
+    /// Copies every page of the WAL into the database file and truncates the WAL, after a delete
+    /// or a re-wrap: `secure_delete` zeroes the deleted cells in the new page images, but until
+    /// the checkpoint the old images still sit in the database file, and the WAL still holds the
+    /// frames that wrote them. Waits for readers (the busy timeout) and retries for a few seconds;
+    /// if the WAL stays busy the next checkpoint (at the latest, the close) finishes the job.
+    async fn wipe_wal(&self) {
+        for _ in 0..50 {
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.write).await {
+                Ok((0, _, _)) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpointing the WAL after a delete failed");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the WAL stayed busy; deleted key material leaves it at the next checkpoint");
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        if let Some(j) = &self.journal {
+            j.close();
+        }
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// A write transaction. Every change commits with the audit records describing it
+/// ([`WriteTx::commit`]); dropping it uncommitted rolls everything back.
+struct WriteTx<'s> {
+    tx: Transaction<'static, Sqlite>,
+    audit_seq: &'s AtomicI64,
+}
+
+impl WriteTx<'_> {
+    /// Appends `audit` and commits it with the change.
+    async fn commit(mut self, audit: &[AuditEvent]) -> DbResult<()> {
+        for e in audit {
+            sqlx::query(audit_insert!())
+                .bind(self.audit_seq.fetch_add(1, Ordering::Relaxed))
+                .bind(e.at)
+                .bind(e.workspace_id.as_str())
+                .bind(e.actor.kind())
+                .bind(e.actor.id())
+                .bind(e.action.as_str())
+                .bind(e.outcome.as_str())
+                .bind(e.secret_name.as_deref())
+                .bind(e.agent_id.as_deref())
+                .bind(e.target_id.as_deref())
+                .bind(e.detail.as_deref())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Commits a change with its one audit record.
+    async fn commit_one(self, audit: &AuditEvent) -> DbResult<()> {
+        self.commit(std::slice::from_ref(audit)).await
+    }
+}
+
+impl Deref for WriteTx<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+/// Opens the connection the audit journal moves records with.
+fn open_audit_connection(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path).map_err(|e| {
+        Error::unavailable(format!("cannot open the database {} for the audit log: {e}", path.display()))
+    })?;
+    let setup = conn.busy_timeout(Duration::from_secs(10)).and_then(|_| {
+        // NORMAL: the journal, not this commit, is what makes a record durable first.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+    });
+    setup.map_err(|e| Error::internal(format!("sqlite audit connection: {e}")))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("agentvault.db")).await.unwrap();
+        crate::conformance::run_all(&store).await;
+        store.close().await;
+    }
+}

@@ -1,0 +1,280 @@
+//! Secrets, their immutable versions and their access lists.
+
+use std::collections::HashMap;
+
+use agentvault_core::SecretKind;
+use agentvault_core::audit::AuditEvent;
+use agentvault_core::model::{Millis, Sealed, SecretMeta, SecretVersionMeta};
+use sqlx::SqliteConnection;
+
+use super::{SqliteStore, agents};
+use crate::errors::{self, DbResult, OnUnique};
+use crate::rows::{SecretRow, VersionRow, columns, convert, keys_json};
+use crate::{SecretChange, SecretRecord, rules};
+
+/// `SELECT` of secrets `s` joined with their current version `v`, then `$rest`.
+macro_rules! select_secrets {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            columns!(secret),
+            " FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version ",
+            $rest
+        )
+    };
+}
+
+/// Secrets with their access lists (`access`: `(secret_id, agent_id)` pairs ordered by agent).
+fn with_access(rows: Vec<SecretRow>, access: Vec<(String, String)>) -> DbResult<Vec<(SecretMeta, Sealed)>> {
+    let mut by_secret: HashMap<String, Vec<String>> = HashMap::new();
+    for (secret_id, agent_id) in access {
+        by_secret.entry(secret_id).or_default().push(agent_id);
+    }
+    let records = rows.into_iter().map(|r| {
+        let agents = by_secret.remove(r.id()).unwrap_or_default();
+        r.into_record(agents)
+    });
+    Ok(records.collect::<agentvault_core::Result<_>>()?)
+}
+
+pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<SecretMeta>> {
+    let mut conn = s.read.acquire().await?;
+    let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 ORDER BY s.name"))
+        .bind(workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let access: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.secret_id, a.agent_id FROM secret_access a JOIN secrets s ON s.id = a.secret_id \
+         WHERE s.workspace_id = $1 ORDER BY a.agent_id",
+    )
+    .bind(workspace_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(with_access(rows, access)?.into_iter().map(|(meta, _)| meta).collect())
+}
+
+/// Every secret with its current sealed version, for the read model.
+pub(super) async fn load_current(s: &SqliteStore) -> DbResult<Vec<SecretRecord>> {
+    let mut conn = s.read.acquire().await?;
+    let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("")).fetch_all(&mut *conn).await?;
+    let access: Vec<(String, String)> =
+        sqlx::query_as("SELECT secret_id, agent_id FROM secret_access ORDER BY agent_id").fetch_all(&mut *conn).await?;
+    Ok(with_access(rows, access)?.into_iter().map(|(meta, sealed)| SecretRecord { meta, sealed }).collect())
+}
+
+pub(super) async fn get(s: &SqliteStore, workspace_id: &str, name: &str) -> DbResult<Option<SecretMeta>> {
+    let mut conn = s.read.acquire().await?;
+    let row: Option<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 AND s.name = $2"))
+        .bind(workspace_id)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Ok(Some(with_agents(&mut conn, row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The metadata of a secret by id, inside a transaction that changed it.
+async fn meta_by_id(conn: &mut SqliteConnection, workspace_id: &str, secret_id: &str) -> DbResult<SecretMeta> {
+    let row: Option<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 AND s.id = $2"))
+        .bind(workspace_id)
+        .bind(secret_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    with_agents(conn, row.ok_or_else(errors::secret_gone)?).await
+}
+
+async fn with_agents(conn: &mut SqliteConnection, row: SecretRow) -> DbResult<SecretMeta> {
+    let agents: Vec<String> =
+        sqlx::query_scalar("SELECT agent_id FROM secret_access WHERE secret_id = $1 ORDER BY agent_id")
+            .bind(row.id())
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(row.into_record(agents)?.0)
+}
+
+async fn replace_access(conn: &mut SqliteConnection, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
+    sqlx::query("DELETE FROM secret_access WHERE secret_id = $1").bind(secret_id).execute(&mut *conn).await?;
+    for agent in agents {
+        sqlx::query(
+            "INSERT INTO secret_access (secret_id, agent_id, granted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (secret_id, agent_id) DO NOTHING",
+        )
+        .bind(secret_id)
+        .bind(agent)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One new version of a secret's value.
+struct NewRow<'a> {
+    secret_id: &'a str,
+    version: u32,
+    kind: SecretKind,
+    keys: Option<&'a [String]>,
+    sealed: &'a Sealed,
+    now: Millis,
+    created_by: &'a str,
+}
+
+async fn insert_version(conn: &mut SqliteConnection, v: NewRow<'_>) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO secret_versions \
+         (secret_id, version, kind, keys, root_key_id, wrapped_dek, ciphertext, created_at, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(v.secret_id)
+    .bind(i64::from(v.version))
+    .bind(v.kind.as_str())
+    .bind(keys_json(v.keys))
+    .bind(&v.sealed.root_key_id)
+    .bind(&v.sealed.wrapped_dek)
+    .bind(&v.sealed.ciphertext)
+    .bind(v.now)
+    .bind(v.created_by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    agents::check_known(&mut tx, &meta.workspace_id, &meta.agents).await?;
+    sqlx::query(
+        "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&meta.id)
+    .bind(&meta.workspace_id)
+    .bind(&meta.name)
+    .bind(&meta.description)
+    .bind(i64::from(meta.version))
+    .bind(meta.created_at)
+    .bind(meta.updated_at)
+    .execute(&mut *tx)
+    .await
+    .on_unique(|| errors::secret_exists(&meta.name))?;
+    let version = NewRow {
+        secret_id: &meta.id,
+        version: meta.version,
+        kind: meta.kind,
+        keys: meta.keys.as_deref(),
+        sealed,
+        now: meta.created_at,
+        created_by: audit.actor.id(),
+    };
+    insert_version(&mut tx, version).await?;
+    replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
+    tx.commit_one(audit).await
+}
+
+pub(super) async fn update(
+    s: &SqliteStore,
+    workspace_id: &str,
+    change: &SecretChange<'_>,
+    audit: &AuditEvent,
+) -> DbResult<SecretMeta> {
+    let mut tx = s.begin().await?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT current_version FROM secrets WHERE id = $1 AND workspace_id = $2")
+            .bind(change.secret_id)
+            .bind(workspace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    rules::expected_version(current.ok_or_else(errors::secret_gone)?, change.expected_version)?;
+    let mut version = change.expected_version;
+    if let Some(v) = &change.value {
+        version += 1;
+        let row = NewRow {
+            secret_id: change.secret_id,
+            version,
+            kind: v.kind,
+            keys: v.keys,
+            sealed: v.sealed,
+            now: change.now,
+            created_by: change.actor_id,
+        };
+        insert_version(&mut tx, row).await?;
+    }
+    sqlx::query(
+        "UPDATE secrets SET description = COALESCE($1, description), current_version = $2, updated_at = $3 \
+         WHERE id = $4",
+    )
+    .bind(change.description)
+    .bind(i64::from(version))
+    .bind(change.now)
+    .bind(change.secret_id)
+    .execute(&mut *tx)
+    .await?;
+    let meta = meta_by_id(&mut tx, workspace_id, change.secret_id).await?;
+    tx.commit_one(audit).await?;
+    Ok(meta)
+}
+
+pub(super) async fn set_access(
+    s: &SqliteStore,
+    workspace_id: &str,
+    secret_id: &str,
+    agents: &[String],
+    now: Millis,
+    audit: &AuditEvent,
+) -> DbResult<SecretMeta> {
+    let mut tx = s.begin().await?;
+    agents::check_known(&mut tx, workspace_id, agents).await?;
+    let done = sqlx::query("UPDATE secrets SET updated_at = $1 WHERE id = $2 AND workspace_id = $3")
+        .bind(now)
+        .bind(secret_id)
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?;
+    errors::changed(done.rows_affected(), errors::secret_gone)?;
+    replace_access(&mut tx, secret_id, agents, now).await?;
+    let meta = meta_by_id(&mut tx, workspace_id, secret_id).await?;
+    tx.commit_one(audit).await?;
+    Ok(meta)
+}
+
+/// Deletes the secret, its versions (and so their key material) and grants, then wipes the
+/// deleted pages from the WAL.
+pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    // Versions first, explicitly: their wrapped data keys are the key material.
+    sqlx::query(
+        "DELETE FROM secret_versions WHERE secret_id = $1 \
+         AND secret_id IN (SELECT id FROM secrets WHERE workspace_id = $2)",
+    )
+    .bind(secret_id)
+    .bind(workspace_id)
+    .execute(&mut *tx)
+    .await?;
+    let done = sqlx::query("DELETE FROM secrets WHERE id = $1 AND workspace_id = $2")
+        .bind(secret_id)
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?;
+    errors::changed(done.rows_affected(), errors::secret_gone)?;
+    tx.commit_one(audit).await?;
+    s.wipe_wal().await;
+    Ok(())
+}
+
+pub(super) async fn list_versions(
+    s: &SqliteStore,
+    workspace_id: &str,
+    secret_id: &str,
+) -> DbResult<Vec<SecretVersionMeta>> {
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT v.version, v.kind, v.keys, v.created_at, v.created_by FROM secret_versions v \
+         JOIN secrets s ON s.id = v.secret_id WHERE s.workspace_id = $1 AND v.secret_id = $2 \
+         ORDER BY v.version DESC",
+    )
+    .bind(workspace_id)
+    .bind(secret_id)
+    .fetch_all(&s.read)
+    .await?;
+    Ok(convert(rows)?)
+}
