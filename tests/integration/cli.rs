@@ -117,9 +117,9 @@ fn the_terminal_client_manages_agents_secrets_keys_and_reads_the_log() {
     assert!(!wrong.status.success());
 }
 
-/// A command has no server log to point to: an unexpected error says what went wrong.
+/// A command has no server log to point to: a failure says what went wrong.
 #[test]
-fn an_unexpected_error_in_a_command_says_what_it_was() {
+fn a_failing_command_says_what_went_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir(&dir).unwrap();
@@ -136,6 +136,6 @@ fn an_unexpected_error_in_a_command_says_what_it_was() {
         crate::support::command().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&dir).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unexpected error") && err.contains("already exists"), "{err}");
+    assert!(err.contains("could not be brought up to date") && err.contains("already exists"), "{err}");
     assert!(!err.contains("server log"), "{err}");
 }
