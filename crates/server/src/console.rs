@@ -21,7 +21,7 @@ use crate::api::{AgentOut, SecretOut, agents as agents_api, functions as functio
 use crate::api::{AgentsScope, ApiKeyOut, audit as audit_api, keys as keys_api, people as people_api};
 use crate::auth::Auth;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::people::{csrf_token, session_cookie};
+use crate::sign_in::{csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
 /// Scripts only from this server, never inline. Styles may be inline: the code editor

@@ -3,16 +3,16 @@
 //! crate never sees HTTP.
 
 pub mod api;
-pub mod audit;
+pub mod audit_writer;
 pub mod auth;
 pub mod connections;
 pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;
-pub mod model;
-pub mod people;
+pub mod read_model;
 pub mod setup_page;
+pub mod sign_in;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,10 +43,10 @@ use utoipa_axum::routes;
 use crate::api::{
     agents, audit as audit_api, functions, invoke, keys, ops, people as people_api, read, secrets, workspaces,
 };
-use crate::audit::AuditWriter;
+use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::model::{ReadModel, SecretEntry, Snapshot};
+use crate::read_model::{ReadModel, SecretEntry, Snapshot};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> Millis {
@@ -87,7 +87,7 @@ pub struct ServerOptions {
     pub secure_cookies: bool,
     /// Take the client address for rate limiting from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_forwarded_for: bool,
-    pub login_limits: people::LoginLimits,
+    pub login_limits: sign_in::LoginLimits,
     /// How agents' functions run.
     pub runtime: agentvault_runtime::RuntimeOptions,
     /// Timeouts and the cap on client connections.
@@ -101,7 +101,7 @@ impl Default for ServerOptions {
             invitation_ttl: Duration::from_secs(7 * 86_400),
             secure_cookies: false,
             trust_forwarded_for: false,
-            login_limits: people::LoginLimits::default(),
+            login_limits: sign_in::LoginLimits::default(),
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
         }
@@ -111,7 +111,7 @@ impl Default for ServerOptions {
 /// The state every handler shares.
 pub struct Shared {
     pub options: ServerOptions,
-    pub login_limiter: people::LoginLimiter,
+    pub login_limiter: sign_in::LoginLimiter,
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
     pub model: ReadModel,
@@ -160,7 +160,7 @@ impl AppState {
         let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
         let state = AppState(Arc::new(Shared {
             runtime,
-            login_limiter: people::LoginLimiter::new(options.login_limits.clone()),
+            login_limiter: sign_in::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
             store,

@@ -22,7 +22,7 @@ use super::{List, credential_status};
 use crate::auth::{Auth, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
-use crate::people::{
+use crate::sign_in::{
     PERSONAL_TOKEN_PREFIX as PAT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, csrf_token, hash_password, session_cookie,
     session_set_cookie, verify_password,
 };
