@@ -11,7 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod read_model;
-pub mod setup_page;
+pub mod service;
 pub mod sign_in;
 
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    agents, audit as audit_api, functions, invoke, keys, ops, people as people_api, read, secrets, workspaces,
+    agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets, workspaces,
 };
 use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
@@ -252,22 +252,22 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))
         .routes(routes!(read::read_secret))
-        .routes(routes!(people_api::login))
-        .routes(routes!(people_api::logout))
-        .routes(routes!(people_api::setup))
-        .routes(routes!(setup_page::show, setup_page::submit))
-        .routes(routes!(people_api::me))
-        .routes(routes!(people_api::change_password))
-        .routes(routes!(people_api::list_tokens, people_api::create_token))
-        .routes(routes!(people_api::revoke_token))
-        .routes(routes!(people_api::list_sessions))
-        .routes(routes!(people_api::revoke_session))
-        .routes(routes!(people_api::list_members, people_api::add_member))
-        .routes(routes!(people_api::change_role, people_api::remove_member))
-        .routes(routes!(people_api::list_invitations))
-        .routes(routes!(people_api::revoke_invitation))
-        .routes(routes!(people_api::show_invitation))
-        .routes(routes!(people_api::accept_invitation))
+        .routes(routes!(auth_api::login))
+        .routes(routes!(auth_api::logout))
+        .routes(routes!(auth_api::setup))
+        .routes(routes!(console::setup::show, console::setup::submit))
+        .routes(routes!(me::me))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::list_tokens, me::create_token))
+        .routes(routes!(me::revoke_token))
+        .routes(routes!(me::list_sessions))
+        .routes(routes!(me::revoke_session))
+        .routes(routes!(members::list_members, members::add_member))
+        .routes(routes!(members::change_role, members::remove_member))
+        .routes(routes!(members::list_invitations))
+        .routes(routes!(members::revoke_invitation))
+        .routes(routes!(members::show_invitation))
+        .routes(routes!(members::accept_invitation))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
