@@ -3,9 +3,9 @@
 use agentvault_core::model::Perm;
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 
-use super::{Chrome, OrRefuse, PageResult, open_page, render};
+use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::AgentOut;
 use crate::api::agents::AgentSecretOut;
@@ -20,13 +20,8 @@ struct AgentsPage {
     agents: Vec<AgentOut>,
 }
 
-pub(super) async fn agents_page(
-    State(st): State<AppState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await?;
+pub(super) async fn agents_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     Ok(render(StatusCode::OK, &AgentsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents }))
 }
@@ -44,10 +39,9 @@ struct AgentPage {
 pub(super) async fn agent_page(
     State(st): State<AppState>,
     Path((ws, agent_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await?;
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
     let p = &v.principal;
     let agent = agents::get(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let functions = functions::list(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
@@ -74,15 +68,8 @@ struct FunctionPage {
 const NEW_FUNCTION_CODE: &str =
     "def my_function(conv: Conversation):\n    # key = conv.utils.get_secret('stripe_api_key')\n    return \"Done\"\n";
 
-async fn function_editor(
-    st: AppState,
-    headers: HeaderMap,
-    uri: Uri,
-    ws: String,
-    agent_id: String,
-    name: Option<String>,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "agents", Perm::ViewAgents).await?;
+async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, name: Option<String>) -> PageResult {
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
     let p = &v.principal;
     let agent = agents::get(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let secrets = agents::secrets(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
@@ -122,17 +109,15 @@ async fn function_editor(
 pub(super) async fn new_function_page(
     State(st): State<AppState>,
     Path((ws, agent_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    function_editor(st, headers, uri, ws, agent_id, None).await
+    function_editor(st, v, ws, agent_id, None).await
 }
 
 pub(super) async fn function_page(
     State(st): State<AppState>,
     Path((ws, agent_id, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    function_editor(st, headers, uri, ws, agent_id, Some(name)).await
+    function_editor(st, v, ws, agent_id, Some(name)).await
 }

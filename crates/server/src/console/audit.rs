@@ -6,10 +6,10 @@ use agentvault_core::ErrorKind;
 use agentvault_core::model::Perm;
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::{Chrome, OrRefuse, PageResult, encode, open_page, render};
+use super::{Chrome, OrRefuse, PageResult, Viewer, encode, render};
 use crate::AppState;
 use crate::api::AgentOut;
 use crate::api::audit::{AuditOut, AuditQuery, MAX_LIMIT};
@@ -87,10 +87,9 @@ pub(super) async fn audit_page(
     State(st): State<AppState>,
     Path(ws): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "audit", Perm::ReadAudit).await?;
+    let chrome = v.open(&ws, "audit", Perm::ReadAudit)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     let page = audit::list(&st, &v.principal, &ws, Ok(audit_query(&q, 50))).await;
     // A bad filter is shown beside the form, not as an error page.
@@ -121,10 +120,9 @@ pub(super) async fn audit_export(
     State(st): State<AppState>,
     Path(ws): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "audit", Perm::ReadAudit).await?;
+    let chrome = v.open(&ws, "audit", Perm::ReadAudit)?;
     let csv = q.get("format").map(String::as_str) != Some("json");
     let mut items: Vec<AuditOut> = Vec::new();
     let mut cursor: Option<String> = None;

@@ -14,7 +14,8 @@ use agentvault_core::model::{Perm, Principal, Role};
 use agentvault_core::{Error, ErrorKind};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -150,6 +151,14 @@ struct Viewer {
     workspaces: Vec<(String, String, Role)>,
 }
 
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Viewer, PageError> {
+        Viewer::of(st, &parts.headers, &parts.uri).await
+    }
+}
+
 impl Viewer {
     async fn of(st: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, PageError> {
         let to_login = || PageError::SignIn(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned());
@@ -221,24 +230,17 @@ fn error_page(chrome: Option<Chrome>, e: &Error) -> Response {
     render(status, &ErrorPage { chrome, status: status.as_u16(), heading, message })
 }
 
-/// The signed-in viewer of a page in workspace `ws` and the page's chrome; pages that need a
-/// permission (admins only) answer 403 before anything is loaded.
-async fn open_page(
-    st: &AppState,
-    headers: &HeaderMap,
-    uri: &Uri,
-    ws: &str,
-    tab: &'static str,
-    perm: Perm,
-) -> Result<(Viewer, Chrome), PageError> {
-    let v = Viewer::of(st, headers, uri).await?;
-    let chrome = v.chrome(ws, tab)?;
-    v.principal.require(&chrome.ws_id, perm).or_refuse(&chrome)?;
-    Ok((v, chrome))
+impl Viewer {
+    /// The chrome of a page in workspace `ws`; pages that need a permission (admins only)
+    /// answer 403 before anything is loaded.
+    fn open(&self, ws: &str, tab: &'static str, perm: Perm) -> Result<Chrome, PageError> {
+        let chrome = self.chrome(ws, tab)?;
+        self.principal.require(&chrome.ws_id, perm).or_refuse(&chrome)?;
+        Ok(chrome)
+    }
 }
 
-async fn home(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> PageResult {
-    let v = Viewer::of(&st, &headers, &uri).await?;
+async fn home(v: Viewer) -> PageResult {
     match v.workspaces.first() {
         Some((id, _, _)) => Ok(Redirect::to(&format!("/w/{id}/agents")).into_response()),
         None => Err(PageError::Refused(

@@ -3,9 +3,9 @@
 use agentvault_core::model::Perm;
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 
-use super::{Chrome, OrRefuse, PageResult, open_page, render};
+use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::members::{InvitationOut, MemberOut};
 use crate::api::{AgentOut, AgentsScope, ApiKeyOut};
@@ -22,13 +22,8 @@ struct UsersPage {
     me: String,
 }
 
-pub(super) async fn users_page(
-    State(st): State<AppState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "users", Perm::ViewPeople).await?;
+pub(super) async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "users", Perm::ViewPeople)?;
     let invitations =
         if chrome.is_admin { invitations::list(&st, &v.principal, &ws).await.or_refuse(&chrome)? } else { Vec::new() };
     let members = members::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
@@ -61,13 +56,8 @@ struct KeysPage {
     agents: Vec<AgentOut>,
 }
 
-pub(super) async fn keys_page(
-    State(st): State<AppState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "keys", Perm::ViewPeople).await?;
+pub(super) async fn keys_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "keys", Perm::ViewPeople)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     let keys = keys::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     let name_of = |id: &String| agents.iter().find(|a| &a.id == id).map_or_else(|| id.clone(), |a| a.name.clone());

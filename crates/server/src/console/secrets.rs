@@ -3,9 +3,9 @@
 use agentvault_core::model::Perm;
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 
-use super::{Chrome, OrRefuse, PageResult, open_page, render};
+use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::{AgentOut, SecretOut, VersionOut};
 use crate::service::{agents, secrets};
@@ -29,13 +29,8 @@ fn kind_label(s: &SecretOut) -> &'static str {
     if s.keys.is_some() { "Key/value pairs" } else { "Single value" }
 }
 
-pub(super) async fn secrets_page(
-    State(st): State<AppState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await?;
+pub(super) async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
     let secrets = secrets::list(&st, &v.principal, &ws)
         .await
         .or_refuse(&chrome)?
@@ -53,13 +48,8 @@ struct NewSecretPage {
     agents: Vec<AgentOut>,
 }
 
-pub(super) async fn new_secret_page(
-    State(st): State<AppState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await?;
+pub(super) async fn new_secret_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents }))
 }
@@ -84,10 +74,9 @@ struct SecretPage {
 pub(super) async fn secret_page(
     State(st): State<AppState>,
     Path((ws, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    v: Viewer,
 ) -> PageResult {
-    let (v, chrome) = open_page(&st, &headers, &uri, &ws, "secrets", Perm::ManageSecrets).await?;
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
     let p = &v.principal;
     let secret = secrets::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let agents = agents::list(&st, p, &ws).await.or_refuse(&chrome)?;
