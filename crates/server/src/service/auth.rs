@@ -1,7 +1,5 @@
 //! Signing in and out, and the first admin.
 
-use std::net::SocketAddr;
-
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{Actor, Principal, SESSION_PREFIX, Session, USER_PREFIX, User};
 use agentvault_core::{Error, Result, validate};
@@ -103,33 +101,6 @@ impl AppState {
             expires_at: rfc3339(session.expires_at),
         };
         Ok((session_set_cookie(&token, ttl, self.options.secure_cookies), body))
-    }
-
-    /// The client address for rate limiting: the peer, or the nearest `X-Forwarded-For` entry
-    /// when agentvault is configured to trust its reverse proxy.
-    pub fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
-        if self.options.trust_forwarded_for
-            && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
-            && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|s| !s.is_empty())
-        {
-            return last.parse::<std::net::IpAddr>().map(client_key).unwrap_or_else(|_| last.to_owned());
-        }
-        peer.map(|p| client_key(p.ip())).unwrap_or_else(|| "unknown".to_owned())
-    }
-}
-
-/// The key a client is rate-limited by: its IPv4 address, or the /64 network of its IPv6 address
-/// (one host usually holds a whole /64, and would otherwise get a fresh budget per address).
-fn client_key(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
     }
 }
 
@@ -248,21 +219,4 @@ pub async fn create_first_admin(
 /// Setup codes are shown grouped (`ABCDE-FGHIJ`); accept them with or without the dash.
 pub fn normalize_code(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
-}
-
-#[cfg(test)]
-mod client_tests {
-    use super::client_key;
-
-    #[test]
-    fn ipv6_clients_are_counted_by_their_64_network() {
-        let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
-        let b = client_key("2001:db8:1:2:ffff:1:2:3".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
-        let c = client_key("2001:db8:1:3::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
-        assert_eq!(a, "2001:db8:1:2::/64");
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(client_key("::ffff:192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
-        assert_eq!(client_key("192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
-    }
 }
