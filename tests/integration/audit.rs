@@ -62,6 +62,8 @@ fn mutations_and_reads_are_audited_without_values() {
     for r in &reads {
         assert_eq!(r["actor"], json!({"type": "api_key", "id": key_id}));
     }
+    let success = reads.iter().find(|r| r["outcome"] == "success").unwrap();
+    assert!(success["detail"].as_str().unwrap().starts_with("version="), "{success}");
 
     // Filters combine.
     assert_eq!(s.audit(&ws, "action=secret.read&outcome=denied").len(), 1);

@@ -85,6 +85,10 @@ fn a_function_reads_secrets_and_everything_it_returns_is_redacted() {
     let first = reads.iter().find(|e| e["target_id"] == out["invocation_id"]).unwrap();
     assert_eq!(first["actor"], json!({"type": "agent", "id": billing}));
     assert!(first["detail"].as_str().unwrap().contains("function=create_payment"), "{first}");
+    // The same detail as a read over HTTP: the version read, then the function and invocation.
+    for r in reads.iter().filter(|r| r["outcome"] == "success") {
+        assert!(r["detail"].as_str().unwrap().starts_with("version="), "{r}");
+    }
     let invocations = s.audit(&ws, "action=function.invoke");
     assert_eq!(invocations.len(), 3);
     let log = serde_json::to_string(&s.audit(&ws, "")).unwrap();

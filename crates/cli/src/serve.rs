@@ -128,10 +128,10 @@ async fn new_setup_code(store: &dyn Store) -> agentvault_core::Result<String> {
     let bytes = agentvault_crypto::random_bytes::<10>().map_err(agentvault_core::Error::internal)?;
     let chars: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
     let code = format!("{}-{}", &chars[..5], &chars[5..]);
-    let normalized = agentvault_server::api::people::normalize_code(&code);
+    let normalized = agentvault_server::service::auth::normalize_code(&code);
     store
         .set_one_time_code(
-            agentvault_server::api::people::SETUP_CODE,
+            agentvault_server::service::auth::SETUP_CODE,
             &agentvault_server::auth::hash_token(&normalized),
             agentvault_server::now_millis(),
         )

@@ -95,7 +95,7 @@ async fn create_in(
         created_at: now,
         updated_at: now,
     };
-    let hash = agentvault_server::people::hash_password(password).await.map_err(err)?;
+    let hash = agentvault_server::sign_in::hash_password(password).await.map_err(err)?;
     let workspaces = store.list_workspaces().await.map_err(err)?;
     let audit_for = |ws: &str, detail: &str| {
         AuditEvent::new(now, ws, Actor::System, Action::UserCreate, Outcome::Success)

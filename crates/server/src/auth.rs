@@ -16,8 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::ApiError;
-use crate::model::{KeyEntry, TokenHash};
-use crate::people::{CSRF_HEADER, csrf_token, session_cookie};
+use crate::read_model::{KeyEntry, TokenHash};
+use crate::sign_in::{CSRF_HEADER, csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
 /// Prefix of API key tokens.
@@ -111,7 +111,7 @@ impl AppState {
         now: Millis,
     ) -> Error {
         let Ok(token) = bearer(authorization) else { return refusal };
-        if refusal.code != "unauthenticated" || !token.starts_with(crate::people::PERSONAL_TOKEN_PREFIX) {
+        if refusal.code != "unauthenticated" || !token.starts_with(crate::sign_in::PERSONAL_TOKEN_PREFIX) {
             return refusal;
         }
         match self.store.personal_token_by_hash(&hash_token(token)).await {

@@ -79,6 +79,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON body as extracted: the value, or why it could not be read.
+pub type JsonBody<T> = Result<ApiJson<T>, ApiError>;
+
+/// The body for a service, which reports its error only after its permission check.
+pub fn body<T>(b: JsonBody<T>) -> agentvault_core::Result<T> {
+    b.map(|ApiJson(v)| v).map_err(|e| e.0)
+}
+
+/// The query for a service, which reports its error only after its permission check.
+pub fn query<T>(q: Result<ApiQuery<T>, ApiError>) -> agentvault_core::Result<T> {
+    q.map(|ApiQuery(v)| v).map_err(|e| e.0)
+}
+
 fn json_error(rej: &JsonRejection) -> Error {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return body_too_large();

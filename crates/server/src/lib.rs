@@ -3,16 +3,16 @@
 //! crate never sees HTTP.
 
 pub mod api;
-pub mod audit;
+pub mod audit_writer;
 pub mod auth;
 pub mod connections;
 pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;
-pub mod model;
-pub mod people;
-pub mod setup_page;
+pub mod read_model;
+pub mod service;
+pub mod sign_in;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,12 +41,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    agents, audit as audit_api, functions, invoke, keys, ops, people as people_api, read, secrets, workspaces,
+    agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets, workspaces,
 };
-use crate::audit::AuditWriter;
+use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::model::{ReadModel, SecretEntry, Snapshot};
+use crate::read_model::{ReadModel, SecretEntry, Snapshot};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> Millis {
@@ -87,7 +87,7 @@ pub struct ServerOptions {
     pub secure_cookies: bool,
     /// Take the client address for rate limiting from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_forwarded_for: bool,
-    pub login_limits: people::LoginLimits,
+    pub login_limits: sign_in::LoginLimits,
     /// How agents' functions run.
     pub runtime: agentvault_runtime::RuntimeOptions,
     /// Timeouts and the cap on client connections.
@@ -101,7 +101,7 @@ impl Default for ServerOptions {
             invitation_ttl: Duration::from_secs(7 * 86_400),
             secure_cookies: false,
             trust_forwarded_for: false,
-            login_limits: people::LoginLimits::default(),
+            login_limits: sign_in::LoginLimits::default(),
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
         }
@@ -111,7 +111,7 @@ impl Default for ServerOptions {
 /// The state every handler shares.
 pub struct Shared {
     pub options: ServerOptions,
-    pub login_limiter: people::LoginLimiter,
+    pub login_limiter: sign_in::LoginLimiter,
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
     pub model: ReadModel,
@@ -160,7 +160,7 @@ impl AppState {
         let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
         let state = AppState(Arc::new(Shared {
             runtime,
-            login_limiter: people::LoginLimiter::new(options.login_limits.clone()),
+            login_limiter: sign_in::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
             store,
@@ -252,22 +252,22 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))
         .routes(routes!(read::read_secret))
-        .routes(routes!(people_api::login))
-        .routes(routes!(people_api::logout))
-        .routes(routes!(people_api::setup))
-        .routes(routes!(setup_page::show, setup_page::submit))
-        .routes(routes!(people_api::me))
-        .routes(routes!(people_api::change_password))
-        .routes(routes!(people_api::list_tokens, people_api::create_token))
-        .routes(routes!(people_api::revoke_token))
-        .routes(routes!(people_api::list_sessions))
-        .routes(routes!(people_api::revoke_session))
-        .routes(routes!(people_api::list_members, people_api::add_member))
-        .routes(routes!(people_api::change_role, people_api::remove_member))
-        .routes(routes!(people_api::list_invitations))
-        .routes(routes!(people_api::revoke_invitation))
-        .routes(routes!(people_api::show_invitation))
-        .routes(routes!(people_api::accept_invitation))
+        .routes(routes!(auth_api::login))
+        .routes(routes!(auth_api::logout))
+        .routes(routes!(auth_api::setup))
+        .routes(routes!(console::setup::show, console::setup::submit))
+        .routes(routes!(me::me))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::list_tokens, me::create_token))
+        .routes(routes!(me::revoke_token))
+        .routes(routes!(me::list_sessions))
+        .routes(routes!(me::revoke_session))
+        .routes(routes!(members::list_members, members::add_member))
+        .routes(routes!(members::change_role, members::remove_member))
+        .routes(routes!(members::list_invitations))
+        .routes(routes!(members::revoke_invitation))
+        .routes(routes!(members::show_invitation))
+        .routes(routes!(members::accept_invitation))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -1,16 +1,14 @@
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Agent, Perm};
-use agentvault_core::{Error, Result, validate};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{AgentOut, List, SecretType};
-use crate::auth::{Auth, new_id};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
-use crate::{AppState, Json, now_millis};
+use crate::auth::Auth;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{ApiPath, JsonBody, body};
+use crate::service::agents;
+use crate::{AppState, Json};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,18 +26,6 @@ pub struct UpdateAgent {
     pub description: Option<String>,
 }
 
-fn not_found(agent_id: &str) -> Error {
-    Error::not_found("agent_not_found", format!("no agent {} exists in this workspace", agent_id.escape_default()))
-}
-
-impl AppState {
-    /// An agent of the workspace, or 404.
-    pub async fn agent_of(&self, ws: &str, agent_id: &str) -> Result<Agent> {
-        validate::id_with_prefix("agent_id", AGENT_PREFIX, agent_id).map_err(|_| not_found(agent_id))?;
-        self.store.get_agent(ws, agent_id).await?.ok_or_else(|| not_found(agent_id))
-    }
-}
-
 /// The agents of a workspace.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/agents", tag = "agents",
     params(("ws" = String, Path, description = "workspace id")),
@@ -49,9 +35,7 @@ pub async fn list_agents(
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
 ) -> ApiResult<Json<List<AgentOut>>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
-    let agents = st.store.list_agents(&ws.id).await?;
-    Ok(Json(agents.into_iter().map(AgentOut::from).collect::<Vec<_>>().into()))
+    Ok(Json(agents::list(&st, &p, &ws).await?.into()))
 }
 
 /// Creates an agent.
@@ -62,29 +46,9 @@ pub async fn create_agent(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath(ws): ApiPath<String>,
-    body: Result<ApiJson<CreateAgent>, ApiError>,
+    b: JsonBody<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentOut>)> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let ApiJson(body) = body?;
-    let name = validate::display_name("name", &body.name)?;
-    validate::description(&body.description)?;
-    let _w = st.write_lock.lock().await;
-    let now = now_millis();
-    let agent = Agent {
-        id: new_id(AGENT_PREFIX)?,
-        workspace_id: ws.id.clone(),
-        name,
-        description: body.description,
-        created_at: now,
-        updated_at: now,
-    };
-    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::AgentCreate, Outcome::Success)
-        .agent(&agent.id)
-        .target(&agent.id);
-    st.store.create_agent(&agent, &audit).await?;
-    st.model.put_agent(&agent.id, &ws.id);
-    st.refresh_gauges();
-    Ok((StatusCode::CREATED, Json(agent.into())))
+    Ok((StatusCode::CREATED, Json(agents::create(&st, &p, &ws, body(b)).await?)))
 }
 
 /// One agent.
@@ -96,8 +60,7 @@ pub async fn get_agent(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<AgentOut>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
-    Ok(Json(st.agent_of(&ws.id, &agent_id).await?.into()))
+    Ok(Json(agents::get(&st, &p, &ws, &agent_id).await?))
 }
 
 /// Renames an agent or changes its description.
@@ -108,31 +71,9 @@ pub async fn update_agent(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
-    body: Result<ApiJson<UpdateAgent>, ApiError>,
+    b: JsonBody<UpdateAgent>,
 ) -> ApiResult<Json<AgentOut>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let ApiJson(body) = body?;
-    if body.name.is_none() && body.description.is_none() {
-        return Err(Error::invalid("body", "nothing to change: give a new name or description").into());
-    }
-    let name = body.name.as_deref().map(|n| validate::display_name("name", n)).transpose()?;
-    if let Some(d) = &body.description {
-        validate::description(d)?;
-    }
-    let _w = st.write_lock.lock().await;
-    let mut agent = st.agent_of(&ws.id, &agent_id).await?;
-    if let Some(n) = name {
-        agent.name = n;
-    }
-    if let Some(d) = body.description {
-        agent.description = d;
-    }
-    agent.updated_at = now_millis();
-    let audit = AuditEvent::new(agent.updated_at, &ws.id, p.actor(), Action::AgentUpdate, Outcome::Success)
-        .agent(&agent.id)
-        .target(&agent.id);
-    st.store.update_agent(&agent, &audit).await?;
-    Ok(Json(agent.into()))
+    Ok(Json(agents::update(&st, &p, &ws, &agent_id, body(b)).await?))
 }
 
 /// Deletes an agent; its grants and its place in API key scopes go with it.
@@ -144,16 +85,7 @@ pub async fn delete_agent(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let _w = st.write_lock.lock().await;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::AgentDelete, Outcome::Success)
-        .agent(&agent.id)
-        .target(&agent.id);
-    st.store.delete_agent(&ws.id, &agent.id, &audit).await?;
-    st.model.remove_agent(&ws.id, &agent.id);
-    st.runtime.forget_agent(&agent.id);
-    st.refresh_gauges();
+    agents::delete(&st, &p, &ws, &agent_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -179,19 +111,5 @@ pub async fn agent_secrets(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<List<AgentSecretOut>>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ViewAgentSecrets)?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let secrets = st.store.list_secrets(&ws.id).await?;
-    let items = secrets
-        .into_iter()
-        .filter(|s| s.agents.contains(&agent.id))
-        .map(|s| AgentSecretOut {
-            snippet: format!("conv.utils.get_secret('{}')", s.name),
-            name: s.name,
-            description: s.description,
-            kind: s.kind.into(),
-            keys: s.keys,
-        })
-        .collect::<Vec<_>>();
-    Ok(Json(items.into()))
+    Ok(Json(agents::secrets(&st, &p, &ws, &agent_id).await?.into()))
 }

@@ -1,22 +1,18 @@
 //! An agent's Python functions: definitions over the API. The code is checked by the host's
 //! Python before it is stored (it compiles, and it defines `def <name>(conv, <params>...)`).
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{FUNCTION_PREFIX, Function, FunctionParam, ParamType, Perm};
-use agentvault_core::{Error, Result, validate};
+use agentvault_core::model::Function;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::List;
-use crate::auth::{Auth, new_id};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
-use crate::{AppState, Json, now_millis, rfc3339};
-
-/// The wall-clock limits a function may ask for, in milliseconds.
-const TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
+use crate::auth::Auth;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{ApiPath, JsonBody, body};
+use crate::service::functions;
+use crate::{AppState, Json, rfc3339};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
@@ -90,66 +86,6 @@ impl From<Function> for FunctionOut {
     }
 }
 
-/// Checks everything but the code's meaning; returns the parameters.
-fn check_definition(
-    description: &str,
-    params: Vec<ParamBody>,
-    code: &str,
-    timeout_ms: Option<u32>,
-) -> Result<Vec<FunctionParam>> {
-    if description.trim().is_empty() {
-        return Err(Error::invalid("description", "describe when the LLM should call this function"));
-    }
-    validate::description(description)?;
-    if params.len() > validate::FUNCTION_PARAMS_MAX {
-        return Err(Error::invalid(
-            "parameters",
-            format!("{} parameters given; the limit is {}", params.len(), validate::FUNCTION_PARAMS_MAX),
-        ));
-    }
-    let mut out: Vec<FunctionParam> = Vec::with_capacity(params.len());
-    for p in params {
-        validate::python_name("parameters", "parameter name", &p.name)?;
-        if p.name == "conv" {
-            return Err(Error::invalid(
-                "parameters",
-                "conv is the conversation, always the first argument; it is not an LLM parameter",
-            ));
-        }
-        if out.iter().any(|q| q.name == p.name) {
-            return Err(Error::invalid("parameters", format!("the parameter {} is declared twice", p.name)));
-        }
-        validate::description(&p.description).map_err(|e| e.with_field("parameters"))?;
-        let kind = ParamType::parse(&p.kind).ok_or_else(|| {
-            Error::invalid("parameters", format!("the type of {} must be string, number, integer or boolean", p.name))
-        })?;
-        out.push(FunctionParam { name: p.name, description: p.description, kind });
-    }
-    if code.trim().is_empty() {
-        return Err(Error::invalid("code", "the function definition is empty"));
-    }
-    if code.len() > validate::FUNCTION_CODE_MAX_BYTES {
-        return Err(Error::too_large(
-            "code_too_large",
-            format!("the code is {} bytes; the limit is {}", code.len(), validate::FUNCTION_CODE_MAX_BYTES),
-        )
-        .with_field("code"));
-    }
-    if let Some(t) = timeout_ms.filter(|t| !TIMEOUT_MS.contains(t)) {
-        return Err(Error::invalid("timeout_ms", format!("timeout_ms is {t}; it must be between 100 and 60000")));
-    }
-    Ok(out)
-}
-
-async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<()> {
-    let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-    agentvault_runtime::check_function(code, name, &names).await
-}
-
-fn function_not_found(name: &str) -> Error {
-    Error::not_found("function_not_found", format!("this agent has no function named '{}'", name.escape_default()))
-}
-
 /// An agent's functions.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", tag = "functions",
     params(("ws" = String, Path), ("agent_id" = String, Path)),
@@ -159,10 +95,7 @@ pub async fn list_functions(
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<List<FunctionOut>>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let functions = st.store.list_functions(&ws.id, &agent.id).await?;
-    Ok(Json(functions.into_iter().map(FunctionOut::from).collect::<Vec<_>>().into()))
+    Ok(Json(functions::list(&st, &p, &ws, &agent_id).await?.into()))
 }
 
 /// Creates a function; the code must compile and define the named function.
@@ -174,36 +107,9 @@ pub async fn create_function(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
-    body: Result<ApiJson<CreateFunction>, ApiError>,
+    b: JsonBody<CreateFunction>,
 ) -> ApiResult<(StatusCode, Json<FunctionOut>)> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let ApiJson(body) = body?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    validate::python_name("name", "function name", &body.name)?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &body.name, &params).await?;
-    let now = now_millis();
-    let function = Function {
-        id: new_id(FUNCTION_PREFIX)?,
-        workspace_id: ws.id.clone(),
-        agent_id: agent.id.clone(),
-        name: body.name,
-        description: body.description,
-        parameters: params,
-        code: body.code,
-        timeout_ms: body.timeout_ms,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
-        .agent(&agent.id)
-        .target(&function.id)
-        .detail(format!("name={} version=1", function.name));
-    st.store.create_function(&function, &audit).await?;
-    // Nothing an earlier function left in the agent's workers outlives a change of its functions.
-    st.runtime.forget_agent(&agent.id);
-    Ok((StatusCode::CREATED, Json(function.into())))
+    Ok((StatusCode::CREATED, Json(functions::create(&st, &p, &ws, &agent_id, body(b)).await?)))
 }
 
 /// One function.
@@ -215,10 +121,7 @@ pub async fn get_function(
     Auth(p): Auth,
     ApiPath((ws, agent_id, name)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<FunctionOut>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ViewAgents)?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let function = st.store.get_function(&ws.id, &agent.id, &name).await?.ok_or_else(|| function_not_found(&name))?;
-    Ok(Json(function.into()))
+    Ok(Json(functions::get(&st, &p, &ws, &agent_id, &name).await?))
 }
 
 /// Replaces a function's definition (a new version).
@@ -231,31 +134,9 @@ pub async fn replace_function(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, agent_id, name)): ApiPath<(String, String, String)>,
-    body: Result<ApiJson<ReplaceFunction>, ApiError>,
+    b: JsonBody<ReplaceFunction>,
 ) -> ApiResult<Json<FunctionOut>> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let ApiJson(body) = body?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let current = st.store.get_function(&ws.id, &agent.id, &name).await?.ok_or_else(|| function_not_found(&name))?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &current.name, &params).await?;
-    let now = now_millis();
-    let function = Function {
-        description: body.description,
-        parameters: params,
-        code: body.code,
-        timeout_ms: body.timeout_ms,
-        version: current.version + 1,
-        updated_at: now,
-        ..current
-    };
-    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionUpdate, Outcome::Success)
-        .agent(&agent.id)
-        .target(&function.id)
-        .detail(format!("name={} version={}", function.name, function.version));
-    st.store.update_function(&function, &audit).await?;
-    st.runtime.forget_agent(&agent.id);
-    Ok(Json(function.into()))
+    Ok(Json(functions::replace(&st, &p, &ws, &agent_id, &name, body(b)).await?))
 }
 
 /// Deletes a function.
@@ -267,12 +148,6 @@ pub async fn delete_function(
     Auth(p): Auth,
     ApiPath((ws, agent_id, name)): ApiPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ws = st.workspace_for(&p, &ws, Perm::ManageAgents)?;
-    let agent = st.agent_of(&ws.id, &agent_id).await?;
-    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionDelete, Outcome::Success)
-        .agent(&agent.id)
-        .detail(format!("name={name}"));
-    st.store.delete_function(&ws.id, &agent.id, &name, &audit).await?;
-    st.runtime.forget_agent(&agent.id);
+    functions::delete(&st, &p, &ws, &agent_id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

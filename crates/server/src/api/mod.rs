@@ -2,25 +2,24 @@
 
 pub mod agents;
 pub mod audit;
+pub mod auth;
 pub mod functions;
 pub mod invoke;
 pub mod keys;
+pub mod me;
+pub mod members;
 pub mod ops;
-pub mod people;
 pub mod read;
 pub mod secrets;
 pub mod workspaces;
 
 use std::collections::HashMap;
 
-use agentvault_core::model::{
-    Agent, ApiKeyMeta, KeyScope, Millis, Perm, Principal, SecretMeta, SecretVersionMeta, Workspace,
-};
-use agentvault_core::{Error, Result, validate};
+use agentvault_core::model::{Agent, ApiKeyMeta, KeyScope, Millis, SecretMeta, SecretVersionMeta, Workspace};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{AppState, rfc3339};
+use crate::rfc3339;
 
 /// A list response.
 #[derive(Serialize, ToSchema)]
@@ -207,40 +206,4 @@ impl ApiKeyOut {
             created_by: k.created_by,
         }
     }
-}
-
-/// Checks a list of agent ids: well-formed, de-duplicated, sorted.
-pub fn agent_list(field: &'static str, agents: Vec<String>) -> Result<Vec<String>> {
-    let mut agents = agents;
-    for a in &agents {
-        validate::id_with_prefix(field, agentvault_core::model::AGENT_PREFIX, a)?;
-    }
-    agents.sort();
-    agents.dedup();
-    Ok(agents)
-}
-
-impl AppState {
-    /// The workspace a request targets, once the caller is known to see it (404 otherwise) and
-    /// to hold `perm` in it (403 otherwise). API keys are refused first: they manage nothing.
-    pub fn workspace_for(&self, principal: &Principal, ws: &str, perm: Perm) -> Result<Workspace> {
-        if let Principal::ApiKey { workspace_id, .. } = principal {
-            principal.require(workspace_id, perm)?;
-        }
-        let workspace = self.visible_workspace(principal, ws)?;
-        principal.require(&workspace.id, perm)?;
-        Ok(workspace)
-    }
-
-    /// The workspace if the caller may see it; 404 otherwise (existence is not revealed).
-    pub fn visible_workspace(&self, principal: &Principal, ws: &str) -> Result<Workspace> {
-        self.model.workspace(ws).filter(|w| principal.sees_workspace(&w.id)).ok_or_else(|| {
-            Error::not_found("workspace_not_found", format!("no workspace {} exists", ws.escape_default()))
-        })
-    }
-}
-
-/// A secret name from a URL, checked against the naming rule.
-pub fn secret_name_param(name: &str) -> Result<()> {
-    validate::secret_name(name)
 }

@@ -1,9 +1,7 @@
-//! The agent read path: what `conv.utils.get_secret` uses outside the built-in runtime. Served
-//! from the read model; the only database work is the (group-committed) audit append.
+//! The agent read path: what `conv.utils.get_secret` uses outside the built-in runtime. The
+//! policy is [`crate::service::read`]'s, shared with functions run by the built-in runtime.
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Actor};
-use agentvault_core::{Error, SecretValue, validate};
+use agentvault_core::SecretValue;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +10,7 @@ use super::{SecretType, SecretValueSchema};
 use crate::auth::Authorization;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::ApiPath;
+use crate::service::read;
 use crate::{AppState, Json, now_millis};
 
 #[derive(Serialize, ToSchema)]
@@ -42,41 +41,5 @@ pub async fn read_secret(
         Ok(key) => key,
         Err(e) => return Err(st.refuse_personal_token(auth.as_ref(), e, now).await.into()),
     };
-    let ws = key.meta.workspace_id.as_str();
-    let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
-    let name_ok = validate::secret_name(&name).is_ok();
-    // Only well-formed names and ids go into the log.
-    let event = |outcome: Outcome, detail: String| {
-        let mut e =
-            AuditEvent::new(now, ws, Actor::ApiKey(key.meta.id.clone()), Action::SecretRead, outcome).detail(detail);
-        if name_ok {
-            e = e.secret(&name);
-        }
-        if agent_ok {
-            e = e.agent(&agent_id);
-        }
-        e
-    };
-    let deny = async |outcome: Outcome, err: Error, metric: &'static str| {
-        st.metrics.read(metric);
-        st.audit.append_nowait(event(outcome, err.code.to_string()));
-        err
-    };
-
-    if let Err(e) = validate::secret_name(&name) {
-        return Err(deny(Outcome::Invalid, e, "invalid").await.into());
-    }
-    if !key.meta.scope.covers(&agent_id) || !st.model.agent_in(ws, &agent_id) {
-        return Err(deny(Outcome::Denied, Error::missing_access(&agent_id, &name), "denied").await.into());
-    }
-    let Some(entry) = st.model.secret(ws, &name) else {
-        return Err(deny(Outcome::NotFound, Error::secret_not_found(&name), "not_found").await.into());
-    };
-    if !entry.access.contains(&agent_id) {
-        return Err(deny(Outcome::Denied, Error::missing_access(&agent_id, &name), "denied").await.into());
-    }
-    let value = st.open(&entry)?;
-    st.audit.append(event(Outcome::Success, format!("version={}", entry.version))).await?;
-    st.metrics.read("allowed");
-    Ok(Json(AgentReadOut { name, kind: entry.kind.into(), value }))
+    Ok(Json(read::read_with_key(&st, &key, agent_id, name).await?))
 }

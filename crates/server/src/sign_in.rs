@@ -1,7 +1,8 @@
-//! What signing in needs: password hashing, the login rate limiter, session cookies and CSRF
-//! tokens.
+//! What signing in needs: password hashing, the login rate limiter and the client address it
+//! counts by, session cookies and CSRF tokens.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,8 @@ use agentvault_core::{Error, ErrorKind, Result};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::http::{HeaderMap, HeaderValue, header};
 use zeroize::Zeroizing;
+
+use crate::AppState;
 
 /// The cookie that carries a console session token.
 pub const SESSION_COOKIE: &str = "av_session";
@@ -213,6 +216,35 @@ pub fn rate_limited(secs: u64) -> Error {
     e
 }
 
+impl AppState {
+    /// The client address for rate limiting: the peer, or the nearest `X-Forwarded-For` entry
+    /// when agentvault is configured to trust its reverse proxy.
+    pub fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        if self.options.trust_forwarded_for
+            && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+            && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|s| !s.is_empty())
+        {
+            return last.parse::<std::net::IpAddr>().map(client_key).unwrap_or_else(|_| last.to_owned());
+        }
+        peer.map(|p| client_key(p.ip())).unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// The key a client is rate-limited by: its IPv4 address, or the /64 network of its IPv6 address
+/// (one host usually holds a whole /64, and would otherwise get a fresh budget per address).
+fn client_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +303,22 @@ mod tests {
         assert!(
             s.contains("HttpOnly") && s.contains("SameSite=Lax") && s.contains("Secure") && s.contains("Max-Age=60")
         );
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::client_key;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_network() {
+        let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        let b = client_key("2001:db8:1:2:ffff:1:2:3".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        let c = client_key("2001:db8:1:3::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(client_key("::ffff:192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
+        assert_eq!(client_key("192.0.2.7".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST.into())), "192.0.2.7");
     }
 }

@@ -1,0 +1,123 @@
+//! The Agents pages: the list, one agent, and the Function Editor.
+
+use agentvault_core::model::Perm;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::{Chrome, OrRefuse, PageResult, Viewer, render};
+use crate::AppState;
+use crate::api::AgentOut;
+use crate::api::agents::AgentSecretOut;
+use crate::api::functions::{FunctionOut, ParamBody};
+use crate::service::{agents, functions};
+
+#[derive(Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agents: Vec<AgentOut>,
+}
+
+pub(super) async fn agents_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
+    let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
+    Ok(render(StatusCode::OK, &AgentsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents }))
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agent: AgentOut,
+    functions: Vec<FunctionOut>,
+    secrets: Vec<AgentSecretOut>,
+}
+
+pub(super) async fn agent_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id)): Path<(String, String)>,
+    v: Viewer,
+) -> PageResult {
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
+    let p = &v.principal;
+    let agent = agents::get(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    let functions = functions::list(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    let secrets = agents::secrets(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    Ok(render(StatusCode::OK, &AgentPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agent, functions, secrets }))
+}
+
+#[derive(Template)]
+#[template(path = "function.html")]
+struct FunctionPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agent: AgentOut,
+    /// None for a new function.
+    function: Option<FunctionOut>,
+    name: String,
+    description: String,
+    parameters: Vec<ParamBody>,
+    code: String,
+    timeout_ms: String,
+    secrets: Vec<AgentSecretOut>,
+}
+
+const NEW_FUNCTION_CODE: &str =
+    "def my_function(conv: Conversation):\n    # key = conv.utils.get_secret('stripe_api_key')\n    return \"Done\"\n";
+
+async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, name: Option<String>) -> PageResult {
+    let chrome = v.open(&ws, "agents", Perm::ViewAgents)?;
+    let p = &v.principal;
+    let agent = agents::get(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    let secrets = agents::secrets(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    let function = match name {
+        Some(name) => Some(functions::get(&st, p, &ws, &agent_id, &name).await.or_refuse(&chrome)?),
+        None => None,
+    };
+    let page = match &function {
+        Some(f) => FunctionPage {
+            name: f.name.clone(),
+            description: f.description.clone(),
+            parameters: f.parameters.clone(),
+            code: f.code.clone(),
+            timeout_ms: f.timeout_ms.map(|t| t.to_string()).unwrap_or_default(),
+            function,
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            agent,
+            secrets,
+        },
+        None => FunctionPage {
+            name: String::new(),
+            description: String::new(),
+            parameters: Vec::new(),
+            code: NEW_FUNCTION_CODE.to_owned(),
+            timeout_ms: String::new(),
+            function: None,
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            agent,
+            secrets,
+        },
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+pub(super) async fn new_function_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id)): Path<(String, String)>,
+    v: Viewer,
+) -> PageResult {
+    function_editor(st, v, ws, agent_id, None).await
+}
+
+pub(super) async fn function_page(
+    State(st): State<AppState>,
+    Path((ws, agent_id, name)): Path<(String, String, String)>,
+    v: Viewer,
+) -> PageResult {
+    function_editor(st, v, ws, agent_id, Some(name)).await
+}

@@ -1,0 +1,96 @@
+//! The Secrets pages: the list, a new secret, one secret with its access list and versions.
+
+use agentvault_core::model::Perm;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::{Chrome, OrRefuse, PageResult, Viewer, render};
+use crate::AppState;
+use crate::api::{AgentOut, SecretOut, VersionOut};
+use crate::service::{agents, secrets};
+
+/// A row of the Secrets table.
+pub struct SecretRow {
+    pub s: SecretOut,
+    pub kind: &'static str,
+    pub agents: usize,
+}
+
+#[derive(Template)]
+#[template(path = "secrets.html")]
+struct SecretsPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    secrets: Vec<SecretRow>,
+}
+
+fn kind_label(s: &SecretOut) -> &'static str {
+    if s.keys.is_some() { "Key/value pairs" } else { "Single value" }
+}
+
+pub(super) async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
+    let secrets = secrets::list(&st, &v.principal, &ws)
+        .await
+        .or_refuse(&chrome)?
+        .into_iter()
+        .map(|s| SecretRow { kind: kind_label(&s), agents: s.agents.len(), s })
+        .collect();
+    Ok(render(StatusCode::OK, &SecretsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), secrets }))
+}
+
+#[derive(Template)]
+#[template(path = "secret_new.html")]
+struct NewSecretPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    agents: Vec<AgentOut>,
+}
+
+pub(super) async fn new_secret_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
+    let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
+    Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents }))
+}
+
+/// An agent with whether it may read the secret shown.
+pub struct AccessRow {
+    pub agent: AgentOut,
+    pub granted: bool,
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    chrome: Option<Chrome>,
+    ws: String,
+    secret: SecretOut,
+    kind: &'static str,
+    access: Vec<AccessRow>,
+    versions: Vec<VersionOut>,
+}
+
+pub(super) async fn secret_page(
+    State(st): State<AppState>,
+    Path((ws, name)): Path<(String, String)>,
+    v: Viewer,
+) -> PageResult {
+    let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
+    let p = &v.principal;
+    let secret = secrets::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let agents = agents::list(&st, p, &ws).await.or_refuse(&chrome)?;
+    let versions = secrets::versions(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let access = agents.into_iter().map(|a| AccessRow { granted: secret.agents.contains(&a.id), agent: a }).collect();
+    Ok(render(
+        StatusCode::OK,
+        &SecretPage {
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            kind: kind_label(&secret),
+            secret,
+            access,
+            versions,
+        },
+    ))
+}

@@ -1,0 +1,353 @@
+//! An agent's Python functions: their definitions, checked by the host's Python before they are
+//! stored (the code compiles, and it defines `def <name>(conv, <params>...)`), and their
+//! invocations.
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{FUNCTION_PREFIX, Function, FunctionParam, ParamType, Perm, Principal};
+use agentvault_core::{Error, Result, validate};
+use agentvault_runtime::Invocation;
+use serde_json::{Map, Value, json};
+
+use super::Body;
+use super::read::FunctionReads;
+use crate::api::functions::{CreateFunction, FunctionOut, ParamBody, ReplaceFunction};
+use crate::api::invoke::{ConversationIn, InvokeBody, InvokeErrorOut, InvokeOut, LogOut};
+use crate::auth::new_id;
+use crate::{AppState, now_millis};
+
+/// The wall-clock limits a function may ask for, in milliseconds.
+const TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
+/// Prefix of invocation ids.
+pub const INVOCATION_PREFIX: &str = "inv_";
+/// Prefix of conversation ids made up for invocations that name none.
+pub const CONVERSATION_PREFIX: &str = "conv_";
+const ENVS: [&str; 3] = ["sandbox", "pre-release", "live"];
+const CONVERSATION_ID_MAX: usize = 128;
+
+/// Checks everything but the code's meaning; returns the parameters.
+fn check_definition(
+    description: &str,
+    params: Vec<ParamBody>,
+    code: &str,
+    timeout_ms: Option<u32>,
+) -> Result<Vec<FunctionParam>> {
+    if description.trim().is_empty() {
+        return Err(Error::invalid("description", "describe when the LLM should call this function"));
+    }
+    validate::description(description)?;
+    if params.len() > validate::FUNCTION_PARAMS_MAX {
+        return Err(Error::invalid(
+            "parameters",
+            format!("{} parameters given; the limit is {}", params.len(), validate::FUNCTION_PARAMS_MAX),
+        ));
+    }
+    let mut out: Vec<FunctionParam> = Vec::with_capacity(params.len());
+    for p in params {
+        validate::python_name("parameters", "parameter name", &p.name)?;
+        if p.name == "conv" {
+            return Err(Error::invalid(
+                "parameters",
+                "conv is the conversation, always the first argument; it is not an LLM parameter",
+            ));
+        }
+        if out.iter().any(|q| q.name == p.name) {
+            return Err(Error::invalid("parameters", format!("the parameter {} is declared twice", p.name)));
+        }
+        validate::description(&p.description).map_err(|e| e.with_field("parameters"))?;
+        let kind = ParamType::parse(&p.kind).ok_or_else(|| {
+            Error::invalid("parameters", format!("the type of {} must be string, number, integer or boolean", p.name))
+        })?;
+        out.push(FunctionParam { name: p.name, description: p.description, kind });
+    }
+    if code.trim().is_empty() {
+        return Err(Error::invalid("code", "the function definition is empty"));
+    }
+    if code.len() > validate::FUNCTION_CODE_MAX_BYTES {
+        return Err(Error::too_large(
+            "code_too_large",
+            format!("the code is {} bytes; the limit is {}", code.len(), validate::FUNCTION_CODE_MAX_BYTES),
+        )
+        .with_field("code"));
+    }
+    if let Some(t) = timeout_ms.filter(|t| !TIMEOUT_MS.contains(t)) {
+        return Err(Error::invalid("timeout_ms", format!("timeout_ms is {t}; it must be between 100 and 60000")));
+    }
+    Ok(out)
+}
+
+async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<()> {
+    let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+    agentvault_runtime::check_function(code, name, &names).await
+}
+
+fn function_not_found(name: &str) -> Error {
+    Error::not_found("function_not_found", format!("this agent has no function named '{}'", name.escape_default()))
+}
+
+/// An agent's functions.
+pub async fn list(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> Result<Vec<FunctionOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let functions = st.store.list_functions(&ws.id, &agent.id).await?;
+    Ok(functions.into_iter().map(FunctionOut::from).collect())
+}
+
+/// Creates a function; the code must compile and define the named function.
+pub async fn create(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    body: Body<CreateFunction>,
+) -> Result<FunctionOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageAgents)?;
+    let body = body?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    validate::python_name("name", "function name", &body.name)?;
+    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    check_code(&body.code, &body.name, &params).await?;
+    let now = now_millis();
+    let function = Function {
+        id: new_id(FUNCTION_PREFIX)?,
+        workspace_id: ws.id.clone(),
+        agent_id: agent.id.clone(),
+        name: body.name,
+        description: body.description,
+        parameters: params,
+        code: body.code,
+        timeout_ms: body.timeout_ms,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
+        .agent(&agent.id)
+        .target(&function.id)
+        .detail(format!("name={} version=1", function.name));
+    st.store.create_function(&function, &audit).await?;
+    // Nothing an earlier function left in the agent's workers outlives a change of its functions.
+    st.runtime.forget_agent(&agent.id);
+    Ok(function.into())
+}
+
+/// One function.
+pub async fn get(st: &AppState, p: &Principal, ws: &str, agent_id: &str, name: &str) -> Result<FunctionOut> {
+    let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let function = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
+    Ok(function.into())
+}
+
+/// Replaces a function's definition (a new version).
+pub async fn replace(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    name: &str,
+    body: Body<ReplaceFunction>,
+) -> Result<FunctionOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageAgents)?;
+    let body = body?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let current = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
+    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    check_code(&body.code, &current.name, &params).await?;
+    let now = now_millis();
+    let function = Function {
+        description: body.description,
+        parameters: params,
+        code: body.code,
+        timeout_ms: body.timeout_ms,
+        version: current.version + 1,
+        updated_at: now,
+        ..current
+    };
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionUpdate, Outcome::Success)
+        .agent(&agent.id)
+        .target(&function.id)
+        .detail(format!("name={} version={}", function.name, function.version));
+    st.store.update_function(&function, &audit).await?;
+    st.runtime.forget_agent(&agent.id);
+    Ok(function.into())
+}
+
+/// Deletes a function.
+pub async fn delete(st: &AppState, p: &Principal, ws: &str, agent_id: &str, name: &str) -> Result<()> {
+    let ws = st.workspace_for(p, ws, Perm::ManageAgents)?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionDelete, Outcome::Success)
+        .agent(&agent.id)
+        .detail(format!("name={name}"));
+    st.store.delete_function(&ws.id, &agent.id, name, &audit).await?;
+    st.runtime.forget_agent(&agent.id);
+    Ok(())
+}
+
+/// Runs a function with arguments and a conversation. The function's `get_secret` calls are
+/// answered for its agent by the agent-read policy ([`super::read`]).
+pub async fn invoke(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    name: &str,
+    body: Body<InvokeBody>,
+) -> Result<InvokeOut> {
+    let ws = match p {
+        Principal::ApiKey { scope, .. } => {
+            let ws = st.visible_workspace(p, ws)?;
+            if !scope.covers(agent_id) {
+                return Err(Error::forbidden(format!(
+                    "this API key is not scoped to agent {}; use a key for that agent",
+                    agent_id.escape_default()
+                )));
+            }
+            ws
+        }
+        _ => st.workspace_for(p, ws, Perm::InvokeFunctions)?,
+    };
+    let body = body?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let generation = st.runtime.generation();
+    let function = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
+    check_args(&function, &body.args)?;
+    let conversation = conversation(body.conversation)?;
+    let invocation_id = new_id(INVOCATION_PREFIX)?;
+    let conversation_id = conversation["id"].as_str().unwrap_or_default().to_owned();
+
+    let source = FunctionReads {
+        st: st.clone(),
+        workspace_id: ws.id.clone(),
+        agent_id: agent.id.clone(),
+        context: format!("function={} function_version={} invocation={invocation_id}", function.name, function.version),
+        invocation_id: invocation_id.clone(),
+    };
+    let inv = Invocation {
+        id: &invocation_id,
+        workspace_id: &ws.id,
+        agent_id: &agent.id,
+        function: &function.name,
+        version: function.version,
+        code: &function.code,
+        args: body.args,
+        conversation,
+        timeout: function.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        generation,
+    };
+    let outcome = st.runtime.invoke(inv, &source).await?;
+    let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
+    let mut detail = format!("function={} version={} duration_ms={duration_ms:.1}", function.name, function.version);
+    if let Some(e) = &outcome.error {
+        detail.push_str(&format!(" error={}", audit_name(&e.kind)));
+    }
+    let audit_outcome = if outcome.error.is_some() { Outcome::Failed } else { Outcome::Success };
+    st.audit.append_nowait(
+        AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionInvoke, audit_outcome)
+            .agent(&agent.id)
+            .target(&invocation_id)
+            .detail(detail),
+    );
+    Ok(InvokeOut {
+        invocation_id,
+        conversation_id,
+        result: outcome.result,
+        state: outcome.state,
+        utterances: outcome.utterances,
+        logs: outcome
+            .logs
+            .into_iter()
+            .map(|l| LogOut { level: l.level, content: l.content, is_pii: l.is_pii })
+            .collect(),
+        error: outcome.error.map(|e| InvokeErrorOut { kind: e.kind, message: e.message, traceback: e.traceback }),
+        truncated: outcome.truncated,
+        duration_ms,
+        cold: outcome.cold,
+        sandboxed: st.runtime.sandboxed().unwrap_or(false),
+    })
+}
+
+/// An error type as the audit log gets it: a name of `[A-Za-z0-9_.]{1,64}`, or `Error` (the
+/// function chose its exception's name, which may carry anything).
+fn audit_name(kind: &str) -> &str {
+    let plain =
+        (1..=64).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if plain { kind } else { "Error" }
+}
+
+/// Every argument is a declared parameter of the declared type.
+fn check_args(function: &Function, args: &Map<String, Value>) -> Result<()> {
+    for (name, value) in args {
+        let field = format!("args.{name}");
+        let Some(param) = function.parameters.iter().find(|p| &p.name == name) else {
+            let declared: Vec<&str> = function.parameters.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} has no parameter '{}'; its parameters are: {}",
+                    function.name,
+                    name.escape_default(),
+                    if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                ),
+            ));
+        };
+        let ok = match param.kind {
+            ParamType::String => value.is_string(),
+            ParamType::Number => value.is_number(),
+            ParamType::Integer => value.is_i64() || value.is_u64(),
+            ParamType::Boolean => value.is_boolean(),
+        };
+        if !ok {
+            return Err(Error::invalid(
+                field,
+                format!("{name} must be {} ({}), not {}", article(param.kind), param.kind.as_str(), json_type(value)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn article(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "a string",
+        ParamType::Number => "a number",
+        ParamType::Integer => "a whole number",
+        ParamType::Boolean => "true or false",
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number with a fraction",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The conversation as the worker gets it: `{id, env, state}`.
+fn conversation(c: ConversationIn) -> Result<Value> {
+    let id = match c.id {
+        Some(id) => {
+            if id.is_empty() || id.len() > CONVERSATION_ID_MAX || id.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "conversation.id",
+                    format!("a conversation id is 1 to {CONVERSATION_ID_MAX} printable characters"),
+                ));
+            }
+            id
+        }
+        None => new_id(CONVERSATION_PREFIX)?,
+    };
+    let env = c.env.unwrap_or_else(|| "sandbox".to_owned());
+    if !ENVS.contains(&env.as_str()) {
+        return Err(Error::invalid(
+            "conversation.env",
+            format!("env is '{}'; it must be sandbox, pre-release or live", env.escape_default()),
+        ));
+    }
+    Ok(json!({"id": id, "env": env, "state": c.state.unwrap_or_default()}))
+}

@@ -1,0 +1,148 @@
+//! The agent-read policy: whether an agent may read a secret now, with the audit record and the
+//! metric of every attempt. One policy serves both ways an agent reads: the HTTP read path
+//! (`GET /api/v1/agents/{agent_id}/secrets/{name}`, with an API key) and `conv.utils.get_secret`
+//! in a function run by the built-in runtime.
+//!
+//! Everything comes from the read model; the only database work is the (group-committed) audit
+//! append, which is durable before a value is handed over.
+
+use std::sync::Arc;
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{AGENT_PREFIX, Actor};
+use agentvault_core::{Error, ErrorKind, Result, SecretValue, validate};
+use agentvault_runtime::{SecretAnswer, SecretSource};
+
+use crate::AppState;
+use crate::api::read::AgentReadOut;
+use crate::now_millis;
+use crate::read_model::{KeyEntry, SecretEntry};
+
+/// Who reads, as the policy needs to know it.
+pub struct AgentRead<'a> {
+    pub workspace_id: &'a str,
+    pub agent_id: &'a str,
+    /// Whether the credential acts for the agent (an API key's scope covers it).
+    pub credential_covers_agent: bool,
+    /// The audit record of an attempt, from its outcome and detail: the error code of a refusal,
+    /// or `version=N` of the value read.
+    pub audit: &'a (dyn Fn(Outcome, String) -> AuditEvent + Send + Sync),
+}
+
+/// Reads the current value of secret `name` for an agent, or refuses: a malformed name
+/// (`invalid`), an agent the credential does not act for or that no longer exists, or without
+/// access (`denied`), a secret that does not exist (`not_found`). Every attempt is audited and
+/// counted; a value is returned only once its audit record is durable.
+pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<(Arc<SecretEntry>, SecretValue)> {
+    let deny = |outcome: Outcome, err: Error, metric: &'static str| {
+        st.metrics.read(metric);
+        st.audit.append_nowait((r.audit)(outcome, err.code.to_string()));
+        err
+    };
+    if let Err(e) = validate::secret_name(name) {
+        return Err(deny(Outcome::Invalid, e, "invalid"));
+    }
+    if !r.credential_covers_agent || !st.model.agent_in(r.workspace_id, r.agent_id) {
+        return Err(deny(Outcome::Denied, Error::missing_access(r.agent_id, name), "denied"));
+    }
+    let Some(entry) = st.model.secret(r.workspace_id, name) else {
+        return Err(deny(Outcome::NotFound, Error::secret_not_found(name), "not_found"));
+    };
+    if !entry.access.contains(r.agent_id) {
+        return Err(deny(Outcome::Denied, Error::missing_access(r.agent_id, name), "denied"));
+    }
+    let value = st.open(&entry)?;
+    st.audit.append((r.audit)(Outcome::Success, format!("version={}", entry.version))).await?;
+    st.metrics.read("allowed");
+    Ok((entry, value))
+}
+
+/// A read over HTTP by an agent with an (authenticated) API key.
+pub async fn read_with_key(st: &AppState, key: &KeyEntry, agent_id: String, name: String) -> Result<AgentReadOut> {
+    let now = now_millis();
+    let ws = key.meta.workspace_id.as_str();
+    let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
+    let name_ok = validate::secret_name(&name).is_ok();
+    // Only well-formed names and ids go into the log.
+    let audit = |outcome: Outcome, detail: String| {
+        let mut e =
+            AuditEvent::new(now, ws, Actor::ApiKey(key.meta.id.clone()), Action::SecretRead, outcome).detail(detail);
+        if name_ok {
+            e = e.secret(&name);
+        }
+        if agent_ok {
+            e = e.agent(&agent_id);
+        }
+        e
+    };
+    let reader = AgentRead {
+        workspace_id: ws,
+        agent_id: &agent_id,
+        credential_covers_agent: key.meta.scope.covers(&agent_id),
+        audit: &audit,
+    };
+    let (entry, value) = agent_read(st, &reader, &name).await?;
+    Ok(AgentReadOut { name, kind: entry.kind.into(), value })
+}
+
+/// Answers one invocation's `get_secret` calls for its agent, audited as reads by the agent.
+pub struct FunctionReads {
+    pub st: AppState,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub invocation_id: String,
+    /// The function and invocation, appended to every record's detail.
+    pub context: String,
+}
+
+impl FunctionReads {
+    fn event(&self, outcome: Outcome, name: Option<&str>, detail: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(
+            now_millis(),
+            &self.workspace_id,
+            Actor::Agent(self.agent_id.clone()),
+            Action::SecretRead,
+            outcome,
+        )
+        .agent(&self.agent_id)
+        .target(&self.invocation_id)
+        .detail(format!("{detail} {}", self.context));
+        // Only well-formed names go into the log.
+        if let Some(n) = name.filter(|n| validate::secret_name(n).is_ok()) {
+            e = e.secret(n);
+        }
+        e
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretSource for FunctionReads {
+    async fn get_secret(&self, name: Option<&str>) -> SecretAnswer {
+        let Some(name) = name else {
+            self.st.metrics.read("invalid");
+            self.st.audit.append_nowait(self.event(Outcome::Invalid, None, "invalid_input"));
+            return SecretAnswer::Invalid("a secret name is a str".into());
+        };
+        let audit = |outcome: Outcome, detail: String| self.event(outcome, Some(name), &detail);
+        let reader = AgentRead {
+            workspace_id: &self.workspace_id,
+            agent_id: &self.agent_id,
+            credential_covers_agent: true,
+            audit: &audit,
+        };
+        match agent_read(&self.st, &reader, name).await {
+            Ok((_, value)) => SecretAnswer::Value(value),
+            Err(e) if e.kind == ErrorKind::InvalidInput => SecretAnswer::Invalid(e.message.into_owned()),
+            Err(e) if e.code == "missing_access" => SecretAnswer::MissingAccess,
+            Err(e) if e.code == "secret_not_found" => SecretAnswer::NotFound,
+            Err(e) if e.kind == ErrorKind::Unavailable => {
+                tracing::error!(error = %e.message, "auditing a function's secret read failed");
+                SecretAnswer::Invalid("the read cannot be audited right now, so it is refused".into())
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "opening a secret for a function failed");
+                SecretAnswer::Invalid("the secret cannot be read right now".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Secrets: metadata, versions, access lists, and the admin's reveal.
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{Binding, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
+use agentvault_core::{Error, Result, SecretValue, validate};
+use agentvault_store::{NewVersion, SecretChange};
+
+use super::{Body, agent_list, secret_name_param};
+use crate::api::secrets::{CreateSecret, RevealOut, SetAccess, UpdateSecret};
+use crate::api::{SecretOut, VersionOut};
+use crate::auth::new_id;
+use crate::{AppState, now_millis};
+
+impl AppState {
+    /// The metadata of a secret of the workspace, or 404.
+    pub async fn secret_of(&self, ws: &str, name: &str) -> Result<SecretMeta> {
+        secret_name_param(name)?;
+        self.store.get_secret(ws, name).await?.ok_or_else(|| Error::secret_not_found(name))
+    }
+
+    /// Seals an encoded value as `version` of the secret.
+    pub fn seal(&self, meta: &SecretMeta, version: u32, encoded: &[u8]) -> Result<Sealed> {
+        let binding = Binding { workspace_id: &meta.workspace_id, secret_id: &meta.id, version };
+        self.keyring.seal(binding, encoded).map_err(|e| Error::internal(format!("sealing failed: {e}")))
+    }
+}
+
+fn agents_detail(agents: &[String]) -> String {
+    if agents.is_empty() { "agents=none".into() } else { format!("agents={}", agents.join(",")) }
+}
+
+/// The secrets of a workspace: metadata only, never values.
+pub async fn list(st: &AppState, p: &Principal, ws: &str) -> Result<Vec<SecretOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let secrets = st.store.list_secrets(&ws.id).await?;
+    Ok(secrets.into_iter().map(SecretOut::from).collect())
+}
+
+/// Creates a secret (version 1) with its access list. Nothing is stored if any part is invalid.
+pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSecret>) -> Result<SecretOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let body = body?;
+    validate::secret_name(&body.name)?;
+    validate::description(&body.description)?;
+    let encoded = body.value.validate_and_encode()?;
+    let agents = agent_list("agents", body.agents)?;
+    let _w = st.write_lock.lock().await;
+    let now = now_millis();
+    let meta = SecretMeta {
+        id: new_id(SECRET_PREFIX)?,
+        workspace_id: ws.id.clone(),
+        name: body.name,
+        description: body.description,
+        kind: body.value.kind(),
+        keys: body.value.keys(),
+        version: 1,
+        agents,
+        created_at: now,
+        updated_at: now,
+    };
+    let sealed = st.seal(&meta, 1, &encoded)?;
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::SecretCreate, Outcome::Success)
+        .secret(&meta.name)
+        .target(&meta.id)
+        .detail(format!("version=1 type={} {}", meta.kind.as_str(), agents_detail(&meta.agents)));
+    st.store.create_secret(&meta, &sealed, &audit).await?;
+    st.model.put_secret(&meta, sealed);
+    st.refresh_gauges();
+    Ok(meta.into())
+}
+
+/// A secret's metadata: type, key names, access list, current version. Never the value.
+pub async fn get(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<SecretOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    Ok(st.secret_of(&ws.id, name).await?.into())
+}
+
+/// Changes the description and/or the value (a new value becomes a new version).
+pub async fn update(st: &AppState, p: &Principal, ws: &str, name: &str, body: Body<UpdateSecret>) -> Result<SecretOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let body = body?;
+    secret_name_param(name)?;
+    if body.name.is_some() {
+        return Err(Error::invalid(
+            "name",
+            "secret names are immutable because functions reference them; create a new secret and delete this one instead",
+        ));
+    }
+    if body.description.is_none() && body.value.is_none() {
+        return Err(Error::invalid("body", "nothing to change: give a new description or value"));
+    }
+    if let Some(d) = &body.description {
+        validate::description(d)?;
+    }
+    let _w = st.write_lock.lock().await;
+    let current = st.secret_of(&ws.id, name).await?;
+    let value = with_kept_pairs(st, &ws.id, name, body.value, body.keep)?;
+    let encoded = value.as_ref().map(SecretValue::validate_and_encode).transpose()?;
+    let now = now_millis();
+    let next = current.version + 1;
+    let sealed = encoded.as_ref().map(|e| st.seal(&current, next, e)).transpose()?;
+    let keys = value.as_ref().and_then(SecretValue::keys);
+    let actor = p.actor();
+    let change = SecretChange {
+        secret_id: &current.id,
+        expected_version: current.version,
+        description: body.description.as_deref(),
+        value: match (&value, &sealed) {
+            (Some(v), Some(s)) => Some(NewVersion { kind: v.kind(), keys: keys.as_deref(), sealed: s }),
+            _ => None,
+        },
+        now,
+        actor_id: actor.id(),
+    };
+    let mut detail = Vec::new();
+    if sealed.is_some() {
+        detail.push(format!("version={next}"));
+    }
+    if body.description.is_some() {
+        detail.push("description".to_owned());
+    }
+    let audit = AuditEvent::new(now, &ws.id, actor.clone(), Action::SecretUpdate, Outcome::Success)
+        .secret(name)
+        .target(&current.id)
+        .detail(detail.join(" "));
+    let meta = st.store.update_secret(&ws.id, &change, &audit).await?;
+    st.model.update_secret(&meta, sealed);
+    Ok(meta.into())
+}
+
+/// A key/value value with the current values of the `keep` keys added.
+fn with_kept_pairs(
+    st: &AppState,
+    ws: &str,
+    name: &str,
+    value: Option<SecretValue>,
+    keep: Vec<String>,
+) -> Result<Option<SecretValue>> {
+    if keep.is_empty() {
+        return Ok(value);
+    }
+    let Some(SecretValue::Kv(given)) = &value else {
+        return Err(Error::invalid(
+            "keep",
+            "keep goes with a key/value value: the pairs to change, and the keys to keep",
+        ));
+    };
+    let mut pairs = given.clone();
+    let entry = st.model.secret(ws, name).ok_or_else(|| Error::secret_not_found(name))?;
+    let current = st.open(&entry)?;
+    let SecretValue::Kv(old) = &current else {
+        return Err(Error::invalid("keep", "the current value is a single value; there are no pairs to keep"));
+    };
+    for key in keep {
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Err(Error::invalid(
+                "keep",
+                format!("key '{}' is both given a new value and kept", key.escape_default()),
+            ));
+        }
+        let (k, v) = old.iter().find(|(k, _)| *k == key).ok_or_else(|| {
+            Error::invalid("keep", format!("the current value has no key '{}' to keep", key.escape_default()))
+        })?;
+        pairs.push((k.clone(), v.clone()));
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(SecretValue::Kv(pairs)))
+}
+
+/// Replaces the list of agents allowed to read the secret; effective on the next read.
+pub async fn set_access(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    name: &str,
+    body: Body<SetAccess>,
+) -> Result<SecretOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let body = body?;
+    secret_name_param(name)?;
+    let agents = agent_list("agents", body.agents)?;
+    let _w = st.write_lock.lock().await;
+    let current = st.secret_of(&ws.id, name).await?;
+    let now = now_millis();
+    let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::SecretAccessSet, Outcome::Success)
+        .secret(name)
+        .target(&current.id)
+        .detail(agents_detail(&agents));
+    let meta = st.store.set_secret_access(&ws.id, &current.id, &agents, now, &audit).await?;
+    st.model.update_secret(&meta, None);
+    Ok(meta.into())
+}
+
+/// Deletes a secret with every version and its key material.
+pub async fn delete(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<()> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let _w = st.write_lock.lock().await;
+    let current = st.secret_of(&ws.id, name).await?;
+    let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretDelete, Outcome::Success)
+        .secret(name)
+        .target(&current.id)
+        .detail(format!("versions={}", current.version));
+    st.store.delete_secret(&ws.id, &current.id, &audit).await?;
+    st.model.remove_secret(&ws.id, name);
+    st.refresh_gauges();
+    Ok(())
+}
+
+/// The versions of a secret, newest first (metadata only).
+pub async fn versions(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<Vec<VersionOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let current = st.secret_of(&ws.id, name).await?;
+    let versions = st.store.list_versions(&ws.id, &current.id).await?;
+    Ok(versions.into_iter().map(VersionOut::from).collect())
+}
+
+/// Reveals the current value to an admin. Audited before the value is returned.
+pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<RevealOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    secret_name_param(name)?;
+    let entry = st.model.secret(&ws.id, name).ok_or_else(|| Error::secret_not_found(name))?;
+    let value = st.open(&entry)?;
+    st.audit
+        .append(
+            AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretReveal, Outcome::Success)
+                .secret(name)
+                .target(&entry.id)
+                .detail(format!("version={}", entry.version)),
+        )
+        .await?;
+    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value })
+}
