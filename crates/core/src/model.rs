@@ -9,15 +9,32 @@ use crate::value::SecretKind;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+// Prefixes of ids: public, they name records in URLs, lists and the audit log.
 pub const WORKSPACE_PREFIX: &str = "ws_";
 pub const AGENT_PREFIX: &str = "agt_";
 pub const SECRET_PREFIX: &str = "sec_";
 pub const API_KEY_PREFIX: &str = "key_";
-pub const ADMIN_TOKEN_PREFIX: &str = "adm_";
+pub const ADMIN_TOKEN_ID_PREFIX: &str = "adm_";
 pub const USER_PREFIX: &str = "usr_";
 pub const SESSION_PREFIX: &str = "ses_";
-pub const PERSONAL_TOKEN_PREFIX: &str = "pat_";
+pub const PERSONAL_TOKEN_ID_PREFIX: &str = "pat_";
 pub const INVITATION_PREFIX: &str = "ivt_";
+pub const INVOCATION_PREFIX: &str = "inv_";
+/// Conversations that an invocation names none for.
+pub const CONVERSATION_PREFIX: &str = "conv_";
+
+// Prefixes of the credentials themselves: shown once, stored only as hashes; the prefix tells a
+// person (and a secret scanner) what kind of credential leaked.
+/// The bootstrap admin token (only while no user exists).
+pub const ADMIN_TOKEN_PREFIX: &str = "ava_";
+/// API keys.
+pub const API_KEY_TOKEN_PREFIX: &str = "avk_";
+/// Console sessions (the cookie).
+pub const SESSION_TOKEN_PREFIX: &str = "avs_";
+/// Personal access tokens.
+pub const PERSONAL_TOKEN_PREFIX: &str = "avp_";
+/// Invitation codes.
+pub const INVITATION_CODE_PREFIX: &str = "avi_";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {

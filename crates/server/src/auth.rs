@@ -20,10 +20,6 @@ use crate::read_model::{KeyEntry, TokenHash};
 use crate::sign_in::{CSRF_HEADER, csrf_token, session_cookie};
 use crate::{AppState, now_millis};
 
-/// Prefix of API key tokens.
-pub const API_KEY_TOKEN_PREFIX: &str = "avk_";
-/// Prefix of admin tokens.
-pub const ADMIN_TOKEN_PREFIX: &str = "ava_";
 /// How many characters of a token are kept to recognise it in a list.
 pub const SHOWN_PREFIX_LEN: usize = 12;
 
@@ -111,7 +107,7 @@ impl AppState {
         now: Millis,
     ) -> Error {
         let Ok(token) = bearer(authorization) else { return refusal };
-        if refusal.code != "unauthenticated" || !token.starts_with(crate::sign_in::PERSONAL_TOKEN_PREFIX) {
+        if refusal.code != "unauthenticated" || !token.starts_with(agentvault_core::model::PERSONAL_TOKEN_PREFIX) {
             return refusal;
         }
         match self.store.personal_token_by_hash(&hash_token(token)).await {

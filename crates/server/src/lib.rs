@@ -22,7 +22,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{ADMIN_TOKEN_PREFIX, Actor, AdminToken, Binding, Millis, WORKSPACE_PREFIX, Workspace};
+use agentvault_core::model::{
+    ADMIN_TOKEN_ID_PREFIX, ADMIN_TOKEN_PREFIX, Actor, AdminToken, Binding, Millis, WORKSPACE_PREFIX, Workspace,
+};
 use agentvault_core::{Error, Result, SecretValue};
 use agentvault_crypto::Keyring;
 use agentvault_store::Store;
@@ -460,12 +462,12 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
             (t.to_owned(), Bootstrap::TokenFromEnv)
         }
         None => {
-            let t = auth::generate_token(auth::ADMIN_TOKEN_PREFIX)?;
+            let t = auth::generate_token(ADMIN_TOKEN_PREFIX)?;
             (t.clone(), Bootstrap::NewToken(t))
         }
     };
     let record = AdminToken {
-        id: auth::new_id(ADMIN_TOKEN_PREFIX)?,
+        id: auth::new_id(ADMIN_TOKEN_ID_PREFIX)?,
         name: "bootstrap".into(),
         created_at: now_millis(),
         revoked_at: None,

@@ -17,10 +17,6 @@ use crate::AppState;
 pub const SESSION_COOKIE: &str = "av_session";
 /// The header the console sends its CSRF token in on state-changing requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Prefix of session tokens.
-pub const SESSION_TOKEN_PREFIX: &str = "avs_";
-/// Prefix of personal access tokens.
-pub const PERSONAL_TOKEN_PREFIX: &str = "avp_";
 
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes), off the async
 /// workers: a hash takes tens of milliseconds on purpose.

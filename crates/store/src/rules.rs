@@ -1,7 +1,7 @@
 //! The domain rules a store enforces inside its transactions, as pure functions: a backend reads
 //! what a rule needs, asks it, and writes nothing when it refuses.
 
-use agentvault_core::model::{ADMIN_TOKEN_PREFIX, KeyScope, PERSONAL_TOKEN_PREFIX, Role};
+use agentvault_core::model::{ADMIN_TOKEN_ID_PREFIX, KeyScope, PERSONAL_TOKEN_ID_PREFIX, Role};
 use agentvault_core::{Error, Result};
 
 /// A workspace never loses its last admin: refuses (409 `last_admin`) demoting (`new_role`
@@ -54,8 +54,8 @@ pub fn scope_agents(scope: &KeyScope) -> Vec<String> {
 /// The id of the personal access token that the bootstrap (admin) token `admin_token_id`
 /// becomes when the first admin is created: the same random part, under the token prefix.
 pub fn bootstrap_token_id(admin_token_id: &str) -> String {
-    let random = admin_token_id.strip_prefix(ADMIN_TOKEN_PREFIX).unwrap_or(admin_token_id);
-    format!("{PERSONAL_TOKEN_PREFIX}{random}")
+    let random = admin_token_id.strip_prefix(ADMIN_TOKEN_ID_PREFIX).unwrap_or(admin_token_id);
+    format!("{PERSONAL_TOKEN_ID_PREFIX}{random}")
 }
 
 #[cfg(test)]

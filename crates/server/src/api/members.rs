@@ -89,9 +89,6 @@ pub struct InvitationCreated {
     pub path: String,
 }
 
-/// Prefix of invitation codes.
-pub const INVITATION_CODE_PREFIX: &str = "avi_";
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {

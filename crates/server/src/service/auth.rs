@@ -10,8 +10,9 @@ use super::Body;
 use crate::api::auth::{Login, SignedIn};
 use crate::api::me::WorkspaceRoleOut;
 use crate::auth::{generate_token, hash_token, new_id};
-use crate::sign_in::{SESSION_TOKEN_PREFIX, csrf_token, hash_password, session_set_cookie, verify_password};
+use crate::sign_in::{csrf_token, hash_password, session_set_cookie, verify_password};
 use crate::{AppState, now_millis, rfc3339};
+use agentvault_core::model::SESSION_TOKEN_PREFIX;
 
 /// The purpose under which the setup code is stored.
 pub const SETUP_CODE: &str = "setup";

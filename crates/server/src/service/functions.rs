@@ -3,7 +3,9 @@
 //! invocations.
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{FUNCTION_PREFIX, Function, FunctionParam, ParamType, Perm, Principal};
+use agentvault_core::model::{
+    CONVERSATION_PREFIX, FUNCTION_PREFIX, Function, FunctionParam, INVOCATION_PREFIX, ParamType, Perm, Principal,
+};
 use agentvault_core::{Error, Result, validate};
 use agentvault_runtime::Invocation;
 use serde_json::{Map, Value, json};
@@ -17,10 +19,6 @@ use crate::{AppState, now_millis};
 
 /// The wall-clock limits a function may ask for, in milliseconds.
 const TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
-/// Prefix of invocation ids.
-pub const INVOCATION_PREFIX: &str = "inv_";
-/// Prefix of conversation ids made up for invocations that name none.
-pub const CONVERSATION_PREFIX: &str = "conv_";
 const ENVS: [&str; 3] = ["sandbox", "pre-release", "live"];
 const CONVERSATION_ID_MAX: usize = 128;
 

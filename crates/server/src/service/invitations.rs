@@ -3,7 +3,7 @@
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{
-    Actor, INVITATION_PREFIX, Invitation, Perm, Principal, Role, USER_PREFIX, User, Workspace,
+    Actor, INVITATION_CODE_PREFIX, INVITATION_PREFIX, Invitation, Perm, Principal, Role, USER_PREFIX, User, Workspace,
 };
 use agentvault_core::{Error, Result, validate};
 use agentvault_store::NewAccount;
@@ -14,8 +14,7 @@ use super::members::role_param;
 use crate::api::auth::SignedIn;
 use crate::api::me::WorkspaceRoleOut;
 use crate::api::members::{
-    AcceptInvitation, AddMember, INVITATION_CODE_PREFIX, InvitationAccepted, InvitationCreated, InvitationInfo,
-    InvitationOut,
+    AcceptInvitation, AddMember, InvitationAccepted, InvitationCreated, InvitationInfo, InvitationOut,
 };
 use crate::auth::{generate_token, hash_token, new_id};
 use crate::sign_in::{hash_password, session_cookie, verify_password};

@@ -7,8 +7,9 @@ use agentvault_core::{Error, Result, validate};
 use super::{Body, agent_list};
 use crate::api::keys::{ApiKeyCreated, CreateApiKey};
 use crate::api::{AgentsScope, ApiKeyOut};
-use crate::auth::{API_KEY_TOKEN_PREFIX, SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
+use crate::auth::{SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
 use crate::{AppState, now_millis, parse_rfc3339};
+use agentvault_core::model::API_KEY_TOKEN_PREFIX;
 
 fn scope_of(agents: AgentsScope) -> Result<KeyScope> {
     match agents {

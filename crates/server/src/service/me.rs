@@ -1,7 +1,7 @@
 //! The caller's own account: who they are, their password, personal access tokens and sessions.
 
 use agentvault_core::audit::{Action, Outcome};
-use agentvault_core::model::{PERSONAL_TOKEN_PREFIX, PersonalToken, Principal};
+use agentvault_core::model::{PERSONAL_TOKEN_ID_PREFIX, PERSONAL_TOKEN_PREFIX, PersonalToken, Principal};
 use agentvault_core::{Error, Result, validate};
 use agentvault_store::PasswordChange;
 use axum::http::{HeaderMap, header};
@@ -10,7 +10,7 @@ use super::Body;
 use crate::api::credential_status;
 use crate::api::me::{ChangePassword, CreateToken, MeOut, PasswordChanged, SessionOut, TokenCreated, TokenOut};
 use crate::auth::{SHOWN_PREFIX_LEN, generate_token, hash_token, new_id};
-use crate::sign_in::{PERSONAL_TOKEN_PREFIX as PAT_TOKEN_PREFIX, hash_password, session_cookie, verify_password};
+use crate::sign_in::{hash_password, session_cookie, verify_password};
 use crate::{AppState, now_millis, parse_rfc3339, rfc3339};
 
 fn account_gone() -> Error {
@@ -97,9 +97,9 @@ pub async fn create_token(st: &AppState, p: &Principal, body: Body<CreateToken>)
     if expires_at.is_some_and(|t| t <= now) {
         return Err(Error::invalid("expires_at", "expires_at is in the past; give a time in the future"));
     }
-    let token = generate_token(PAT_TOKEN_PREFIX)?;
+    let token = generate_token(PERSONAL_TOKEN_PREFIX)?;
     let record = PersonalToken {
-        id: new_id(PERSONAL_TOKEN_PREFIX)?,
+        id: new_id(PERSONAL_TOKEN_ID_PREFIX)?,
         user_id: user_id.to_owned(),
         name,
         prefix: token[..SHOWN_PREFIX_LEN].to_owned(),
