@@ -1,4 +1,4 @@
-//! The validation rules of DESIGN.md §4. Each check returns an [`Error`] naming the field and
+//! The validation rules (README "Rules"). Each check returns an [`Error`] naming the field and
 //! saying what a valid input looks like.
 
 use crate::error::{Error, Result};

@@ -58,7 +58,7 @@ impl SecretValue {
         }
     }
 
-    /// Checks the rules of DESIGN.md §4 and returns the encoded value (the bytes that get sealed).
+    /// Checks the value rules (README "Rules") and returns the encoded value (the bytes that get sealed).
     pub fn validate_and_encode(&self) -> Result<Zeroizing<Vec<u8>>> {
         match self {
             SecretValue::Single(s) if s.is_empty() => {

@@ -1,4 +1,4 @@
-//! The root keyring and envelope encryption of secret versions (DESIGN.md §5).
+//! The root keyring and envelope encryption of secret versions (docs/architecture.md, "Values").
 //!
 //! Each secret version is sealed with a fresh 256-bit data key (DEK) under AES-256-GCM with a
 //! random 96-bit nonce; the associated data binds the ciphertext to `workspace | secret |

@@ -1,6 +1,6 @@
-//! The agentvault server: the JSON API (DESIGN.md §7), authentication, the audit writer and the
-//! in-memory read model. HTTP handlers call the [`Store`]; they never see SQL, and the crypto
-//! crate never sees HTTP.
+//! The agentvault server: the JSON API and the console over one service layer, authentication,
+//! the audit writer and the in-memory read model (docs/architecture.md). Services call the
+//! [`Store`]; nothing here sees SQL, and the crypto crate never sees HTTP.
 
 pub mod api;
 pub mod audit_writer;

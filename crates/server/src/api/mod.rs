@@ -1,4 +1,5 @@
-//! The JSON API (DESIGN.md §7): request and response shapes, and the handlers.
+//! The JSON API (README "A walk through the API"; layers in docs/architecture.md): request and
+//! response shapes, and the handlers.
 
 pub mod agents;
 pub mod audit;
