@@ -78,11 +78,37 @@ fn keys(keys: Option<String>) -> Result<Option<Vec<String>>> {
     keys.map(|k| serde_json::from_str(&k).map_err(|e| Error::internal(format!("bad key list: {e}")))).transpose()
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct WorkspaceRow {
-    id: String,
-    name: String,
-    created_at: Millis,
+/// A row type and its `sqlx::FromRow`, reading each field from the column of its name (`#[flatten]`
+/// reads a nested row from the same columns). Written out instead of sqlx's derive, which brings in
+/// sqlx's proc-macro crate and with it a second build of sqlx, tokio and SQLite for the host (about
+/// 80 s of every cold build on two cores). A second backend adds its own row type's impl here.
+macro_rules! row {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($(#[$flat:ident])? $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($field: $ty),*
+        }
+
+        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $name {
+            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+                Ok($name { $($field: row!(@get row, $field $(, $flat)?)),* })
+            }
+        }
+    };
+    (@get $row:ident, $field:ident) => {
+        sqlx::Row::try_get($row, stringify!($field))?
+    };
+    (@get $row:ident, $field:ident, flatten) => {
+        sqlx::FromRow::from_row($row)?
+    };
+}
+
+row! {
+    pub(crate) struct WorkspaceRow {
+        id: String,
+        name: String,
+        created_at: Millis,
+    }
 }
 
 impl From<WorkspaceRow> for Workspace {
@@ -91,14 +117,15 @@ impl From<WorkspaceRow> for Workspace {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AgentRow {
-    id: String,
-    workspace_id: String,
-    name: String,
-    description: String,
-    created_at: Millis,
-    updated_at: Millis,
+row! {
+    pub(crate) struct AgentRow {
+        id: String,
+        workspace_id: String,
+        name: String,
+        description: String,
+        created_at: Millis,
+        updated_at: Millis,
+    }
 }
 
 impl From<AgentRow> for Agent {
@@ -114,21 +141,22 @@ impl From<AgentRow> for Agent {
     }
 }
 
-/// A secret with its current version (`columns!(secret)`).
-#[derive(sqlx::FromRow)]
-pub(crate) struct SecretRow {
-    id: String,
-    workspace_id: String,
-    name: String,
-    description: String,
-    current_version: i64,
-    created_at: Millis,
-    updated_at: Millis,
-    kind: String,
-    keys: Option<String>,
-    root_key_id: String,
-    wrapped_dek: Vec<u8>,
-    ciphertext: Vec<u8>,
+row! {
+    /// A secret with its current version (`columns!(secret)`).
+    pub(crate) struct SecretRow {
+        id: String,
+        workspace_id: String,
+        name: String,
+        description: String,
+        current_version: i64,
+        created_at: Millis,
+        updated_at: Millis,
+        kind: String,
+        keys: Option<String>,
+        root_key_id: String,
+        wrapped_dek: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
 }
 
 impl SecretRow {
@@ -156,13 +184,14 @@ impl SecretRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct VersionRow {
-    version: i64,
-    kind: String,
-    keys: Option<String>,
-    created_at: Millis,
-    created_by: String,
+row! {
+    pub(crate) struct VersionRow {
+        version: i64,
+        kind: String,
+        keys: Option<String>,
+        created_at: Millis,
+        created_by: String,
+    }
 }
 
 impl TryFrom<VersionRow> for SecretVersionMeta {
@@ -178,14 +207,15 @@ impl TryFrom<VersionRow> for SecretVersionMeta {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct SealedVersionRow {
-    workspace_id: String,
-    secret_id: String,
-    version: i64,
-    root_key_id: String,
-    wrapped_dek: Vec<u8>,
-    ciphertext: Vec<u8>,
+row! {
+    pub(crate) struct SealedVersionRow {
+        workspace_id: String,
+        secret_id: String,
+        version: i64,
+        root_key_id: String,
+        wrapped_dek: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
 }
 
 impl TryFrom<SealedVersionRow> for SealedVersion {
@@ -200,13 +230,14 @@ impl TryFrom<SealedVersionRow> for SealedVersion {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AdminTokenRow {
-    id: String,
-    name: String,
-    token_hash: Vec<u8>,
-    created_at: Millis,
-    revoked_at: Option<Millis>,
+row! {
+    pub(crate) struct AdminTokenRow {
+        id: String,
+        name: String,
+        token_hash: Vec<u8>,
+        created_at: Millis,
+        revoked_at: Option<Millis>,
+    }
 }
 
 impl From<AdminTokenRow> for (AdminToken, Vec<u8>) {
@@ -215,19 +246,20 @@ impl From<AdminTokenRow> for (AdminToken, Vec<u8>) {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct ApiKeyRow {
-    id: String,
-    workspace_id: String,
-    name: String,
-    prefix: String,
-    token_hash: Vec<u8>,
-    all_agents: bool,
-    created_at: Millis,
-    expires_at: Option<Millis>,
-    revoked_at: Option<Millis>,
-    last_used_at: Option<Millis>,
-    created_by: String,
+row! {
+    pub(crate) struct ApiKeyRow {
+        id: String,
+        workspace_id: String,
+        name: String,
+        prefix: String,
+        token_hash: Vec<u8>,
+        all_agents: bool,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+        revoked_at: Option<Millis>,
+        last_used_at: Option<Millis>,
+        created_by: String,
+    }
 }
 
 impl ApiKeyRow {
@@ -254,19 +286,20 @@ impl ApiKeyRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AuditRow {
-    seq: i64,
-    at: Millis,
-    workspace_id: String,
-    actor_type: String,
-    actor_id: String,
-    action: String,
-    outcome: String,
-    secret_name: Option<String>,
-    agent_id: Option<String>,
-    target_id: Option<String>,
-    detail: Option<String>,
+row! {
+    pub(crate) struct AuditRow {
+        seq: i64,
+        at: Millis,
+        workspace_id: String,
+        actor_type: String,
+        actor_id: String,
+        action: String,
+        outcome: String,
+        secret_name: Option<String>,
+        agent_id: Option<String>,
+        target_id: Option<String>,
+        detail: Option<String>,
+    }
 }
 
 impl TryFrom<AuditRow> for AuditRecord {
@@ -289,13 +322,14 @@ impl TryFrom<AuditRow> for AuditRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct UserRow {
-    id: String,
-    email: String,
-    name: String,
-    created_at: Millis,
-    updated_at: Millis,
+row! {
+    pub(crate) struct UserRow {
+        id: String,
+        email: String,
+        name: String,
+        created_at: Millis,
+        updated_at: Millis,
+    }
 }
 
 impl From<UserRow> for User {
@@ -304,12 +338,13 @@ impl From<UserRow> for User {
     }
 }
 
-/// A user with their password hash (`columns!(user), password_hash`).
-#[derive(sqlx::FromRow)]
-pub(crate) struct UserWithHashRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    password_hash: String,
+row! {
+    /// A user with their password hash (`columns!(user), password_hash`).
+    pub(crate) struct UserWithHashRow {
+        #[flatten]
+        user: UserRow,
+        password_hash: String,
+    }
 }
 
 impl From<UserWithHashRow> for (User, String) {
@@ -318,13 +353,14 @@ impl From<UserWithHashRow> for (User, String) {
     }
 }
 
-/// A member: `columns!(user)` of the user, `role` and `joined_at`.
-#[derive(sqlx::FromRow)]
-pub(crate) struct MemberRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    role: String,
-    joined_at: Millis,
+row! {
+    /// A member: `columns!(user)` of the user, `role` and `joined_at`.
+    pub(crate) struct MemberRow {
+        #[flatten]
+        user: UserRow,
+        role: String,
+        joined_at: Millis,
+    }
 }
 
 impl TryFrom<MemberRow> for Member {
@@ -334,10 +370,11 @@ impl TryFrom<MemberRow> for Member {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct MembershipRow {
-    workspace_id: String,
-    role: String,
+row! {
+    pub(crate) struct MembershipRow {
+        workspace_id: String,
+        role: String,
+    }
 }
 
 impl TryFrom<MembershipRow> for (String, Role) {
@@ -352,15 +389,16 @@ pub(crate) fn parse_role(stored: &str) -> Result<Role> {
     role(stored)
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct SessionRow {
-    id: String,
-    user_id: String,
-    created_at: Millis,
-    expires_at: Millis,
-    revoked_at: Option<Millis>,
-    client: String,
-    user_agent: String,
+row! {
+    pub(crate) struct SessionRow {
+        id: String,
+        user_id: String,
+        created_at: Millis,
+        expires_at: Millis,
+        revoked_at: Option<Millis>,
+        client: String,
+        user_agent: String,
+    }
 }
 
 impl From<SessionRow> for Session {
@@ -377,16 +415,17 @@ impl From<SessionRow> for Session {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct PersonalTokenRow {
-    id: String,
-    user_id: String,
-    name: String,
-    prefix: String,
-    created_at: Millis,
-    expires_at: Option<Millis>,
-    revoked_at: Option<Millis>,
-    last_used_at: Option<Millis>,
+row! {
+    pub(crate) struct PersonalTokenRow {
+        id: String,
+        user_id: String,
+        name: String,
+        prefix: String,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+        revoked_at: Option<Millis>,
+        last_used_at: Option<Millis>,
+    }
 }
 
 impl From<PersonalTokenRow> for PersonalToken {
@@ -404,17 +443,18 @@ impl From<PersonalTokenRow> for PersonalToken {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct InvitationRow {
-    id: String,
-    workspace_id: String,
-    email: String,
-    role: String,
-    invited_by: String,
-    created_at: Millis,
-    expires_at: Millis,
-    revoked_at: Option<Millis>,
-    accepted_at: Option<Millis>,
+row! {
+    pub(crate) struct InvitationRow {
+        id: String,
+        workspace_id: String,
+        email: String,
+        role: String,
+        invited_by: String,
+        created_at: Millis,
+        expires_at: Millis,
+        revoked_at: Option<Millis>,
+        accepted_at: Option<Millis>,
+    }
 }
 
 impl TryFrom<InvitationRow> for Invitation {
@@ -434,19 +474,20 @@ impl TryFrom<InvitationRow> for Invitation {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct FunctionRow {
-    id: String,
-    workspace_id: String,
-    agent_id: String,
-    name: String,
-    description: String,
-    parameters: String,
-    code: String,
-    timeout_ms: Option<i64>,
-    version: i64,
-    created_at: Millis,
-    updated_at: Millis,
+row! {
+    pub(crate) struct FunctionRow {
+        id: String,
+        workspace_id: String,
+        agent_id: String,
+        name: String,
+        description: String,
+        parameters: String,
+        code: String,
+        timeout_ms: Option<i64>,
+        version: i64,
+        created_at: Millis,
+        updated_at: Millis,
+    }
 }
 
 /// A function's parameters, as stored (a JSON array of `{name, description, type}`).
