@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Compares two builds of agentvault on the agent read path, side by side: both servers run at
+# once, and wrk measures them in alternation (A, B, A, B, ...) so that whatever else the machine
+# does falls on both alike. Prints each round and the medians, with B/A.
+#
+#   bash bench/ab.sh REV_OR_BINARY_A REV_OR_BINARY_B
+#
+# An argument that is an executable file is used as it is; anything else is a git revision,
+# built in release from a clean `git archive` export under $CARGO_TARGET_DIR/ab-<commit>.
+# Settings: AB_ROUNDS (6), AB_DURATION (5s), AB_CONNECTIONS ("32 1"). All traffic goes to 127.0.0.1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+ROUNDS=${AB_ROUNDS:-6}
+DURATION=${AB_DURATION:-5s}
+CONNECTIONS=${AB_CONNECTIONS:-32 1}
+[[ $# == 2 ]] || { echo "usage: bash bench/ab.sh REV_OR_BINARY_A REV_OR_BINARY_B" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/agentvault-ab.XXXXXX)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+TOKEN="ab_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
+
+# Prints the path of the agentvault binary for a revision or a binary path.
+binary_of() {
+    if [[ -x $1 && -f $1 ]]; then echo "$1"; return; fi
+    local commit src
+    commit=$(git -C "$ROOT" rev-parse --verify "$1^{commit}")
+    src=$TARGET_DIR/ab-$commit
+    if [[ ! -x $src/target/release/agentvault ]]; then
+        rm -rf "$src" && mkdir -p "$src"
+        git -C "$ROOT" archive "$commit" | tar -x -C "$src"
+        (cd "$src" && CARGO_TARGET_DIR=$src/target cargo build --release -q -p agentvault) >&2
+    fi
+    echo "$src/target/release/agentvault"
+}
+
+# Starts a server with one agent, one secret and a key; prints "URL KEY PATH".
+start() {
+    local bin=$1 dir=$WORK/$2 url=
+    mkdir -p "$dir"
+    AGENTVAULT_BOOTSTRAP_TOKEN=$TOKEN AGENTVAULT_LOG=warn "$bin" serve --listen 127.0.0.1:0 \
+        --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do
+        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
+        [[ -n $url ]] && break
+        sleep 0.1
+    done
+    [[ -n $url ]] || { echo "$2 did not start: $(cat "$dir/stderr")" >&2; exit 1; }
+    python3 - "$url" "$TOKEN" <<'PY'
+import json, sys, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+def api(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+ws = api("GET", "/api/v1/workspaces")["items"][0]["id"]
+agent = api("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
+api("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_51HbenchAbCdEf", "agents": [agent]})
+key = api("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
+print(url, key, f"/api/v1/agents/{agent}/secrets/stripe_api_key")
+PY
+}
+
+BIN_A=$(binary_of "$1")
+BIN_B=$(binary_of "$2")
+read -r URL_A KEY_A PATH_A < <(start "$BIN_A" a)
+read -r URL_B KEY_B PATH_B < <(start "$BIN_B" b)
+
+measure() { # url key path connections -> requests/s
+    local threads=$(( $4 < 2 ? 1 : 2 ))
+    wrk -t"$threads" -c"$4" -d1s -H "Authorization: Bearer $2" "$1$3" >/dev/null
+    wrk -t"$threads" -c"$4" -d"$DURATION" -H "Authorization: Bearer $2" "$1$3" | awk '/^Requests\/sec/ {print $2}'
+}
+
+echo "A: $1 ($BIN_A)"
+echo "B: $2 ($BIN_B)"
+declare -A RESULTS
+for round in $(seq 1 "$ROUNDS"); do
+    for c in $CONNECTIONS; do
+        a=$(measure "$URL_A" "$KEY_A" "$PATH_A" "$c")
+        b=$(measure "$URL_B" "$KEY_B" "$PATH_B" "$c")
+        echo "round $round, $c connection(s): A $a req/s, B $b req/s"
+        RESULTS[a$c]+="$a "
+        RESULTS[b$c]+="$b "
+    done
+done
+for c in $CONNECTIONS; do
+    python3 - "$c" "${RESULTS[a$c]}" "${RESULTS[b$c]}" <<'PY'
+import statistics, sys
+c, a, b = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"{c} connection(s): median A {ma:,.0f} req/s, B {mb:,.0f} req/s, B/A {mb / ma:.3f}")
+PY
+done
