@@ -278,7 +278,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The complete application.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
-    let json = doc.to_pretty_json().unwrap_or_default();
+    let json = serde_json::to_vec_pretty(&api::doc::complete(&doc)).unwrap_or_default();
     let _ = state.openapi_json.set(json.into());
     let _ = state.route_names.set(route_names(&doc));
     router

@@ -18,11 +18,13 @@ use crate::{AppState, Json, rfc3339};
 #[serde(deny_unknown_fields)]
 pub struct ParamBody {
     /// A Python identifier.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
-    /// `string`, `number`, `integer` or `boolean`
     #[serde(rename = "type")]
+    #[schema(value_type = super::doc::ParamType)]
     pub kind: String,
 }
 
@@ -30,24 +32,30 @@ pub struct ParamBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateFunction {
     /// Letters, digits and underscores; the Python function's name.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     /// Tells the LLM when to call the function.
+    #[schema(max_length = 1000)]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,
     /// Python defining `def <name>(conv: Conversation, <params>...)`.
     pub code: String,
     /// Wall-clock limit of one invocation (100–60,000 ms).
+    #[schema(minimum = 100, maximum = 60_000)]
     pub timeout_ms: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceFunction {
+    #[schema(max_length = 1000)]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,
     pub code: String,
+    /// Wall-clock limit of one invocation (100–60,000 ms).
+    #[schema(minimum = 100, maximum = 60_000)]
     pub timeout_ms: Option<u32>,
 }
 

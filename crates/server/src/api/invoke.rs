@@ -16,12 +16,14 @@ use crate::{AppState, Json};
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationIn {
-    /// The conversation's id (`conv.id`); one is made up when absent.
+    /// The conversation's id (`conv.id`), 1–128 printable characters; one is made up when absent.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
     pub id: Option<String>,
     /// `sandbox` (default), `pre-release` or `live` (`conv.env`).
+    #[schema(value_type = Option<super::doc::Env>)]
     pub env: Option<String>,
     /// `conv.state` at the start; the changed state comes back in the answer.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub state: Option<Map<String, Value>>,
 }
 
@@ -60,7 +62,7 @@ pub struct InvokeOut {
     pub conversation_id: String,
     /// What the function returned: a string, an object, or null. Secret values it read are
     /// replaced by `[redacted:<name>]` here and everywhere else in the answer.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::doc::InvokeResultSchema)]
     pub result: Value,
     #[schema(value_type = Object)]
     pub state: Value,

@@ -45,6 +45,7 @@ impl From<Member> for MemberOut {
 pub struct AddMember {
     pub email: String,
     /// `admin` or `member`
+    #[schema(value_type = super::doc::Role)]
     pub role: String,
     /// Refused: the invitee chooses their own password when they accept.
     #[serde(default)]
@@ -96,6 +97,7 @@ pub const INVITATION_CODE_PREFIX: &str = "avi_";
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     /// `admin` or `member`
+    #[schema(value_type = super::doc::Role)]
     pub role: String,
 }
 
