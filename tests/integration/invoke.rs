@@ -105,7 +105,9 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
     define(&s, &ws, &agent, "f", params, code);
     let cases = [
         (json!({"args": {"amount": "5"}}), "args.amount", "whole number"),
-        (json!({"args": {"amount": 2.5}}), "args.amount", "whole number"),
+        (json!({"args": {"amount": 2.5}}), "args.amount", "a number with a fraction"),
+        // 2^64 is whole, just too large: said so, not called a fraction.
+        (serde_json::from_str(r#"{"args": {"amount": 18446744073709551616}}"#).unwrap(), "args.amount", "out of range"),
         (json!({"args": {"price": "cheap"}}), "args.price", "a number"),
         (json!({"args": {"ok": 1}}), "args.ok", "true or false"),
         (json!({"args": {"colour": "red"}}), "args.colour", "no parameter 'colour'"),
