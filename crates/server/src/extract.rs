@@ -72,11 +72,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(charset) = foreign_charset(req.headers()) {
+            return Err(ApiError(Error::new(
+                agentvault_core::ErrorKind::UnsupportedMediaType,
+                "unsupported_media_type",
+                format!(
+                    "the request body is declared as {charset}; send JSON in UTF-8 (Content-Type: application/json)"
+                ),
+            )));
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(ApiError(json_error(&rej))),
         }
     }
+}
+
+/// The `charset` of the request's `Content-Type` when it is not UTF-8 (JSON is read as UTF-8
+/// only; a body in another encoding would be misread). The value is cut short for the message.
+fn foreign_charset(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_owned())
+    })?;
+    let utf8 = charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8");
+    (!utf8).then(|| format!("charset={}", charset.chars().take(32).collect::<String>().escape_default()))
 }
 
 /// A JSON body as extracted: the value, or why it could not be read.

@@ -217,6 +217,7 @@ impl AppState {
 #[openapi(
     info(title = "agentvault", description = "A secrets vault for conversational AI agents. Authenticate with `Authorization: Bearer <token>`."),
     modifiers(&BearerAuth),
+    components(schemas(api::doc::Outcome)),
     security(("bearer" = []))
 )]
 struct ApiDoc;

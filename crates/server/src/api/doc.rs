@@ -144,7 +144,7 @@ pub fn complete(doc: &OpenApi) -> Value {
             if has_body {
                 add(op, "400", "invalid_input: the body is missing, is not JSON, or a field breaks a rule");
                 add(op, "413", "payload_too_large: the body is larger than the limit");
-                add(op, "415", "unsupported_media_type: the body is not sent as application/json in UTF-8");
+                add(op, "415", "unsupported_media_type: the body is declared in a character set other than UTF-8");
             }
         }
     }

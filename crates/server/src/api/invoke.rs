@@ -3,6 +3,8 @@
 //! for that agent only, and each is audited as a read by the agent.
 
 use axum::extract::State;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -23,6 +25,7 @@ pub struct ConversationIn {
     #[schema(value_type = Option<super::doc::Env>)]
     pub env: Option<String>,
     /// `conv.state` at the start; the changed state comes back in the answer.
+    #[serde(default, deserialize_with = "super::unique_keys::optional_map")]
     #[schema(value_type = Option<Object>)]
     pub state: Option<Map<String, Value>>,
 }
@@ -31,11 +34,28 @@ pub struct ConversationIn {
 #[serde(deny_unknown_fields)]
 pub struct InvokeBody {
     /// The LLM parameters, by name; checked against their declared types.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys::map")]
     #[schema(value_type = Object)]
     pub args: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "conversation_object")]
     pub conversation: ConversationIn,
+}
+
+/// The conversation as a JSON object only (serde would also take its fields as an array).
+fn conversation_object<'de, D: Deserializer<'de>>(d: D) -> Result<ConversationIn, D::Error> {
+    struct ObjectOnly;
+    impl<'de> Visitor<'de> for ObjectOnly {
+        type Value = ConversationIn;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object with id, env and state")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ConversationIn, A::Error> {
+            ConversationIn::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(ObjectOnly)
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,6 +12,7 @@ pub mod members;
 pub mod ops;
 pub mod read;
 pub mod secrets;
+mod unique_keys;
 pub mod workspaces;
 
 use agentvault_core::model::{Agent, ApiKeyMeta, KeyScope, Millis, SecretMeta, SecretVersionMeta, Workspace};
