@@ -56,7 +56,7 @@ expected-statuses = ["2XX", "401", "403", "404", "409", "422", "429"]
 # filters name known actions and times; an update needs something to change.
 # Agents read with an API key.
 [[operations]]
-include-path-regex = "^/api/v1/agents/"
+include-path-regex = "/v1/agents/"
 parameters = {{ name = "{secret}" }}
 headers = {{ Authorization = "Bearer {key_token}" }}
 
