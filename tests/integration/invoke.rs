@@ -130,11 +130,12 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
     for (body, place) in [
         (r#"{"args": {"amount": 1, "amount": 2}}"#, "args"),
         (r#"{"conversation": {"state": {"a": 1, "a": 2}}}"#, "conversation.state"),
-        (r#"{"conversation": {"state": {"n": {"b": 1, "b": 2}}}}"#, "conversation.state"),
+        (r#"{"conversation": {"state": {"n": {"b": 1, "b": 2}}}}"#, "conversation.state.n"),
     ] {
         let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/f/invoke");
         let r = s.post_raw(&path, &[("Content-Type", "application/json")], body);
         r.expect_error(400, "invalid_input");
+        assert_eq!(r.body["error"]["field"], place, "{body}: {}", r.text);
         let message = r.body["error"]["message"].as_str().unwrap();
         assert!(message.contains(place) && message.contains("appears twice"), "{body}: {}", r.text);
     }
