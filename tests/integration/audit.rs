@@ -107,6 +107,10 @@ fn mutations_and_reads_are_audited_without_values() {
         let r = s.get(&format!("/api/v1/workspaces/{ws}/audit?{bad}"));
         r.expect_error(400, "invalid_input");
     }
+    // The message lists every outcome a filter may name.
+    let r = s.get(&format!("/api/v1/workspaces/{ws}/audit?outcome=maybe"));
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("invalid, failed"), "{}", r.text);
+    assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/audit?outcome=failed")).status, 200);
 }
 
 #[test]

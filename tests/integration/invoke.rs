@@ -105,7 +105,9 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
     define(&s, &ws, &agent, "f", params, code);
     let cases = [
         (json!({"args": {"amount": "5"}}), "args.amount", "whole number"),
-        (json!({"args": {"amount": 2.5}}), "args.amount", "whole number"),
+        (json!({"args": {"amount": 2.5}}), "args.amount", "a number with a fraction"),
+        // 2^64 is whole, just too large: said so, not called a fraction.
+        (serde_json::from_str(r#"{"args": {"amount": 18446744073709551616}}"#).unwrap(), "args.amount", "out of range"),
         (json!({"args": {"price": "cheap"}}), "args.price", "a number"),
         (json!({"args": {"ok": 1}}), "args.ok", "true or false"),
         (json!({"args": {"colour": "red"}}), "args.colour", "no parameter 'colour'"),
@@ -114,6 +116,7 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
         (json!({"conversation": {"id": ""}}), "conversation.id", "printable"),
         (json!({"conversation": {"state": []}}), "", "state"),
         (json!({"conversation": {"mood": "happy"}}), "", "mood"),
+        (json!({"conversation": [null, null]}), "", "conversation"),
     ];
     for (body, field, message) in cases {
         let r = invoke(&s, None, &ws, &agent, "f", body.clone());
@@ -123,12 +126,28 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
         }
         assert!(r.body["error"]["message"].as_str().unwrap().contains(message), "{body}: {}", r.text);
     }
+    // A repeated key is refused, not resolved by the last one, naming where it is.
+    for (body, place) in [
+        (r#"{"args": {"amount": 1, "amount": 2}}"#, "args"),
+        (r#"{"conversation": {"state": {"a": 1, "a": 2}}}"#, "conversation.state"),
+        (r#"{"conversation": {"state": {"n": {"b": 1, "b": 2}}}}"#, "conversation.state.n"),
+    ] {
+        let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/f/invoke");
+        let r = s.post_raw(&path, &[("Content-Type", "application/json")], body);
+        r.expect_error(400, "invalid_input");
+        assert_eq!(r.body["error"]["field"], place, "{body}: {}", r.text);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(place) && message.contains("appears twice"), "{body}: {}", r.text);
+    }
     let ok = invoke(&s, None, &ws, &agent, "f", json!({"args": {"amount": 3, "price": 2, "ok": true}}));
     assert_eq!(ok.expect(200)["result"], "3 2 True");
+    // A null state is no state.
+    let null_state = invoke(&s, None, &ws, &agent, "f", json!({"conversation": {"state": null}}));
+    assert_eq!(null_state.expect(200)["state"], json!({}));
     invoke(&s, None, &ws, &agent, "nope", json!({})).expect_error(404, "function_not_found");
     invoke(&s, None, &ws, "agt_00000000000000000000", "f", json!({})).expect_error(404, "agent_not_found");
     // Nothing ran for the refused ones.
-    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 1);
+    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 2);
 }
 
 #[test]

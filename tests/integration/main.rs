@@ -17,6 +17,7 @@ mod invoke;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod ops;
 mod people;
 mod read_path;

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Conflict,
     /// 413: the body or value is larger than allowed.
     TooLarge,
+    /// 415: the body is in a media type or character set the server does not read.
+    UnsupportedMediaType,
     /// 422: well-formed but semantically wrong (e.g. references an unknown agent).
     Unprocessable,
     /// 429: too many requests.

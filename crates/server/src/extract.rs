@@ -72,11 +72,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(charset) = foreign_charset(req.headers()) {
+            return Err(ApiError(Error::new(
+                agentvault_core::ErrorKind::UnsupportedMediaType,
+                "unsupported_media_type",
+                format!(
+                    "the request body is declared as {charset}; send JSON in UTF-8 (Content-Type: application/json)"
+                ),
+            )));
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(ApiError(json_error(&rej))),
         }
     }
+}
+
+/// The `charset` of the request's `Content-Type` when it is not UTF-8 (JSON is read as UTF-8
+/// only; a body in another encoding would be misread). The value is cut short for the message.
+fn foreign_charset(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_owned())
+    })?;
+    let utf8 = charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8");
+    (!utf8).then(|| format!("charset={}", charset.chars().take(32).collect::<String>().escape_default()))
 }
 
 /// A JSON body as extracted: the value, or why it could not be read.
@@ -104,10 +125,27 @@ fn json_error(rej: &JsonRejection) -> Error {
             Error::invalid("body", format!("the request body is not valid JSON: {}", inner_message(e)))
         }
         JsonRejection::JsonDataError(e) => {
-            Error::invalid("body", format!("the request body does not fit: {}", without_input(&inner_message(e))))
+            let message = without_input(&inner_message(e));
+            let field = data_error_field(&message).unwrap_or("body").to_owned();
+            Error::invalid(field, format!("the request body does not fit: {message}"))
         }
         _ => Error::invalid("body", "the request body could not be read"),
     }
+}
+
+/// The field a data error is about: the path serde puts before the message (`args: key 'a'
+/// appears twice ...`), when there is one made of plain names; none for the body as a whole.
+fn data_error_field(message: &str) -> Option<&str> {
+    let (mut path, rest) = message.split_once(": ")?;
+    if rest.starts_with("unknown field") {
+        // serde names the field that should not be there: the error is about its object.
+        path = path.rsplit_once('.').map(|(parent, _)| parent)?;
+    }
+    let plain = !path.is_empty()
+        && path != "."
+        && path.len() <= 200
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'));
+    plain.then_some(path)
 }
 
 /// serde's type errors quote the offending input ("invalid type: integer `123`, expected a
@@ -174,6 +212,17 @@ fn query_error(rej: &QueryRejection) -> Error {
 #[cfg(test)]
 mod tests {
     use super::without_input;
+
+    #[test]
+    fn data_errors_name_their_field() {
+        use super::data_error_field;
+        assert_eq!(data_error_field("args: key 'a' appears twice at line 1 column 9"), Some("args"));
+        assert_eq!(data_error_field("conversation.state: key 'a' appears twice"), Some("conversation.state"));
+        assert_eq!(data_error_field("missing field `name` at line 1 column 2"), None);
+        assert_eq!(data_error_field(".: invalid type, expected a map"), None);
+        assert_eq!(data_error_field("agent: unknown field `agent`, expected one of `name`"), None);
+        assert_eq!(data_error_field("conversation.mood: unknown field `mood`, expected `id`"), Some("conversation"));
+    }
 
     #[test]
     fn serde_errors_lose_the_quoted_input() {

@@ -219,6 +219,7 @@ impl AppState {
 #[openapi(
     info(title = "agentvault", description = "A secrets vault for conversational AI agents. Authenticate with `Authorization: Bearer <token>`."),
     modifiers(&BearerAuth),
+    components(schemas(api::doc::Outcome)),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -280,7 +281,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The complete application.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
-    let json = doc.to_pretty_json().unwrap_or_default();
+    let json = serde_json::to_vec_pretty(&api::doc::complete(&doc)).unwrap_or_default();
     let _ = state.openapi_json.set(json.into());
     let _ = state.route_names.set(route_names(&doc));
     router

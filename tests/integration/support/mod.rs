@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod fixtures;
+pub mod schemathesis;
 pub mod server;
 
 pub use fixtures::{

@@ -233,6 +233,30 @@ impl Server {
         Resp { status, body, text, headers }
     }
 
+    /// A POST with a body sent byte for byte (malformed JSON, forms, other character sets)
+    /// and the admin token, unless `headers` carry their own credential.
+    pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut req = agent.post(format!("{}{}", self.base, path));
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie")) {
+            req = req.header("Authorization", format!("Bearer {}", self.admin));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send(body.as_bytes()).unwrap();
+        let status = resp.status().as_u16();
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text, headers }
+    }
+
     pub fn get(&self, path: &str) -> Resp {
         self.request("GET", path, Some(&self.admin), None)
     }

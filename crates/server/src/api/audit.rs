@@ -13,6 +13,7 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// e.g. `secret.read`, `secret.create`, `api_key.revoke`
@@ -20,11 +21,13 @@ pub struct AuditQuery {
     /// A secret name.
     pub secret: Option<String>,
     /// An agent id.
+    #[param(pattern = "^agt_[A-Za-z0-9]{1,60}$")]
     pub agent: Option<String>,
     /// The id of who did it: a user (`usr_…`), API key (`key_…`), admin token (`adm_…`), or an
     /// agent (`agt_…`) reading through a function.
     pub actor: Option<String>,
     /// `success`, `denied`, `not_found`, `invalid` or `failed`
+    #[param(value_type = Option<crate::api::doc::Outcome>)]
     pub outcome: Option<String>,
     /// RFC 3339; records at or after this time.
     pub since: Option<String>,
@@ -33,6 +36,7 @@ pub struct AuditQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

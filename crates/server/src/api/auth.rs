@@ -51,6 +51,11 @@ pub struct SignedIn {
 pub struct Setup {
     /// The setup code printed when agentvault started (not needed with the bootstrap token).
     pub setup_code: Option<String>,
+    /// An email address such as `ada@example.com`.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$"
+    )]
     pub email: String,
     #[serde(default)]
     pub name: String,

@@ -18,11 +18,13 @@ use crate::{AppState, Json, rfc3339};
 #[serde(deny_unknown_fields)]
 pub struct ParamBody {
     /// A Python identifier.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
-    /// `string`, `number`, `integer` or `boolean`
     #[serde(rename = "type")]
+    #[schema(value_type = super::doc::ParamType)]
     pub kind: String,
 }
 
@@ -30,24 +32,31 @@ pub struct ParamBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateFunction {
     /// Letters, digits and underscores; the Python function's name.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
-    /// Tells the LLM when to call the function.
+    /// Tells the LLM when to call the function (not blank).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,
     /// Python defining `def <name>(conv: Conversation, <params>...)`.
     pub code: String,
     /// Wall-clock limit of one invocation (100–60,000 ms).
+    #[schema(minimum = 100, maximum = 60_000)]
     pub timeout_ms: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceFunction {
+    /// Tells the LLM when to call the function (not blank).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,
     pub code: String,
+    /// Wall-clock limit of one invocation (100–60,000 ms).
+    #[schema(minimum = 100, maximum = 60_000)]
     pub timeout_ms: Option<u32>,
 }
 
@@ -102,6 +111,7 @@ pub async fn list_functions(
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", tag = "functions",
     request_body = CreateFunction, params(("ws" = String, Path), ("agent_id" = String, Path)),
     responses((status = 201, body = FunctionOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, description = "code_too_large: the code is over 64 KiB, or payload_too_large: the body is", body = ErrorBody),
         (status = 422, description = "invalid_code: the Python error and its line", body = ErrorBody)))]
 pub async fn create_function(
     State(st): State<AppState>,
@@ -129,7 +139,8 @@ pub async fn get_function(
     request_body = ReplaceFunction,
     params(("ws" = String, Path), ("agent_id" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = FunctionOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 413, description = "code_too_large: the code is over 64 KiB, or payload_too_large: the body is", body = ErrorBody),
+        (status = 422, description = "invalid_code: the Python error and its line", body = ErrorBody)))]
 pub async fn replace_function(
     State(st): State<AppState>,
     Auth(p): Auth,

@@ -3,6 +3,8 @@
 //! for that agent only, and each is audited as a read by the agent.
 
 use axum::extract::State;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -16,12 +18,15 @@ use crate::{AppState, Json};
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationIn {
-    /// The conversation's id (`conv.id`); one is made up when absent.
+    /// The conversation's id (`conv.id`), 1–128 printable characters; one is made up when absent.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
     pub id: Option<String>,
     /// `sandbox` (default), `pre-release` or `live` (`conv.env`).
+    #[schema(value_type = Option<super::doc::Env>)]
     pub env: Option<String>,
     /// `conv.state` at the start; the changed state comes back in the answer.
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "super::unique_keys::optional_map")]
+    #[schema(value_type = Option<Object>)]
     pub state: Option<Map<String, Value>>,
 }
 
@@ -29,11 +34,28 @@ pub struct ConversationIn {
 #[serde(deny_unknown_fields)]
 pub struct InvokeBody {
     /// The LLM parameters, by name; checked against their declared types.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys::map")]
     #[schema(value_type = Object)]
     pub args: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "conversation_object")]
     pub conversation: ConversationIn,
+}
+
+/// The conversation as a JSON object only (serde would also take its fields as an array).
+fn conversation_object<'de, D: Deserializer<'de>>(d: D) -> Result<ConversationIn, D::Error> {
+    struct ObjectOnly;
+    impl<'de> Visitor<'de> for ObjectOnly {
+        type Value = ConversationIn;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object with id, env and state")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ConversationIn, A::Error> {
+            ConversationIn::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(ObjectOnly)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -60,7 +82,7 @@ pub struct InvokeOut {
     pub conversation_id: String,
     /// What the function returned: a string, an object, or null. Secret values it read are
     /// replaced by `[redacted:<name>]` here and everywhere else in the answer.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::doc::InvokeResultSchema)]
     pub result: Value,
     #[schema(value_type = Object)]
     pub state: Value,

@@ -43,12 +43,18 @@ impl From<Member> for MemberOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
+    /// An email address such as `ada@example.com`.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$"
+    )]
     pub email: String,
     /// `admin` or `member`
+    #[schema(value_type = super::doc::Role)]
     pub role: String,
     /// Refused: the invitee chooses their own password when they accept.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub password: Option<serde::de::IgnoredAny>,
 }
 
@@ -93,6 +99,7 @@ pub struct InvitationCreated {
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     /// `admin` or `member`
+    #[schema(value_type = super::doc::Role)]
     pub role: String,
 }
 

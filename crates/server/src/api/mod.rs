@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod doc;
 pub mod functions;
 pub mod invoke;
 pub mod keys;
@@ -12,14 +13,14 @@ pub mod members;
 pub mod ops;
 pub mod read;
 pub mod secrets;
+mod unique_keys;
 pub mod workspaces;
-
-use std::collections::HashMap;
 
 use agentvault_core::model::{Agent, ApiKeyMeta, KeyScope, Millis, SecretMeta, SecretVersionMeta, Workspace};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use self::doc::SecretValueSchema;
 use crate::rfc3339;
 
 /// A list response.
@@ -68,14 +69,6 @@ impl From<Agent> for AgentOut {
             updated_at: rfc3339(a.updated_at),
         }
     }
-}
-
-/// The shape of a secret value in the API: a string (single) or an object of strings (kv).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub enum SecretValueSchema {
-    Single(String),
-    Kv(HashMap<String, String>),
 }
 
 /// `single` or `kv`.

@@ -5,13 +5,13 @@ use axum::response::IntoResponse;
 use crate::AppState;
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: the database answers and the audit log is writable.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
     if let Err(e) = st.store.ping().await {
@@ -24,13 +24,13 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
 }
 
 /// This API's OpenAPI document, generated from the code.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn openapi(State(st): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], st.openapi_json.get().cloned().unwrap_or_default())
 }

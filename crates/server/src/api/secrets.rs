@@ -5,6 +5,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::doc::AgentId;
 use super::{List, SecretOut, SecretType, SecretValueSchema, VersionOut};
 use crate::auth::Auth;
 use crate::error::{ApiResult, ErrorBody};
@@ -16,20 +17,24 @@ use crate::{AppState, Json};
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     /// 1–64 characters of `a-z`, `0-9` and `_`, starting with a letter; immutable.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
     /// A string (single value) or an object of strings (key/value pairs).
     #[schema(value_type = SecretValueSchema)]
     pub value: SecretValue,
     /// The agents allowed to read it.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<AgentId>)]
     pub agents: Vec<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// A new value: stored as a new version.
     #[schema(value_type = Option<SecretValueSchema>)]
@@ -47,6 +52,7 @@ pub struct UpdateSecret {
 #[serde(deny_unknown_fields)]
 pub struct SetAccess {
     /// The complete new list of agents allowed to read the secret.
+    #[schema(value_type = Vec<AgentId>)]
     pub agents: Vec<String>,
 }
 

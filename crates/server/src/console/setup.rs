@@ -3,6 +3,7 @@
 //! an attacker would need); once a user exists the page only says so.
 
 use askama::Template;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,8 +65,10 @@ pub async fn show(State(st): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+/// The first-run form's fields.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SetupForm {
+    /// The setup code printed when agentvault started.
     #[serde(default)]
     setup_code: String,
     #[serde(default)]
@@ -73,22 +76,29 @@ pub struct SetupForm {
     #[serde(default)]
     name: String,
     #[serde(default)]
+    #[schema(value_type = String)]
     password: Zeroizing<String>,
 }
 
 /// Submits the first-run form (`application/x-www-form-urlencoded`): creates the first admin and
 /// signs them in.
 #[utoipa::path(post, path = "/setup", tag = "people", security(()),
+    request_body(content = SetupForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 201, description = "created; sets the session cookie", content_type = "text/html"),
-        (status = 400, description = "the form again, with the error by its field", content_type = "text/html"),
+        (status = 400, description = "the form again, with the error by its field, or a form that cannot be read", content_type = "text/html"),
+        (status = 415, description = "the body is not a form (application/x-www-form-urlencoded)", content_type = "text/html"),
         (status = 401, description = "wrong setup code", content_type = "text/html"),
         (status = 409, description = "setup was already done", content_type = "text/html")))]
 pub async fn submit(
     State(st): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    Form(f): Form<SetupForm>,
+    form: Result<Form<SetupForm>, FormRejection>,
 ) -> Response {
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(rej) => return unreadable(&rej),
+    };
     let client = st.client_of(peer, &headers);
     match create_first_admin(&st, &client, &headers, Some(&f.setup_code), &f.email, &f.name, f.password).await {
         Ok((cookie, _)) => {
@@ -108,6 +118,22 @@ pub async fn submit(
             page(crate::error::status_of(e.kind), &view)
         }
     }
+}
+
+/// The form again, saying why the submitted one could not be read (never quoting it: it holds
+/// the password).
+fn unreadable(rej: &FormRejection) -> Response {
+    let (status, error) = match rej {
+        FormRejection::InvalidFormContentType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the form was not sent as application/x-www-form-urlencoded; submit it from this page",
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "the form could not be read (a field given twice, or a malformed body); fill it in again",
+        ),
+    };
+    page(status, &SetupPage { error: error.to_owned(), ..SetupPage::default() })
 }
 
 mod filters {

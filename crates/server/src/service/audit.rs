@@ -24,8 +24,9 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter> {
     let outcome = q
         .outcome
         .map(|o| {
-            Outcome::parse(&o)
-                .ok_or_else(|| Error::invalid("outcome", "outcome must be one of success, denied, not_found, invalid"))
+            Outcome::parse(&o).ok_or_else(|| {
+                Error::invalid("outcome", "outcome must be one of success, denied, not_found, invalid, failed")
+            })
         })
         .transpose()?;
     if let Some(s) = &q.secret {

@@ -318,6 +318,11 @@ fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
+        Value::Number(n)
+            if n.as_f64().is_some_and(|f| f.fract() == 0.0 && (f >= 2f64.powi(64) || f < -(2f64.powi(63)))) =>
+        {
+            "a whole number out of range (integers are -2^63 to 2^64-1)"
+        }
         Value::Number(n) if n.is_f64() => "a number with a fraction",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
