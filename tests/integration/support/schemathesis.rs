@@ -7,9 +7,17 @@ use std::process::Command;
 /// The pinned schemathesis release `scripts/test` installs.
 pub const VERSION: &str = "4.32.5";
 
-/// Whether `schemathesis` is on the PATH.
+/// schemathesis, run as a module of the `python3` that `scripts/test` installed it for (its
+/// console script is not on the PATH everywhere: pyenv, for one, needs a rehash first).
+fn schemathesis() -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "schemathesis.cli"]);
+    cmd
+}
+
+/// Whether schemathesis is installed.
 pub fn installed() -> bool {
-    Command::new("schemathesis").arg("--version").output().is_ok_and(|o| o.status.success())
+    schemathesis().arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// What a run needs to know about the seeded workspace.
@@ -86,7 +94,7 @@ checks.positive_data_acceptance.enabled = false
 pub fn run(dir: &Path, base: &str, token: &str, seeded: &Seeded<'_>) -> std::process::Output {
     let config_file = dir.join("schemathesis.toml");
     std::fs::write(&config_file, config(seeded, token)).unwrap();
-    Command::new("schemathesis")
+    schemathesis()
         .current_dir(dir)
         .env("SCHEMATHESIS_HOOKS", "")
         .arg("--config-file")
