@@ -40,6 +40,26 @@ pub struct Resp {
     pub headers: Vec<(String, String)>,
 }
 
+/// An HTTP client that returns every status as a response (tests look at errors too).
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl From<ureq::http::Response<ureq::Body>> for Resp {
+    fn from(mut resp: ureq::http::Response<ureq::Body>) -> Resp {
+        let status = resp.status().as_u16();
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text, headers }
+    }
+}
+
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -198,11 +218,7 @@ impl Server {
 
     /// A request with any headers (cookies, CSRF tokens, malformed credentials).
     pub fn request_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = client();
         let url = format!("{}{}", self.base, path);
         macro_rules! with_headers {
             ($req:expr) => {{
@@ -224,23 +240,13 @@ impl Server {
             ("PATCH", None) => with_headers!(agent.patch(&url)).send_empty(),
             _ => panic!("unsupported request {method} with body {body:?}"),
         };
-        let mut resp = result.unwrap();
-        let status = resp.status().as_u16();
-        let headers =
-            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text, headers }
+        Resp::from(result.unwrap())
     }
 
     /// A POST with a body sent byte for byte (malformed JSON, forms, other character sets)
     /// and the admin token, unless `headers` carry their own credential.
     pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = client();
         let mut req = agent.post(format!("{}{}", self.base, path));
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie")) {
             req = req.header("Authorization", format!("Bearer {}", self.admin));
@@ -248,13 +254,7 @@ impl Server {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut resp = req.send(body.as_bytes()).unwrap();
-        let status = resp.status().as_u16();
-        let headers =
-            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text, headers }
+        Resp::from(req.send(body.as_bytes()).unwrap())
     }
 
     pub fn get(&self, path: &str) -> Resp {
