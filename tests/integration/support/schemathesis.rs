@@ -107,7 +107,7 @@ pub fn run(dir: &Path, base: &str, token: &str, seeded: &Seeded<'_>) -> std::pro
             "--exclude-path-regex",
             "^/(setup|api/v1/setup|api/v1/auth/.*|api/v1/me/password|api/v1/invitations/.*)$",
         ])
-        .args(["--max-examples", "20", "--max-time", "60", "--seed", "20261126", "--workers", "2"])
+        .args(["--max-examples", "20", "--max-time", "60", "--seed", "20261126", "--workers", "1"])
         .args(["--generation-database", "none", "--no-color", "--report", "junit", "--report-dir"])
         .arg(dir.join("report"))
         .output()
