@@ -39,17 +39,32 @@ macro_rules! audit_insert {
     };
 }
 
-mod agents;
-mod audit;
-mod credentials;
-mod functions;
-mod invitations;
 mod journal;
-mod keys;
 mod migrate;
+
+// The SQL every backend shares (`crate::sql`), compiled here for SQLite.
+type Backend = SqliteStore;
+type Conn = SqliteConnection;
+type Db = Sqlite;
+#[path = "../sql/agents.rs"]
+mod agents;
+#[path = "../sql/audit.rs"]
+mod audit;
+#[path = "../sql/credentials.rs"]
+mod credentials;
+#[path = "../sql/functions.rs"]
+mod functions;
+#[path = "../sql/invitations.rs"]
+mod invitations;
+#[path = "../sql/keys.rs"]
+mod keys;
+#[path = "../sql/people.rs"]
 mod people;
+#[path = "../sql/secrets.rs"]
 mod secrets;
+#[path = "../sql/store.rs"]
 mod store;
+#[path = "../sql/workspaces.rs"]
 mod workspaces;
 
 use journal::AuditJournal;
@@ -71,7 +86,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             // Deleted rows are overwritten with zeros, not just unlinked: deleted secrets' and
-            // retired wrapped data keys must not linger in free space (see `wipe_wal`).
+            // retired wrapped data keys must not linger in free space (see `scrub_deleted`).
             .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let connect = |sync: SqliteSynchronous, max: u32| {
@@ -113,7 +128,7 @@ impl SqliteStore {
     /// the checkpoint the old images still sit in the database file, and the WAL still holds the
     /// frames that wrote them. Waits for readers (the busy timeout) and retries for a few seconds;
     /// if the WAL stays busy the next checkpoint (at the latest, the close) finishes the job.
-    async fn wipe_wal(&self) {
+    async fn scrub_deleted(&self) {
         for _ in 0..50 {
             match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.write).await {
                 Ok((0, _, _)) => return,
@@ -125,6 +140,21 @@ impl SqliteStore {
             }
         }
         tracing::warn!("the WAL stayed busy; deleted key material leaves it at the next checkpoint");
+    }
+
+    /// Appends agent-read audit records with one write to the journal on the calling thread (see
+    /// [`journal`]): synchronous on purpose, one short `write()`.
+    async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let records = events.iter().map(|e| (self.audit_seq.fetch_add(1, Ordering::Relaxed), e.clone())).collect();
+        Ok(self.journal()?.append(records)?)
+    }
+
+    /// Moves the records still in the journal into the table, before the log is queried.
+    fn settle_audit(&self) -> DbResult<()> {
+        Ok(self.journal()?.sync()?)
     }
 
     /// Closes every connection, checkpointing the WAL.

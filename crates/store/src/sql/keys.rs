@@ -5,12 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{ApiKeyMeta, KeyScope, Millis};
 
-use super::{SqliteStore, agents};
+use super::{Backend, agents};
 use crate::errors::{self, DbResult};
 use crate::rows::{ApiKeyRow, SealedVersionRow, columns, convert};
 use crate::{SealedVersion, rules};
 
-pub(super) async fn create(s: &SqliteStore, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(s: &Backend, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     let agents = rules::scope_agents(&key.scope);
     agents::check_known(&mut tx, &key.workspace_id, &agents).await?;
@@ -40,7 +40,7 @@ pub(super) async fn create(s: &SqliteStore, key: &ApiKeyMeta, token_hash: &[u8],
 }
 
 /// The keys (of one workspace, or all) with their token hashes and scopes.
-pub(super) async fn load(s: &SqliteStore, workspace_id: Option<&str>) -> DbResult<Vec<(ApiKeyMeta, Vec<u8>)>> {
+pub(super) async fn load(s: &Backend, workspace_id: Option<&str>) -> DbResult<Vec<(ApiKeyMeta, Vec<u8>)>> {
     let mut conn = s.read.acquire().await?;
     let (rows, scopes): (Vec<ApiKeyRow>, Vec<(String, String)>) = match workspace_id {
         Some(ws) => (
@@ -75,14 +75,14 @@ pub(super) async fn load(s: &SqliteStore, workspace_id: Option<&str>) -> DbResul
 }
 
 /// Newest first.
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<ApiKeyMeta>> {
+pub(super) async fn list(s: &Backend, workspace_id: &str) -> DbResult<Vec<ApiKeyMeta>> {
     let mut keys: Vec<ApiKeyMeta> = load(s, Some(workspace_id)).await?.into_iter().map(|(k, _)| k).collect();
     keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
     Ok(keys)
 }
 
 pub(super) async fn revoke(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     key_id: &str,
     now: Millis,
@@ -110,7 +110,7 @@ pub(super) async fn revoke(
 }
 
 /// Records when keys were last used (never moving the time back).
-pub(super) async fn record_use(s: &SqliteStore, uses: &[(String, Millis)]) -> DbResult<()> {
+pub(super) async fn record_use(s: &Backend, uses: &[(String, Millis)]) -> DbResult<()> {
     let mut tx = s.begin().await?;
     for (id, at) in uses {
         sqlx::query(
@@ -124,7 +124,7 @@ pub(super) async fn record_use(s: &SqliteStore, uses: &[(String, Millis)]) -> Db
     tx.commit(&[]).await
 }
 
-pub(super) async fn all_sealed_versions(s: &SqliteStore) -> DbResult<Vec<SealedVersion>> {
+pub(super) async fn all_sealed_versions(s: &Backend) -> DbResult<Vec<SealedVersion>> {
     let rows: Vec<SealedVersionRow> = sqlx::query_as(
         "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
          FROM secret_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.version",
@@ -136,7 +136,7 @@ pub(super) async fn all_sealed_versions(s: &SqliteStore) -> DbResult<Vec<SealedV
 
 /// Stores re-wrapped data keys; refuses the whole rotation if any version changed meanwhile.
 pub(super) async fn replace_wrapped_keys(
-    s: &SqliteStore,
+    s: &Backend,
     rewrapped: &[SealedVersion],
     audit: &[AuditEvent],
 ) -> DbResult<()> {
@@ -158,6 +158,6 @@ pub(super) async fn replace_wrapped_keys(
         }
     }
     tx.commit(audit).await?;
-    s.wipe_wal().await;
+    s.scrub_deleted().await;
     Ok(())
 }

@@ -3,11 +3,11 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{AdminToken, Workspace};
 
-use super::SqliteStore;
+use super::Backend;
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{AdminTokenRow, WorkspaceRow, columns};
 
-pub(super) async fn list(s: &SqliteStore) -> DbResult<Vec<Workspace>> {
+pub(super) async fn list(s: &Backend) -> DbResult<Vec<Workspace>> {
     let rows: Vec<WorkspaceRow> =
         sqlx::query_as(concat!("SELECT ", columns!(workspace), " FROM workspaces ORDER BY created_at, id"))
             .fetch_all(&s.read)
@@ -15,7 +15,7 @@ pub(super) async fn list(s: &SqliteStore) -> DbResult<Vec<Workspace>> {
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub(super) async fn get(s: &SqliteStore, id: &str) -> DbResult<Option<Workspace>> {
+pub(super) async fn get(s: &Backend, id: &str) -> DbResult<Option<Workspace>> {
     let row: Option<WorkspaceRow> =
         sqlx::query_as(concat!("SELECT ", columns!(workspace), " FROM workspaces WHERE id = $1"))
             .bind(id)
@@ -24,7 +24,7 @@ pub(super) async fn get(s: &SqliteStore, id: &str) -> DbResult<Option<Workspace>
     Ok(row.map(Into::into))
 }
 
-pub(super) async fn create(s: &SqliteStore, ws: &Workspace, owner: Option<&str>, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(s: &Backend, ws: &Workspace, owner: Option<&str>, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&ws.id)
@@ -44,12 +44,12 @@ pub(super) async fn create(s: &SqliteStore, ws: &Workspace, owner: Option<&str>,
     tx.commit_one(audit).await
 }
 
-pub(super) async fn has_admin_tokens(s: &SqliteStore) -> DbResult<bool> {
+pub(super) async fn has_admin_tokens(s: &Backend) -> DbResult<bool> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens").fetch_one(&s.read).await?;
     Ok(n > 0)
 }
 
-pub(super) async fn create_admin_token(s: &SqliteStore, token: &AdminToken, token_hash: &[u8]) -> DbResult<()> {
+pub(super) async fn create_admin_token(s: &Backend, token: &AdminToken, token_hash: &[u8]) -> DbResult<()> {
     sqlx::query("INSERT INTO admin_tokens (id, name, token_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&token.id)
         .bind(&token.name)
@@ -61,11 +61,11 @@ pub(super) async fn create_admin_token(s: &SqliteStore, token: &AdminToken, toke
     Ok(())
 }
 
-pub(super) async fn delete_admin_tokens(s: &SqliteStore) -> DbResult<u64> {
+pub(super) async fn delete_admin_tokens(s: &Backend) -> DbResult<u64> {
     Ok(sqlx::query("DELETE FROM admin_tokens").execute(&s.write).await?.rows_affected())
 }
 
-pub(super) async fn load_admin_tokens(s: &SqliteStore) -> DbResult<Vec<(AdminToken, Vec<u8>)>> {
+pub(super) async fn load_admin_tokens(s: &Backend) -> DbResult<Vec<(AdminToken, Vec<u8>)>> {
     let rows: Vec<AdminTokenRow> =
         sqlx::query_as(concat!("SELECT ", columns!(admin_token), " FROM admin_tokens")).fetch_all(&s.read).await?;
     Ok(rows.into_iter().map(Into::into).collect())

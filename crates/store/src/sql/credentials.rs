@@ -3,12 +3,12 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Millis, PersonalToken, Session};
 
-use super::SqliteStore;
+use super::Backend;
 use crate::errors::{self, DbResult};
 use crate::rows::{PersonalTokenRow, SessionRow, columns};
 
 pub(super) async fn create_session(
-    s: &SqliteStore,
+    s: &Backend,
     session: &Session,
     token_hash: &[u8],
     audit: &[AuditEvent],
@@ -36,7 +36,7 @@ pub(super) async fn create_session(
     tx.commit(audit).await
 }
 
-pub(super) async fn session_by_hash(s: &SqliteStore, token_hash: &[u8]) -> DbResult<Option<Session>> {
+pub(super) async fn session_by_hash(s: &Backend, token_hash: &[u8]) -> DbResult<Option<Session>> {
     let row: Option<SessionRow> =
         sqlx::query_as(concat!("SELECT ", columns!(session), " FROM sessions WHERE token_hash = $1"))
             .bind(token_hash)
@@ -45,7 +45,7 @@ pub(super) async fn session_by_hash(s: &SqliteStore, token_hash: &[u8]) -> DbRes
     Ok(row.map(Into::into))
 }
 
-pub(super) async fn list_sessions(s: &SqliteStore, user_id: &str) -> DbResult<Vec<Session>> {
+pub(super) async fn list_sessions(s: &Backend, user_id: &str) -> DbResult<Vec<Session>> {
     let rows: Vec<SessionRow> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(session),
@@ -58,7 +58,7 @@ pub(super) async fn list_sessions(s: &SqliteStore, user_id: &str) -> DbResult<Ve
 }
 
 pub(super) async fn revoke_session(
-    s: &SqliteStore,
+    s: &Backend,
     user_id: &str,
     session_id: &str,
     now: Millis,
@@ -76,7 +76,7 @@ pub(super) async fn revoke_session(
 }
 
 pub(super) async fn create_personal_token(
-    s: &SqliteStore,
+    s: &Backend,
     token: &PersonalToken,
     token_hash: &[u8],
     audit: &[AuditEvent],
@@ -98,7 +98,7 @@ pub(super) async fn create_personal_token(
     tx.commit(audit).await
 }
 
-pub(super) async fn personal_token_by_hash(s: &SqliteStore, token_hash: &[u8]) -> DbResult<Option<PersonalToken>> {
+pub(super) async fn personal_token_by_hash(s: &Backend, token_hash: &[u8]) -> DbResult<Option<PersonalToken>> {
     let row: Option<PersonalTokenRow> =
         sqlx::query_as(concat!("SELECT ", columns!(personal_token), " FROM personal_tokens WHERE token_hash = $1"))
             .bind(token_hash)
@@ -107,7 +107,7 @@ pub(super) async fn personal_token_by_hash(s: &SqliteStore, token_hash: &[u8]) -
     Ok(row.map(Into::into))
 }
 
-pub(super) async fn list_personal_tokens(s: &SqliteStore, user_id: &str) -> DbResult<Vec<PersonalToken>> {
+pub(super) async fn list_personal_tokens(s: &Backend, user_id: &str) -> DbResult<Vec<PersonalToken>> {
     let rows: Vec<PersonalTokenRow> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(personal_token),
@@ -120,7 +120,7 @@ pub(super) async fn list_personal_tokens(s: &SqliteStore, user_id: &str) -> DbRe
 }
 
 pub(super) async fn revoke_personal_token(
-    s: &SqliteStore,
+    s: &Backend,
     user_id: &str,
     token_id: &str,
     now: Millis,
@@ -145,7 +145,7 @@ pub(super) async fn revoke_personal_token(
 }
 
 /// Records when a token was last used (never moving the time back).
-pub(super) async fn record_personal_token_use(s: &SqliteStore, token_id: &str, at: Millis) -> DbResult<()> {
+pub(super) async fn record_personal_token_use(s: &Backend, token_id: &str, at: Millis) -> DbResult<()> {
     sqlx::query(
         "UPDATE personal_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
     )
@@ -157,7 +157,7 @@ pub(super) async fn record_personal_token_use(s: &SqliteStore, token_id: &str, a
 }
 
 /// Stores the hash of a one-time code for `purpose`, replacing any earlier one.
-pub(super) async fn set_one_time_code(s: &SqliteStore, purpose: &str, code_hash: &[u8], now: Millis) -> DbResult<()> {
+pub(super) async fn set_one_time_code(s: &Backend, purpose: &str, code_hash: &[u8], now: Millis) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO one_time_codes (purpose, code_hash, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT (purpose) DO UPDATE SET code_hash = excluded.code_hash, created_at = excluded.created_at",
@@ -170,7 +170,7 @@ pub(super) async fn set_one_time_code(s: &SqliteStore, purpose: &str, code_hash:
     Ok(())
 }
 
-pub(super) async fn one_time_code(s: &SqliteStore, purpose: &str) -> DbResult<Option<Vec<u8>>> {
+pub(super) async fn one_time_code(s: &Backend, purpose: &str) -> DbResult<Option<Vec<u8>>> {
     Ok(sqlx::query_scalar("SELECT code_hash FROM one_time_codes WHERE purpose = $1")
         .bind(purpose)
         .fetch_optional(&s.read)

@@ -3,11 +3,11 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::Function;
 
-use super::SqliteStore;
+use super::Backend;
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{FunctionRow, columns, convert, params_json};
 
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str, agent_id: &str) -> DbResult<Vec<Function>> {
+pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbResult<Vec<Function>> {
     let rows: Vec<FunctionRow> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(function),
@@ -20,7 +20,7 @@ pub(super) async fn list(s: &SqliteStore, workspace_id: &str, agent_id: &str) ->
     Ok(convert(rows)?)
 }
 
-pub(super) async fn get(s: &SqliteStore, workspace_id: &str, agent_id: &str, name: &str) -> DbResult<Option<Function>> {
+pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &str) -> DbResult<Option<Function>> {
     let row: Option<FunctionRow> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(function),
@@ -34,7 +34,7 @@ pub(super) async fn get(s: &SqliteStore, workspace_id: &str, agent_id: &str, nam
     Ok(row.map(Function::try_from).transpose()?)
 }
 
-pub(super) async fn create(s: &SqliteStore, f: &Function, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(s: &Backend, f: &Function, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query(
         "INSERT INTO functions (id, workspace_id, agent_id, name, description, parameters, code, timeout_ms, \
@@ -58,7 +58,7 @@ pub(super) async fn create(s: &SqliteStore, f: &Function, audit: &AuditEvent) ->
 }
 
 /// Stores `f` as version `f.version` if the stored one is still the version before it.
-pub(super) async fn update(s: &SqliteStore, f: &Function, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn update(s: &Backend, f: &Function, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     let done = sqlx::query(
         "UPDATE functions SET description = $1, parameters = $2, code = $3, timeout_ms = $4, version = $5, \
@@ -80,7 +80,7 @@ pub(super) async fn update(s: &SqliteStore, f: &Function, audit: &AuditEvent) ->
 }
 
 pub(super) async fn delete(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     agent_id: &str,
     name: &str,

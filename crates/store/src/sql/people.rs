@@ -1,20 +1,20 @@
 //! Users and their memberships of workspaces.
 
+use super::Conn;
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Member, Millis, Role, User};
-use sqlx::SqliteConnection;
 
-use super::SqliteStore;
+use super::Backend;
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{MemberRow, MembershipRow, UserRow, UserWithHashRow, columns, convert, parse_role};
 use crate::{PasswordChange, rules};
 
-pub(super) async fn count_users(s: &SqliteStore) -> DbResult<u64> {
+pub(super) async fn count_users(s: &Backend) -> DbResult<u64> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&s.read).await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) async fn insert_user(conn: &mut SqliteConnection, user: &User, password_hash: &str) -> DbResult<()> {
+pub(super) async fn insert_user(conn: &mut Conn, user: &User, password_hash: &str) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO users (id, email, name, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -33,7 +33,7 @@ pub(super) async fn insert_user(conn: &mut SqliteConnection, user: &User, passwo
 /// Creates the first admin: an admin of every workspace, holding the bootstrap token (if any)
 /// as a personal access token.
 pub(super) async fn setup_first_admin(
-    s: &SqliteStore,
+    s: &Backend,
     user: &User,
     password_hash: &str,
     audit: &[AuditEvent],
@@ -74,7 +74,7 @@ pub(super) async fn setup_first_admin(
 }
 
 pub(super) async fn create_user(
-    s: &SqliteStore,
+    s: &Backend,
     user: &User,
     password_hash: &str,
     memberships: &[(String, Role)],
@@ -90,7 +90,7 @@ pub(super) async fn create_user(
 
 /// Inserts a membership; a unique violation means the user is already a member.
 pub(super) async fn insert_membership(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     user_id: &str,
     workspace_id: &str,
     role: Role,
@@ -107,7 +107,7 @@ pub(super) async fn insert_membership(
 }
 
 /// By email, case-insensitively (the index `users_by_lower_email` answers it).
-pub(super) async fn by_email(s: &SqliteStore, email: &str) -> DbResult<Option<(User, String)>> {
+pub(super) async fn by_email(s: &Backend, email: &str) -> DbResult<Option<(User, String)>> {
     let row: Option<UserWithHashRow> =
         sqlx::query_as(concat!("SELECT ", columns!(user), ", password_hash FROM users WHERE LOWER(email) = LOWER($1)"))
             .bind(email)
@@ -116,7 +116,7 @@ pub(super) async fn by_email(s: &SqliteStore, email: &str) -> DbResult<Option<(U
     Ok(row.map(Into::into))
 }
 
-pub(super) async fn get(s: &SqliteStore, user_id: &str) -> DbResult<Option<User>> {
+pub(super) async fn get(s: &Backend, user_id: &str) -> DbResult<Option<User>> {
     let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", columns!(user), " FROM users WHERE id = $1"))
         .bind(user_id)
         .fetch_optional(&s.read)
@@ -126,7 +126,7 @@ pub(super) async fn get(s: &SqliteStore, user_id: &str) -> DbResult<Option<User>
 
 /// Stores the new hash and ends the other sessions (and, if asked, tokens) of the user.
 pub(super) async fn set_password(
-    s: &SqliteStore,
+    s: &Backend,
     change: &PasswordChange<'_>,
     audit: &[AuditEvent],
 ) -> DbResult<(u64, u64)> {
@@ -166,7 +166,7 @@ pub(super) async fn set_password(
     Ok((sessions, tokens))
 }
 
-pub(super) async fn memberships_of(s: &SqliteStore, user_id: &str) -> DbResult<Vec<(String, Role)>> {
+pub(super) async fn memberships_of(s: &Backend, user_id: &str) -> DbResult<Vec<(String, Role)>> {
     let rows: Vec<MembershipRow> = sqlx::query_as("SELECT workspace_id, role FROM memberships WHERE user_id = $1")
         .bind(user_id)
         .fetch_all(&s.read)
@@ -175,7 +175,7 @@ pub(super) async fn memberships_of(s: &SqliteStore, user_id: &str) -> DbResult<V
 }
 
 /// Ordered by email, ignoring case.
-pub(super) async fn list_members(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<Member>> {
+pub(super) async fn list_members(s: &Backend, workspace_id: &str) -> DbResult<Vec<Member>> {
     let rows: Vec<MemberRow> = sqlx::query_as(
         "SELECT u.id, u.email, u.name, u.created_at, u.updated_at, m.role, m.created_at AS joined_at \
          FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = $1 ORDER BY LOWER(u.email)",
@@ -187,7 +187,7 @@ pub(super) async fn list_members(s: &SqliteStore, workspace_id: &str) -> DbResul
 }
 
 pub(super) async fn add_member(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     user_id: &str,
     role: Role,
@@ -200,7 +200,7 @@ pub(super) async fn add_member(
 }
 
 /// The member's role and the number of admins of the workspace (for the last-admin rule).
-async fn role_and_admins(conn: &mut SqliteConnection, workspace_id: &str, user_id: &str) -> DbResult<(Role, i64)> {
+async fn role_and_admins(conn: &mut Conn, workspace_id: &str, user_id: &str) -> DbResult<(Role, i64)> {
     let role: Option<String> =
         sqlx::query_scalar("SELECT role FROM memberships WHERE workspace_id = $1 AND user_id = $2")
             .bind(workspace_id)
@@ -217,12 +217,7 @@ async fn role_and_admins(conn: &mut SqliteConnection, workspace_id: &str, user_i
 
 /// Revokes the pending invitations a person made in a workspace, when they stop being its admin:
 /// an invitation must not carry an admin's power past their removal or demotion.
-async fn revoke_invitations_by(
-    conn: &mut SqliteConnection,
-    workspace_id: &str,
-    user_id: &str,
-    now: Millis,
-) -> DbResult<()> {
+async fn revoke_invitations_by(conn: &mut Conn, workspace_id: &str, user_id: &str, now: Millis) -> DbResult<()> {
     sqlx::query(
         "UPDATE invitations SET revoked_at = $1 \
          WHERE workspace_id = $2 AND invited_by = $3 AND revoked_at IS NULL AND accepted_at IS NULL",
@@ -236,7 +231,7 @@ async fn revoke_invitations_by(
 }
 
 pub(super) async fn set_role(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     user_id: &str,
     role: Role,
@@ -257,12 +252,7 @@ pub(super) async fn set_role(
     tx.commit_one(audit).await
 }
 
-pub(super) async fn remove_member(
-    s: &SqliteStore,
-    workspace_id: &str,
-    user_id: &str,
-    audit: &AuditEvent,
-) -> DbResult<()> {
+pub(super) async fn remove_member(s: &Backend, workspace_id: &str, user_id: &str, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     let (current, admins) = role_and_admins(&mut tx, workspace_id, user_id).await?;
     rules::keeps_an_admin(current, None, admins)?;

@@ -3,7 +3,7 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Invitation, Millis};
 
-use super::{SqliteStore, people};
+use super::{Backend, people};
 use crate::NewAccount;
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{InvitationRow, columns, convert};
@@ -16,7 +16,7 @@ macro_rules! select_invitations {
 }
 
 pub(super) async fn create(
-    s: &SqliteStore,
+    s: &Backend,
     invitation: &Invitation,
     code_hash: &[u8],
     audit: &[AuditEvent],
@@ -61,7 +61,7 @@ pub(super) async fn create(
 }
 
 /// The pending invitations of a workspace, newest first.
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str, now: Millis) -> DbResult<Vec<Invitation>> {
+pub(super) async fn list(s: &Backend, workspace_id: &str, now: Millis) -> DbResult<Vec<Invitation>> {
     let rows: Vec<InvitationRow> = sqlx::query_as(select_invitations!(
         "WHERE workspace_id = $1 AND revoked_at IS NULL AND accepted_at IS NULL AND expires_at > $2 \
          ORDER BY created_at DESC"
@@ -73,14 +73,14 @@ pub(super) async fn list(s: &SqliteStore, workspace_id: &str, now: Millis) -> Db
     Ok(convert(rows)?)
 }
 
-pub(super) async fn by_hash(s: &SqliteStore, code_hash: &[u8]) -> DbResult<Option<Invitation>> {
+pub(super) async fn by_hash(s: &Backend, code_hash: &[u8]) -> DbResult<Option<Invitation>> {
     let row: Option<InvitationRow> =
         sqlx::query_as(select_invitations!("WHERE code_hash = $1")).bind(code_hash).fetch_optional(&s.read).await?;
     Ok(row.map(Invitation::try_from).transpose()?)
 }
 
 pub(super) async fn revoke(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     invitation_id: &str,
     now: Millis,
@@ -106,7 +106,7 @@ pub(super) async fn revoke(
 /// Marks a pending invitation used and adds the membership (creating the account first when
 /// asked), all in one transaction.
 pub(super) async fn accept(
-    s: &SqliteStore,
+    s: &Backend,
     invitation: &Invitation,
     user_id: &str,
     new_account: Option<NewAccount<'_>>,

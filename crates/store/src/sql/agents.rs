@@ -3,11 +3,11 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::Agent;
 
-use super::SqliteStore;
+use super::{Backend, Conn};
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{AgentRow, columns};
 
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<Agent>> {
+pub(super) async fn list(s: &Backend, workspace_id: &str) -> DbResult<Vec<Agent>> {
     let rows: Vec<AgentRow> =
         sqlx::query_as(concat!("SELECT ", columns!(agent), " FROM agents WHERE workspace_id = $1 ORDER BY name, id"))
             .bind(workspace_id)
@@ -16,13 +16,13 @@ pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<Ag
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub(super) async fn load_all(s: &SqliteStore) -> DbResult<Vec<Agent>> {
+pub(super) async fn load_all(s: &Backend) -> DbResult<Vec<Agent>> {
     let rows: Vec<AgentRow> =
         sqlx::query_as(concat!("SELECT ", columns!(agent), " FROM agents")).fetch_all(&s.read).await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub(super) async fn get(s: &SqliteStore, workspace_id: &str, agent_id: &str) -> DbResult<Option<Agent>> {
+pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str) -> DbResult<Option<Agent>> {
     let row: Option<AgentRow> =
         sqlx::query_as(concat!("SELECT ", columns!(agent), " FROM agents WHERE workspace_id = $1 AND id = $2"))
             .bind(workspace_id)
@@ -32,7 +32,7 @@ pub(super) async fn get(s: &SqliteStore, workspace_id: &str, agent_id: &str) -> 
     Ok(row.map(Into::into))
 }
 
-pub(super) async fn create(s: &SqliteStore, agent: &Agent, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(s: &Backend, agent: &Agent, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query(
         "INSERT INTO agents (id, workspace_id, name, description, created_at, updated_at) \
@@ -50,7 +50,7 @@ pub(super) async fn create(s: &SqliteStore, agent: &Agent, audit: &AuditEvent) -
     tx.commit_one(audit).await
 }
 
-pub(super) async fn update(s: &SqliteStore, agent: &Agent, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn update(s: &Backend, agent: &Agent, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     let done = sqlx::query(
         "UPDATE agents SET name = $1, description = $2, updated_at = $3 WHERE id = $4 AND workspace_id = $5",
@@ -68,7 +68,7 @@ pub(super) async fn update(s: &SqliteStore, agent: &Agent, audit: &AuditEvent) -
 }
 
 /// Deletes the agent; its grants, API key scopes and functions go with it (foreign keys).
-pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn delete(s: &Backend, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND workspace_id = $2")
         .bind(agent_id)
@@ -80,11 +80,7 @@ pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, agent_id: &str, 
 }
 
 /// Fails with 422 `unknown_agent` unless every agent of `agents` belongs to the workspace.
-pub(super) async fn check_known(
-    conn: &mut sqlx::SqliteConnection,
-    workspace_id: &str,
-    agents: &[String],
-) -> DbResult<()> {
+pub(super) async fn check_known(conn: &mut Conn, workspace_id: &str, agents: &[String]) -> DbResult<()> {
     if agents.is_empty() {
         return Ok(());
     }

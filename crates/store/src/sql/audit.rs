@@ -1,28 +1,18 @@
-//! The audit log: appends through the journal, queries newest first.
+//! The audit log's queries, newest first (each backend appends in its own way).
 
-use std::sync::atomic::Ordering;
+use agentvault_core::audit::{AuditFilter, AuditRecord};
+use sqlx::QueryBuilder;
 
-use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
-use sqlx::{QueryBuilder, Sqlite};
-
-use super::SqliteStore;
+use super::{Backend, Db};
 use crate::errors::DbResult;
 use crate::rows::{AuditRow, columns, convert};
 
-/// Appends records with one write to the journal on the calling thread (see [`super::journal`]).
-pub(super) fn append(s: &SqliteStore, events: &[AuditEvent]) -> DbResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let records = events.iter().map(|e| (s.audit_seq.fetch_add(1, Ordering::Relaxed), e.clone())).collect();
-    Ok(s.journal()?.append(records)?)
-}
-
 /// Newest first, from the `before_seq` cursor on.
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str, filter: &AuditFilter) -> DbResult<Vec<AuditRecord>> {
-    // Records still in the journal are moved first, so the caller sees every answered read.
-    s.journal()?.sync()?;
-    let mut qb: QueryBuilder<Sqlite> =
+pub(super) async fn list(s: &Backend, workspace_id: &str, filter: &AuditFilter) -> DbResult<Vec<AuditRecord>> {
+    // Records the backend has acknowledged but not yet put in the table are moved first, so the
+    // caller sees every answered read.
+    s.settle_audit()?;
+    let mut qb: QueryBuilder<Db> =
         QueryBuilder::new(concat!("SELECT ", columns!(audit), " FROM audit_log WHERE workspace_id = "));
     qb.push_bind(workspace_id);
     if let Some(a) = filter.action {

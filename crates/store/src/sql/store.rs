@@ -1,5 +1,6 @@
-//! [`Store`] for [`SqliteStore`]: each method runs its area's function and turns a
-//! [`crate::errors::DbError`] into the API error.
+//! [`Store`] for a backend: each method runs its area's function (the SQL every backend shares)
+//! and turns a [`crate::errors::DbError`] into the API error. Written once, compiled into each
+//! backend's module with its own `Backend` type.
 
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
@@ -9,12 +10,12 @@ use agentvault_core::model::{
 };
 use async_trait::async_trait;
 
-use super::{SqliteStore, agents, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
+use super::{Backend, agents, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
 use crate::errors::DbError;
 use crate::{NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for Backend {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await.map_err(DbError::from)?;
         Ok(())
@@ -143,8 +144,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
-        // Synchronous on purpose: one short write() on the calling thread.
-        Ok(audit::append(self, events)?)
+        Ok(self.append_audit_records(events).await?)
     }
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
+use super::Conn;
 use agentvault_core::SecretKind;
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Millis, Sealed, SecretMeta, SecretVersionMeta};
-use sqlx::SqliteConnection;
 
-use super::{SqliteStore, agents};
+use super::{Backend, agents};
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{SecretRow, VersionRow, columns, convert, keys_json};
 use crate::{SecretChange, SecretRecord, rules};
@@ -37,7 +37,7 @@ fn with_access(rows: Vec<SecretRow>, access: Vec<(String, String)>) -> DbResult<
     Ok(records.collect::<agentvault_core::Result<_>>()?)
 }
 
-pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<SecretMeta>> {
+pub(super) async fn list(s: &Backend, workspace_id: &str) -> DbResult<Vec<SecretMeta>> {
     let mut conn = s.read.acquire().await?;
     let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 ORDER BY s.name"))
         .bind(workspace_id)
@@ -54,7 +54,7 @@ pub(super) async fn list(s: &SqliteStore, workspace_id: &str) -> DbResult<Vec<Se
 }
 
 /// Every secret with its current sealed version, for the read model.
-pub(super) async fn load_current(s: &SqliteStore) -> DbResult<Vec<SecretRecord>> {
+pub(super) async fn load_current(s: &Backend) -> DbResult<Vec<SecretRecord>> {
     let mut conn = s.read.acquire().await?;
     let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("")).fetch_all(&mut *conn).await?;
     let access: Vec<(String, String)> =
@@ -62,7 +62,7 @@ pub(super) async fn load_current(s: &SqliteStore) -> DbResult<Vec<SecretRecord>>
     Ok(with_access(rows, access)?.into_iter().map(|(meta, sealed)| SecretRecord { meta, sealed }).collect())
 }
 
-pub(super) async fn get(s: &SqliteStore, workspace_id: &str, name: &str) -> DbResult<Option<SecretMeta>> {
+pub(super) async fn get(s: &Backend, workspace_id: &str, name: &str) -> DbResult<Option<SecretMeta>> {
     let mut conn = s.read.acquire().await?;
     let row: Option<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 AND s.name = $2"))
         .bind(workspace_id)
@@ -76,7 +76,7 @@ pub(super) async fn get(s: &SqliteStore, workspace_id: &str, name: &str) -> DbRe
 }
 
 /// The metadata of a secret by id, inside a transaction that changed it.
-async fn meta_by_id(conn: &mut SqliteConnection, workspace_id: &str, secret_id: &str) -> DbResult<SecretMeta> {
+async fn meta_by_id(conn: &mut Conn, workspace_id: &str, secret_id: &str) -> DbResult<SecretMeta> {
     let row: Option<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 AND s.id = $2"))
         .bind(workspace_id)
         .bind(secret_id)
@@ -85,7 +85,7 @@ async fn meta_by_id(conn: &mut SqliteConnection, workspace_id: &str, secret_id: 
     with_agents(conn, row.ok_or_else(errors::secret_gone)?).await
 }
 
-async fn with_agents(conn: &mut SqliteConnection, row: SecretRow) -> DbResult<SecretMeta> {
+async fn with_agents(conn: &mut Conn, row: SecretRow) -> DbResult<SecretMeta> {
     let agents: Vec<String> =
         sqlx::query_scalar("SELECT agent_id FROM secret_access WHERE secret_id = $1 ORDER BY agent_id")
             .bind(row.id())
@@ -94,7 +94,7 @@ async fn with_agents(conn: &mut SqliteConnection, row: SecretRow) -> DbResult<Se
     Ok(row.into_record(agents)?.0)
 }
 
-async fn replace_access(conn: &mut SqliteConnection, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
+async fn replace_access(conn: &mut Conn, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
     sqlx::query("DELETE FROM secret_access WHERE secret_id = $1").bind(secret_id).execute(&mut *conn).await?;
     for agent in agents {
         sqlx::query(
@@ -121,7 +121,7 @@ struct NewRow<'a> {
     created_by: &'a str,
 }
 
-async fn insert_version(conn: &mut SqliteConnection, v: NewRow<'_>) -> DbResult<()> {
+async fn insert_version(conn: &mut Conn, v: NewRow<'_>) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO secret_versions \
          (secret_id, version, kind, keys, root_key_id, wrapped_dek, ciphertext, created_at, created_by) \
@@ -141,7 +141,7 @@ async fn insert_version(conn: &mut SqliteConnection, v: NewRow<'_>) -> DbResult<
     Ok(())
 }
 
-pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(s: &Backend, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     agents::check_known(&mut tx, &meta.workspace_id, &meta.agents).await?;
     sqlx::query(
@@ -173,7 +173,7 @@ pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, 
 }
 
 pub(super) async fn update(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     change: &SecretChange<'_>,
     audit: &AuditEvent,
@@ -216,7 +216,7 @@ pub(super) async fn update(
 }
 
 pub(super) async fn set_access(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     secret_id: &str,
     agents: &[String],
@@ -240,7 +240,7 @@ pub(super) async fn set_access(
 
 /// Deletes the secret, its versions (and so their key material) and grants, then wipes the
 /// deleted pages from the WAL.
-pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn delete(s: &Backend, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
     // Versions first, explicitly: their wrapped data keys are the key material.
     sqlx::query(
@@ -258,12 +258,12 @@ pub(super) async fn delete(s: &SqliteStore, workspace_id: &str, secret_id: &str,
         .await?;
     errors::changed(done.rows_affected(), errors::secret_gone)?;
     tx.commit_one(audit).await?;
-    s.wipe_wal().await;
+    s.scrub_deleted().await;
     Ok(())
 }
 
 pub(super) async fn list_versions(
-    s: &SqliteStore,
+    s: &Backend,
     workspace_id: &str,
     secret_id: &str,
 ) -> DbResult<Vec<SecretVersionMeta>> {
