@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 
+use crate::support::backend::on_postgres;
 use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, Options, Server, command, with_admin};
 
 #[test]
@@ -19,7 +20,9 @@ fn first_start_initialises_everything_and_prints_the_token_once() {
         .to_owned();
     let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("root.key"), 0o600, "the generated root key is private");
-    assert_eq!(mode("agentvault.db"), 0o600, "the database is private");
+    if !on_postgres() {
+        assert_eq!(mode("agentvault.db"), 0o600, "the database is private");
+    }
     assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
     first.admin = token.clone();
     let ws = first.default_ws();
@@ -88,7 +91,10 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     let (_, key) = s.create_key(&ws, json!("all"));
 
     // Refused while the server runs: it holds the data directory.
-    let busy = command().args(["rotate-root-key", "--data-dir"]).arg(dir).output().unwrap();
+    let mut busy = command();
+    busy.args(["rotate-root-key", "--data-dir"]).arg(dir);
+    crate::support::backend::on_database(&mut busy, dir);
+    let busy = busy.output().unwrap();
     assert!(!busy.status.success());
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("another agentvault process"),
@@ -98,7 +104,10 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     s.stop();
 
     let old_key = std::fs::read_to_string(dir.join("root.key")).unwrap();
-    let out = command().args(["rotate-root-key", "--data-dir"]).arg(dir).output().unwrap();
+    let mut rotate = command();
+    rotate.args(["rotate-root-key", "--data-dir"]).arg(dir);
+    crate::support::backend::on_database(&mut rotate, dir);
+    let out = rotate.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("re-wrapped 11 of 11 data keys"), "{stdout}");
@@ -146,9 +155,15 @@ fn a_root_key_from_the_environment_is_used_and_never_written() {
         .try_start_with(Options { extra_env: vec![("AGENTVAULT_ROOT_KEY", "c2hvcnQ=".into())], ..Options::default() });
     let err = bad.err().unwrap();
     assert!(err.contains("AGENTVAULT_ROOT_KEY is invalid") && err.contains("32 bytes"), "{err}");
-    // Without any key the server refuses rather than generating a new one over existing data.
-    let none = data.try_start_with(Options::default());
-    assert!(none.err().unwrap().contains("has a database but no root key file"));
+    // Without any key the server refuses rather than using a new one over existing data (SQLite:
+    // before generating it; PostgreSQL: the database records which key its data is under).
+    let none = data.try_start_with(Options::default()).err().unwrap();
+    let expected = if on_postgres() {
+        "which the configured keyring does not hold"
+    } else {
+        "has a database but no root key file"
+    };
+    assert!(none.contains(expected), "{none}");
 }
 
 #[test]

@@ -273,7 +273,9 @@ fn users_can_be_created_from_the_command_line() {
     let data = DataDir::new();
     let mut s = data.start();
     let create = |args: &[&str], password: &str| {
-        let mut child = command()
+        let mut cmd = command();
+        crate::support::backend::on_database(&mut cmd, &data.path);
+        let mut child = cmd
             .args(["user", "create", "--data-dir"])
             .arg(&data.path)
             .args(args)

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use agentvault_store::{PostgresStore, SqliteStore, Store};
 use clap::Args;
 use serde::Deserialize;
 
@@ -24,6 +27,14 @@ pub struct ConfigArgs {
     /// Data directory: the database and, by default, the root key file [default: ./agentvault-data]
     #[arg(long, env = "AGENTVAULT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep everything in PostgreSQL instead of the embedded SQLite database, e.g.
+    /// postgres://agentvault:PASSWORD@db.example.com/agentvault?sslmode=require. Several servers
+    /// may share one database.
+    #[arg(long, env = "AGENTVAULT_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL this server opens at most [default: 16]
+    #[arg(long, env = "AGENTVAULT_DATABASE_MAX_CONNECTIONS", value_name = "N")]
+    pub database_max_connections: Option<u32>,
     /// Root keyring file (base64 keys, one a line, the first active) [default: DATA_DIR/root.key,
     /// generated on first start]. AGENTVAULT_ROOT_KEY (base64 keys, comma-separated) takes precedence.
     #[arg(long, env = "AGENTVAULT_ROOT_KEY_FILE", value_name = "FILE")]
@@ -100,6 +111,8 @@ pub struct ConfigArgs {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
     root_key_file: Option<PathBuf>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -134,11 +147,21 @@ pub enum KeySource {
     Generated(PathBuf),
 }
 
+/// Where agentvault keeps its data.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded SQLite database in the data directory.
+    Sqlite(PathBuf),
+    /// PostgreSQL, with at most this many connections.
+    Postgres(agentvault_store::DatabaseUrl, u32),
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub database: Database,
     pub key_source: KeySource,
     pub log: String,
     /// Certificate and key files, for HTTPS.
@@ -177,6 +200,17 @@ impl Config {
             format!("listen address '{listen_text}' is not an IP:port such as 127.0.0.1:8437 or 0.0.0.0:8437")
         })?;
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database = match args.database_url.or(file.database_url).filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                let url = agentvault_store::DatabaseUrl::parse(&url).map_err(|e| e.message.into_owned())?;
+                let max = args.database_max_connections.or(file.database_max_connections).unwrap_or(16);
+                if !(2..=1000).contains(&max) {
+                    return Err(format!("database max connections {max} is outside 2 to 1000"));
+                }
+                Database::Postgres(url, max)
+            }
+            None => Database::Sqlite(data_dir.join("agentvault.db")),
+        };
         let key_source = if std::env::var_os("AGENTVAULT_ROOT_KEY").is_some() {
             KeySource::Env
         } else if let Some(f) = args.root_key_file.or(file.root_key_file) {
@@ -260,6 +294,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
+            database,
             key_source,
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
             tls,
@@ -267,8 +302,24 @@ impl Config {
         })
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("agentvault.db")
+    /// Whether the database already holds agentvault's data (PostgreSQL: assumed; it is asked
+    /// when opened).
+    pub fn database_exists(&self) -> bool {
+        match &self.database {
+            Database::Sqlite(path) => path.exists(),
+            Database::Postgres(..) => true,
+        }
+    }
+
+    /// Opens the store, applying pending migrations. The caller holds the data directory's lock
+    /// (`root_key::lock_data_dir`): one process at a time works on a data directory.
+    pub async fn open_store(&self) -> Result<Arc<dyn Store>, String> {
+        match &self.database {
+            Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await.map_err(crate::describe)?)),
+            Database::Postgres(url, max) => {
+                Ok(Arc::new(PostgresStore::open(url, *max).await.map_err(crate::describe)?))
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{Actor, Binding};
 use agentvault_crypto::Keyring;
-use agentvault_store::{SealedVersion, SqliteStore, Store};
+use agentvault_store::SealedVersion;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigArgs, KeySource};
@@ -49,7 +49,9 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, String> {
         KeySource::File(path) => load_file(path),
         KeySource::Generated(path) if path.exists() => load_file(path),
         KeySource::Generated(path) => {
-            if config.database_path().exists() {
+            // (With PostgreSQL a server with a key of its own is refused at start instead: the
+            // database records the key its data is sealed under.)
+            if matches!(&config.database, crate::config::Database::Sqlite(path) if path.exists()) {
                 return Err(format!(
                     "the data directory has a database but no root key file {}; restore the key file, or give the key with AGENTVAULT_ROOT_KEY or --root-key-file",
                     path.display()
@@ -80,7 +82,7 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
     let config = Config::resolve(args)?;
     crate::serve::init_logging(&config.log);
     crate::serve::harden_process();
-    if !config.database_path().exists() {
+    if !config.database_exists() {
         return Err(format!("there is no agentvault database in {}; nothing to rotate", config.data_dir.display()));
     }
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -94,7 +96,7 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
             (next, Some(p.clone()))
         }
     };
-    let store = SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?;
+    let store = config.open_store().await?;
     let versions = store.all_sealed_versions().await.map_err(crate::describe)?;
     let mut rewrapped: Vec<SealedVersion> = Vec::new();
     let mut per_workspace: BTreeMap<String, usize> = BTreeMap::new();
@@ -118,7 +120,7 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
                 .detail(format!("rewrapped={n}"))
         })
         .collect();
-    store.replace_wrapped_keys(&rewrapped, &audit).await.map_err(crate::describe)?;
+    store.replace_wrapped_keys(&rewrapped, ring.active_id(), &audit).await.map_err(crate::describe)?;
     if let Some(p) = &file {
         // Every data key is now under the active key: retire the old ones.
         ring.active_only().and_then(|r| r.write_file(p)).map_err(|e| e.to_string())?;

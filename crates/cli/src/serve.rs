@@ -1,10 +1,9 @@
 //! `agentvault serve`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 
 use agentvault_server::{AppState, Bootstrap};
-use agentvault_store::{SqliteStore, Store};
+use agentvault_store::Store;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ConfigArgs};
@@ -42,8 +41,7 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     harden_process();
     let _lock = lock_data_dir(&config.data_dir)?;
     let keyring = load_keyring(&config)?;
-    let sqlite = Arc::new(SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    let store = config.open_store().await?;
     let given = std::env::var("AGENTVAULT_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
     let boot = agentvault_server::bootstrap(store.as_ref(), given.as_deref()).await.map_err(crate::describe)?;
     let setup_code = if store.count_users().await.map_err(crate::describe)? == 0 {
@@ -51,7 +49,7 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     } else {
         None
     };
-    let state = AppState::start(store, keyring, config.server.clone()).await.map_err(crate::describe)?;
+    let state = AppState::start(store.clone(), keyring, config.server.clone()).await.map_err(crate::describe)?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(agentvault_server::load_tls(cert, key).await?),
         None => None,
@@ -99,10 +97,15 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
     let _ = writeln!(out, "agentvault listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "agentvault started");
+    match &config.database {
+        crate::config::Database::Sqlite(path) => {
+            tracing::info!(%addr, database = %path.display(), "agentvault started")
+        }
+        crate::config::Database::Postgres(url, _) => tracing::info!(%addr, database = %url, "agentvault started"),
+    }
 
     let result = agentvault_server::serve(listener, state, tls, shutdown).await;
-    sqlite.close().await;
+    store.close().await;
     tracing::info!("agentvault stopped");
     result.map_err(|e| format!("server error: {e}"))
 }

@@ -6,12 +6,11 @@ use std::io::{BufRead, IsTerminal};
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{Actor, Role, USER_PREFIX, User};
 use agentvault_core::validate;
-use agentvault_store::{SqliteStore, Store};
+use agentvault_store::Store;
 use clap::Args;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigArgs};
-use crate::root_key::lock_data_dir;
 
 #[derive(Args)]
 pub struct CreateUser {
@@ -61,17 +60,17 @@ pub async fn create(args: CreateUser) -> Result<(), String> {
     } else {
         validate::display_name("name", &args.name).map_err(crate::describe)?
     };
-    if !config.database_path().exists() {
+    if !config.database_exists() {
         return Err(format!(
             "there is no agentvault database in {}; start `agentvault serve` once first",
             config.data_dir.display()
         ));
     }
-    let _lock = lock_data_dir(&config.data_dir)?;
     let password = read_password(args.password_stdin)?;
     validate::password("password", &password, &email).map_err(crate::describe)?;
-    let store = SqliteStore::open(&config.database_path()).await.map_err(crate::describe)?;
-    let result = create_in(&store, email, name, role, args.workspace, password).await;
+    let _lock = crate::root_key::lock_data_dir(&config.data_dir)?;
+    let store = config.open_store().await?;
+    let result = create_in(store.as_ref(), email, name, role, args.workspace, password).await;
     store.close().await;
     let (user, where_) = result?;
     println!("created {} ({}) as {} of {where_}", user.email, user.id, role.as_str());
@@ -79,7 +78,7 @@ pub async fn create(args: CreateUser) -> Result<(), String> {
 }
 
 async fn create_in(
-    store: &SqliteStore,
+    store: &dyn Store,
     email: String,
     name: String,
     role: Role,

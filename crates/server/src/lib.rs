@@ -141,6 +141,16 @@ impl Deref for AppState {
 impl AppState {
     /// Loads the read model from the store and starts the audit writer.
     pub async fn start(store: Arc<dyn Store>, keyring: Keyring, options: ServerOptions) -> Result<AppState> {
+        // The first server on a database records its key; every later one must hold that key
+        // (several servers on one PostgreSQL need the same root key file).
+        let recorded = store.claim_root_key(keyring.active_id()).await?;
+        if !keyring.contains(&recorded) {
+            return Err(Error::unavailable(format!(
+                "the database's data is sealed under root key {recorded}, which the configured keyring does not hold \
+                 (it holds {}); give this server the root key file (or AGENTVAULT_ROOT_KEY) the database was set up with",
+                keyring.ids().join(", ")
+            )));
+        }
         let snapshot = Snapshot {
             workspaces: store.list_workspaces().await?,
             agents: store.load_all_agents().await?,

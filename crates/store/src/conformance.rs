@@ -534,19 +534,24 @@ pub async fn root_key_rewrap(store: &dyn Store) {
         v
     };
 
+    // The first server to start records its key; later claims get the recorded one.
+    let recorded = ok(store.claim_root_key("root-1").await, "claim_root_key");
+    assert_eq!(ok(store.claim_root_key("another").await, "claim_root_key"), recorded);
+
     // One stale entry (its ciphertext is not the stored one): nothing changes.
     let mut stale: Vec<SealedVersion> = versions.iter().map(rewrap).collect();
     stale[1].sealed.ciphertext = b"not what is stored".to_vec();
-    let r = store.replace_wrapped_keys(&stale, &[event(ws, Action::RootKeyRotate)]).await;
+    let r = store.replace_wrapped_keys(&stale, "root-2", &[event(ws, Action::RootKeyRotate)]).await;
     refused(r, ErrorKind::Conflict, "version_conflict", "a stale rotation");
     assert_eq!(
         mine(ok(store.all_sealed_versions().await, "after")).iter().map(|v| &v.sealed).collect::<Vec<_>>(),
         versions.iter().map(|v| &v.sealed).collect::<Vec<_>>(),
         "no key was replaced"
     );
+    assert_eq!(ok(store.claim_root_key("another").await, "claim_root_key"), recorded, "nor the recorded key");
 
     let fresh: Vec<SealedVersion> = versions.iter().map(rewrap).collect();
-    ok(store.replace_wrapped_keys(&fresh, &[event(ws, Action::RootKeyRotate)]).await, "rotation");
+    ok(store.replace_wrapped_keys(&fresh, "root-2", &[event(ws, Action::RootKeyRotate)]).await, "rotation");
     let after = mine(ok(store.all_sealed_versions().await, "after"));
     assert_eq!(
         after.iter().map(|v| &v.sealed).collect::<Vec<_>>(),
@@ -557,6 +562,7 @@ pub async fn root_key_rewrap(store: &dyn Store) {
     assert_eq!(a, Some(fresh[0].sealed.clone()), "the read model sees the new wrapping, same ciphertext");
     let rotations = audit_of(store, ws).await.iter().filter(|r| r.event.action == Action::RootKeyRotate).count();
     assert_eq!(rotations, 1, "only the rotation that happened is recorded");
+    assert_eq!(ok(store.claim_root_key("another").await, "claim_root_key"), "root-2", "the new key is recorded");
 }
 
 /// An invitation is used once; a new one replaces the pending one; members are not invited.

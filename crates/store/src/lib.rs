@@ -15,13 +15,56 @@ use agentvault_core::model::{
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
 
+/// Compiles the SQL every backend shares (`sql/`) into the calling backend's module, against the
+/// `Backend`, `Conn` and `Db` types that module names (the same files, once per backend).
+macro_rules! shared_sql {
+    () => {
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/agents.rs"]
+        mod agents;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/audit.rs"]
+        mod audit;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/credentials.rs"]
+        mod credentials;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/functions.rs"]
+        mod functions;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/invitations.rs"]
+        mod invitations;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/keys.rs"]
+        mod keys;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/people.rs"]
+        mod people;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/secrets.rs"]
+        mod secrets;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/store.rs"]
+        mod store;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/workspaces.rs"]
+        mod workspaces;
+    };
+}
+pub(crate) use shared_sql;
+
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod errors;
+mod migrations;
+mod postgres;
 mod rows;
 mod rules;
 mod sqlite;
+#[cfg(any(test, feature = "conformance"))]
+pub mod testing;
 
+pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A secret's metadata with the sealed bytes of its current version: what the in-memory read
@@ -88,6 +131,9 @@ pub struct NewAccount<'a> {
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
+    /// Closes the connections (SQLite: after moving the audit journal into the table and
+    /// checkpointing the WAL).
+    async fn close(&self);
 
     // --- workspaces and the bootstrap -------------------------------------------------------
 
@@ -275,6 +321,15 @@ pub trait Store: Send + Sync + 'static {
     // --- root key rotation ------------------------------------------------------------------
 
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>>;
-    /// Stores re-wrapped data keys (the value ciphertexts are unchanged), in one transaction.
-    async fn replace_wrapped_keys(&self, rewrapped: &[SealedVersion], audit: &[AuditEvent]) -> Result<()>;
+    /// Stores re-wrapped data keys (the value ciphertexts are unchanged) and records
+    /// `active_key_id` as the root key the data is sealed under, in one transaction.
+    async fn replace_wrapped_keys(
+        &self,
+        rewrapped: &[SealedVersion],
+        active_key_id: &str,
+        audit: &[AuditEvent],
+    ) -> Result<()>;
+    /// Records `key_id` as the root key the data is sealed under unless one is recorded already
+    /// (a new installation); returns the recorded one.
+    async fn claim_root_key(&self, key_id: &str) -> Result<String>;
 }

@@ -81,7 +81,7 @@ fn keys(keys: Option<String>) -> Result<Option<Vec<String>>> {
 /// A row type and its `sqlx::FromRow`, reading each field from the column of its name (`#[flatten]`
 /// reads a nested row from the same columns). Written out instead of sqlx's derive, which brings in
 /// sqlx's proc-macro crate and with it a second build of sqlx, tokio and SQLite for the host (about
-/// 80 s of every cold build on two cores). A second backend adds its own row type's impl here.
+/// 80 s of every cold build on two cores). Each backend's row type gets an impl.
 macro_rules! row {
     ($(#[$meta:meta])* $vis:vis struct $name:ident { $($(#[$flat:ident])? $field:ident: $ty:ty),* $(,)? }) => {
         $(#[$meta])*
@@ -89,8 +89,12 @@ macro_rules! row {
             $($field: $ty),*
         }
 
-        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $name {
-            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+        row!(@impl $name, sqlx::sqlite::SqliteRow, $($field $(, $flat)?);*);
+        row!(@impl $name, sqlx::postgres::PgRow, $($field $(, $flat)?);*);
+    };
+    (@impl $name:ident, $row_type:ty, $($field:ident $(, $flat:ident)?);*) => {
+        impl<'r> sqlx::FromRow<'r, $row_type> for $name {
+            fn from_row(row: &'r $row_type) -> std::result::Result<Self, sqlx::Error> {
                 Ok($name { $($field: row!(@get row, $field $(, $flat)?)),* })
             }
         }

@@ -2,6 +2,7 @@
 //! data directories, the first admin and agents' functions ([`fixtures`]), and the WebDriver kit
 //! for the web console ([`browser`]). Test modules import from here only.
 
+pub mod backend;
 pub mod browser;
 pub mod fixtures;
 pub mod schemathesis;

@@ -137,6 +137,7 @@ impl Server {
         if let Some(t) = opts.bootstrap_token {
             cmd.env("AGENTVAULT_BOOTSTRAP_TOKEN", t);
         }
+        super::backend::on_database(&mut cmd, dir);
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
         }

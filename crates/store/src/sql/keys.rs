@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{ApiKeyMeta, KeyScope, Millis};
 
-use super::{Backend, agents};
+use super::{Backend, Conn, agents};
 use crate::errors::{self, DbResult};
 use crate::rows::{ApiKeyRow, SealedVersionRow, columns, convert};
 use crate::{SealedVersion, rules};
@@ -138,9 +138,11 @@ pub(super) async fn all_sealed_versions(s: &Backend) -> DbResult<Vec<SealedVersi
 pub(super) async fn replace_wrapped_keys(
     s: &Backend,
     rewrapped: &[SealedVersion],
+    active_key_id: &str,
     audit: &[AuditEvent],
 ) -> DbResult<()> {
     let mut tx = s.begin().await?;
+    set_root_key(&mut tx, active_key_id).await?;
     for v in rewrapped {
         let done = sqlx::query(
             "UPDATE secret_versions SET root_key_id = $1, wrapped_dek = $2 \
@@ -160,4 +162,29 @@ pub(super) async fn replace_wrapped_keys(
     tx.commit(audit).await?;
     s.scrub_deleted().await;
     Ok(())
+}
+
+/// The setting naming the root key the data is sealed under.
+const ROOT_KEY_SETTING: &str = "root_key_id";
+
+async fn set_root_key(conn: &mut Conn, key_id: &str) -> DbResult<()> {
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
+        .bind(ROOT_KEY_SETTING)
+        .bind(key_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn claim_root_key(s: &Backend, key_id: &str) -> DbResult<String> {
+    let mut conn = s.write.acquire().await?;
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(ROOT_KEY_SETTING)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+        .bind(ROOT_KEY_SETTING)
+        .fetch_one(&mut *conn)
+        .await?)
 }

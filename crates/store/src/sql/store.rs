@@ -21,6 +21,10 @@ impl Store for Backend {
         Ok(())
     }
 
+    async fn close(&self) {
+        Backend::close(self).await
+    }
+
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         Ok(workspaces::list(self).await?)
     }
@@ -320,7 +324,16 @@ impl Store for Backend {
         Ok(keys::all_sealed_versions(self).await?)
     }
 
-    async fn replace_wrapped_keys(&self, rewrapped: &[SealedVersion], audit: &[AuditEvent]) -> Result<()> {
-        Ok(keys::replace_wrapped_keys(self, rewrapped, audit).await?)
+    async fn replace_wrapped_keys(
+        &self,
+        rewrapped: &[SealedVersion],
+        active_key_id: &str,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        Ok(keys::replace_wrapped_keys(self, rewrapped, active_key_id, audit).await?)
+    }
+
+    async fn claim_root_key(&self, key_id: &str) -> Result<String> {
+        Ok(keys::claim_root_key(self, key_id).await?)
     }
 }

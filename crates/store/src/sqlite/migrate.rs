@@ -1,7 +1,6 @@
-//! The schema: sqlx's migrator (versions, checksums, the `_sqlx_migrations` table) over the
-//! files of `migrations/sqlite/`, embedded in the binary with `include_str!` rather than
-//! `sqlx::migrate!`: the macro needs sqlx's `macros` feature, which builds a second copy of
-//! sqlx and of SQLite for the compiler. A new migration is a new file and a new line below.
+//! The SQLite schema: sqlx's migrator (versions, checksums, the `_sqlx_migrations` table) over
+//! the files of `migrations/sqlite/` (see [`crate::migrations`]). A new migration is a new file
+//! and a new line below.
 //!
 //! Databases made before agentvault used sqlx's migrator recorded their versions in a table of
 //! their own, `schema_migrations`; on first open those versions are recorded in sqlx's table
@@ -10,30 +9,23 @@
 use std::sync::LazyLock;
 
 use agentvault_core::{Error, Result};
-use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
-use sqlx::{SqlStr, SqliteConnection, SqlitePool};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::errors::{DbError, DbResult};
+use crate::migrations::{self, Migrations};
 
 /// `(version, description, SQL)`, as sqlx reads them from `<version>_<description>.sql`.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: &Migrations = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "people", include_str!("../../migrations/sqlite/0002_people.sql")),
     (3, "functions", include_str!("../../migrations/sqlite/0003_functions.sql")),
     (4, "invitations", include_str!("../../migrations/sqlite/0004_invitations.sql")),
     (5, "email index", include_str!("../../migrations/sqlite/0005_email_index.sql")),
+    (6, "settings", include_str!("../../migrations/sqlite/0006_settings.sql")),
 ];
 
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(*version, (*description).into(), MigrationType::Simple, SqlStr::from_static(sql), false)
-            })
-            .collect(),
-    )
-});
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(MIGRATIONS));
 
 /// Applies the pending migrations; refuses a database made by a newer agentvault.
 ///
@@ -48,22 +40,8 @@ pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
-/// The newest schema version this agentvault knows.
-fn newest_known() -> i64 {
-    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
-fn newer_database(version: i64) -> Error {
-    Error::unavailable(format!(
-        "the database has schema version {version}, newer than this agentvault knows; run a newer agentvault"
-    ))
-}
-
 fn migrate_err(e: MigrateError) -> Error {
-    match e {
-        MigrateError::VersionMissing(v) if v > newest_known() => newer_database(v),
-        e => Error::unavailable(format!("the database schema could not be brought up to date: {e}")),
-    }
+    migrations::migrate_err(&MIGRATOR, e)
 }
 
 /// Moves the versions recorded in a `schema_migrations` table (made before agentvault used
@@ -79,8 +57,8 @@ async fn adopt_schema_migrations(conn: &mut SqliteConnection) -> DbResult<()> {
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *conn).await?;
     if let Some(newest) = applied {
-        if newest > newest_known() {
-            return Err(newer_database(newest).into());
+        if newest > migrations::newest_known(&MIGRATOR) {
+            return Err(migrations::newer_database(newest).into());
         }
         // Marks 1..=newest applied (they were: the old migrator applied them in order) with
         // the checksums of the files, without running them.
@@ -103,13 +81,7 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_embedded() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        let mut files: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        files.sort();
-        let embedded: Vec<String> =
-            MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{}.sql", d.replace(' ', "_"))).collect();
-        assert_eq!(files, embedded);
+        migrations::assert_all_embedded("sqlite", MIGRATIONS);
     }
 
     /// A database as the migrator before sqlx's left it, at `versions`.

@@ -46,26 +46,7 @@ mod migrate;
 type Backend = SqliteStore;
 type Conn = SqliteConnection;
 type Db = Sqlite;
-#[path = "../sql/agents.rs"]
-mod agents;
-#[path = "../sql/audit.rs"]
-mod audit;
-#[path = "../sql/credentials.rs"]
-mod credentials;
-#[path = "../sql/functions.rs"]
-mod functions;
-#[path = "../sql/invitations.rs"]
-mod invitations;
-#[path = "../sql/keys.rs"]
-mod keys;
-#[path = "../sql/people.rs"]
-mod people;
-#[path = "../sql/secrets.rs"]
-mod secrets;
-#[path = "../sql/store.rs"]
-mod store;
-#[path = "../sql/workspaces.rs"]
-mod workspaces;
+crate::shared_sql!();
 
 use journal::AuditJournal;
 
