@@ -21,5 +21,6 @@ mod openapi;
 mod ops;
 mod people;
 mod read_path;
+mod replicas;
 mod secrets;
 mod tls;

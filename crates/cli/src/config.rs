@@ -32,6 +32,10 @@ pub struct ConfigArgs {
     /// may share one database.
     #[arg(long, env = "AGENTVAULT_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// /readyz fails while this server's read model has been behind the database for longer
+    /// than this (servers sharing a PostgreSQL), e.g. 5s [default: 5s]
+    #[arg(long, env = "AGENTVAULT_MAX_READ_MODEL_LAG", value_name = "DURATION")]
+    pub max_read_model_lag: Option<String>,
     /// Connections to PostgreSQL this server opens at most [default: 16]
     #[arg(long, env = "AGENTVAULT_DATABASE_MAX_CONNECTIONS", value_name = "N")]
     pub database_max_connections: Option<u32>,
@@ -113,6 +117,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     database_max_connections: Option<u32>,
+    max_read_model_lag: Option<String>,
     root_key_file: Option<PathBuf>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -253,6 +258,10 @@ impl Config {
                 args.function_timeout.or(file.function_timeout),
             )?,
             connections: defaults.connections.clone(),
+            max_read_model_lag: match args.max_read_model_lag.or(file.max_read_model_lag) {
+                Some(t) => duration("max read model lag", &t)?,
+                None => defaults.max_read_model_lag,
+            },
         };
         if let Some(t) = args.header_timeout.or(file.header_timeout) {
             let d = duration("header timeout", &t)?;

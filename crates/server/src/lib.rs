@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod read_model;
+pub mod replication;
 pub mod service;
 pub mod sign_in;
 
@@ -48,7 +49,7 @@ use crate::api::{
 use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::read_model::{ReadModel, SecretEntry, Snapshot};
+use crate::read_model::{ReadModel, SecretEntry};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> Millis {
@@ -94,6 +95,8 @@ pub struct ServerOptions {
     pub runtime: agentvault_runtime::RuntimeOptions,
     /// Timeouts and the cap on client connections.
     pub connections: connections::ConnectionOptions,
+    /// `/readyz` fails while the read model has been behind the database for longer.
+    pub max_read_model_lag: Duration,
 }
 
 impl Default for ServerOptions {
@@ -106,6 +109,7 @@ impl Default for ServerOptions {
             login_limits: sign_in::LoginLimits::default(),
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
+            max_read_model_lag: Duration::from_secs(5),
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Shared {
     pub audit: AuditWriter,
     /// Serialises mutations, so that the read model is updated in the order of the commits.
     pub write_lock: tokio::sync::Mutex<()>,
+    /// Where the read model stands in the change feed (see [`replication`]).
+    pub feed: replication::Feed,
     pub metrics: Arc<Metrics>,
     /// Agents' functions: warm Python workers.
     pub runtime: Arc<agentvault_runtime::Runtime>,
@@ -151,13 +157,9 @@ impl AppState {
                 keyring.ids().join(", ")
             )));
         }
-        let snapshot = Snapshot {
-            workspaces: store.list_workspaces().await?,
-            agents: store.load_all_agents().await?,
-            secrets: store.load_current_secrets().await?,
-            api_keys: store.load_api_keys().await?,
-            admin_tokens: store.load_admin_tokens().await?,
-        };
+        // The feed's position first: the snapshot holds at least every change up to it.
+        let applied = store.latest_change().await?;
+        let snapshot = replication::load_snapshot(store.as_ref()).await?;
         if let Some(s) = snapshot.secrets.iter().find(|s| !keyring.contains(&s.sealed.root_key_id)) {
             return Err(Error::unavailable(format!(
                 "secret '{}' is sealed under root key {}, which the configured keyring does not hold (it holds {}); \
@@ -179,11 +181,13 @@ impl AppState {
             keyring,
             audit,
             write_lock: tokio::sync::Mutex::new(()),
+            feed: replication::Feed::new(applied),
             metrics,
             openapi_json: OnceLock::new(),
             route_names: OnceLock::new(),
         }));
         state.refresh_gauges();
+        tokio::spawn(replication::follow(state.clone()));
         Ok(state)
     }
 
@@ -298,6 +302,7 @@ pub fn app(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), replication::consistency))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), extract::refuse_large_bodies))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
@@ -451,7 +456,11 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
         let ws = Workspace { id: auth::new_id(WORKSPACE_PREFIX)?, name: "default".into(), created_at: now };
         let audit =
             AuditEvent::new(now, &ws.id, Actor::System, Action::WorkspaceCreate, Outcome::Success).target(&ws.id);
-        store.create_workspace(&ws, None, &audit).await?;
+        match store.create_workspace(&ws, None, &audit).await {
+            // Another server on the same database made it first.
+            Err(e) if e.code == "workspace_exists" => {}
+            r => r?,
+        }
     }
     if store.count_users().await? > 0 {
         let removed = store.delete_admin_tokens().await?;
@@ -483,6 +492,12 @@ pub async fn bootstrap(store: &dyn Store, given_token: Option<&str>) -> Result<B
         created_at: now_millis(),
         revoked_at: None,
     };
-    store.create_admin_token(&record, &auth::hash_token(&token)).await?;
+    if let Err(e) = store.create_admin_token(&record, &auth::hash_token(&token)).await {
+        // Another server on the same database, started at the same moment, made one first.
+        if store.has_admin_tokens().await? {
+            return Ok(Bootstrap::Existing);
+        }
+        return Err(e);
+    }
     Ok(outcome)
 }

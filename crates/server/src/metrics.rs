@@ -31,6 +31,10 @@ pub struct Metrics {
     audit_failures: Counter,
     pub agents: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub secrets: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Changes from the change feed applied to the read model.
+    pub changes_applied: Counter,
+    /// The newest change the read model holds.
+    pub change_index: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -57,7 +61,26 @@ impl Metrics {
         registry.register("agents", "Agents in the read model", agents.clone());
         let secrets = Gauge::default();
         registry.register("secrets", "Secrets in the read model", secrets.clone());
-        Metrics { registry, requests, secret_reads, audit_records, audit_batches, audit_failures, agents, secrets }
+        let changes_applied = Counter::default();
+        registry.register(
+            "changes_applied",
+            "Changes of the change feed applied to the read model",
+            changes_applied.clone(),
+        );
+        let change_index = Gauge::default();
+        registry.register("change_index", "The newest change the read model holds", change_index.clone());
+        Metrics {
+            registry,
+            requests,
+            secret_reads,
+            audit_records,
+            audit_batches,
+            audit_failures,
+            agents,
+            secrets,
+            changes_applied,
+            change_index,
+        }
     }
 
     pub fn audit_batch(&self, records: usize, ok: bool) {

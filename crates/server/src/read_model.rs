@@ -84,6 +84,47 @@ pub struct ReadModel {
     inner: RwLock<Inner>,
 }
 
+/// One workspace's part of the model, as the store holds it.
+pub struct WorkspaceSlice {
+    /// `None` when the workspace is gone.
+    pub workspace: Option<Workspace>,
+    pub agents: Vec<Agent>,
+    pub secrets: Vec<SecretRecord>,
+    pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
+}
+
+impl Inner {
+    /// Adds agents, secrets and keys; a key already known in `old_keys` keeps its usage counters.
+    fn fill(
+        &mut self,
+        agents: Vec<Agent>,
+        secrets: Vec<SecretRecord>,
+        keys: Vec<(ApiKeyMeta, Vec<u8>)>,
+        old_keys: &HashMap<TokenHash, Arc<KeyEntry>>,
+    ) {
+        for a in agents {
+            self.agents.insert(a.id, a.workspace_id);
+        }
+        for r in secrets {
+            let e = SecretEntry::from_record(r);
+            self.secrets.entry(e.workspace_id.clone()).or_default().insert(e.name.clone(), Arc::new(e));
+        }
+        for (k, h) in keys {
+            if let Some(h) = hash_of(&h) {
+                let entry = match old_keys.get(&h) {
+                    Some(old) => {
+                        let e = old.with_meta(k);
+                        e.last_used.fetch_max(e.meta.last_used_at.unwrap_or(0), Ordering::Relaxed);
+                        e
+                    }
+                    None => KeyEntry::new(k),
+                };
+                self.api_keys.insert(h, Arc::new(entry));
+            }
+        }
+    }
+}
+
 /// Everything the model is built from at start.
 pub struct Snapshot {
     pub workspaces: Vec<Workspace>,
@@ -99,28 +140,51 @@ fn hash_of(bytes: &[u8]) -> Option<TokenHash> {
 
 impl ReadModel {
     pub fn load(s: Snapshot) -> ReadModel {
-        let mut inner = Inner::default();
+        let model = ReadModel::default();
+        model.replace_all(s);
+        model
+    }
+
+    /// Replaces everything with `s` (a server catching up after missing changes). API keys keep
+    /// the last-use times recorded here and not yet flushed.
+    pub fn replace_all(&self, s: Snapshot) {
+        let mut inner = self.write();
+        let old_keys = std::mem::take(&mut inner.api_keys);
+        let mut fresh = Inner::default();
         for ws in s.workspaces {
-            inner.workspaces.insert(ws.id.clone(), ws);
+            fresh.workspaces.insert(ws.id.clone(), ws);
         }
-        for a in s.agents {
-            inner.agents.insert(a.id, a.workspace_id);
-        }
-        for r in s.secrets {
-            let e = SecretEntry::from_record(r);
-            inner.secrets.entry(e.workspace_id.clone()).or_default().insert(e.name.clone(), Arc::new(e));
-        }
-        for (k, h) in s.api_keys {
-            if let Some(h) = hash_of(&h) {
-                inner.api_keys.insert(h, Arc::new(KeyEntry::new(k)));
-            }
-        }
+        fresh.fill(s.agents, s.secrets, s.api_keys, &old_keys);
         for (t, h) in s.admin_tokens {
             if let Some(h) = hash_of(&h) {
-                inner.admin_tokens.insert(h, Arc::new(t));
+                fresh.admin_tokens.insert(h, Arc::new(t));
             }
         }
-        ReadModel { inner: RwLock::new(inner) }
+        *inner = fresh;
+    }
+
+    /// Replaces one workspace's part with `slice` (a change of that workspace, applied).
+    pub fn replace_workspace(&self, workspace_id: &str, slice: WorkspaceSlice) {
+        let mut inner = self.write();
+        let mut old_keys = HashMap::new();
+        inner.api_keys.retain(|h, k| {
+            let other = k.meta.workspace_id != workspace_id;
+            if !other {
+                old_keys.insert(*h, k.clone());
+            }
+            other
+        });
+        inner.agents.retain(|_, ws| ws != workspace_id);
+        inner.secrets.remove(workspace_id);
+        match slice.workspace {
+            Some(ws) => {
+                inner.workspaces.insert(ws.id.clone(), ws);
+            }
+            None => {
+                inner.workspaces.remove(workspace_id);
+            }
+        }
+        inner.fill(slice.agents, slice.secrets, slice.api_keys, &old_keys);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -266,6 +330,12 @@ impl ReadModel {
     /// Forgets the admin tokens (once the first admin exists they are personal access tokens).
     pub fn clear_admin_tokens(&self) {
         self.write().admin_tokens.clear();
+    }
+
+    /// Replaces the admin tokens (they end when the first admin is set up, on any server).
+    pub fn replace_admin_tokens(&self, tokens: Vec<(AdminToken, Vec<u8>)>) {
+        let fresh = tokens.into_iter().filter_map(|(t, h)| Some((hash_of(&h)?, Arc::new(t)))).collect();
+        self.write().admin_tokens = fresh;
     }
 
     pub fn put_admin_token(&self, hash: TokenHash, token: AdminToken) {

@@ -35,6 +35,7 @@ pub async fn run_all(store: &dyn Store) {
     root_key_rewrap(store).await;
     invitations_are_single_use(store).await;
     sessions_and_tokens_are_revoked(store).await;
+    changes_are_numbered_in_commit_order(store).await;
 }
 
 // --- helpers ------------------------------------------------------------------------------------
@@ -420,7 +421,7 @@ pub async fn deleting_a_secret_removes_its_versions(store: &dyn Store) {
     assert!(ok(store.list_versions(ws, "sec_del").await, "list_versions").is_empty());
     let sealed_left = ok(store.all_sealed_versions().await, "all_sealed_versions");
     assert!(sealed_left.iter().all(|v| v.secret_id != "sec_del"), "no wrapped data key is left");
-    let current = ok(store.load_current_secrets().await, "load_current_secrets");
+    let current = ok(store.load_current_secrets(None).await, "load_current_secrets");
     assert!(current.iter().all(|r| r.meta.id != "sec_del"));
     // A secret of another workspace cannot be deleted from this one.
     workspace(store, "ws_delete_other").await;
@@ -499,7 +500,7 @@ pub async fn api_key_scopes_round_trip(store: &dyn Store) {
     ok(store.create_api_key(&limited, b"hash-limited", &event(ws, Action::ApiKeyCreate)).await, "limited");
     ok(store.create_api_key(&all, b"hash-all", &event(ws, Action::ApiKeyCreate)).await, "all");
     assert_eq!(ok(store.list_api_keys(ws).await, "list_api_keys"), vec![all.clone(), limited.clone()], "newest first");
-    let loaded = ok(store.load_api_keys().await, "load_api_keys");
+    let loaded = ok(store.load_api_keys(None).await, "load_api_keys");
     assert!(loaded.contains(&(limited.clone(), b"hash-limited".to_vec())));
     assert!(loaded.contains(&(all.clone(), b"hash-all".to_vec())));
 
@@ -557,7 +558,7 @@ pub async fn root_key_rewrap(store: &dyn Store) {
         after.iter().map(|v| &v.sealed).collect::<Vec<_>>(),
         fresh.iter().map(|v| &v.sealed).collect::<Vec<_>>()
     );
-    let current = ok(store.load_current_secrets().await, "load_current_secrets");
+    let current = ok(store.load_current_secrets(None).await, "load_current_secrets");
     let a = current.iter().find(|r| r.meta.id == "sec_rot_a").map(|r| r.sealed.clone());
     assert_eq!(a, Some(fresh[0].sealed.clone()), "the read model sees the new wrapping, same ciphertext");
     let rotations = audit_of(store, ws).await.iter().filter(|r| r.event.action == Action::RootKeyRotate).count();
@@ -685,4 +686,42 @@ pub async fn sessions_and_tokens_are_revoked(store: &dyn Store) {
     assert_eq!(stored.as_deref(), Some("new"));
     let r = store.set_password(&PasswordChange { user_id: "usr_nobody", ..change }, &[]).await;
     refused(r, ErrorKind::NotFound, "user_not_found", "a missing user's password");
+}
+
+/// Every committed mutation takes the next change number and says what it changed; a refused one
+/// takes none.
+pub async fn changes_are_numbered_in_commit_order(store: &dyn Store) {
+    let ws = "ws_changes";
+    workspace(store, ws).await;
+    let before = ok(store.latest_change().await, "latest_change");
+    assert_eq!(store.committed_change(), before, "this process committed the newest change");
+
+    agent(store, ws, "agt_changes").await;
+    let a2 = agent(store, ws, "agt_changes_2").await;
+    let dup = store.create_agent(&a2, &event(ws, Action::AgentCreate).agent("agt_changes_2")).await;
+    refused(dup, ErrorKind::Conflict, "agent_exists", "a duplicate agent");
+    secret(store, ws, "sec_changes", &["agt_changes"]).await;
+
+    let after = ok(store.latest_change().await, "latest_change");
+    assert_eq!(after, before + 3, "three committed changes, the refused one took no number");
+    assert_eq!(store.committed_change(), after);
+    let changes = ok(store.changes_since(before, 100).await, "changes_since");
+    assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [before + 1, before + 2, before + 3]);
+    assert!(changes.iter().all(|c| c.workspace_id.as_deref() == Some(ws)), "{changes:?}");
+    assert_eq!(changes[0].agent_id.as_deref(), Some("agt_changes"));
+    assert_eq!(changes[0].actions, ["agent.create"]);
+    assert_eq!(changes[2].actions, ["secret.create"]);
+    assert!(changes.iter().all(|c| c.mine), "made through this store");
+    assert_eq!(ok(store.changes_since(before, 1).await, "changes_since").len(), 1, "the limit holds");
+
+    // A change spanning workspaces names none: servers reload everything for it.
+    let rotation = [event(ws, Action::RootKeyRotate), event("ws_other", Action::RootKeyRotate)];
+    ok(store.replace_wrapped_keys(&[], "root-2", &rotation).await, "an empty rotation");
+    let last = ok(store.changes_since(after, 10).await, "changes_since");
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].workspace_id, None);
+
+    assert!(ok(store.prune_changes(after).await, "prune_changes") >= 3);
+    let left = ok(store.changes_since(0, 1000).await, "changes_since");
+    assert!(left.iter().all(|c| c.seq >= after), "{left:?}");
 }

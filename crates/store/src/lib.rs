@@ -26,6 +26,9 @@ macro_rules! shared_sql {
         #[path = "../sql/audit.rs"]
         mod audit;
         #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/changes.rs"]
+        mod changes;
+        #[allow(clippy::duplicate_mod)]
         #[path = "../sql/credentials.rs"]
         mod credentials;
         #[allow(clippy::duplicate_mod)]
@@ -96,6 +99,27 @@ pub struct SecretChange<'a> {
     pub actor_id: &'a str,
 }
 
+/// One committed mutating transaction, from the change feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Its number: every mutating transaction takes the next one, visible in commit order.
+    pub seq: i64,
+    /// The workspace it changed; `None` when it spans workspaces (apply it by reloading all).
+    pub workspace_id: Option<String>,
+    /// The agent it concerns, when one.
+    pub agent_id: Option<String>,
+    /// Its audit actions (`secret.update`, …).
+    pub actions: Vec<String>,
+    /// Made by this process (through this store), which applied it to its read model already.
+    pub mine: bool,
+}
+
+/// A name for this process among the servers sharing a database, for the change feed.
+fn new_origin() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{nanos:x}", std::process::id())
+}
+
 /// One sealed version, for root key rotation.
 #[derive(Clone, Debug)]
 pub struct SealedVersion {
@@ -131,6 +155,21 @@ pub struct NewAccount<'a> {
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
+    // --- the change feed --------------------------------------------------------------------
+
+    /// The number of the newest committed change (0 before any).
+    async fn latest_change(&self) -> Result<i64>;
+    /// The changes after `after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+    /// Forgets the changes numbered below `before`; returns how many.
+    async fn prune_changes(&self, before: i64) -> Result<u64>;
+    /// The newest change this process committed (0 before any).
+    fn committed_change(&self) -> i64;
+    /// Waits until a change may have been committed (by this or, on PostgreSQL, another server),
+    /// at most `timeout`. Returns true when notifications may have been missed meanwhile (a lost
+    /// connection): the caller should then read everything again.
+    async fn wait_for_changes(&self, timeout: std::time::Duration) -> bool;
+
     /// Closes the connections (SQLite: after moving the audit journal into the table and
     /// checkpointing the WAL).
     async fn close(&self);
@@ -188,8 +227,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret, its versions (and so their key material) and grants.
     async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()>;
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>>;
-    /// Every secret with its current sealed version, for the read model.
-    async fn load_current_secrets(&self) -> Result<Vec<SecretRecord>>;
+    /// Every secret (of one workspace, or all) with its current sealed version, for the read model.
+    async fn load_current_secrets(&self, workspace_id: Option<&str>) -> Result<Vec<SecretRecord>>;
 
     // --- API keys ---------------------------------------------------------------------------
 
@@ -203,8 +242,8 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         audit: &AuditEvent,
     ) -> Result<ApiKeyMeta>;
-    /// All API keys with their hashes, for the read model.
-    async fn load_api_keys(&self) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>>;
+    /// The API keys (of one workspace, or all) with their hashes, for the read model.
+    async fn load_api_keys(&self, workspace_id: Option<&str>) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>>;
     /// Records when keys were last used (flushed in batches, off the request path).
     async fn record_api_key_use(&self, uses: &[(String, Millis)]) -> Result<()>;
 

@@ -10,7 +10,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the database answers and the audit log is writable.
+/// Readiness: the database answers, the audit log is writable and the read model is not behind
+/// the database for longer than `--max-read-model-lag`.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
@@ -19,6 +20,12 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
     }
     if !st.audit.is_healthy() {
         return (StatusCode::SERVICE_UNAVAILABLE, "audit log: the last write failed\n".into());
+    }
+    if let Some((behind, for_)) = st.feed.lagging(st.options.max_read_model_lag) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("read model: {behind} changes behind the database for {:.1} s\n", for_.as_secs_f64()),
+        );
     }
     (StatusCode::OK, "ready\n".into())
 }

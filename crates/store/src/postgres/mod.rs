@@ -14,11 +14,12 @@
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::{Error, Result};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 
 use crate::errors::{DbError, DbResult};
@@ -37,6 +38,7 @@ const MIGRATIONS: &Migrations = &[
     (4, "invitations", include_str!("../../migrations/postgres/0004_invitations.sql")),
     (5, "email index", include_str!("../../migrations/postgres/0005_email_index.sql")),
     (6, "settings", include_str!("../../migrations/postgres/0006_settings.sql")),
+    (7, "changes", include_str!("../../migrations/postgres/0007_changes.sql")),
 ];
 
 /// At most this many audit records go into one `INSERT` (PostgreSQL takes at most 65,535
@@ -112,7 +114,18 @@ pub struct PostgresStore {
     /// named apart so that the shared SQL reads the same on both backends).
     read: PgPool,
     write: PgPool,
+    /// The newest change committed by this process, and its local wake-up.
+    committed: AtomicI64,
+    changed: tokio::sync::Notify,
+    /// This process's name in the change feed.
+    origin: String,
+    /// `LISTEN agentvault_changes`, opened by the first wait: wakes this server when another
+    /// commits a change. Only a wake-up: the feed itself is read from the `changes` table.
+    listener: tokio::sync::Mutex<Option<PgListener>>,
 }
+
+/// The channel every committed change is announced on (`NOTIFY`, delivered at commit).
+const CHANGES_CHANNEL: &str = "agentvault_changes";
 
 impl PostgresStore {
     /// Connects (`max_connections` at most) and applies pending migrations under sqlx's advisory
@@ -129,18 +142,58 @@ impl PostgresStore {
             })?;
         let migrator = migrations::migrator(MIGRATIONS);
         migrator.run(&pool).await.map_err(|e| migrations::migrate_err(&migrator, e))?;
-        Ok(PostgresStore { read: pool.clone(), write: pool })
+        Ok(PostgresStore {
+            read: pool.clone(),
+            write: pool,
+            committed: AtomicI64::new(0),
+            changed: tokio::sync::Notify::new(),
+            origin: crate::new_origin(),
+            listener: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Waits for a `NOTIFY` of another server's change, a change of this one, or `timeout`.
+    /// Returns true when the listening connection was (re)opened or lost, since notifications
+    /// sent meanwhile are gone.
+    async fn wait_for_changes(&self, timeout: Duration) -> bool {
+        let mut guard = self.listener.lock().await;
+        let mut missed = false;
+        if guard.is_none() {
+            match PgListener::connect_with(&self.read).await {
+                Ok(mut l) => match l.listen(CHANGES_CHANNEL).await {
+                    Ok(()) => *guard = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for changes; polling instead"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot open the connection that listens for changes"),
+            }
+            missed = true;
+        }
+        let Some(listener) = guard.as_mut() else {
+            tokio::time::sleep(timeout).await;
+            return true;
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, listener.try_recv()) => match r {
+                Ok(Ok(Some(_))) | Err(_) => {}
+                // The connection was lost (sqlx reconnects on the next receive) or failed.
+                Ok(Ok(None)) => missed = true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "listening for changes failed; reconnecting");
+                    *guard = None;
+                    missed = true;
+                }
+            },
+            _ = self.changed.notified() => {}
+        }
+        missed
     }
 
     /// Starts a write transaction, taking the next change number (and with it the lock that
     /// serializes writers until commit).
-    async fn begin(&self) -> DbResult<WriteTx> {
+    async fn begin(&self) -> DbResult<WriteTx<'_>> {
         let mut tx = self.write.begin().await?;
-        let change: i64 =
-            sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = 'changes' RETURNING value")
-                .fetch_one(&mut *tx)
-                .await?;
-        Ok(WriteTx { tx, change })
+        let change = changes::next_number(&mut tx).await?;
+        Ok(WriteTx { tx, store: self, change })
     }
 
     /// Appends agent-read audit records in one transaction (the audit writer's group commit).
@@ -163,8 +216,9 @@ impl PostgresStore {
     /// that in the background (see the README on deleted key material).
     async fn scrub_deleted(&self) {}
 
-    /// Closes every connection.
+    /// Closes every connection (the listening one first: the pool's close waits for it).
     pub async fn close(&self) {
+        self.listener.lock().await.take();
         self.write.close().await;
     }
 }
@@ -201,20 +255,28 @@ async fn insert_audit(tx: &mut PgConnection, events: &[AuditEvent]) -> DbResult<
 
 /// A write transaction holding the writers' lock. Every change commits with the audit records
 /// describing it; dropping it uncommitted rolls everything back.
-struct WriteTx {
+struct WriteTx<'s> {
     tx: Transaction<'static, Postgres>,
-    /// This transaction's number in the change sequence.
-    #[allow(dead_code)]
+    store: &'s PostgresStore,
+    /// This transaction's number in the change feed.
     change: i64,
 }
 
-impl WriteTx {
-    /// Appends `audit` and commits it with the change.
+impl WriteTx<'_> {
+    /// Appends `audit`, records the change and commits; every server listening is told.
     async fn commit(mut self, audit: &[AuditEvent]) -> DbResult<()> {
         if !audit.is_empty() {
             insert_audit(&mut self.tx, audit).await?;
         }
+        changes::record(&mut self.tx, self.change, audit, &self.store.origin).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(self.change.to_string())
+            .execute(&mut *self.tx)
+            .await?;
         self.tx.commit().await?;
+        self.store.committed.fetch_max(self.change, Ordering::AcqRel);
+        self.store.changed.notify_waiters();
         Ok(())
     }
 
@@ -224,14 +286,14 @@ impl WriteTx {
     }
 }
 
-impl Deref for WriteTx {
+impl Deref for WriteTx<'_> {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
         &self.tx
     }
 }
 
-impl DerefMut for WriteTx {
+impl DerefMut for WriteTx<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.tx
     }

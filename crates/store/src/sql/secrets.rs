@@ -37,28 +37,34 @@ fn with_access(rows: Vec<SecretRow>, access: Vec<(String, String)>) -> DbResult<
     Ok(records.collect::<agentvault_core::Result<_>>()?)
 }
 
+/// The secrets of a workspace by name.
 pub(super) async fn list(s: &Backend, workspace_id: &str) -> DbResult<Vec<SecretMeta>> {
-    let mut conn = s.read.acquire().await?;
-    let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1 ORDER BY s.name"))
-        .bind(workspace_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let access: Vec<(String, String)> = sqlx::query_as(
-        "SELECT a.secret_id, a.agent_id FROM secret_access a JOIN secrets s ON s.id = a.secret_id \
-         WHERE s.workspace_id = $1 ORDER BY a.agent_id",
-    )
-    .bind(workspace_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(with_access(rows, access)?.into_iter().map(|(meta, _)| meta).collect())
+    let mut metas: Vec<SecretMeta> = load_current(s, Some(workspace_id)).await?.into_iter().map(|r| r.meta).collect();
+    metas.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(metas)
 }
 
-/// Every secret with its current sealed version, for the read model.
-pub(super) async fn load_current(s: &Backend) -> DbResult<Vec<SecretRecord>> {
+/// Every secret (of one workspace, or all) with its current sealed version, for the read model.
+pub(super) async fn load_current(s: &Backend, workspace_id: Option<&str>) -> DbResult<Vec<SecretRecord>> {
     let mut conn = s.read.acquire().await?;
-    let rows: Vec<SecretRow> = sqlx::query_as(select_secrets!("")).fetch_all(&mut *conn).await?;
-    let access: Vec<(String, String)> =
-        sqlx::query_as("SELECT secret_id, agent_id FROM secret_access ORDER BY agent_id").fetch_all(&mut *conn).await?;
+    let (rows, access): (Vec<SecretRow>, Vec<(String, String)>) = match workspace_id {
+        Some(ws) => (
+            sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1")).bind(ws).fetch_all(&mut *conn).await?,
+            sqlx::query_as(
+                "SELECT a.secret_id, a.agent_id FROM secret_access a JOIN secrets s ON s.id = a.secret_id \
+                 WHERE s.workspace_id = $1 ORDER BY a.agent_id",
+            )
+            .bind(ws)
+            .fetch_all(&mut *conn)
+            .await?,
+        ),
+        None => (
+            sqlx::query_as(select_secrets!("")).fetch_all(&mut *conn).await?,
+            sqlx::query_as("SELECT secret_id, agent_id FROM secret_access ORDER BY agent_id")
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+    };
     Ok(with_access(rows, access)?.into_iter().map(|(meta, sealed)| SecretRecord { meta, sealed }).collect())
 }
 

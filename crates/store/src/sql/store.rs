@@ -10,9 +10,9 @@ use agentvault_core::model::{
 };
 use async_trait::async_trait;
 
-use super::{Backend, agents, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
+use super::{Backend, agents, changes, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
 use crate::errors::DbError;
-use crate::{NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
+use crate::{Change, NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
 
 #[async_trait]
 impl Store for Backend {
@@ -23,6 +23,26 @@ impl Store for Backend {
 
     async fn close(&self) {
         Backend::close(self).await
+    }
+
+    async fn latest_change(&self) -> Result<i64> {
+        Ok(changes::latest(self).await?)
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
+        Ok(changes::since(self, after, limit).await?)
+    }
+
+    async fn prune_changes(&self, before: i64) -> Result<u64> {
+        Ok(changes::prune(self, before).await?)
+    }
+
+    fn committed_change(&self) -> i64 {
+        self.committed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn wait_for_changes(&self, timeout: std::time::Duration) -> bool {
+        Backend::wait_for_changes(self, timeout).await
     }
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
@@ -117,8 +137,8 @@ impl Store for Backend {
         Ok(secrets::list_versions(self, workspace_id, secret_id).await?)
     }
 
-    async fn load_current_secrets(&self) -> Result<Vec<SecretRecord>> {
-        Ok(secrets::load_current(self).await?)
+    async fn load_current_secrets(&self, workspace_id: Option<&str>) -> Result<Vec<SecretRecord>> {
+        Ok(secrets::load_current(self, workspace_id).await?)
     }
 
     async fn create_api_key(&self, key: &ApiKeyMeta, token_hash: &[u8], audit: &AuditEvent) -> Result<()> {
@@ -139,8 +159,8 @@ impl Store for Backend {
         Ok(keys::revoke(self, workspace_id, key_id, now, audit).await?)
     }
 
-    async fn load_api_keys(&self) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>> {
-        Ok(keys::load(self, None).await?)
+    async fn load_api_keys(&self, workspace_id: Option<&str>) -> Result<Vec<(ApiKeyMeta, Vec<u8>)>> {
+        Ok(keys::load(self, workspace_id).await?)
     }
 
     async fn record_api_key_use(&self, uses: &[(String, Millis)]) -> Result<()> {

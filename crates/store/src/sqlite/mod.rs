@@ -56,6 +56,11 @@ pub struct SqliteStore {
     /// The next audit sequence number (records are ordered by it, across workspaces).
     audit_seq: Arc<AtomicI64>,
     read: SqlitePool,
+    /// The newest change committed here, and its wake-up for the change feed's reader.
+    committed: AtomicI64,
+    changed: tokio::sync::Notify,
+    /// This process's name in the change feed.
+    origin: String,
 }
 
 impl SqliteStore {
@@ -82,7 +87,15 @@ impl SqliteStore {
             .map_err(|e| Error::unavailable(format!("cannot open the database {}: {e}", path.display())))?;
         migrate::run(&write).await?;
         let read = connect(SqliteSynchronous::Normal, 4).await.map_err(crate::errors::DbError::from)?;
-        let mut store = SqliteStore { read, write, journal: None, audit_seq: Arc::new(AtomicI64::new(1)) };
+        let mut store = SqliteStore {
+            read,
+            write,
+            journal: None,
+            audit_seq: Arc::new(AtomicI64::new(1)),
+            committed: AtomicI64::new(0),
+            changed: tokio::sync::Notify::new(),
+            origin: crate::new_origin(),
+        };
         // After the migrations: the journal's replay needs the table.
         let mut journal_prefix = path.as_os_str().to_owned();
         journal_prefix.push("-audit-journal");
@@ -101,7 +114,15 @@ impl SqliteStore {
     /// Starts a write transaction: `BEGIN IMMEDIATE` takes the write lock at once, so the reads
     /// a transaction's checks make cannot be outdated by another writer before it commits.
     async fn begin(&self) -> DbResult<WriteTx<'_>> {
-        Ok(WriteTx { tx: self.write.begin_with("BEGIN IMMEDIATE").await?, audit_seq: &self.audit_seq })
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let change = changes::next_number(&mut tx).await?;
+        Ok(WriteTx { tx, store: self, change })
+    }
+
+    /// Only this process writes an SQLite database: its own commits are every change there is.
+    async fn wait_for_changes(&self, timeout: Duration) -> bool {
+        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+        false
     }
 
     /// Copies every page of the WAL into the database file and truncates the WAL, after a delete
@@ -152,15 +173,18 @@ impl SqliteStore {
 /// ([`WriteTx::commit`]); dropping it uncommitted rolls everything back.
 struct WriteTx<'s> {
     tx: Transaction<'static, Sqlite>,
-    audit_seq: &'s AtomicI64,
+    store: &'s SqliteStore,
+    /// This transaction's number in the change feed.
+    change: i64,
 }
 
 impl WriteTx<'_> {
     /// Appends `audit` and commits it with the change.
     async fn commit(mut self, audit: &[AuditEvent]) -> DbResult<()> {
+        changes::record(&mut self.tx, self.change, audit, &self.store.origin).await?;
         for e in audit {
             sqlx::query(audit_insert!())
-                .bind(self.audit_seq.fetch_add(1, Ordering::Relaxed))
+                .bind(self.store.audit_seq.fetch_add(1, Ordering::Relaxed))
                 .bind(e.at)
                 .bind(e.workspace_id.as_str())
                 .bind(e.actor.kind())
@@ -175,6 +199,8 @@ impl WriteTx<'_> {
                 .await?;
         }
         self.tx.commit().await?;
+        self.store.committed.fetch_max(self.change, Ordering::AcqRel);
+        self.store.changed.notify_waiters();
         Ok(())
     }
 

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# agentvault on PostgreSQL against agentvault on SQLite, measured side by side in one run
+# (alternating rounds), on this machine:
+#
+#   - agent reads at 32 connections: SQLite, PostgreSQL with one server, PostgreSQL with two
+#     servers (16 connections to each, the two wrk runs at once);
+#   - writes per second (secret value changes, one client after another) on each backend;
+#   - propagation between two servers: the time from a change acknowledged by A to the first read
+#     on B that sees it (1,000 changes), and the stale reads seen when the client sends
+#     X-Agentvault-Index back (must be 0).
+#
+#   bash bench/postgres.sh        (BENCH_DURATION=10s BENCH_ROUNDS=3 BENCH_CHANGES=1000)
+#
+# Starts a throwaway PostgreSQL cluster (as the postgres user when run as root) with the
+# defaults a production one has (fsync and synchronous_commit on). Results: bench/out/postgres/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${BENCH_OUT:-$ROOT/bench/out}/postgres
+DURATION=${BENCH_DURATION:-10s}
+ROUNDS=${BENCH_ROUNDS:-3}
+CHANGES=${BENCH_CHANGES:-1000}
+BIN=$TARGET_DIR/release/agentvault
+PGBIN=${AGENTVAULT_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+ADMIN_TOKEN="bench_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
+ROOT_KEY=$(openssl rand -base64 32)
+WORK=$(mktemp -d /tmp/agentvault-pgbench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+PGDATA=$WORK/pg/data
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+mkdir -p "$OUT" "$WORK/pg"
+[[ $(id -u) == 0 ]] && chown postgres "$WORK/pg"
+if [[ ${BENCH_BUILD:-1} == 1 ]]; then
+    log "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet -p agentvault)
+fi
+
+log "starting PostgreSQL on port $PORT"
+as_pg "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $WORK/pg -c max_connections=200" start >/dev/null
+PG=postgres://postgres@127.0.0.1:$PORT
+createdb() { as_pg "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -c "CREATE DATABASE $1" postgres; }
+
+# start NAME [DATABASE]: a server on SQLite (no database) or on the given PostgreSQL database;
+# prints its URL.
+start() {
+    local dir=$WORK/$1 url
+    mkdir -p "$dir"
+    AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN AGENTVAULT_ROOT_KEY=$ROOT_KEY \
+        AGENTVAULT_DATABASE_URL=${2:+$PG/$2} "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir/data" \
+        >"$dir/stdout" 2>"$dir/stderr" &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do
+        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
+        if [[ -n $url ]]; then echo "$url"; return; fi
+        sleep 0.1
+    done
+    die "server $1 did not start: $(cat "$dir/stderr")"
+}
+
+# setup URL: an agent, its secret and a key; prints "AGENT KEY WS".
+setup() {
+    python3 - "$1" "$ADMIN_TOKEN" <<'EOF'
+import json, sys, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+ws = call("GET", "/api/v1/workspaces")["items"][0]["id"]
+agent = call("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
+call("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_bench", "agents": [agent]})
+key = call("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
+print(agent, key, ws)
+EOF
+}
+
+createdb bench_one
+createdb bench_two
+SQLITE=$(start sqlite)
+PG1=$(start pg1 bench_one)
+PG2A=$(start pg2a bench_two)
+PG2B=$(start pg2b bench_two)
+read -r S_AGENT S_KEY S_WS < <(setup "$SQLITE")
+read -r P_AGENT P_KEY P_WS < <(setup "$PG1")
+read -r Q_AGENT Q_KEY Q_WS < <(setup "$PG2A")
+sleep 1 # B follows A's setup
+
+rps() { awk '/Requests\/sec/ { print $2 }' "$1"; }
+p99() { awk '$1 == "99%" { print $2 }' "$1"; }
+read_path() { echo "/api/v1/agents/$1/secrets/stripe_api_key"; }
+
+: >"$OUT/reads.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    log "reads, round $round/$ROUNDS ($DURATION each, 32 connections)"
+    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $S_KEY" "$SQLITE$(read_path "$S_AGENT")" >"$OUT/sqlite.r$round.txt"
+    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $P_KEY" "$PG1$(read_path "$P_AGENT")" >"$OUT/pg1.r$round.txt"
+    wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2A$(read_path "$Q_AGENT")" >"$OUT/pg2a.r$round.txt" &
+    wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2B$(read_path "$Q_AGENT")" >"$OUT/pg2b.r$round.txt"
+    wait %1
+    for f in sqlite pg1 pg2a pg2b; do
+        grep -Eq 'Non-2xx|Socket errors' "$OUT/$f.r$round.txt" && die "wrk saw errors in $OUT/$f.r$round.txt"
+    done
+    printf 'round=%s sqlite=%s pg1=%s pg2=%s sqlite_p99=%s pg1_p99=%s pg2a_p99=%s pg2b_p99=%s\n' "$round" \
+        "$(rps "$OUT/sqlite.r$round.txt")" "$(rps "$OUT/pg1.r$round.txt")" \
+        "$(awk -v a="$(rps "$OUT/pg2a.r$round.txt")" -v b="$(rps "$OUT/pg2b.r$round.txt")" 'BEGIN { print a + b }')" \
+        "$(p99 "$OUT/sqlite.r$round.txt")" "$(p99 "$OUT/pg1.r$round.txt")" \
+        "$(p99 "$OUT/pg2a.r$round.txt")" "$(p99 "$OUT/pg2b.r$round.txt")" | tee -a "$OUT/reads.txt"
+done
+
+log "writes and propagation ($CHANGES changes)"
+python3 "$ROOT/bench/propagation.py" --token "$ADMIN_TOKEN" --changes "$CHANGES" \
+    --sqlite "$SQLITE" --sqlite-ws "$S_WS" --pg "$PG1" --pg-ws "$P_WS" \
+    --a "$PG2A" --b "$PG2B" --ab-ws "$Q_WS" --ab-agent "$Q_AGENT" --ab-key "$Q_KEY" | tee "$OUT/changes.txt"
+log "results in $OUT (reads.txt, changes.txt)"

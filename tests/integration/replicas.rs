@@ -1,0 +1,199 @@
+//! Several agentvault servers on one PostgreSQL: every change made through one reaches the
+//! others' read models, in order, and a client that sends `X-Agentvault-Index` back never reads
+//! older data than its own write. These tests always run on PostgreSQL (a database of their own
+//! on the test cluster), whatever backend the rest of the suite uses.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::backend::new_database;
+use crate::support::{DataDir, Options, Resp, Server};
+
+/// Two servers (A and B) on one new database, with one root key and one bootstrap token.
+struct Pair {
+    a: Server,
+    b: Server,
+    dirs: [DataDir; 2],
+    url: String,
+    ws: String,
+    agent: String,
+    key: String,
+}
+
+const ROOT_KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq8M=";
+
+fn start(dir: &DataDir, url: &str, token: &str) -> Server {
+    dir.start_with(Options {
+        bootstrap_token: Some(token),
+        extra_env: vec![("AGENTVAULT_DATABASE_URL", url.to_owned()), ("AGENTVAULT_ROOT_KEY", ROOT_KEY.to_owned())],
+        ..Options::default()
+    })
+}
+
+fn pair() -> Pair {
+    let url = new_database();
+    let dirs = [DataDir::new(), DataDir::new()];
+    let token = dirs[0].token.clone();
+    let mut a = start(&dirs[0], &url, &token);
+    let mut b = start(&dirs[1], &url, &token);
+    a.admin = token.clone();
+    b.admin = token;
+    let ws = a.default_ws();
+    assert_eq!(b.default_ws(), ws, "both servers share the default workspace");
+    let agent = a.create_agent(&ws, "bot");
+    a.create_secret(&ws, "stripe", json!("v1"), &[&agent]);
+    let (_, key) = a.create_key(&ws, json!([agent]));
+    // B has it all soon (the tests below use the index where they need it at once).
+    let caught_up = eventually(Duration::from_secs(5), || b.read(&key, &agent, "stripe").status == 200);
+    assert!(caught_up.is_some(), "B never learned of the key made on A");
+    Pair { a, b, dirs, url, ws, agent, key }
+}
+
+fn index_of(r: &Resp) -> String {
+    r.header("x-agentvault-index").unwrap_or_else(|| panic!("a change answers with its index: {r:?}")).to_owned()
+}
+
+fn read_with_index(s: &Server, key: &str, agent: &str, name: &str, index: &str) -> Resp {
+    let auth = format!("Bearer {key}");
+    s.request_with(
+        "GET",
+        &format!("/api/v1/agents/{agent}/secrets/{name}"),
+        &[("Authorization", &auth), ("X-Agentvault-Index", index)],
+        None,
+    )
+}
+
+/// Polls `check` on `s` every 20 ms until it holds, at most `limit`; returns how long it took.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_write_on_one_server_is_read_on_the_other_and_the_index_gives_read_your_writes() {
+    let p = pair();
+    for n in 2..=6 {
+        let value = format!("v{n}");
+        let r = p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"value": value}));
+        r.expect(200);
+        let index = index_of(&r);
+        // With the index, B answers only once it has the change: never the old value.
+        let read = read_with_index(&p.b, &p.key, &p.agent, "stripe", &index);
+        assert_eq!(read.expect(200)["value"], json!(value), "B with index {index}");
+    }
+    // Without it, B has the change soon after (woken by the database's notification).
+    let r = p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"value": "v7"}));
+    r.expect(200);
+    let took = eventually(Duration::from_secs(5), || p.b.read(&p.key, &p.agent, "stripe").body["value"] == json!("v7"));
+    assert!(took.is_some(), "B never saw the change");
+
+    // Reads on B are audited in the one log, with the writes made on A.
+    let reads = p.a.audit(&p.ws, "action=secret.read");
+    assert!(reads.len() >= 6, "{reads:?}");
+}
+
+#[test]
+fn a_revoked_key_and_a_deleted_agent_stop_working_on_every_server() {
+    let p = pair();
+    p.b.read(&p.key, &p.agent, "stripe").expect(200);
+    let keys = p.a.get(&format!("/api/v1/workspaces/{}/api-keys", p.ws));
+    let key_id = keys.expect(200)["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = p.a.delete(&format!("/api/v1/workspaces/{}/api-keys/{key_id}", p.ws));
+    assert!(r.status < 300, "{r:?}");
+    let index = index_of(&r);
+    read_with_index(&p.b, &p.key, &p.agent, "stripe", &index).expect_error(401, "unauthenticated");
+
+    // A grant revoked on A, without the index: denied on B by the next poll at the latest.
+    let (_, key2) = p.a.create_key(&p.ws, json!("all"));
+    let other = p.a.create_agent(&p.ws, "other");
+    p.a.put(&format!("/api/v1/workspaces/{}/secrets/stripe/access", p.ws), json!({"agents": [other]})).expect(200);
+    let denied = eventually(Duration::from_secs(3), || p.b.read(&key2, &p.agent, "stripe").status == 403);
+    assert!(denied.is_some(), "B still serves a revoked grant");
+
+    let r = p.a.delete(&format!("/api/v1/workspaces/{}/agents/{other}", p.ws));
+    let index = index_of(&r);
+    let auth = format!("Bearer {}", p.b.admin);
+    let agents = p.b.request_with(
+        "GET",
+        &format!("/api/v1/workspaces/{}/agents", p.ws),
+        &[("Authorization", &auth), ("X-Agentvault-Index", &index)],
+        None,
+    );
+    let names: Vec<Value> = agents.expect(200)["items"].as_array().unwrap().iter().map(|a| a["name"].clone()).collect();
+    assert_eq!(names, [json!("bot")]);
+}
+
+#[test]
+fn an_index_not_reached_is_a_clear_503_and_a_bad_one_a_400() {
+    let p = pair();
+    let r = read_with_index(&p.b, &p.key, &p.agent, "stripe", "999999999");
+    r.expect_error(503, "index_not_reached");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("change 999999999"), "{r:?}");
+    read_with_index(&p.b, &p.key, &p.agent, "stripe", "soon").expect_error(400, "invalid_input");
+    read_with_index(&p.b, &p.key, &p.agent, "stripe", "-1").expect_error(400, "invalid_input");
+    // Reads carry no index; changes do, and it grows.
+    assert!(p.b.read(&p.key, &p.agent, "stripe").header("x-agentvault-index").is_none());
+    let first = index_of(&p.b.post(&format!("/api/v1/workspaces/{}/agents", p.ws), json!({"name": "x1"})));
+    let second = index_of(&p.a.post(&format!("/api/v1/workspaces/{}/agents", p.ws), json!({"name": "x2"})));
+    assert!(second.parse::<i64>().unwrap() > first.parse::<i64>().unwrap());
+}
+
+/// Ends B's `LISTEN` connection from the database side.
+fn terminate_listeners(url: &str) -> i64 {
+    let sql = "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+               WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()";
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-c", sql])
+        .arg(url)
+        .output()
+        .expect("psql runs (it comes with PostgreSQL)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_dropped_notification_connection_loses_no_change() {
+    let p = pair();
+    // Let both servers open their listening connection, then end them.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(terminate_listeners(&p.url) >= 1, "the servers listen for changes");
+    for n in 0..5 {
+        p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"value": format!("after-{n}")}))
+            .expect(200);
+    }
+    let seen =
+        eventually(Duration::from_secs(5), || p.b.read(&p.key, &p.agent, "stripe").body["value"] == json!("after-4"));
+    assert!(seen.is_some(), "B missed changes made while its notifications were cut");
+    // And it listens again: the next change arrives too.
+    p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"value": "later"})).expect(200);
+    let seen =
+        eventually(Duration::from_secs(5), || p.b.read(&p.key, &p.agent, "stripe").body["value"] == json!("later"));
+    assert!(seen.is_some());
+}
+
+#[test]
+fn a_server_killed_and_restarted_catches_up() {
+    let mut p = pair();
+    p.b.kill9();
+    for n in 0..20 {
+        p.a.create_secret(&p.ws, &format!("while_down_{n}"), json!(format!("d{n}")), &[&p.agent]);
+    }
+    let r = p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"value": "newest"}));
+    let index = index_of(&r);
+    let token = p.dirs[0].token.clone();
+    let mut b = start(&p.dirs[1], &p.url, &token);
+    b.admin = token;
+    assert_eq!(read_with_index(&b, &p.key, &p.agent, "stripe", &index).expect(200)["value"], json!("newest"));
+    for n in [0, 19] {
+        assert_eq!(b.read(&p.key, &p.agent, &format!("while_down_{n}")).expect(200)["value"], json!(format!("d{n}")));
+    }
+    let ready = b.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text);
+}
