@@ -539,3 +539,27 @@ impl TryFrom<FunctionRow> for Function {
 pub(crate) fn convert<R, T: TryFrom<R, Error = Error>>(rows: Vec<R>) -> Result<Vec<T>> {
     rows.into_iter().map(T::try_from).collect()
 }
+
+row! {
+    /// A row of the change feed.
+    pub(crate) struct ChangeRow {
+        seq: i64,
+        workspace_id: Option<String>,
+        agent_id: Option<String>,
+        actions: String,
+        origin: String,
+    }
+}
+
+impl ChangeRow {
+    /// The change, as seen by the process named `origin`.
+    pub(crate) fn into_change(self, origin: &str) -> crate::Change {
+        crate::Change {
+            seq: self.seq,
+            mine: self.origin == origin,
+            workspace_id: self.workspace_id,
+            agent_id: self.agent_id,
+            actions: self.actions.split(' ').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
+        }
+    }
+}

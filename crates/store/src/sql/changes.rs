@@ -10,6 +10,7 @@ use agentvault_core::model::Millis;
 use super::{Backend, Conn};
 use crate::Change;
 use crate::errors::DbResult;
+use crate::rows::ChangeRow;
 
 /// Takes the next change number; the counter row stays locked until the transaction ends, which
 /// serializes writers.
@@ -44,7 +45,7 @@ pub(super) async fn latest(s: &Backend) -> DbResult<i64> {
 }
 
 pub(super) async fn since(s: &Backend, after: i64, limit: u32) -> DbResult<Vec<Change>> {
-    let rows: Vec<(i64, Option<String>, Option<String>, String, String)> = sqlx::query_as(
+    let rows: Vec<ChangeRow> = sqlx::query_as(
         "SELECT seq, workspace_id, agent_id, actions, origin FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)
@@ -53,13 +54,7 @@ pub(super) async fn since(s: &Backend, after: i64, limit: u32) -> DbResult<Vec<C
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, workspace_id, agent_id, actions, origin)| Change {
-            seq,
-            mine: origin == s.origin,
-            workspace_id,
-            agent_id,
-            actions: actions.split(' ').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
-        })
+        .map(|r| r.into_change(&s.origin))
         .collect())
 }
 
