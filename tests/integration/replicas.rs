@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::backend::new_database;
+use agentvault_store::testing::{Cluster, TestPostgres};
+
+use crate::support::backend::{new_database, new_database_on};
 use crate::support::{DataDir, Options, Resp, Server};
 
 /// Two servers (A and B) on one new database, with one root key and one bootstrap token.
@@ -32,7 +34,10 @@ fn start(dir: &DataDir, url: &str, token: &str) -> Server {
 }
 
 fn pair() -> Pair {
-    let url = new_database();
+    pair_on(new_database())
+}
+
+fn pair_on(url: String) -> Pair {
     let dirs = [DataDir::new(), DataDir::new()];
     let token = dirs[0].token.clone();
     let mut a = start(&dirs[0], &url, &token);
@@ -196,4 +201,41 @@ fn a_server_killed_and_restarted_catches_up() {
     }
     let ready = b.get("/readyz");
     assert_eq!(ready.status, 200, "{}", ready.text);
+}
+
+#[test]
+fn while_postgresql_is_away_nothing_is_served_unaudited_and_both_servers_recover() {
+    let cluster = Cluster::start_new().unwrap();
+    let p = pair_on(new_database_on(&TestPostgres::on(&cluster)));
+    let path = format!("/api/v1/workspaces/{}/secrets/stripe", p.ws);
+    p.a.patch(&path, json!({"value": "acknowledged"})).expect(200);
+    let index = index_of(&p.a.patch(&path, json!({"value": "acknowledged-2"})));
+    assert_eq!(read_with_index(&p.b, &p.key, &p.agent, "stripe", &index).expect(200)["value"], json!("acknowledged-2"));
+
+    cluster.stop().unwrap();
+    // Reads need their audit record: without the database, no value leaves either server.
+    for s in [&p.a, &p.b] {
+        let r = s.read(&p.key, &p.agent, "stripe");
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(!r.text.contains("acknowledged"), "a value without its audit record: {}", r.text);
+        let w = s.patch(&path, json!({"value": "lost?"}));
+        assert_eq!(w.status, 503, "{w:?}");
+        assert!(w.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{w:?}");
+        assert_eq!(s.get("/readyz").status, 503);
+    }
+
+    cluster.start().unwrap();
+    for s in [&p.a, &p.b] {
+        let back = eventually(Duration::from_secs(15), || s.read(&p.key, &p.agent, "stripe").status == 200);
+        assert!(back.is_some(), "a server did not recover by itself");
+    }
+    assert_eq!(
+        p.b.read(&p.key, &p.agent, "stripe").expect(200)["value"],
+        json!("acknowledged-2"),
+        "nothing acknowledged was lost"
+    );
+    let index = index_of(&p.a.patch(&path, json!({"value": "after"})));
+    assert_eq!(read_with_index(&p.b, &p.key, &p.agent, "stripe", &index).expect(200)["value"], json!("after"));
+    let ready = eventually(Duration::from_secs(10), || p.b.get("/readyz").status == 200);
+    assert!(ready.is_some(), "B stays unready: {}", p.b.get("/readyz").text);
 }

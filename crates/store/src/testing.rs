@@ -104,50 +104,85 @@ fn run(mut c: Command, what: &str) -> Result<(), String> {
     }
 }
 
+/// A cluster of this test process's own, which a test may stop and start again (to see what
+/// agentvault does while its database is away). Stopped and removed when the process ends.
+pub struct Cluster {
+    bin: PathBuf,
+    data: String,
+    log: String,
+    options: String,
+    port: u16,
+}
+
+impl Cluster {
+    /// Initializes and starts a new cluster.
+    pub fn start_new() -> Result<Cluster, String> {
+        let bin = bin_dir()?;
+        let dir = std::env::temp_dir().join(format!("agentvault-pg-{}-{}", std::process::id(), now_nanos()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.arg("postgres:postgres").arg(&dir);
+            run(c, "chown of the cluster folder to postgres")?;
+        }
+        let data = dir.join("data").to_string_lossy().into_owned();
+        let dir_s = dir.to_string_lossy().into_owned();
+        let initdb = ["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"];
+        run(as_owner(&bin.join("initdb"), &initdb), "initdb")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        // A throwaway cluster: durability of PostgreSQL itself is not under test.
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {dir_s} -c fsync=off -c full_page_writes=off -c max_connections=300"
+        );
+        let cluster = Cluster { log: format!("{dir_s}/log"), bin, data, options, port };
+        cluster.start()?;
+        // Stops the cluster and removes its folder once this process has ended.
+        let watchdog = format!(
+            "while [ -d /proc/{pid} ]; do sleep 1; done; {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir_s}",
+            pid = std::process::id(),
+            pg_ctl = cluster.bin.join("pg_ctl").display(),
+            data = cluster.data,
+        );
+        let mut c = Command::new("setsid");
+        if is_root() {
+            c.args(["runuser", "-u", "postgres", "--"]);
+        }
+        c.args(["sh", "-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        c.spawn().map_err(|e| format!("the cluster's watchdog: {e}"))?;
+        Ok(cluster)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT` (no database).
+    pub fn server(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the (stopped) cluster and waits until it accepts connections.
+    pub fn start(&self) -> Result<(), String> {
+        let args = ["-D", &self.data, "-l", &self.log, "-o", &self.options, "-w", "start"];
+        run(as_owner(&self.bin.join("pg_ctl"), &args), "pg_ctl start")
+    }
+
+    /// Stops the cluster (fast: open connections are ended).
+    pub fn stop(&self) -> Result<(), String> {
+        run(as_owner(&self.bin.join("pg_ctl"), &["-D", &self.data, "-m", "fast", "-w", "stop"]), "pg_ctl stop")
+    }
+}
+
 fn start_cluster() -> Result<String, String> {
-    let bin = bin_dir()?;
-    let dir = std::env::temp_dir().join(format!("agentvault-pg-{}-{}", std::process::id(), now_nanos()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if is_root() {
-        run(
-            {
-                let mut c = Command::new("chown");
-                c.arg("postgres:postgres").arg(&dir);
-                c
-            },
-            "chown of the cluster folder to postgres",
-        )?;
+    // The shared cluster lives as long as the process.
+    let cluster = Cluster::start_new()?;
+    Ok(cluster.server())
+}
+
+impl TestPostgres {
+    /// Databases on `cluster` (a cluster of the test's own).
+    pub fn on(cluster: &Cluster) -> TestPostgres {
+        TestPostgres { server: cluster.server(), next: AtomicU32::new(0) }
     }
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let dir_s = dir.to_string_lossy().into_owned();
-    run(
-        as_owner(&bin.join("initdb"), &["-D", &data_s, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]),
-        "initdb",
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
-    // A throwaway cluster: durability of PostgreSQL itself is not under test.
-    let options = format!(
-        "-c listen_addresses=127.0.0.1 -p {port} -k {dir_s} -c fsync=off -c full_page_writes=off -c max_connections=300"
-    );
-    let log = format!("{dir_s}/log");
-    run(as_owner(&bin.join("pg_ctl"), &["-D", &data_s, "-l", &log, "-o", &options, "-w", "start"]), "pg_ctl start")?;
-    // Stops the cluster and removes its folder once this process has ended.
-    let watchdog = format!(
-        "while [ -d /proc/{pid} ]; do sleep 1; done; {pg_ctl} -D {data_s} -m immediate stop >/dev/null 2>&1; rm -rf {dir_s}",
-        pid = std::process::id(),
-        pg_ctl = bin.join("pg_ctl").display(),
-    );
-    let mut c = Command::new("setsid");
-    if is_root() {
-        c.args(["runuser", "-u", "postgres", "--"]);
-    }
-    c.args(["sh", "-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    c.spawn().map_err(|e| format!("the cluster's watchdog: {e}"))?;
-    Ok(format!("postgres://postgres@127.0.0.1:{port}"))
 }
 
 fn now_nanos() -> u128 {

@@ -30,9 +30,14 @@ fn remembered(dir: &Path) -> PathBuf {
 
 /// A new database on the test cluster, as a URL with its password.
 pub fn new_database() -> String {
+    new_database_on(TestPostgres::shared())
+}
+
+/// A new database on `pg`'s cluster.
+pub fn new_database_on(pg: &TestPostgres) -> String {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let rt = RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
-    rt.block_on(TestPostgres::shared().database()).reveal().to_owned()
+    rt.block_on(pg.database()).reveal().to_owned()
 }
 
 /// On PostgreSQL, the database URL of data directory `dir`.
