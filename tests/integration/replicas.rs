@@ -239,3 +239,34 @@ fn while_postgresql_is_away_nothing_is_served_unaudited_and_both_servers_recover
     let ready = eventually(Duration::from_secs(10), || p.b.get("/readyz").status == 200);
     assert!(ready.is_some(), "B stays unready: {}", p.b.get("/readyz").text);
 }
+
+/// Invokes on `s` with the admin token and `X-Agentvault-Index`.
+fn invoke_with_index(s: &Server, ws: &str, agent: &str, name: &str, index: &str) -> Resp {
+    let auth = format!("Bearer {}", s.admin);
+    s.request_with(
+        "POST",
+        &format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/{name}/invoke"),
+        &[("Authorization", &auth), ("X-Agentvault-Index", index)],
+        Some(&json!({"args": {}})),
+    )
+}
+
+#[test]
+fn a_function_changed_on_one_server_runs_its_new_version_on_the_other() {
+    let p = pair();
+    let path = format!("/api/v1/workspaces/{}/agents/{}/functions", p.ws, p.agent);
+    let code = |v: &str| format!("def hello(conv):\n    return 'version {v} ' + conv.utils.get_secret('stripe')\n");
+    let r = p.a.post(&path, json!({"name": "hello", "description": "d", "parameters": [], "code": code("one")}));
+    r.expect(201);
+    let out = invoke_with_index(&p.b, &p.ws, &p.agent, "hello", &index_of(&r));
+    assert_eq!(out.expect(200)["result"], json!("version one [redacted:stripe]"));
+
+    let r = p.a.put(&format!("{path}/hello"), json!({"description": "d", "parameters": [], "code": code("two")}));
+    r.expect(200);
+    let out = invoke_with_index(&p.b, &p.ws, &p.agent, "hello", &index_of(&r));
+    assert_eq!(out.expect(200)["result"], json!("version two [redacted:stripe]"));
+
+    let r = p.a.delete(&format!("{path}/hello"));
+    assert!(r.status < 300, "{r:?}");
+    invoke_with_index(&p.b, &p.ws, &p.agent, "hello", &index_of(&r)).expect_error(404, "function_not_found");
+}

@@ -1,5 +1,6 @@
-//! The in-memory read model: everything the hot path needs (credentials, agents, the current
-//! sealed version and access set of every secret), so that an agent's read costs no SQL query.
+//! The in-memory read model: everything the hot paths need (credentials, agents, the current
+//! sealed version and access set of every secret, functions' definitions), so that an agent's
+//! read and a function's invocation cost no SQL query.
 //! The database is written first; the model is updated after the write commits.
 
 use std::collections::{HashMap, HashSet};
@@ -7,7 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use agentvault_core::SecretKind;
-use agentvault_core::model::{AdminToken, Agent, ApiKeyMeta, KeyScope, Millis, Sealed, SecretMeta, Workspace};
+use agentvault_core::model::{
+    AdminToken, Agent, ApiKeyMeta, Function, KeyScope, Millis, Sealed, SecretMeta, Workspace,
+};
 use agentvault_store::SecretRecord;
 
 pub type TokenHash = [u8; 32];
@@ -76,6 +79,8 @@ struct Inner {
     secrets: HashMap<String, HashMap<String, Arc<SecretEntry>>>,
     api_keys: HashMap<TokenHash, Arc<KeyEntry>>,
     admin_tokens: HashMap<TokenHash, Arc<AdminToken>>,
+    /// workspace id → (agent id, function name) → definition: an invocation runs no SQL.
+    functions: HashMap<String, HashMap<(String, String), Arc<Function>>>,
 }
 
 /// Shared, lock-protected; readers take the lock only long enough to clone an `Arc`.
@@ -91,17 +96,27 @@ pub struct WorkspaceSlice {
     pub agents: Vec<Agent>,
     pub secrets: Vec<SecretRecord>,
     pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
+    pub functions: Vec<Function>,
 }
 
 impl Inner {
+    fn put_function(&mut self, f: Function) {
+        let key = (f.agent_id.clone(), f.name.clone());
+        self.functions.entry(f.workspace_id.clone()).or_default().insert(key, Arc::new(f));
+    }
+
     /// Adds agents, secrets and keys; a key already known in `old_keys` keeps its usage counters.
     fn fill(
         &mut self,
         agents: Vec<Agent>,
         secrets: Vec<SecretRecord>,
         keys: Vec<(ApiKeyMeta, Vec<u8>)>,
+        functions: Vec<Function>,
         old_keys: &HashMap<TokenHash, Arc<KeyEntry>>,
     ) {
+        for f in functions {
+            self.put_function(f);
+        }
         for a in agents {
             self.agents.insert(a.id, a.workspace_id);
         }
@@ -132,6 +147,7 @@ pub struct Snapshot {
     pub secrets: Vec<SecretRecord>,
     pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
     pub admin_tokens: Vec<(AdminToken, Vec<u8>)>,
+    pub functions: Vec<Function>,
 }
 
 fn hash_of(bytes: &[u8]) -> Option<TokenHash> {
@@ -154,7 +170,7 @@ impl ReadModel {
         for ws in s.workspaces {
             fresh.workspaces.insert(ws.id.clone(), ws);
         }
-        fresh.fill(s.agents, s.secrets, s.api_keys, &old_keys);
+        fresh.fill(s.agents, s.secrets, s.api_keys, s.functions, &old_keys);
         for (t, h) in s.admin_tokens {
             if let Some(h) = hash_of(&h) {
                 fresh.admin_tokens.insert(h, Arc::new(t));
@@ -176,6 +192,7 @@ impl ReadModel {
         });
         inner.agents.retain(|_, ws| ws != workspace_id);
         inner.secrets.remove(workspace_id);
+        inner.functions.remove(workspace_id);
         match slice.workspace {
             Some(ws) => {
                 inner.workspaces.insert(ws.id.clone(), ws);
@@ -184,7 +201,7 @@ impl ReadModel {
                 inner.workspaces.remove(workspace_id);
             }
         }
-        inner.fill(slice.agents, slice.secrets, slice.api_keys, &old_keys);
+        inner.fill(slice.agents, slice.secrets, slice.api_keys, slice.functions, &old_keys);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -254,10 +271,29 @@ impl ReadModel {
         self.write().agents.insert(agent_id.to_owned(), workspace_id.to_owned());
     }
 
-    /// Removes an agent with its grants and its place in API key scopes.
+    /// A function's current definition.
+    pub fn function(&self, workspace_id: &str, agent_id: &str, name: &str) -> Option<Arc<Function>> {
+        let inner = self.read();
+        inner.functions.get(workspace_id)?.get(&(agent_id.to_owned(), name.to_owned())).cloned()
+    }
+
+    pub fn put_function(&self, f: Function) {
+        self.write().put_function(f);
+    }
+
+    pub fn remove_function(&self, workspace_id: &str, agent_id: &str, name: &str) {
+        if let Some(m) = self.write().functions.get_mut(workspace_id) {
+            m.remove(&(agent_id.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// Removes an agent with its functions, its grants and its place in API key scopes.
     pub fn remove_agent(&self, workspace_id: &str, agent_id: &str) {
         let mut inner = self.write();
         inner.agents.remove(agent_id);
+        if let Some(m) = inner.functions.get_mut(workspace_id) {
+            m.retain(|(agent, _), _| agent != agent_id);
+        }
         if let Some(secrets) = inner.secrets.get_mut(workspace_id) {
             for entry in secrets.values_mut() {
                 if entry.access.contains(agent_id) {

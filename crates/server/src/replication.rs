@@ -131,6 +131,7 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot> {
         secrets: store.load_current_secrets(None).await?,
         api_keys: store.load_api_keys(None).await?,
         admin_tokens: store.load_admin_tokens().await?,
+        functions: store.load_functions(None).await?,
     })
 }
 
@@ -140,6 +141,7 @@ async fn load_workspace(store: &dyn Store, workspace_id: &str) -> Result<Workspa
         agents: store.list_agents(workspace_id).await?,
         secrets: store.load_current_secrets(Some(workspace_id)).await?,
         api_keys: store.load_api_keys(Some(workspace_id)).await?,
+        functions: store.load_functions(Some(workspace_id)).await?,
     })
 }
 

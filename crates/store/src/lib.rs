@@ -348,6 +348,8 @@ pub trait Store: Send + Sync + 'static {
     // --- functions ----------------------------------------------------------------------------
 
     async fn list_functions(&self, workspace_id: &str, agent_id: &str) -> Result<Vec<Function>>;
+    /// Every function (of one workspace, or all), for the read model.
+    async fn load_functions(&self, workspace_id: Option<&str>) -> Result<Vec<Function>>;
     async fn get_function(&self, workspace_id: &str, agent_id: &str, name: &str) -> Result<Option<Function>>;
     /// 409 `function_exists` if the agent has a function of that name.
     async fn create_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;

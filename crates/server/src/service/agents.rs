@@ -10,7 +10,7 @@ use crate::api::agents::{AgentSecretOut, CreateAgent, UpdateAgent};
 use crate::auth::new_id;
 use crate::{AppState, now_millis};
 
-fn not_found(agent_id: &str) -> Error {
+pub(super) fn not_found(agent_id: &str) -> Error {
     Error::not_found("agent_not_found", format!("no agent {} exists in this workspace", agent_id.escape_default()))
 }
 

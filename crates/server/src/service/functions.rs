@@ -122,7 +122,11 @@ pub async fn create(
         .agent(&agent.id)
         .target(&function.id)
         .detail(format!("name={} version=1", function.name));
-    st.store.create_function(&function, &audit).await?;
+    {
+        let _w = st.write_lock.lock().await;
+        st.store.create_function(&function, &audit).await?;
+        st.model.put_function(function.clone());
+    }
     // Nothing an earlier function left in the agent's workers outlives a change of its functions.
     st.runtime.forget_agent(&agent.id);
     Ok(function.into())
@@ -165,7 +169,11 @@ pub async fn replace(
         .agent(&agent.id)
         .target(&function.id)
         .detail(format!("name={} version={}", function.name, function.version));
-    st.store.update_function(&function, &audit).await?;
+    {
+        let _w = st.write_lock.lock().await;
+        st.store.update_function(&function, &audit).await?;
+        st.model.put_function(function.clone());
+    }
     st.runtime.forget_agent(&agent.id);
     Ok(function.into())
 }
@@ -177,7 +185,11 @@ pub async fn delete(st: &AppState, p: &Principal, ws: &str, agent_id: &str, name
     let audit = AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionDelete, Outcome::Success)
         .agent(&agent.id)
         .detail(format!("name={name}"));
-    st.store.delete_function(&ws.id, &agent.id, name, &audit).await?;
+    {
+        let _w = st.write_lock.lock().await;
+        st.store.delete_function(&ws.id, &agent.id, name, &audit).await?;
+        st.model.remove_function(&ws.id, &agent.id, name);
+    }
     st.runtime.forget_agent(&agent.id);
     Ok(())
 }
@@ -206,9 +218,12 @@ pub async fn invoke(
         _ => st.workspace_for(p, ws, Perm::InvokeFunctions)?,
     };
     let body = body?;
-    let agent = st.agent_of(&ws.id, agent_id).await?;
+    // From the read model: an invocation runs no SQL.
+    if !st.model.agent_in(&ws.id, agent_id) {
+        return Err(super::agents::not_found(agent_id));
+    }
     let generation = st.runtime.generation();
-    let function = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
+    let function = st.model.function(&ws.id, agent_id, name).ok_or_else(|| function_not_found(name))?;
     check_args(&function, &body.args)?;
     let conversation = conversation(body.conversation)?;
     let invocation_id = new_id(INVOCATION_PREFIX)?;
@@ -217,14 +232,14 @@ pub async fn invoke(
     let source = FunctionReads {
         st: st.clone(),
         workspace_id: ws.id.clone(),
-        agent_id: agent.id.clone(),
+        agent_id: agent_id.to_owned(),
         context: format!("function={} function_version={} invocation={invocation_id}", function.name, function.version),
         invocation_id: invocation_id.clone(),
     };
     let inv = Invocation {
         id: &invocation_id,
         workspace_id: &ws.id,
-        agent_id: &agent.id,
+        agent_id,
         function: &function.name,
         version: function.version,
         code: &function.code,
@@ -242,7 +257,7 @@ pub async fn invoke(
     let audit_outcome = if outcome.error.is_some() { Outcome::Failed } else { Outcome::Success };
     st.audit.append_nowait(
         AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionInvoke, audit_outcome)
-            .agent(&agent.id)
+            .agent(agent_id)
             .target(&invocation_id)
             .detail(detail),
     );

@@ -20,6 +20,20 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbR
     Ok(convert(rows)?)
 }
 
+/// Every function (of one workspace, or all), for the read model.
+pub(super) async fn load(s: &Backend, workspace_id: Option<&str>) -> DbResult<Vec<Function>> {
+    let rows: Vec<FunctionRow> = match workspace_id {
+        Some(ws) => {
+            sqlx::query_as(concat!("SELECT ", columns!(function), " FROM functions WHERE workspace_id = $1"))
+                .bind(ws)
+                .fetch_all(&s.read)
+                .await?
+        }
+        None => sqlx::query_as(concat!("SELECT ", columns!(function), " FROM functions")).fetch_all(&s.read).await?,
+    };
+    Ok(convert(rows)?)
+}
+
 pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &str) -> DbResult<Option<Function>> {
     let row: Option<FunctionRow> = sqlx::query_as(concat!(
         "SELECT ",

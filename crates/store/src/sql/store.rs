@@ -324,6 +324,10 @@ impl Store for Backend {
         Ok(functions::list(self, workspace_id, agent_id).await?)
     }
 
+    async fn load_functions(&self, workspace_id: Option<&str>) -> Result<Vec<Function>> {
+        Ok(functions::load(self, workspace_id).await?)
+    }
+
     async fn get_function(&self, workspace_id: &str, agent_id: &str, name: &str) -> Result<Option<Function>> {
         Ok(functions::get(self, workspace_id, agent_id, name).await?)
     }
