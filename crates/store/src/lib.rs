@@ -66,6 +66,7 @@ mod rules;
 mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
+mod write_tx;
 
 pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;

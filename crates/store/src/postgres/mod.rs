@@ -12,15 +12,14 @@
 //!   records with one multi-row `INSERT` per group commit.
 //! - *Migrations* run under sqlx's advisory lock, so replicas starting together apply them once.
 
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::errors::{DbError, DbResult};
 use crate::migrations::{self, Migrations};
@@ -253,49 +252,27 @@ async fn insert_audit(tx: &mut PgConnection, events: &[AuditEvent]) -> DbResult<
     Ok(())
 }
 
-/// A write transaction holding the writers' lock. Every change commits with the audit records
-/// describing it; dropping it uncommitted rolls everything back.
-struct WriteTx<'s> {
-    tx: Transaction<'static, Postgres>,
-    store: &'s PostgresStore,
-    /// This transaction's number in the change feed.
-    change: i64,
-}
+type WriteTx<'s> = crate::write_tx::WriteTx<'s, PostgresStore>;
 
-impl WriteTx<'_> {
-    /// Appends `audit`, records the change and commits; every server listening is told.
-    async fn commit(mut self, audit: &[AuditEvent]) -> DbResult<()> {
-        if !audit.is_empty() {
-            insert_audit(&mut self.tx, audit).await?;
+impl crate::write_tx::Committer for PostgresStore {
+    type Db = Postgres;
+
+    async fn insert_audit(&self, conn: &mut PgConnection, audit: &[AuditEvent]) -> DbResult<()> {
+        if audit.is_empty() {
+            return Ok(());
         }
-        changes::record(&mut self.tx, self.change, audit, &self.store.origin).await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES_CHANNEL)
-            .bind(self.change.to_string())
-            .execute(&mut *self.tx)
-            .await?;
-        self.tx.commit().await?;
-        self.store.committed.fetch_max(self.change, Ordering::AcqRel);
-        self.store.changed.notify_waiters();
+        insert_audit(conn, audit).await
+    }
+
+    /// The feed's row, and a `NOTIFY` that every listening server receives at commit.
+    async fn record_change(&self, conn: &mut PgConnection, change: i64, audit: &[AuditEvent]) -> DbResult<()> {
+        changes::record(&mut *conn, change, audit, &self.origin).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES_CHANNEL).bind(change.to_string()).execute(conn).await?;
         Ok(())
     }
 
-    /// Commits a change with its one audit record.
-    async fn commit_one(self, audit: &AuditEvent) -> DbResult<()> {
-        self.commit(std::slice::from_ref(audit)).await
-    }
-}
-
-impl Deref for WriteTx<'_> {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx<'_> {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+    fn committed(&self) -> (&AtomicI64, &tokio::sync::Notify) {
+        (&self.committed, &self.changed)
     }
 }
 

@@ -14,7 +14,6 @@
 //! SQLite functions); what only SQLite has (the pragmas, `BEGIN IMMEDIATE`, the WAL checkpoint,
 //! the journal) stays in this module.
 
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,7 +22,7 @@ use std::time::Duration;
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use crate::errors::DbResult;
 
@@ -169,22 +168,15 @@ impl SqliteStore {
     }
 }
 
-/// A write transaction. Every change commits with the audit records describing it
-/// ([`WriteTx::commit`]); dropping it uncommitted rolls everything back.
-struct WriteTx<'s> {
-    tx: Transaction<'static, Sqlite>,
-    store: &'s SqliteStore,
-    /// This transaction's number in the change feed.
-    change: i64,
-}
+type WriteTx<'s> = crate::write_tx::WriteTx<'s, SqliteStore>;
 
-impl WriteTx<'_> {
-    /// Appends `audit` and commits it with the change.
-    async fn commit(mut self, audit: &[AuditEvent]) -> DbResult<()> {
-        changes::record(&mut self.tx, self.change, audit, &self.store.origin).await?;
+impl crate::write_tx::Committer for SqliteStore {
+    type Db = Sqlite;
+
+    async fn insert_audit(&self, conn: &mut SqliteConnection, audit: &[AuditEvent]) -> DbResult<()> {
         for e in audit {
             sqlx::query(audit_insert!())
-                .bind(self.store.audit_seq.fetch_add(1, Ordering::Relaxed))
+                .bind(self.audit_seq.fetch_add(1, Ordering::Relaxed))
                 .bind(e.at)
                 .bind(e.workspace_id.as_str())
                 .bind(e.actor.kind())
@@ -195,31 +187,18 @@ impl WriteTx<'_> {
                 .bind(e.agent_id.as_deref())
                 .bind(e.target_id.as_deref())
                 .bind(e.detail.as_deref())
-                .execute(&mut *self.tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        self.tx.commit().await?;
-        self.store.committed.fetch_max(self.change, Ordering::AcqRel);
-        self.store.changed.notify_waiters();
         Ok(())
     }
 
-    /// Commits a change with its one audit record.
-    async fn commit_one(self, audit: &AuditEvent) -> DbResult<()> {
-        self.commit(std::slice::from_ref(audit)).await
+    async fn record_change(&self, conn: &mut SqliteConnection, change: i64, audit: &[AuditEvent]) -> DbResult<()> {
+        changes::record(conn, change, audit, &self.origin).await
     }
-}
 
-impl Deref for WriteTx<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+    fn committed(&self) -> (&AtomicI64, &tokio::sync::Notify) {
+        (&self.committed, &self.changed)
     }
 }
 
