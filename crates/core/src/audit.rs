@@ -35,10 +35,12 @@ pub enum Action {
     InvitationCreate,
     InvitationRevoke,
     InvitationAccept,
+    AgentEgressSet,
+    EgressConnect,
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 32] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -69,6 +71,8 @@ impl Action {
         Action::InvitationCreate,
         Action::InvitationRevoke,
         Action::InvitationAccept,
+        Action::AgentEgressSet,
+        Action::EgressConnect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +107,8 @@ impl Action {
             Action::InvitationCreate => "invitation.create",
             Action::InvitationRevoke => "invitation.revoke",
             Action::InvitationAccept => "invitation.accept",
+            Action::AgentEgressSet => "agent.egress_set",
+            Action::EgressConnect => "egress.connect",
         }
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use agentvault_core::{Error, ErrorKind, Result, SecretValue};
@@ -14,6 +14,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::egress::{EgressHandler, InvocationTag, SocketDir, WorkerIdentity, WorkerSocket};
 use crate::redact::Redactor;
 use crate::sandbox::{Launcher, Limits, SandboxMode};
 
@@ -145,6 +146,9 @@ pub struct Runtime {
     stamps: AtomicU64,
     /// Agent → the stamp counter at its last `forget_agent`: older workers are never reused.
     forgotten: Mutex<HashMap<String, u64>>,
+    /// The egress proxy, and the directory of the workers' sockets to it. Without it workers
+    /// in the sandbox have no network at all.
+    egress: OnceLock<(Arc<dyn EgressHandler>, SocketDir)>,
 }
 
 #[derive(Default)]
@@ -206,10 +210,18 @@ impl Runtime {
             counts: Mutex::new(Counts::default()),
             stamps: AtomicU64::new(0),
             forgotten: Mutex::new(HashMap::new()),
+            egress: OnceLock::new(),
         });
         let weak = Arc::downgrade(&rt);
         tokio::spawn(reap_idle(weak));
         rt
+    }
+
+    /// Routes every worker's network through `handler` (the egress proxy): each worker started
+    /// from now on gets a socket of its own, served by it. Set once, at server start.
+    pub fn set_egress(&self, handler: Arc<dyn EgressHandler>) -> std::io::Result<()> {
+        let dir = SocketDir::create()?;
+        self.egress.set((handler, dir)).map_err(|_| std::io::Error::other("the egress proxy is already set"))
     }
 
     /// Whether workers run in bubblewrap (None: they cannot run at all).
@@ -300,8 +312,18 @@ impl Runtime {
             .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
         let (mut worker, cold) = match self.take_idle(inv.agent_id) {
             Some(w) => (w, false),
-            None => (Worker::start(launcher, inv.agent_id, inv.generation).await?, true),
+            None => {
+                let egress = self.egress.get().map(|(h, dir)| (h.clone(), dir.0.as_path()));
+                (Worker::start(launcher, inv.workspace_id, inv.agent_id, inv.generation, egress).await?, true)
+            }
         };
+        if let Some(socket) = &worker.socket {
+            socket.identity.set_current(Some(InvocationTag {
+                invocation_id: inv.id.to_owned(),
+                function: inv.function.to_owned(),
+                conversation_id: inv.conversation["id"].as_str().unwrap_or_default().to_owned(),
+            }));
+        }
         let deadline = started + timeout;
         let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &self.opts)).await;
         let mut reusable = false;
@@ -328,6 +350,9 @@ impl Runtime {
                 cold,
             ),
         };
+        if let Some(socket) = &worker.socket {
+            socket.identity.set_current(None);
+        }
         // Everything any invocation of this worker read, not only this one's.
         outcome.redact(&worker.redactor);
         if reusable {
@@ -433,6 +458,8 @@ struct Worker {
     loaded: HashMap<String, u32>,
     uses: u32,
     last_used: Instant,
+    /// The worker's socket to the egress proxy; closed when the worker goes.
+    socket: Option<WorkerSocket>,
 }
 
 /// Why an invocation ended without the worker's answer.
@@ -582,9 +609,23 @@ impl Outcome {
 }
 
 impl Worker {
-    async fn start(launcher: &Launcher, agent_id: &str, stamp: u64) -> Result<Worker> {
+    async fn start(
+        launcher: &Launcher,
+        workspace_id: &str,
+        agent_id: &str,
+        stamp: u64,
+        egress: Option<(Arc<dyn EgressHandler>, &std::path::Path)>,
+    ) -> Result<Worker> {
+        let socket = match egress {
+            Some((handler, dir)) => Some(
+                WorkerSocket::open(dir, WorkerIdentity::new(workspace_id, agent_id, stamp), handler).map_err(|e| {
+                    Error::unavailable(format!("cannot open the egress socket of a worker for agent {agent_id}: {e}"))
+                })?,
+            ),
+            None => None,
+        };
         let mut child = launcher
-            .spawn(WORKER)
+            .spawn(WORKER, socket.as_ref().map(|s| s.path.as_path()))
             .map_err(|e| Error::unavailable(format!("cannot start a Python worker for agent {agent_id}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::internal("a worker started without its pipes"));
@@ -598,6 +639,7 @@ impl Worker {
             loaded: HashMap::new(),
             uses: 0,
             last_used: Instant::now(),
+            socket,
         };
         let ready = tokio::time::timeout(Duration::from_secs(20), worker.read_frame(64 * 1024)).await;
         match ready {

@@ -7,13 +7,21 @@
 # worker -> server: {"t": "ready"}, {"t": "get_secret", "id", "name"} and {"t": "done", "id", ...}
 # Every message after "ready" carries the invocation's id; the server stops a worker that sends
 # a message for another id, or anything while no invocation of its own is running.
+#
+# Network: in the sandbox the worker has a network namespace of its own with only a loopback
+# interface. Its one way out is agentvault's egress proxy, reached through a Unix socket bound
+# into the sandbox (its path and the relay's port are the worker's arguments); the relay below listens on the private loopback and
+# passes each connection to that socket, and HTTP_PROXY/HTTPS_PROXY point at it, so requests,
+# urllib3 and urllib go through the proxy unchanged. The proxy knows the agent by the socket.
 import builtins
 import json
 import linecache
 import os
 import re
+import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 import types
@@ -36,6 +44,69 @@ def _open_channel():
 
 
 _IN, _OUT = _open_channel()
+
+
+def _pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _relay(conn, path):
+    try:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(path)
+    except OSError:
+        conn.close()
+        return
+    for s in (conn, upstream):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+    back.start()
+    _pump(conn, upstream)
+    back.join()
+    conn.close()
+    upstream.close()
+
+
+def _accept(listener, path):
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        threading.Thread(target=_relay, args=(conn, path), daemon=True).start()
+
+
+def _start_relay():
+    if len(sys.argv) < 3:
+        return
+    path, port = sys.argv[1], int(sys.argv[2])
+    del sys.argv[1:]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = url
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(name, None)
+    threading.Thread(target=_accept, args=(listener, path), daemon=True, name="agentvault-egress").start()
+
+
+_start_relay()
 _current = {"id": None}  # the invocation running now
 
 

@@ -7,6 +7,7 @@ pub mod audit_writer;
 pub mod auth;
 pub mod connections;
 pub mod console;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -94,6 +95,9 @@ pub struct ServerOptions {
     pub runtime: agentvault_runtime::RuntimeOptions,
     /// Timeouts and the cap on client connections.
     pub connections: connections::ConnectionOptions,
+    /// Destinations the operator opened to functions (`--egress-allow host:port`), private
+    /// ones included.
+    pub egress_allow: Vec<egress::policy::OperatorAllow>,
 }
 
 impl Default for ServerOptions {
@@ -106,6 +110,7 @@ impl Default for ServerOptions {
             login_limits: sign_in::LoginLimits::default(),
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Agents' functions: warm Python workers.
     pub runtime: Arc<agentvault_runtime::Runtime>,
+    /// The egress proxy's settings: the functions' only way out.
+    pub egress: egress::Egress,
     pub openapi_json: OnceLock<axum::body::Bytes>,
     /// Route templates as `'static` strings, for metric labels.
     pub route_names: OnceLock<HashMap<String, &'static str>>,
@@ -162,6 +169,7 @@ impl AppState {
         let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
         let state = AppState(Arc::new(Shared {
             runtime,
+            egress: egress::Egress::new(options.egress_allow.clone()),
             login_limiter: sign_in::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
@@ -174,6 +182,21 @@ impl AppState {
             route_names: OnceLock::new(),
         }));
         state.refresh_gauges();
+        if let Err(e) = state.runtime.set_egress(Arc::new(egress::EgressProxy::new(&state))) {
+            tracing::warn!(error = %e, "the egress proxy could not be set up; functions will have no network");
+        }
+        match state.runtime.sandboxed() {
+            Some(true) => tracing::info!(
+                allowed = ?state.options.egress_allow.iter().map(|a| format!("{}:{}", a.host, a.port)).collect::<Vec<_>>(),
+                "functions reach the network only through the egress proxy"
+            ),
+            Some(false) => tracing::warn!(
+                "egress policies are NOT enforced: with --sandbox off a function shares the server's network and can \
+                 connect anywhere the server can, around the egress proxy (agentvault's own port, the cloud \
+                 metadata service, the private network). Run functions in bubblewrap (--sandbox bwrap)"
+            ),
+            None => {}
+        }
         Ok(state)
     }
 
@@ -243,6 +266,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::list_agents, agents::create_agent))
         .routes(routes!(agents::get_agent, agents::update_agent, agents::delete_agent))
         .routes(routes!(agents::agent_secrets))
+        .routes(routes!(agents::get_egress, agents::set_egress))
         .routes(routes!(functions::list_functions, functions::create_function))
         .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
         .routes(routes!(invoke::invoke_function))
@@ -374,6 +398,9 @@ pub async fn serve(
             }
         })
     };
+    if let Ok(addr) = listener.local_addr() {
+        state.egress.set_listening(vec![addr]);
+    }
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let limits = &state.options.connections;
     let handle = axum_server::Handle::new();

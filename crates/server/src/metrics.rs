@@ -19,6 +19,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The outcomes of an egress connection.
+pub const EGRESS_OUTCOMES: [&str; 3] = ["allowed", "refused", "failed"];
+
 /// The outcomes of an agent read, counted without a label lookup.
 pub const READ_OUTCOMES: [&str; 4] = ["allowed", "denied", "not_found", "invalid"];
 
@@ -31,6 +39,8 @@ pub struct Metrics {
     audit_failures: Counter,
     pub agents: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub secrets: Gauge<i64, std::sync::atomic::AtomicI64>,
+    egress_connections: Family<OutcomeLabels, Counter>,
+    egress_refusals: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,7 +67,29 @@ impl Metrics {
         registry.register("agents", "Agents in the read model", agents.clone());
         let secrets = Gauge::default();
         registry.register("secrets", "Secrets in the read model", secrets.clone());
-        Metrics { registry, requests, secret_reads, audit_records, audit_batches, audit_failures, agents, secrets }
+        let egress_connections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "egress_connections",
+            "Connections functions asked the egress proxy for, by outcome (allowed, refused, failed)",
+            egress_connections.clone(),
+        );
+        for outcome in EGRESS_OUTCOMES {
+            let _ = egress_connections.get_or_create(&OutcomeLabels { outcome });
+        }
+        let egress_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register("egress_refusals", "Egress connections refused, by reason", egress_refusals.clone());
+        Metrics {
+            registry,
+            requests,
+            secret_reads,
+            audit_records,
+            audit_batches,
+            audit_failures,
+            agents,
+            secrets,
+            egress_connections,
+            egress_refusals,
+        }
     }
 
     pub fn audit_batch(&self, records: usize, ok: bool) {
@@ -74,6 +106,16 @@ impl Metrics {
         if let Some(i) = READ_OUTCOMES.iter().position(|o| *o == outcome) {
             self.secret_reads[i].inc();
         }
+    }
+
+    /// Counts an egress connection; `outcome` is one of [`EGRESS_OUTCOMES`].
+    pub fn egress_connection(&self, outcome: &'static str) {
+        self.egress_connections.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts an egress refusal by its code (one of `egress::policy::REFUSAL_CODES`).
+    pub fn egress_refusal(&self, reason: &'static str) {
+        self.egress_refusals.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -35,6 +35,7 @@ pub async fn run_all(store: &dyn Store) {
     root_key_rewrap(store).await;
     invitations_are_single_use(store).await;
     sessions_and_tokens_are_revoked(store).await;
+    egress_policies_round_trip(store).await;
 }
 
 // --- helpers ------------------------------------------------------------------------------------
@@ -679,4 +680,33 @@ pub async fn sessions_and_tokens_are_revoked(store: &dyn Store) {
     assert_eq!(stored.as_deref(), Some("new"));
     let r = store.set_password(&PasswordChange { user_id: "usr_nobody", ..change }, &[]).await;
     refused(r, ErrorKind::NotFound, "user_not_found", "a missing user's password");
+}
+
+/// An agent's egress policy: none stored means the default; set twice replaces; another
+/// workspace's agent is not found; it goes with the agent.
+pub async fn egress_policies_round_trip(store: &dyn Store) {
+    use agentvault_core::model::{EgressMode, EgressPolicy};
+    let ws = "ws_egress";
+    workspace(store, ws).await;
+    workspace(store, "ws_egress_other").await;
+    agent(store, ws, "agt_egress").await;
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), None);
+    let allow = EgressPolicy {
+        mode: EgressMode::Allowlist,
+        hosts: vec!["api.stripe.com".into(), "*.googleapis.com:8443".into()],
+        updated_at: NOW,
+    };
+    ok(store.set_egress_policy(ws, "agt_egress", &allow, &event(ws, Action::AgentEgressSet)).await, "set");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), Some(allow));
+    let none = EgressPolicy { mode: EgressMode::None, hosts: vec![], updated_at: NOW + 1 };
+    ok(store.set_egress_policy(ws, "agt_egress", &none, &event(ws, Action::AgentEgressSet)).await, "replace");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), Some(none.clone()));
+    let set = event(ws, Action::AgentEgressSet);
+    let wrong = store.set_egress_policy("ws_egress_other", "agt_egress", &none, &set);
+    refused(wrong.await, ErrorKind::NotFound, "agent_not_found", "another workspace's agent");
+    assert_eq!(ok(store.get_egress_policy("ws_egress_other", "agt_egress").await, "get"), None);
+    ok(store.delete_agent(ws, "agt_egress", &event(ws, Action::AgentDelete)).await, "delete_agent");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), None);
+    let gone = store.set_egress_policy(ws, "agt_egress", &none, &set);
+    refused(gone.await, ErrorKind::NotFound, "agent_not_found", "a deleted agent");
 }

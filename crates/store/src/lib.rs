@@ -9,8 +9,8 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -115,6 +115,16 @@ pub trait Store: Send + Sync + 'static {
     async fn update_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()>;
     /// Deletes the agent and its grants and API key scopes; 404 if gone.
     async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()>;
+    /// The agent's egress policy; None when it has the default one.
+    async fn get_egress_policy(&self, workspace_id: &str, agent_id: &str) -> Result<Option<EgressPolicy>>;
+    /// Stores the agent's egress policy; 404 `agent_not_found` if the agent is gone.
+    async fn set_egress_policy(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        policy: &EgressPolicy,
+        audit: &AuditEvent,
+    ) -> Result<()>;
 
     // --- secrets ----------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
@@ -70,6 +70,20 @@ impl Store for SqliteStore {
 
     async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()> {
         Ok(agents::delete(self, workspace_id, agent_id, audit).await?)
+    }
+
+    async fn get_egress_policy(&self, workspace_id: &str, agent_id: &str) -> Result<Option<EgressPolicy>> {
+        Ok(agents::get_egress(self, workspace_id, agent_id).await?)
+    }
+
+    async fn set_egress_policy(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        policy: &EgressPolicy,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Ok(agents::set_egress(self, workspace_id, agent_id, policy, audit).await?)
     }
 
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>> {

@@ -1,0 +1,323 @@
+//! The egress proxy: the only way out of a function's sandbox (docs/architecture.md, "Network").
+//!
+//! Each worker has a Unix socket of its own ([`agentvault_runtime::egress`]); every connection
+//! on it is served here as an HTTP/1 proxy: `CONNECT host:port` tunnels (HTTPS) and absolute-form
+//! `http://` requests. The agent is known by the socket, never from what the function sends.
+//! The proxy resolves the host itself, checks every address it resolved to ([`policy`]) and
+//! connects to an address it checked, so a name cannot resolve to a public address for the
+//! check and a private one for the connection. A refusal is a `403` whose status line and body
+//! say why. Every connection is audited (`egress.connect`) and counted.
+
+pub mod policy;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::{Actor, EgressPolicy};
+use agentvault_runtime::{EgressHandler, WorkerIdentity};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpStream, UnixStream};
+
+use self::policy::{OperatorAllow, Refusal, Rules};
+use crate::{AppState, Shared, now_millis};
+
+/// How long resolving a host and connecting to it may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The operator's egress settings and the addresses agentvault listens on.
+#[derive(Default)]
+pub struct Egress {
+    allow: Vec<OperatorAllow>,
+    own: OnceLock<Vec<SocketAddr>>,
+}
+
+impl Egress {
+    pub fn new(allow: Vec<OperatorAllow>) -> Egress {
+        Egress { allow, own: OnceLock::new() }
+    }
+
+    /// Where the server listens (set once, when it starts listening).
+    pub fn set_listening(&self, addrs: Vec<SocketAddr>) {
+        let _ = self.own.set(addrs);
+    }
+
+    fn rules(&self) -> Rules {
+        Rules { allow: self.allow.clone(), own: self.own.get().cloned().unwrap_or_default() }
+    }
+}
+
+/// Serves the workers' sockets. Holds the server's state weakly: the runtime it is set on
+/// belongs to that state.
+pub struct EgressProxy {
+    st: Weak<Shared>,
+}
+
+impl EgressProxy {
+    pub fn new(st: &AppState) -> EgressProxy {
+        EgressProxy { st: Arc::downgrade(&st.0) }
+    }
+}
+
+#[async_trait::async_trait]
+impl EgressHandler for EgressProxy {
+    async fn serve(&self, conn: UnixStream, worker: Arc<WorkerIdentity>) {
+        let Some(st) = self.st.upgrade() else { return };
+        let ctx = Arc::new(Conn { st: AppState(st), worker, upstream: Mutex::new(None) });
+        let service = hyper::service::service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(ctx.handle(req).await) }
+        });
+        let served = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(TokioIo::new(conn), service)
+            .with_upgrades()
+            .await;
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "egress connection ended");
+        }
+    }
+}
+
+/// One connection from a worker.
+struct Conn {
+    st: AppState,
+    worker: Arc<WorkerIdentity>,
+    /// The upstream connection of plain-HTTP requests, kept for the next request to the same
+    /// host and port.
+    upstream: Mutex<Option<(String, u16, hyper::client::conn::http1::SendRequest<Incoming>)>>,
+}
+
+impl Conn {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        self.forward(req).await
+    }
+
+    /// `CONNECT host:port`: a tunnel, never decrypted.
+    async fn connect(&self, req: Request<Incoming>) -> Response<Body> {
+        let Some((host, port)) = req.uri().authority().and_then(|a| policy::authority(a.as_str(), 443)) else {
+            return self.refused("?", 0, bad_request("CONNECT needs a host:port"));
+        };
+        let tcp = match self.open(&host, port).await {
+            Ok(tcp) => tcp,
+            Err(resp) => return resp,
+        };
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+            let mut client = TokioIo::new(upgraded);
+            let mut tcp = tcp;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut tcp).await;
+        });
+        Response::new(empty())
+    }
+
+    /// An absolute-form `http://` request: sent on to the host over a connection of the proxy's.
+    async fn forward(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let uri = req.uri().clone();
+        if uri.scheme_str() != Some("http") {
+            return self.refused(
+                "?",
+                0,
+                bad_request(
+                    "send an absolute http:// URL to this proxy, and tunnel https:// with CONNECT (HTTPS_PROXY)",
+                ),
+            );
+        }
+        let Some((host, port)) = uri.authority().and_then(|a| policy::authority(a.as_str(), 80)) else {
+            return self.refused("?", 0, bad_request("the URL has no valid host"));
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let Ok(origin_form) = path.parse::<hyper::Uri>() else {
+            return self.refused(&host, port, bad_request("the URL's path is not valid"));
+        };
+        *req.uri_mut() = origin_form;
+        let headers = req.headers_mut();
+        for h in ["proxy-connection", "proxy-authorization", "keep-alive"] {
+            headers.remove(h);
+        }
+        // The Host header names the host the proxy connects to, whatever the function wrote.
+        if let Some(authority) = uri.authority()
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, v);
+        }
+        let reused = self.upstream.lock().ok().and_then(|mut u| match u.take() {
+            Some((h, p, sender)) if h == host && p == port && sender.is_ready() => Some(sender),
+            _ => None,
+        });
+        let mut sender = match reused {
+            Some(s) => {
+                // The agent's policy may have changed since the connection was opened.
+                if let Err(resp) = self.recheck(&host, port).await {
+                    return resp;
+                }
+                s
+            }
+            None => {
+                let tcp = match self.open(&host, port).await {
+                    Ok(tcp) => tcp,
+                    Err(resp) => return resp,
+                };
+                match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+                    Ok((sender, conn)) => {
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                        sender
+                    }
+                    Err(e) => return gateway_error(&format!("talking HTTP to {host}:{port} failed: {e}")),
+                }
+            }
+        };
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                if let Ok(mut u) = self.upstream.lock() {
+                    *u = Some((host, port, sender));
+                }
+                resp.map(BodyExt::boxed)
+            }
+            Err(e) => gateway_error(&format!("{host}:{port} did not answer: {e}")),
+        }
+    }
+
+    async fn policy(&self) -> std::result::Result<EgressPolicy, Refusal> {
+        match self.st.store.get_egress_policy(&self.worker.workspace_id, &self.worker.agent_id).await {
+            Ok(p) => Ok(p.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, agent = %self.worker.agent_id, "reading an agent's egress policy failed");
+                Err(Refusal {
+                    code: "no_network",
+                    message: "the agent's egress policy could not be read; try again".into(),
+                })
+            }
+        }
+    }
+
+    async fn recheck(&self, host: &str, port: u16) -> std::result::Result<(), Response<Body>> {
+        let rules = self.st.egress.rules();
+        let policy = self.policy().await.map_err(|r| self.refused(host, port, r))?;
+        rules.check_host(&policy, host, port).map_err(|r| self.refused(host, port, r))
+    }
+
+    /// Checks the policy, resolves `host`, checks every address, and connects to one of them.
+    async fn open(&self, host: &str, port: u16) -> std::result::Result<TcpStream, Response<Body>> {
+        let rules = self.st.egress.rules();
+        let policy = self.policy().await.map_err(|r| self.refused(host, port, r))?;
+        rules.check_host(&policy, host, port).map_err(|r| self.refused(host, port, r))?;
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+                Ok(Ok(found)) => found.collect(),
+                Ok(Err(_)) | Err(_) => {
+                    let r = Refusal { code: "resolve", message: format!("{host} could not be resolved") };
+                    return Err(self.refused(host, port, r));
+                }
+            },
+        };
+        rules.check_addresses(&policy, host, port, &addrs).map_err(|r| self.refused(host, port, r))?;
+        let mut last = String::from("no address");
+        for addr in &addrs {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    self.record(host, port, Some(*addr), Outcome::Success, None);
+                    return Ok(tcp);
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        self.record(host, port, None, Outcome::Failed, Some("connect_failed"));
+        Err(gateway_error(&format!("connecting to {host}:{port} failed: {last}")))
+    }
+
+    fn refused(&self, host: &str, port: u16, r: Refusal) -> Response<Body> {
+        self.record(host, port, None, Outcome::Denied, Some(r.code));
+        self.st.metrics.egress_refusal(r.code);
+        refusal_response(&r)
+    }
+
+    /// The audit record and the counters of one connection.
+    fn record(&self, host: &str, port: u16, addr: Option<SocketAddr>, outcome: Outcome, reason: Option<&str>) {
+        let inv = self.worker.current();
+        let mut detail = String::with_capacity(160);
+        if let Some(inv) = &inv {
+            detail.push_str(&format!(
+                "function={} invocation={} conversation={} ",
+                inv.function,
+                inv.invocation_id,
+                inv.conversation_id.escape_default()
+            ));
+        }
+        detail.push_str(&format!("host={} port={port}", host.escape_default()));
+        if let Some(a) = addr {
+            detail.push_str(&format!(" address={a}"));
+        }
+        if let Some(r) = reason {
+            detail.push_str(&format!(" reason={r}"));
+        }
+        let mut event = AuditEvent::new(
+            now_millis(),
+            &self.worker.workspace_id,
+            Actor::Agent(self.worker.agent_id.clone()),
+            Action::EgressConnect,
+            outcome,
+        )
+        .agent(&self.worker.agent_id)
+        .detail(detail);
+        if let Some(inv) = &inv {
+            event = event.target(&inv.invocation_id);
+        }
+        self.st.audit.append_nowait(event);
+        self.st.metrics.egress_connection(match outcome {
+            Outcome::Success => "allowed",
+            Outcome::Denied => "refused",
+            _ => "failed",
+        });
+    }
+}
+
+fn bad_request(message: &str) -> Refusal {
+    Refusal { code: "bad_request", message: message.to_owned() }
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str, reason: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The status line carries the reason too: it is what a client shows for a refused CONNECT
+    // (requests: "ProxyError ... Tunnel connection failed: 403 ...").
+    let phrase: String = reason.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    if let Ok(p) = hyper::ext::ReasonPhrase::try_from(phrase) {
+        resp.extensions_mut().insert(p);
+    }
+    resp
+}
+
+fn refusal_response(r: &Refusal) -> Response<Body> {
+    let message = format!("agentvault egress refused: {}", r.message);
+    json_error(StatusCode::FORBIDDEN, "egress_refused", &message, &format!("Forbidden ({message})"))
+}
+
+fn gateway_error(message: &str) -> Response<Body> {
+    let message = format!("agentvault egress: {message}");
+    json_error(StatusCode::BAD_GATEWAY, "egress_failed", &message, &format!("Bad Gateway ({message})"))
+}

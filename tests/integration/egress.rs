@@ -1,0 +1,359 @@
+//! A function's network: its worker has a network namespace of its own whose only way out is
+//! agentvault's egress proxy. Every destination here is on this machine; refused ones are
+//! refused by the proxy before any packet is sent (asserted on the proxy's answer).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::support::{DataDir, Options, Server, define, invoke, with_admin};
+
+/// A plain-HTTP server on 127.0.0.1 that answers every request with what it saw, and keeps the
+/// request heads it received.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || serve_http(conn, &log));
+            }
+        });
+        Upstream { port, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Answers requests on one connection (keep-alive) until the client closes it.
+fn serve_http(conn: std::net::TcpStream, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut out = conn;
+    loop {
+        let mut head = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        log.lock().unwrap().push(head.clone());
+        let first = head.lines().next().unwrap_or_default().to_owned();
+        let text = format!("upstream saw: {first}");
+        let resp =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}", text.len());
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn sandboxed_with(env: Vec<(&'static str, String)>) -> (Server, DataDir) {
+    let mut extra = vec![("AGENTVAULT_SANDBOX", "bwrap".to_owned())];
+    extra.extend(env);
+    with_admin(Options { extra_env: extra, ..Options::default() })
+}
+
+fn port_of(s: &Server) -> u16 {
+    s.base.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
+}
+
+/// Tries each URL with `requests` and reports what happened, without raising.
+const PROBE: &str = r#"
+import json, requests
+
+def probe(conv, urls):
+    found = {}
+    for url in json.loads(urls):
+        try:
+            r = requests.get(url, timeout=5)
+            found[url] = {"status": r.status_code, "text": r.text[:300], "reason": r.reason}
+        except Exception as e:
+            found[url] = {"error": type(e).__name__, "text": str(e)[:400]}
+    return found
+"#;
+
+fn probe(s: &Server, ws: &str, agent: &str, urls: &[String]) -> Value {
+    let body = json!({"args": {"urls": serde_json::to_string(urls).unwrap()}, "conversation": {"id": "call-egress"}});
+    let out = invoke(s, None, ws, agent, "probe", body).expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    assert_eq!(out["sandboxed"], true);
+    out["result"].clone()
+}
+
+fn define_probe(s: &Server, ws: &str, agent: &str) {
+    define(s, ws, agent, "probe", json!([{"name": "urls", "type": "string"}]), PROBE);
+}
+
+/// The proxy's refusal as `requests` reports it: a 403 answer (plain HTTP) or a ProxyError
+/// whose message carries the proxy's status line (a CONNECT for HTTPS).
+fn assert_refused(found: &Value, url: &str, why: &str) {
+    let f = &found[url];
+    let refused = (f["status"] == 403 && f["text"].as_str().unwrap().contains("agentvault egress refused"))
+        || (f["error"] == "ProxyError" && f["text"].as_str().unwrap().contains("agentvault egress refused"));
+    assert!(refused, "{url} was not refused by the proxy: {f}");
+    assert!(f.to_string().contains(why), "{url}: expected '{why}' in {f}");
+}
+
+#[test]
+fn a_function_reaches_only_what_the_egress_proxy_allows() {
+    let up = Upstream::start();
+    let (s, _tmp) = sandboxed_with(vec![("AGENTVAULT_EGRESS_ALLOW", format!("127.0.0.1:{}", up.port))]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Network bot");
+    define_probe(&s, &ws, &agent);
+    let vault = port_of(&s);
+
+    let allowed = format!("http://127.0.0.1:{}/hello?x=1", up.port);
+    let urls: Vec<String> = vec![
+        allowed.clone(),
+        format!("http://127.0.0.1:{vault}/healthz"),
+        format!("https://127.0.0.1:{vault}/healthz"),
+        "http://127.0.0.1/".into(),
+        "https://127.0.0.1/".into(),
+        "http://169.254.169.254/latest/meta-data/".into(),
+        "http://10.1.2.3/".into(),
+        "https://192.168.0.1/".into(),
+        "http://100.64.0.1/".into(),
+        "http://[::1]/".into(),
+        "http://[fd00::1]/".into(),
+        // DNS rebinding: a name that resolves to a loopback address is refused as one.
+        "http://localhost/".into(),
+        format!("http://localhost:{}/", up.port),
+        // Another port than 80 and 443 on a public address.
+        "http://93.184.216.34:8080/".into(),
+    ];
+    let found = probe(&s, &ws, &agent, &urls);
+    assert_eq!(found[&allowed]["status"], 200, "{found}");
+    assert_eq!(found[&allowed]["text"], "upstream saw: GET /hello?x=1 HTTP/1.1");
+    assert_refused(&found, &format!("http://127.0.0.1:{vault}/healthz"), "is agentvault itself");
+    assert_refused(&found, &format!("https://127.0.0.1:{vault}/healthz"), "is agentvault itself");
+    assert_refused(&found, "http://127.0.0.1/", "127.0.0.1 is a loopback address");
+    assert_refused(&found, "https://127.0.0.1/", "127.0.0.1 is a loopback address");
+    assert_refused(&found, "http://169.254.169.254/latest/meta-data/", "link-local address (cloud metadata");
+    assert_refused(&found, "http://10.1.2.3/", "10.1.2.3 is a private address");
+    assert_refused(&found, "https://192.168.0.1/", "192.168.0.1 is a private address");
+    assert_refused(&found, "http://100.64.0.1/", "carrier-grade NAT");
+    assert_refused(&found, "http://[::1]/", "::1 is a loopback address");
+    assert_refused(&found, "http://[fd00::1]/", "unique local");
+    assert_refused(&found, "http://localhost/", "is a loopback address");
+    // The operator opened 127.0.0.1:PORT, not the name localhost.
+    assert_refused(&found, &format!("http://localhost:{}/", up.port), "port");
+    assert_refused(&found, "http://93.184.216.34:8080/", "port 8080 is closed");
+    // Only the allowed request reached the upstream; it got the Host it was addressed to.
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert!(
+        reqs[0].contains(&format!("host: 127.0.0.1:{}", up.port))
+            || reqs[0].contains(&format!("Host: 127.0.0.1:{}", up.port))
+    );
+    assert!(!reqs[0].to_ascii_lowercase().contains("proxy-"), "{}", reqs[0]);
+
+    // Every connection is audited with the agent, function, invocation and conversation.
+    let records = s.audit(&ws, "action=egress.connect");
+    assert_eq!(records.len(), urls.len(), "{records:#?}");
+    let ok: Vec<&Value> = records.iter().filter(|r| r["outcome"] == "success").collect();
+    assert_eq!(ok.len(), 1);
+    let d = ok[0]["detail"].as_str().unwrap();
+    assert!(d.contains("function=probe") && d.contains("conversation=call-egress"), "{d}");
+    assert!(d.contains(&format!("host=127.0.0.1 port={}", up.port)), "{d}");
+    assert_eq!(ok[0]["agent_id"], agent.as_str());
+    assert!(ok[0]["target_id"].as_str().unwrap().starts_with("inv_"));
+    assert_eq!(ok[0]["actor"]["type"], "agent", "{}", ok[0]);
+    let metadata = records.iter().find(|r| r["detail"].as_str().unwrap().contains("host=169.254.169.254")).unwrap();
+    assert_eq!(metadata["outcome"], "denied");
+    assert!(metadata["detail"].as_str().unwrap().ends_with("reason=address"), "{metadata}");
+    // And counted.
+    let metrics = s.get("/metrics").text;
+    assert!(metrics.contains("agentvault_egress_connections_total{outcome=\"allowed\"} 1"), "{metrics}");
+    assert!(metrics.contains("agentvault_egress_refusals_total{reason=\"address\"}"), "{metrics}");
+    assert!(metrics.contains("agentvault_egress_refusals_total{reason=\"agentvault\"} 2"), "{metrics}");
+}
+
+/// HTTPS goes through CONNECT: a tunnel the proxy opens only to an allowed destination.
+#[test]
+fn tunnels_are_opened_only_to_allowed_destinations() {
+    let up = Upstream::start();
+    let (s, _tmp) = sandboxed_with(vec![("AGENTVAULT_EGRESS_ALLOW", format!("127.0.0.1:{}", up.port))]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Tunnel bot");
+    // A plain-HTTP conversation inside a CONNECT tunnel, with the proxy that HTTPS_PROXY names.
+    let code = r#"
+import http.client, os, urllib.parse
+
+def tunnel(conv, port):
+    proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+    out = {}
+    for target in (port, 443):
+        c = http.client.HTTPConnection(proxy.hostname, proxy.port, timeout=5)
+        c.set_tunnel("127.0.0.1", target)
+        try:
+            c.request("GET", "/through-tunnel")
+            r = c.getresponse()
+            out[str(target)] = [r.status, r.read().decode()]
+            # The tunnel stays open for a second request.
+            c.request("GET", "/again")
+            r = c.getresponse()
+            out[str(target)].append(r.read().decode())
+        except OSError as e:
+            out[str(target)] = ["refused", str(e)]
+        finally:
+            c.close()
+    return out
+"#;
+    define(&s, &ws, &agent, "tunnel", json!([{"name": "port", "type": "integer"}]), code);
+    let out = invoke(&s, None, &ws, &agent, "tunnel", json!({"args": {"port": up.port}})).expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    let r = &out["result"];
+    assert_eq!(
+        r[up.port.to_string()],
+        json!([200, "upstream saw: GET /through-tunnel HTTP/1.1", "upstream saw: GET /again HTTP/1.1"])
+    );
+    assert_eq!(r["443"][0], "refused", "{r}");
+    assert!(r["443"][1].as_str().unwrap().contains("403"), "{r}");
+    assert!(r["443"][1].as_str().unwrap().contains("127.0.0.1 is a loopback address"), "{r}");
+}
+
+/// Code that ignores the proxy reaches nothing: the worker's namespace has no route out and
+/// shows none of the host's listeners.
+#[test]
+fn code_that_ignores_the_proxy_reaches_nothing() {
+    let up = Upstream::start();
+    let (s, _tmp) = sandboxed_with(vec![]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Raw bot");
+    let code = r#"
+import socket
+
+def raw(conv, vault, upstream):
+    out = {}
+    for name, addr in (("vault", ("127.0.0.1", vault)), ("upstream", ("127.0.0.1", upstream)),
+                       ("metadata", ("169.254.169.254", 80)), ("private", ("10.1.2.3", 80))):
+        try:
+            socket.create_connection(addr, timeout=2).close()
+            out[name] = "connected"
+        except OSError as e:
+            out[name] = type(e).__name__ + ": " + str(e)
+    try:
+        socket.getaddrinfo("example.com", 443)
+        out["dns"] = "resolved"
+    except OSError as e:
+        out["dns"] = type(e).__name__
+    tcp = open("/proc/net/tcp").read() + open("/proc/net/tcp6").read()
+    out["listeners"] = [l.split()[1] for l in tcp.splitlines()[1:] if l.split()[3] == "0A"]
+    out["interfaces"] = [n for _, n in socket.if_nameindex()]
+    return out
+"#;
+    define(
+        &s,
+        &ws,
+        &agent,
+        "raw",
+        json!([{"name": "vault", "type": "integer"}, {"name": "upstream", "type": "integer"}]),
+        code,
+    );
+    let args = json!({"vault": port_of(&s), "upstream": up.port});
+    let out = invoke(&s, None, &ws, &agent, "raw", json!({"args": args})).expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    let r = &out["result"];
+    for name in ["vault", "upstream"] {
+        assert!(r[name].as_str().unwrap().starts_with("ConnectionRefusedError"), "{name}: {r}");
+    }
+    for name in ["metadata", "private"] {
+        assert!(r[name].as_str().unwrap().contains("unreachable"), "{name}: {r}");
+    }
+    assert_ne!(r["dns"], "resolved", "{r}");
+    assert_eq!(r["interfaces"], json!(["lo"]), "{r}");
+    // The only listener is the worker's own relay to the proxy (port 3128 = 0x0C38).
+    assert_eq!(r["listeners"], json!(["0100007F:0C38"]), "{r}");
+    assert!(up.requests().is_empty());
+}
+
+#[test]
+fn an_admin_narrows_an_agent_to_an_allowlist_or_no_network() {
+    let up = Upstream::start();
+    let (s, _tmp) = sandboxed_with(vec![("AGENTVAULT_EGRESS_ALLOW", format!("127.0.0.1:{}", up.port))]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Listed bot");
+    define_probe(&s, &ws, &agent);
+    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/egress");
+    assert_eq!(*s.get(&path).expect(200), json!({"mode": "default", "hosts": [], "enforced": true}));
+    let url = format!("http://127.0.0.1:{}/listed", up.port);
+
+    // On the list (with its port): allowed.
+    let set = s.put(&path, json!({"mode": "allowlist", "hosts": [format!("127.0.0.1:{}", up.port), "*.Example.com"]}));
+    assert_eq!(
+        *set.expect(200),
+        json!({"mode": "allowlist", "hosts": [format!("127.0.0.1:{}", up.port), "*.example.com"], "enforced": true})
+    );
+    let found = probe(&s, &ws, &agent, std::slice::from_ref(&url));
+    assert_eq!(found[&url]["status"], 200, "{found}");
+
+    // Not on the list: refused, although the operator opened it.
+    s.put(&path, json!({"mode": "allowlist", "hosts": ["api.example.com"]})).expect(200);
+    let found = probe(&s, &ws, &agent, &[url.clone(), "https://api.example.org/".into()]);
+    assert_refused(&found, &url, "is not on this agent's egress allowlist");
+    assert_refused(&found, "https://api.example.org/", "is not on this agent's egress allowlist");
+
+    // No network.
+    s.put(&path, json!({"mode": "none"})).expect(200);
+    let found = probe(&s, &ws, &agent, std::slice::from_ref(&url));
+    assert_refused(&found, &url, "no network access");
+    assert_eq!(up.requests().len(), 1);
+
+    // Bad policies are refused and change nothing.
+    for (body, field) in [
+        (json!({"mode": "open"}), "mode"),
+        (json!({"mode": "allowlist", "hosts": []}), "hosts"),
+        (json!({"mode": "allowlist", "hosts": ["http://x.com/"]}), "hosts"),
+        (json!({"mode": "allowlist", "hosts": ["*.com"]}), "hosts"),
+        (json!({"mode": "default", "hosts": ["x.com"]}), "hosts"),
+    ] {
+        let r = s.put(&path, body.clone());
+        r.expect_error(400, "invalid_input");
+        assert_eq!(r.body["error"]["field"], field, "{body}: {}", r.text);
+    }
+    assert_eq!(s.get(&path).expect(200)["mode"], "none");
+    let changes = s.audit(&ws, "action=agent.egress_set");
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0]["detail"], "mode=none");
+    // A member may look, not change.
+    let member = s.add_user(&ws, "member@example.com", "member", "correct horse battery");
+    let token = s.personal_token("member@example.com", "correct horse battery");
+    s.request("GET", &path, Some(&token), None).expect(200);
+    s.request("PUT", &path, Some(&token), Some(&json!({"mode": "default"}))).expect_error(403, "forbidden");
+    let _ = member;
+}
+
+#[test]
+fn without_the_sandbox_egress_is_not_enforced_and_the_server_says_so() {
+    let (s, _tmp) = with_admin(Options { extra_env: vec![("AGENTVAULT_SANDBOX", "off".into())], ..Options::default() });
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Loose bot");
+    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/egress");
+    assert_eq!(s.get(&path).expect(200)["enforced"], false);
+    assert!(s.stderr().contains("egress policies are NOT enforced"), "{}", s.stderr());
+}
