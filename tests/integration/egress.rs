@@ -325,16 +325,16 @@ fn an_admin_narrows_an_agent_to_an_allowlist_or_no_network() {
     assert_eq!(up.requests().len(), 1);
 
     // Bad policies are refused and change nothing.
-    for (body, field) in [
-        (json!({"mode": "open"}), "mode"),
-        (json!({"mode": "allowlist", "hosts": []}), "hosts"),
-        (json!({"mode": "allowlist", "hosts": ["http://x.com/"]}), "hosts"),
-        (json!({"mode": "allowlist", "hosts": ["*.com"]}), "hosts"),
-        (json!({"mode": "default", "hosts": ["x.com"]}), "hosts"),
+    s.put(&path, json!({"mode": "open"})).expect_error(400, "invalid_input");
+    for body in [
+        json!({"mode": "allowlist", "hosts": []}),
+        json!({"mode": "allowlist", "hosts": ["http://x.com/"]}),
+        json!({"mode": "allowlist", "hosts": ["*.com"]}),
+        json!({"mode": "default", "hosts": ["x.com"]}),
     ] {
         let r = s.put(&path, body.clone());
-        r.expect_error(400, "invalid_input");
-        assert_eq!(r.body["error"]["field"], field, "{body}: {}", r.text);
+        r.expect_error(422, "invalid_egress_policy");
+        assert_eq!(r.body["error"]["field"], "hosts", "{body}: {}", r.text);
     }
     assert_eq!(s.get(&path).expect(200)["mode"], "none");
     let changes = s.audit(&ws, "action=agent.egress_set");
@@ -356,4 +356,32 @@ fn without_the_sandbox_egress_is_not_enforced_and_the_server_says_so() {
     let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/egress");
     assert_eq!(s.get(&path).expect(200)["enforced"], false);
     assert!(s.stderr().contains("egress policies are NOT enforced"), "{}", s.stderr());
+}
+
+/// The agent's page in the console shows its network policy, and that it is not enforced
+/// without the sandbox.
+#[test]
+fn the_console_shows_an_agents_network_policy() {
+    let (s, _tmp) = sandboxed_with(vec![]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Shown bot");
+    let (cookie, _) = s.login(crate::support::ADMIN_EMAIL, crate::support::ADMIN_PASSWORD);
+    let page = |s: &Server| s.request_with("GET", &format!("/w/{ws}/agents/{agent}"), &[("Cookie", &cookie)], None);
+    let html = page(&s).text;
+    assert!(html.contains("id=\"network\"") && html.contains("Default: the public internet"), "{html}");
+    assert!(!html.contains("egress-not-enforced"));
+    s.put(
+        &format!("/api/v1/workspaces/{ws}/agents/{agent}/egress"),
+        json!({"mode": "allowlist", "hosts": ["api.stripe.com"]}),
+    )
+    .expect(200);
+    let html = page(&s).text;
+    assert!(html.contains("Allowlist") && html.contains("<code>api.stripe.com</code>"), "{html}");
+
+    let (s, _tmp) = with_admin(Options { extra_env: vec![("AGENTVAULT_SANDBOX", "off".into())], ..Options::default() });
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Loose bot");
+    let (cookie, _) = s.login(crate::support::ADMIN_EMAIL, crate::support::ADMIN_PASSWORD);
+    let html = s.request_with("GET", &format!("/w/{ws}/agents/{agent}"), &[("Cookie", &cookie)], None).text;
+    assert!(html.contains("egress-not-enforced") && html.contains("Not enforced"), "{html}");
 }

@@ -167,7 +167,7 @@ pub async fn get_egress(
 /// hosts, or no network. Applies to connections opened from then on.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", tag = "agents", request_body = SetEgress,
     params(("ws" = String, Path), ("agent_id" = String, Path)),
-    responses((status = 200, body = EgressOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EgressOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_egress(
     State(st): State<AppState>,
     Auth(p): Auth,

@@ -188,26 +188,28 @@ pub fn checked_policy(mode: &str, hosts: &[String], now: i64) -> Result<EgressPo
         Error::invalid("mode", format!("mode is '{}'; it must be default, allowlist or none", mode.escape_default()))
     })?;
     if mode != EgressMode::Allowlist && !hosts.is_empty() {
-        return Err(Error::invalid("hosts", "hosts are given only with mode allowlist"));
+        return Err(unfit("hosts are given only with mode allowlist"));
     }
     if mode == EgressMode::Allowlist && hosts.is_empty() {
-        return Err(Error::invalid(
-            "hosts",
-            "an allowlist needs at least one host; to refuse every connection, use mode none",
-        ));
+        return Err(unfit("an allowlist needs at least one host; to refuse every connection, use mode none"));
     }
     if hosts.len() > MAX_HOSTS {
-        return Err(Error::invalid("hosts", format!("{} hosts given; the limit is {MAX_HOSTS}", hosts.len())));
+        return Err(unfit(format!("{} hosts given; the limit is {MAX_HOSTS}", hosts.len())));
     }
     let mut canonical: Vec<String> = Vec::with_capacity(hosts.len());
     for h in hosts {
-        let rule = HostRule::parse(h).map_err(|m| Error::invalid("hosts", m))?;
+        let rule = HostRule::parse(h).map_err(unfit)?;
         let c = rule.canonical();
         if !canonical.contains(&c) {
             canonical.push(c);
         }
     }
     Ok(EgressPolicy { mode, hosts: canonical, updated_at: now })
+}
+
+/// A policy whose parts do not fit together, or a host that is not one: 422.
+fn unfit(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::unprocessable("invalid_egress_policy", message).with_field("hosts")
 }
 
 /// The fixed part of the decision: the operator's settings and agentvault's own addresses.
