@@ -163,6 +163,8 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
     ("PUT", "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/injection", Policy::WorkspaceAdmin),
+    ("PUT", "/api/v1/workspaces/{ws}/secrets/{name}/injection", Policy::WorkspaceAdmin),
 ];
 
 #[test]

@@ -385,3 +385,192 @@ fn the_console_shows_an_agents_network_policy() {
     let html = s.request_with("GET", &format!("/w/{ws}/agents/{agent}"), &[("Cookie", &cookie)], None).text;
     assert!(html.contains("egress-not-enforced") && html.contains("Not enforced"), "{html}");
 }
+
+// --- credential injection ------------------------------------------------------------------
+
+/// Runs `openssl` with `args`, failing the test on an error.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).output().expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA of the test's own and a certificate it signed for 127.0.0.1; returns (ca.pem, cert, key).
+fn test_ca(dir: &std::path::Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509", "-days", "1", "-subj", "/CN=agentvault test upstream CA"];
+    args.extend(ec);
+    let (ca, ca_key) = (p("test-ca.pem"), p("test-ca.key"));
+    args.extend(["-keyout", &ca_key, "-out", &ca]);
+    openssl(&args);
+    let (csr, key, cert, ext) = (p("up.csr"), p("up.key"), p("up.pem"), p("up.ext"));
+    let mut args = vec!["req", "-subj", "/CN=127.0.0.1"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr]);
+    openssl(&args);
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &cert,
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+/// An HTTPS server (Python) that answers `ok` and writes each request's Authorization header
+/// to its log, which the test reads: the function never sees what the upstream received.
+struct TlsUpstream {
+    port: u16,
+    log: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl TlsUpstream {
+    fn start(dir: &std::path::Path, name: &str, cert: &str, key: &str) -> TlsUpstream {
+        let log = dir.join(format!("{name}.log"));
+        let script = r#"
+import http.server, ssl, sys
+log = open(sys.argv[3], "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        log.write(self.path + " " + str(self.headers.get("Authorization")) + "\n")
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script, cert, key])
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        TlsUpstream { port: line.trim().parse().unwrap(), log, child }
+    }
+
+    fn seen(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const USE_KEY: &str = r#"
+import base64, requests
+
+def charge(conv, allowed: int, other: int):
+    key = conv.utils.get_secret("stripe_api_key")
+    out = {"key": key, "kv": conv.utils.get_secret("booking_oauth")}
+    print("the key is", key)
+    r = requests.get(f"https://127.0.0.1:{allowed}/bearer", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    out["bearer"] = [r.status_code, r.text]
+    r = requests.get(f"https://127.0.0.1:{allowed}/basic", auth=("acct", key), timeout=5)
+    out["basic"] = [r.status_code, r.text]
+    # Another host: the tunnel is not opened up, so the placeholder travels as it is.
+    r = requests.get(f"https://127.0.0.1:{other}/other", headers={"Authorization": f"Bearer {key}"}, timeout=5, verify=False)
+    out["other"] = [r.status_code, r.text]
+    # Over plain HTTP to a host not on the secret's list, the proxy sees it and refuses.
+    r = requests.get(f"http://127.0.0.1:{other}/plain", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    out["plain"] = [r.status_code, r.text]
+    return out
+"#;
+
+#[test]
+fn an_injected_secret_reaches_its_host_and_never_the_function() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca, cert, key) = test_ca(dir);
+    let allowed = TlsUpstream::start(dir, "allowed", &cert, &key);
+    let other = TlsUpstream::start(dir, "other", &cert, &key);
+    let (s, _tmp) = sandboxed_with(vec![
+        ("AGENTVAULT_EGRESS_ALLOW", format!("127.0.0.1:{},127.0.0.1:{}", allowed.port, other.port)),
+        ("AGENTVAULT_EGRESS_CA", ca.clone()),
+    ]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    const VALUE: &str = "sk_live_INJECTED_ONLY_4242";
+    s.create_secret(&ws, "stripe_api_key", json!(VALUE), &[&agent]);
+    s.create_secret(&ws, "booking_oauth", json!({"client_secret": "cs_INJECTED_KV"}), &[&agent]);
+    let host = format!("127.0.0.1:{}", allowed.port);
+    for name in ["stripe_api_key", "booking_oauth"] {
+        let path = format!("/api/v1/workspaces/{ws}/secrets/{name}/injection");
+        assert_eq!(
+            *s.put(&path, json!({"injected_only": true, "hosts": [host]})).expect(200),
+            json!({"injected_only": true, "hosts": [host]})
+        );
+    }
+    let params = json!([{"name": "allowed", "type": "integer"}, {"name": "other", "type": "integer"}]);
+    define(&s, &ws, &agent, "charge", params, USE_KEY);
+    let args = json!({"allowed": allowed.port, "other": other.port});
+    let r = invoke(&s, None, &ws, &agent, "charge", json!({"args": args, "conversation": {"id": "call-inject"}}));
+    let out = r.expect(200).clone();
+    assert!(out["error"].is_null(), "{out}");
+    for leaked in [VALUE, "cs_INJECTED_KV"] {
+        assert!(!r.text.contains(leaked), "the value reached the function: {}", r.text);
+    }
+    let result = &out["result"];
+    assert_eq!(result["bearer"], json!([200, "ok"]), "{result}");
+    assert_eq!(result["basic"], json!([200, "ok"]), "{result}");
+    assert_eq!(result["other"], json!([200, "ok"]), "{result}");
+    assert_eq!(result["plain"][0], 403, "{result}");
+    assert!(result["plain"][1].as_str().unwrap().contains("may not be sent to 127.0.0.1"), "{result}");
+    // What the function saw is a placeholder (itself redacted on the way out).
+    assert_eq!(result["key"], "[redacted:stripe_api_key]", "{result}");
+    assert_eq!(result["kv"], json!({"client_secret": "[redacted:booking_oauth]"}));
+
+    // The allowed host got the value, as a bearer token and inside basic credentials.
+    let seen = allowed.seen();
+    assert!(seen.contains(&format!("/bearer Bearer {VALUE}")), "{seen}");
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("acct:{VALUE}"));
+    assert!(seen.contains(&format!("/basic Basic {basic}")), "{seen}");
+    // The other host got only the placeholder, never the value.
+    let other_seen = other.seen();
+    assert!(other_seen.contains("/other Bearer avinj_"), "{other_seen}");
+    assert!(!other_seen.contains(VALUE) && !other_seen.contains("/plain"), "{other_seen}");
+
+    // The agent read path never hands the value out.
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.read(&key, &agent, "stripe_api_key").expect_error(403, "injection_only");
+
+    // Each injection is audited, by secret, never with the value.
+    let injected = s.audit(&ws, "action=egress.inject");
+    let ok: Vec<&Value> = injected.iter().filter(|r| r["outcome"] == "success").collect();
+    assert_eq!(ok.len(), 2, "{injected:#?}");
+    assert!(ok.iter().all(|r| r["secret"] == "stripe_api_key"), "{injected:#?}");
+    assert!(ok[0]["detail"].as_str().unwrap().contains("header=authorization"));
+    let refused: Vec<&Value> = injected.iter().filter(|r| r["outcome"] == "denied").collect();
+    assert_eq!(refused.len(), 1, "{injected:#?}");
+    let text = serde_json::to_string(&s.audit(&ws, "")).unwrap();
+    assert!(!text.contains(VALUE) && !text.contains("avinj_"), "{text}");
+    let metrics = s.get("/metrics").text;
+    assert!(metrics.contains("agentvault_egress_injections_total{outcome=\"injected\"} 2"), "{metrics}");
+
+    // Made readable again, the function reads the value (redacted on the way out).
+    let path = format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/injection");
+    s.put(&path, json!({"injected_only": false})).expect(200);
+    s.read(&key, &agent, "stripe_api_key").expect(200);
+    s.put(&path, json!({"injected_only": true, "hosts": []})).expect_error(422, "invalid_injection");
+}

@@ -98,6 +98,11 @@ pub struct ConfigArgs {
     /// [default: none]
     #[arg(long, env = "AGENTVAULT_EGRESS_ALLOW", value_name = "HOST:PORT", value_delimiter = ',')]
     pub egress_allow: Vec<String>,
+    /// A CA certificate file (PEM) the egress proxy trusts, besides the system's roots, when it
+    /// connects with TLS to a host it injects credentials into (repeat the flag, or separate with
+    /// commas) [default: none]
+    #[arg(long, env = "AGENTVAULT_EGRESS_CA", value_name = "FILE", value_delimiter = ',')]
+    pub egress_ca: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -127,6 +132,7 @@ struct FileConfig {
     function_max_per_workspace: Option<usize>,
     function_max_per_agent: Option<usize>,
     egress_allow: Option<Vec<String>>,
+    egress_ca: Option<Vec<PathBuf>>,
 }
 
 /// Where the root keys come from.
@@ -226,6 +232,7 @@ impl Config {
             )?,
             connections: defaults.connections.clone(),
             egress_allow: Vec::new(),
+            egress_ca: Vec::new(),
         };
         if let Some(t) = args.header_timeout.or(file.header_timeout) {
             let d = duration("header timeout", &t)?;
@@ -258,6 +265,7 @@ impl Config {
         for a in allow.iter().filter(|a| !a.trim().is_empty()) {
             server.egress_allow.push(agentvault_server::egress::policy::OperatorAllow::parse(a)?);
         }
+        server.egress_ca = if args.egress_ca.is_empty() { file.egress_ca.unwrap_or_default() } else { args.egress_ca };
         // Workers never see agentvault's own files.
         server.runtime.hidden_paths.push(data_dir.clone());
         if let KeySource::File(f) = &key_source {

@@ -37,10 +37,12 @@ pub enum Action {
     InvitationAccept,
     AgentEgressSet,
     EgressConnect,
+    EgressInject,
+    SecretInjectionSet,
 }
 
 impl Action {
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 34] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -73,6 +75,8 @@ impl Action {
         Action::InvitationAccept,
         Action::AgentEgressSet,
         Action::EgressConnect,
+        Action::EgressInject,
+        Action::SecretInjectionSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,8 @@ impl Action {
             Action::InvitationAccept => "invitation.accept",
             Action::AgentEgressSet => "agent.egress_set",
             Action::EgressConnect => "egress.connect",
+            Action::EgressInject => "egress.inject",
+            Action::SecretInjectionSet => "secret.injection_set",
         }
     }
 

@@ -13,6 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// Where the worker's socket appears inside the sandbox.
 pub const SANDBOX_SOCKET: &str = "/run/agentvault/egress.sock";
+/// Where the CA bundle workers trust appears inside the sandbox.
+pub const SANDBOX_CA_BUNDLE: &str = "/run/agentvault/ca.pem";
 /// The port the worker's relay listens on, on the sandbox's private loopback.
 pub const SANDBOX_PROXY_PORT: u16 = 3128;
 
@@ -135,4 +137,17 @@ fn random8() -> [u8; 8] {
         b = (t.as_nanos() as u64).to_ne_bytes();
     }
     b
+}
+
+/// Writes the bundle workers trust: the system's roots and `ca_pem`. Returns its path.
+pub(crate) fn write_ca_bundle(dir: &Path, ca_pem: &str) -> std::io::Result<PathBuf> {
+    let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+    let mut bundle = system.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca_pem);
+    let path = dir.join("ca-bundle.pem");
+    std::fs::write(&path, bundle)?;
+    Ok(path)
 }

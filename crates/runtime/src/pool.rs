@@ -134,6 +134,14 @@ pub struct Outcome {
     pub cold: bool,
 }
 
+/// The egress proxy's side of the runtime.
+struct EgressSetup {
+    handler: Arc<dyn EgressHandler>,
+    dir: SocketDir,
+    /// The CA bundle workers trust (system roots and the proxy's CA).
+    bundle: Option<std::path::PathBuf>,
+}
+
 /// The function runtime: a launcher and the warm workers.
 pub struct Runtime {
     launcher: std::result::Result<Launcher, String>,
@@ -148,7 +156,7 @@ pub struct Runtime {
     forgotten: Mutex<HashMap<String, u64>>,
     /// The egress proxy, and the directory of the workers' sockets to it. Without it workers
     /// in the sandbox have no network at all.
-    egress: OnceLock<(Arc<dyn EgressHandler>, SocketDir)>,
+    egress: OnceLock<EgressSetup>,
 }
 
 #[derive(Default)]
@@ -218,10 +226,18 @@ impl Runtime {
     }
 
     /// Routes every worker's network through `handler` (the egress proxy): each worker started
-    /// from now on gets a socket of its own, served by it. Set once, at server start.
-    pub fn set_egress(&self, handler: Arc<dyn EgressHandler>) -> std::io::Result<()> {
+    /// from now on gets a socket of its own, served by it. `ca_pem` is a CA certificate workers
+    /// trust besides the system's roots (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`): the proxy's own,
+    /// for the hosts it injects credentials into. Set once, at server start.
+    pub fn set_egress(&self, handler: Arc<dyn EgressHandler>, ca_pem: Option<&str>) -> std::io::Result<()> {
         let dir = SocketDir::create()?;
-        self.egress.set((handler, dir)).map_err(|_| std::io::Error::other("the egress proxy is already set"))
+        let bundle = match ca_pem {
+            Some(pem) => Some(crate::egress::write_ca_bundle(&dir.0, pem)?),
+            None => None,
+        };
+        self.egress
+            .set(EgressSetup { handler, dir, bundle })
+            .map_err(|_| std::io::Error::other("the egress proxy is already set"))
     }
 
     /// Whether workers run in bubblewrap (None: they cannot run at all).
@@ -313,7 +329,7 @@ impl Runtime {
         let (mut worker, cold) = match self.take_idle(inv.agent_id) {
             Some(w) => (w, false),
             None => {
-                let egress = self.egress.get().map(|(h, dir)| (h.clone(), dir.0.as_path()));
+                let egress = self.egress.get();
                 (Worker::start(launcher, inv.workspace_id, inv.agent_id, inv.generation, egress).await?, true)
             }
         };
@@ -614,18 +630,21 @@ impl Worker {
         workspace_id: &str,
         agent_id: &str,
         stamp: u64,
-        egress: Option<(Arc<dyn EgressHandler>, &std::path::Path)>,
+        egress: Option<&EgressSetup>,
     ) -> Result<Worker> {
         let socket = match egress {
-            Some((handler, dir)) => Some(
-                WorkerSocket::open(dir, WorkerIdentity::new(workspace_id, agent_id, stamp), handler).map_err(|e| {
-                    Error::unavailable(format!("cannot open the egress socket of a worker for agent {agent_id}: {e}"))
-                })?,
+            Some(e) => Some(
+                WorkerSocket::open(&e.dir.0, WorkerIdentity::new(workspace_id, agent_id, stamp), e.handler.clone())
+                    .map_err(|e| {
+                        Error::unavailable(format!(
+                            "cannot open the egress socket of a worker for agent {agent_id}: {e}"
+                        ))
+                    })?,
             ),
             None => None,
         };
         let mut child = launcher
-            .spawn(WORKER, socket.as_ref().map(|s| s.path.as_path()))
+            .spawn(WORKER, socket.as_ref().map(|s| s.path.as_path()), egress.and_then(|e| e.bundle.as_deref()))
             .map_err(|e| Error::unavailable(format!("cannot start a Python worker for agent {agent_id}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::internal("a worker started without its pipes"));

@@ -167,18 +167,24 @@ impl Launcher {
     /// worker's socket to the egress proxy: bound into the sandbox at
     /// [`crate::egress::SANDBOX_SOCKET`], and named to the worker with the port its relay
     /// listens on (as arguments, so that nothing of agentvault's is in its environment).
-    pub fn spawn(&self, script: &str, egress: Option<&Path>) -> std::io::Result<Child> {
-        use crate::egress::{SANDBOX_PROXY_PORT, SANDBOX_SOCKET};
+    /// `ca_bundle` (with `egress`) is the CA bundle the worker trusts.
+    pub fn spawn(&self, script: &str, egress: Option<&Path>, ca_bundle: Option<&Path>) -> std::io::Result<Child> {
+        use crate::egress::{SANDBOX_CA_BUNDLE, SANDBOX_PROXY_PORT, SANDBOX_SOCKET};
         let mut args: Vec<String> = vec!["-c".into(), script.into()];
-        match (egress, self.bwrap.is_some()) {
+        let sandboxed = self.bwrap.is_some();
+        match (egress, sandboxed) {
             (Some(_), true) => args.extend([SANDBOX_SOCKET.to_owned(), SANDBOX_PROXY_PORT.to_string()]),
             // Unsandboxed, the relay listens on a free port of the host's loopback; nothing
             // keeps the function from going around it.
             (Some(socket), false) => args.extend([socket.display().to_string(), "0".into()]),
             (None, _) => {}
         }
+        let ca_bundle = ca_bundle.filter(|_| egress.is_some());
+        if let Some(bundle) = ca_bundle {
+            args.push(if sandboxed { SANDBOX_CA_BUNDLE.to_owned() } else { bundle.display().to_string() });
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (mut cmd, filter_fd) = self.command_with(&args, egress).map_err(std::io::Error::other)?;
+        let (mut cmd, filter_fd) = self.command_with(&args, egress, ca_bundle).map_err(std::io::Error::other)?;
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         let child = cmd.spawn();
         // The child has its copy of the filter pipe (or failed to start); ours is closed now.
@@ -188,10 +194,15 @@ impl Launcher {
 
     /// The command, and the read end of the seccomp filter pipe to close once it is spawned.
     fn command(&self, python_args: &[&str]) -> Result<(Command, Option<OwnedFd>), String> {
-        self.command_with(python_args, None)
+        self.command_with(python_args, None, None)
     }
 
-    fn command_with(&self, python_args: &[&str], egress: Option<&Path>) -> Result<(Command, Option<OwnedFd>), String> {
+    fn command_with(
+        &self,
+        python_args: &[&str],
+        egress: Option<&Path>,
+        ca_bundle: Option<&Path>,
+    ) -> Result<(Command, Option<OwnedFd>), String> {
         // -I: ignore PYTHON* variables and the user's site-packages; -B: write no bytecode.
         let mut argv: Vec<String> = Vec::new();
         let seccomp = match &self.bwrap {
@@ -200,6 +211,10 @@ impl Launcher {
                 if let Some(socket) = egress {
                     let host = socket.display().to_string();
                     argv.extend(["--bind", &host, crate::egress::SANDBOX_SOCKET].map(String::from));
+                }
+                if let Some(bundle) = ca_bundle {
+                    let host = bundle.display().to_string();
+                    argv.extend(["--ro-bind", &host, crate::egress::SANDBOX_CA_BUNDLE].map(String::from));
                 }
                 argv.extend(["--seccomp", "3", "--"].map(String::from));
                 Some(filter_pipe(&self.filter)?)

@@ -93,6 +93,11 @@ def _start_relay():
     if len(sys.argv) < 3:
         return
     path, port = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) > 3:
+        # The system's roots and agentvault's egress CA, which signs the certificates the proxy
+        # presents for the hosts it injects credentials into.
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+            os.environ[name] = sys.argv[3]
     del sys.argv[1:]
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -98,6 +98,9 @@ pub struct ServerOptions {
     /// Destinations the operator opened to functions (`--egress-allow host:port`), private
     /// ones included.
     pub egress_allow: Vec<egress::policy::OperatorAllow>,
+    /// CA certificates (PEM files) the egress proxy trusts upstream besides the system's, when
+    /// it opens TLS itself (injected credentials).
+    pub egress_ca: Vec<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -111,6 +114,7 @@ impl Default for ServerOptions {
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
             egress_allow: Vec::new(),
+            egress_ca: Vec::new(),
         }
     }
 }
@@ -130,6 +134,10 @@ pub struct Shared {
     pub runtime: Arc<agentvault_runtime::Runtime>,
     /// The egress proxy's settings: the functions' only way out.
     pub egress: egress::Egress,
+    /// Placeholders handed to running invocations for injected-only secrets.
+    pub injections: egress::inject::Injections,
+    /// The egress CA (None when it could not be loaded: injected secrets are then refused).
+    pub egress_tls: Option<Arc<egress::inject::EgressTls>>,
     pub openapi_json: OnceLock<axum::body::Bytes>,
     /// Route templates as `'static` strings, for metric labels.
     pub route_names: OnceLock<HashMap<String, &'static str>>,
@@ -167,9 +175,23 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let audit = AuditWriter::new(store.clone(), metrics.clone());
         let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
+        let egress = egress::Egress::new(options.egress_allow.clone());
+        for (ws, secret_id, hosts) in store.load_injections().await? {
+            egress.set_injection(&ws, &secret_id, Some(hosts));
+        }
+        let egress_tls = match egress::inject::EgressTls::load(store.as_ref(), &keyring, &options.egress_ca).await {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) if e.kind == agentvault_core::ErrorKind::Unavailable => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the egress CA is not available; injected-only secrets are refused");
+                None
+            }
+        };
         let state = AppState(Arc::new(Shared {
             runtime,
-            egress: egress::Egress::new(options.egress_allow.clone()),
+            egress,
+            injections: egress::inject::Injections::default(),
+            egress_tls,
             login_limiter: sign_in::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
@@ -182,7 +204,8 @@ impl AppState {
             route_names: OnceLock::new(),
         }));
         state.refresh_gauges();
-        if let Err(e) = state.runtime.set_egress(Arc::new(egress::EgressProxy::new(&state))) {
+        let ca = state.egress_tls.as_ref().map(|t| t.ca_pem.clone());
+        if let Err(e) = state.runtime.set_egress(Arc::new(egress::EgressProxy::new(&state)), ca.as_deref()) {
             tracing::warn!(error = %e, "the egress proxy could not be set up; functions will have no network");
         }
         match state.runtime.sandboxed() {
@@ -274,6 +297,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
         .routes(routes!(secrets::set_access))
         .routes(routes!(secrets::reveal_secret))
+        .routes(routes!(api::injection::get_injection, api::injection::set_injection))
         .routes(routes!(secrets::list_versions))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub secrets: Gauge<i64, std::sync::atomic::AtomicI64>,
     egress_connections: Family<OutcomeLabels, Counter>,
     egress_refusals: Family<ReasonLabels, Counter>,
+    egress_injections: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,6 +79,12 @@ impl Metrics {
         }
         let egress_refusals = Family::<ReasonLabels, Counter>::default();
         registry.register("egress_refusals", "Egress connections refused, by reason", egress_refusals.clone());
+        let egress_injections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "egress_injections",
+            "Injected credentials: swapped into a request (injected) or refused for its host (refused)",
+            egress_injections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -89,6 +96,7 @@ impl Metrics {
             secrets,
             egress_connections,
             egress_refusals,
+            egress_injections,
         }
     }
 
@@ -116,6 +124,11 @@ impl Metrics {
     /// Counts an egress refusal by its code (one of `egress::policy::REFUSAL_CODES`).
     pub fn egress_refusal(&self, reason: &'static str) {
         self.egress_refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts an injection: `injected` or `refused`.
+    pub fn egress_injection(&self, outcome: &'static str) {
+        self.egress_injections.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// The Prometheus text exposition.

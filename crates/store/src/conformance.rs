@@ -36,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     invitations_are_single_use(store).await;
     sessions_and_tokens_are_revoked(store).await;
     egress_policies_round_trip(store).await;
+    injections_and_the_egress_ca(store).await;
 }
 
 // --- helpers ------------------------------------------------------------------------------------
@@ -709,4 +710,36 @@ pub async fn egress_policies_round_trip(store: &dyn Store) {
     assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), None);
     let gone = store.set_egress_policy(ws, "agt_egress", &none, &set);
     refused(gone.await, ErrorKind::NotFound, "agent_not_found", "a deleted agent");
+}
+
+/// Injected-only secrets round-trip and go with their secret; the egress CA is stored once.
+pub async fn injections_and_the_egress_ca(store: &dyn Store) {
+    let ws = "ws_inject";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_inject").await;
+    let s = secret(store, ws, "sec_inject", &["agt_inject"]).await;
+    let hosts = vec!["api.stripe.com".to_owned()];
+    let set = event(ws, Action::SecretInjectionSet);
+    ok(store.set_injection(ws, &s.id, Some(&hosts), NOW, &set).await, "set_injection");
+    let all = ok(store.load_injections().await, "load_injections");
+    assert!(all.contains(&(ws.to_owned(), s.id.clone(), hosts.clone())), "{all:?}");
+    refused(
+        store.set_injection(ws, "sec_missing", Some(&hosts), NOW, &set).await,
+        ErrorKind::NotFound,
+        "secret_not_found",
+        "a missing secret",
+    );
+    ok(store.set_injection(ws, &s.id, None, NOW, &set).await, "readable again");
+    assert!(!ok(store.load_injections().await, "load").iter().any(|(_, id, _)| *id == s.id));
+    ok(store.set_injection(ws, &s.id, Some(&hosts), NOW, &set).await, "set again");
+    ok(store.delete_secret(ws, &s.id, &event(ws, Action::SecretDelete)).await, "delete_secret");
+    assert!(!ok(store.load_injections().await, "load").iter().any(|(_, id, _)| *id == s.id), "it went with the secret");
+
+    let first = ok(store.create_egress_ca("CERT-1", &sealed("ca-1"), NOW).await, "create_egress_ca");
+    let second = ok(store.create_egress_ca("CERT-2", &sealed("ca-2"), NOW).await, "create_egress_ca again");
+    assert_eq!(first.0, "CERT-1");
+    assert_eq!(second.0, "CERT-1", "the first CA stays");
+    ok(store.rewrap_egress_ca(&sealed("ca-3")).await, "rewrap");
+    let now = ok(store.get_egress_ca().await, "get_egress_ca");
+    assert_eq!(now.map(|(pem, s)| (pem, s.wrapped_dek)), Some(("CERT-1".to_owned(), b"dek-ca-3".to_vec())));
 }

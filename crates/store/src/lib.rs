@@ -128,6 +128,26 @@ pub trait Store: Send + Sync + 'static {
 
     // --- secrets ----------------------------------------------------------------------------
 
+    /// Secrets that are injected only: `(workspace_id, secret_id, hosts)` of each.
+    async fn load_injections(&self) -> Result<Vec<(String, String, Vec<String>)>>;
+    /// Marks a secret injected only, with the hosts its value may be sent to, or (None) readable
+    /// by functions again; 404 `secret_not_found` if the secret is gone.
+    async fn set_injection(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        hosts: Option<&[String]>,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// agentvault's egress CA: its certificate (PEM) and its sealed private key.
+    async fn get_egress_ca(&self) -> Result<Option<(String, Sealed)>>;
+    /// Stores the egress CA unless one exists (several replicas may start at once); returns the
+    /// one stored.
+    async fn create_egress_ca(&self, cert_pem: &str, sealed: &Sealed, now: Millis) -> Result<(String, Sealed)>;
+    /// Replaces the egress CA key's wrapping (root key rotation).
+    async fn rewrap_egress_ca(&self, sealed: &Sealed) -> Result<()>;
+
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>>;
     async fn get_secret(&self, workspace_id: &str, name: &str) -> Result<Option<SecretMeta>>;
     /// Creates a secret at version 1 with its access list. 409 `secret_exists` on a duplicate

@@ -8,6 +8,7 @@
 //! check and a private one for the connection. A refusal is a `403` whose status line and body
 //! say why. Every connection is audited (`egress.connect`) and counted.
 
+pub mod inject;
 pub mod policy;
 
 use std::convert::Infallible;
@@ -35,16 +36,36 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// (workspace, secret id) -> the hosts an injected-only secret's value may be sent to.
+type InjectedSecrets = std::collections::HashMap<(String, String), Arc<Vec<String>>>;
+
 /// The operator's egress settings and the addresses agentvault listens on.
 #[derive(Default)]
 pub struct Egress {
     allow: Vec<OperatorAllow>,
     own: OnceLock<Vec<SocketAddr>>,
+    /// Injected-only secrets: (workspace, secret id) -> the hosts their values may be sent to.
+    injected: std::sync::RwLock<InjectedSecrets>,
 }
 
 impl Egress {
     pub fn new(allow: Vec<OperatorAllow>) -> Egress {
-        Egress { allow, own: OnceLock::new() }
+        Egress { allow, own: OnceLock::new(), injected: Default::default() }
+    }
+
+    /// The hosts of an injected-only secret; None when functions may read it.
+    pub fn injection(&self, workspace_id: &str, secret_id: &str) -> Option<Arc<Vec<String>>> {
+        self.injected.read().ok()?.get(&(workspace_id.to_owned(), secret_id.to_owned())).cloned()
+    }
+
+    pub fn set_injection(&self, workspace_id: &str, secret_id: &str, hosts: Option<Vec<String>>) {
+        if let Ok(mut m) = self.injected.write() {
+            let key = (workspace_id.to_owned(), secret_id.to_owned());
+            match hosts {
+                Some(h) => m.insert(key, Arc::new(h)),
+                None => m.remove(&key),
+            };
+        }
     }
 
     /// Where the server listens (set once, when it starts listening).
@@ -76,7 +97,7 @@ impl EgressHandler for EgressProxy {
         let ctx = Arc::new(Conn { st: AppState(st), worker, upstream: Mutex::new(None) });
         let service = hyper::service::service_fn(move |req| {
             let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(ctx.handle(req).await) }
+            async move { Ok::<_, Infallible>(Conn::handle(ctx, req).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .half_close(true)
@@ -99,22 +120,40 @@ struct Conn {
 }
 
 impl Conn {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(this: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         if req.method() == Method::CONNECT {
-            return self.connect(req).await;
+            return Conn::connect(this, req).await;
         }
-        self.forward(req).await
+        this.forward(req).await
     }
 
-    /// `CONNECT host:port`: a tunnel, never decrypted.
-    async fn connect(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The injections of the invocation running in the worker now.
+    fn injections(&self) -> Vec<Arc<inject::Injection>> {
+        self.worker.current().map(|inv| self.st.injections.of(&inv.invocation_id)).unwrap_or_default()
+    }
+
+    /// `CONNECT host:port`: a tunnel, never decrypted — unless the invocation holds a credential
+    /// to inject for that host: then the proxy terminates TLS with its own CA's certificate.
+    async fn connect(this: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         let Some((host, port)) = req.uri().authority().and_then(|a| policy::authority(a.as_str(), 443)) else {
-            return self.refused("?", 0, bad_request("CONNECT needs a host:port"));
+            return this.refused("?", 0, bad_request("CONNECT needs a host:port"));
         };
-        let tcp = match self.open(&host, port).await {
+        let tcp = match this.open(&host, port).await {
             Ok(tcp) => tcp,
             Err(resp) => return resp,
         };
+        let intercept = this.st.egress_tls.clone().filter(|_| this.injections().iter().any(|i| i.allows(&host, port)));
+        if let Some(tls) = intercept {
+            let server = match tls.server_config(&host) {
+                Ok(c) => c,
+                Err(e) => return gateway_error(&format!("cannot present a certificate for {host}: {}", e.message)),
+            };
+            tokio::spawn(async move {
+                let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+                this.intercept(upgraded, server, tls, tcp, host, port).await;
+            });
+            return Response::new(empty());
+        }
         tokio::spawn(async move {
             let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
             let mut client = TokioIo::new(upgraded);
@@ -154,6 +193,9 @@ impl Conn {
         {
             headers.insert(header::HOST, v);
         }
+        if let Some(resp) = self.inject(req.headers_mut(), &host, port) {
+            return resp;
+        }
         let reused = self.upstream.lock().ok().and_then(|mut u| match u.take() {
             Some((h, p, sender)) if h == host && p == port && sender.is_ready() => Some(sender),
             _ => None,
@@ -191,6 +233,109 @@ impl Conn {
             }
             Err(e) => gateway_error(&format!("{host}:{port} did not answer: {e}")),
         }
+    }
+
+    /// Serves the function's requests inside an intercepted tunnel: swaps placeholders for
+    /// values, and sends each request on over the proxy's own verified TLS connection.
+    async fn intercept(
+        self: Arc<Self>,
+        upgraded: hyper::upgrade::Upgraded,
+        server: Arc<rustls::ServerConfig>,
+        tls: Arc<inject::EgressTls>,
+        tcp: TcpStream,
+        host: String,
+        port: u16,
+    ) {
+        let Ok(client_side) = tokio_rustls::TlsAcceptor::from(server).accept(TokioIo::new(upgraded)).await else {
+            return;
+        };
+        let upstream = match rustls::pki_types::ServerName::try_from(host.clone()) {
+            Ok(name) => {
+                tokio_rustls::TlsConnector::from(tls.client.clone()).connect(name, tcp).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let sender = match upstream {
+            Ok(stream) => match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok((sender, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    Ok(sender)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let this = self.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let (this, sender, host) = (this.clone(), sender.clone(), host.clone());
+            async move {
+                if let Some(resp) = this.inject(req.headers_mut(), &host, port) {
+                    return Ok::<_, Infallible>(resp);
+                }
+                let mut sender = sender.lock().await;
+                let resp = match &mut *sender {
+                    Ok(s) => match s.send_request(req).await {
+                        Ok(resp) => resp.map(BodyExt::boxed),
+                        Err(e) => gateway_error(&format!("{host}:{port} did not answer: {e}")),
+                    },
+                    Err(e) => gateway_error(&format!("TLS to {host}:{port} failed: {e}")),
+                };
+                Ok(resp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client_side), service).await;
+    }
+
+    /// Swaps the invocation's placeholders for values in a request to `host:port`, auditing each
+    /// injection; refuses a request that carries a placeholder the host may not receive.
+    /// Returns the refusal to answer with, if any.
+    fn inject(&self, headers: &mut hyper::HeaderMap, host: &str, port: u16) -> Option<Response<Body>> {
+        let injections = self.injections();
+        let swapped = inject::swap_headers(headers, &injections, host, port);
+        for (secret, header) in &swapped.injected {
+            self.record_injection(secret, header, host, port, Outcome::Success);
+        }
+        if let Some((secret, header)) = swapped.refused {
+            self.record_injection(&secret, &header, host, port, Outcome::Denied);
+            let r = Refusal {
+                code: "injection_host",
+                message: format!(
+                    "the request carries a placeholder of secret '{secret}' (in {header}), which may not be sent to \
+                     {host}:{port}; it is sent only to the secret's hosts"
+                ),
+            };
+            return Some(self.refused(host, port, r));
+        }
+        None
+    }
+
+    fn record_injection(&self, secret: &str, header: &str, host: &str, port: u16, outcome: Outcome) {
+        let inv = self.worker.current();
+        let mut detail = String::new();
+        if let Some(inv) = &inv {
+            detail.push_str(&format!("function={} invocation={} ", inv.function, inv.invocation_id));
+        }
+        detail.push_str(&format!("host={} port={port} header={header}", host.escape_default()));
+        let mut event = AuditEvent::new(
+            now_millis(),
+            &self.worker.workspace_id,
+            Actor::Agent(self.worker.agent_id.clone()),
+            Action::EgressInject,
+            outcome,
+        )
+        .agent(&self.worker.agent_id)
+        .detail(detail);
+        if agentvault_core::validate::secret_name(secret).is_ok() {
+            event = event.secret(secret);
+        }
+        if let Some(inv) = &inv {
+            event = event.target(&inv.invocation_id);
+        }
+        self.st.audit.append_nowait(event);
+        self.st.metrics.egress_injection(if outcome == Outcome::Success { "injected" } else { "refused" });
     }
 
     async fn policy(&self) -> std::result::Result<EgressPolicy, Refusal> {

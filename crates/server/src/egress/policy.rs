@@ -228,8 +228,8 @@ pub struct Refusal {
 }
 
 /// Codes of refusals (the metric's label values).
-pub const REFUSAL_CODES: [&str; 7] =
-    ["no_network", "not_allowlisted", "port", "address", "agentvault", "resolve", "bad_request"];
+pub const REFUSAL_CODES: [&str; 8] =
+    ["no_network", "not_allowlisted", "port", "address", "agentvault", "resolve", "bad_request", "injection_host"];
 
 fn refuse(code: &'static str, message: String) -> Refusal {
     Refusal { code, message }

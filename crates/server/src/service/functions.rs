@@ -233,7 +233,10 @@ pub async fn invoke(
         timeout: function.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
         generation,
     };
-    let outcome = st.runtime.invoke(inv, &source).await?;
+    let outcome = st.runtime.invoke(inv, &source).await;
+    // The invocation's placeholders are worth nothing from now on.
+    st.injections.end(&invocation_id);
+    let outcome = outcome?;
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
     let mut detail = format!("function={} version={} duration_ms={duration_ms:.1}", function.name, function.version);
     if let Some(e) = &outcome.error {

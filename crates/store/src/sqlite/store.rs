@@ -86,6 +86,36 @@ impl Store for SqliteStore {
         Ok(agents::set_egress(self, workspace_id, agent_id, policy, audit).await?)
     }
 
+    async fn load_injections(&self) -> Result<Vec<(String, String, Vec<String>)>> {
+        Ok(secrets::load_injections(self).await?)
+    }
+
+    async fn set_injection(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        hosts: Option<&[String]>,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Ok(secrets::set_injection(self, workspace_id, secret_id, hosts, now, audit).await?)
+    }
+
+    async fn get_egress_ca(&self) -> Result<Option<(String, Sealed)>> {
+        Ok(secrets::get_egress_ca(self).await?)
+    }
+
+    async fn rewrap_egress_ca(&self, sealed: &Sealed) -> Result<()> {
+        Ok(secrets::rewrap_egress_ca(self, sealed).await?)
+    }
+
+    async fn create_egress_ca(&self, cert_pem: &str, sealed: &Sealed, now: Millis) -> Result<(String, Sealed)> {
+        secrets::create_egress_ca(self, cert_pem, sealed, now).await?;
+        self.get_egress_ca()
+            .await?
+            .ok_or_else(|| agentvault_core::Error::internal("the egress CA was stored but cannot be read back"))
+    }
+
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>> {
         Ok(secrets::list(self, workspace_id).await?)
     }
