@@ -97,11 +97,16 @@ def probe(conv, urls):
 "#;
 
 fn probe(s: &Server, ws: &str, agent: &str, urls: &[String]) -> Value {
+    probe_out(s, ws, agent, urls)["result"].clone()
+}
+
+/// The whole answer of the probe: result, logs, ...
+fn probe_out(s: &Server, ws: &str, agent: &str, urls: &[String]) -> Value {
     let body = json!({"args": {"urls": serde_json::to_string(urls).unwrap()}, "conversation": {"id": "call-egress"}});
     let out = invoke(s, None, ws, agent, "probe", body).expect(200).clone();
     assert!(out["error"].is_null(), "{out}");
     assert_eq!(out["sandboxed"], true);
-    out["result"].clone()
+    out
 }
 
 fn define_probe(s: &Server, ws: &str, agent: &str) {
@@ -146,7 +151,8 @@ fn a_function_reaches_only_what_the_egress_proxy_allows() {
         // Another port than 80 and 443 on a public address.
         "http://93.184.216.34:8080/".into(),
     ];
-    let found = probe(&s, &ws, &agent, &urls);
+    let out = probe_out(&s, &ws, &agent, &urls);
+    let found = out["result"].clone();
     assert_eq!(found[&allowed]["status"], 200, "{found}");
     assert_eq!(found[&allowed]["text"], "upstream saw: GET /hello?x=1 HTTP/1.1");
     assert_refused(&found, &format!("http://127.0.0.1:{vault}/healthz"), "is agentvault itself");
@@ -163,6 +169,15 @@ fn a_function_reaches_only_what_the_egress_proxy_allows() {
     // The operator opened 127.0.0.1:PORT, not the name localhost.
     assert_refused(&found, &format!("http://localhost:{}/", up.port), "port");
     assert_refused(&found, "http://93.184.216.34:8080/", "port 8080 is closed");
+    // The invocation's logs list the refused connections (what the Test panel shows).
+    let logs = out["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), urls.len() - 1, "{logs:#?}");
+    assert!(logs.iter().all(|l| l["level"] == "warning"));
+    assert!(
+        logs.iter().any(|l| l["content"]
+            == "agentvault egress refused: 169.254.169.254 is a link-local address (cloud metadata lives there)"),
+        "{logs:#?}"
+    );
     // Only the allowed request reached the upstream; it got the Host it was addressed to.
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
@@ -573,4 +588,42 @@ fn an_injected_secret_reaches_its_host_and_never_the_function() {
     s.put(&path, json!({"injected_only": false})).expect(200);
     s.read(&key, &agent, "stripe_api_key").expect(200);
     s.put(&path, json!({"injected_only": true, "hosts": []})).expect_error(422, "invalid_injection");
+}
+
+/// The console shows how functions use a secret: on its page and in the Function Editor's
+/// Secrets box, whose snippet for an injected-only secret sends it in a header.
+#[test]
+fn the_console_marks_injected_only_secrets() {
+    let (s, _tmp) = sandboxed_with(vec![]);
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_CONSOLE"), &[&agent]);
+    s.create_secret(&ws, "plain_key", json!("pk_CONSOLE"), &[&agent]);
+    let (cookie, _) = s.login(crate::support::ADMIN_EMAIL, crate::support::ADMIN_PASSWORD);
+    let page = |path: &str| s.request_with("GET", path, &[("Cookie", &cookie)], None).text;
+    let secret_page = format!("/w/{ws}/secrets/stripe_api_key");
+    assert!(page(&secret_page).contains("readable by functions"));
+    let path = format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/injection");
+    assert_eq!(*s.get(&path).expect(200), json!({"injected_only": false, "hosts": []}));
+    s.put(&path, json!({"injected_only": true, "hosts": ["API.stripe.com", "api.stripe.com"]})).expect(200);
+    assert_eq!(*s.get(&path).expect(200), json!({"injected_only": true, "hosts": ["api.stripe.com"]}));
+    let html = page(&secret_page);
+    assert!(html.contains("injected only") && html.contains("<code>api.stripe.com</code>"), "{html}");
+
+    let listed = s.get(&format!("/api/v1/workspaces/{ws}/agents/{agent}/secrets")).expect(200).clone();
+    let items = listed["items"].as_array().unwrap();
+    let stripe = items.iter().find(|i| i["name"] == "stripe_api_key").unwrap();
+    assert_eq!((stripe["injected_only"].clone(), stripe["hosts"].clone()), (json!(true), json!(["api.stripe.com"])));
+    assert_eq!(
+        stripe["snippet"],
+        "requests.post(\"https://api.stripe.com/\", headers={\"Authorization\": f\"Bearer {conv.utils.get_secret('stripe_api_key')}\"})"
+    );
+    let plain = items.iter().find(|i| i["name"] == "plain_key").unwrap();
+    assert_eq!(
+        (plain["injected_only"].clone(), plain["snippet"].clone()),
+        (json!(false), json!("conv.utils.get_secret('plain_key')"))
+    );
+    define(&s, &ws, &agent, "f", json!([]), "def f(conv):\n    return 'x'\n");
+    let html = page(&format!("/w/{ws}/agents/{agent}/functions/f"));
+    assert!(html.contains("injected only"), "{html}");
 }

@@ -112,6 +112,11 @@ pub struct AgentSecretOut {
     pub keys: Option<Vec<String>>,
     /// The line that reads it in a function.
     pub snippet: String,
+    /// Functions get a placeholder, never the value: agentvault's egress proxy swaps it for the
+    /// value in request headers to `hosts` only.
+    pub injected_only: bool,
+    /// The hosts an injected-only secret's value may be sent to.
+    pub hosts: Vec<String>,
 }
 
 /// The secrets an agent can read (metadata only): what the Function Editor's Secrets box shows.

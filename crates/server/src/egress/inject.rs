@@ -48,11 +48,16 @@ impl Injection {
     }
 }
 
-/// The injections of the invocations running now, by invocation id.
+/// The injections of the invocations running now, by invocation id, and the connections the
+/// proxy refused them (shown in the invocation's logs).
 #[derive(Default)]
 pub struct Injections {
     by_invocation: Mutex<HashMap<String, Vec<Arc<Injection>>>>,
+    refusals: Mutex<HashMap<String, Vec<String>>>,
 }
+
+/// Refusals kept per invocation for its logs.
+const REFUSALS_KEPT: usize = 20;
 
 fn placeholder() -> Result<String> {
     let bytes = agentvault_crypto::random_bytes::<16>().map_err(Error::internal)?;
@@ -103,11 +108,23 @@ impl Injections {
         self.by_invocation.lock().ok().and_then(|m| m.get(invocation).cloned()).unwrap_or_default()
     }
 
-    /// Forgets an invocation's placeholders: they are worth nothing once it has ended.
-    pub fn end(&self, invocation: &str) {
+    /// Notes a connection the proxy refused during an invocation.
+    pub fn refused(&self, invocation: &str, message: String) {
+        if let Ok(mut m) = self.refusals.lock() {
+            let list = m.entry(invocation.to_owned()).or_default();
+            if list.len() < REFUSALS_KEPT {
+                list.push(message);
+            }
+        }
+    }
+
+    /// Forgets an invocation's placeholders (they are worth nothing once it has ended); returns
+    /// the connections refused during it.
+    pub fn end(&self, invocation: &str) -> Vec<String> {
         if let Ok(mut m) = self.by_invocation.lock() {
             m.remove(invocation);
         }
+        self.refusals.lock().ok().and_then(|mut m| m.remove(invocation)).unwrap_or_default()
     }
 }
 

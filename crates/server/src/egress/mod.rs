@@ -391,6 +391,9 @@ impl Conn {
 
     fn refused(&self, host: &str, port: u16, r: Refusal) -> Response<Body> {
         self.record(host, port, None, Outcome::Denied, Some(r.code));
+        if let Some(inv) = self.worker.current() {
+            self.st.injections.refused(&inv.invocation_id, format!("agentvault egress refused: {}", r.message));
+        }
         self.st.metrics.egress_refusal(r.code);
         refusal_response(&r)
     }

@@ -117,12 +117,25 @@ pub async fn secrets(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> 
     Ok(secrets
         .into_iter()
         .filter(|s| s.agents.contains(&agent.id))
-        .map(|s| AgentSecretOut {
-            snippet: format!("conv.utils.get_secret('{}')", s.name),
-            name: s.name,
-            description: s.description,
-            kind: s.kind.into(),
-            keys: s.keys,
+        .map(|s| {
+            let hosts = st.egress.injection(&ws.id, &s.id).map(|h| h.to_vec());
+            let snippet = match &hosts {
+                Some(h) => format!(
+                    "requests.post(\"https://{}/\", headers={{\"Authorization\": f\"Bearer {{conv.utils.get_secret('{}')}}\"}})",
+                    h.first().map_or("api.example.com", |h| h.trim_start_matches("*.")),
+                    s.name
+                ),
+                None => format!("conv.utils.get_secret('{}')", s.name),
+            };
+            AgentSecretOut {
+                snippet,
+                name: s.name,
+                description: s.description,
+                kind: s.kind.into(),
+                keys: s.keys,
+                injected_only: hosts.is_some(),
+                hosts: hosts.unwrap_or_default(),
+            }
         })
         .collect())
 }
