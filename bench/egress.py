@@ -30,7 +30,7 @@ import time, requests, urllib3
 urllib3.disable_warnings()
 _sessions = {}
 
-def timed(conv, url: str, n: int, direct: bool):
+def timed(conv, url: str, n: int, direct: bool, secret: str = ""):
     s = _sessions.get((url, direct))
     if s is None:
         s = requests.Session()
@@ -38,11 +38,17 @@ def timed(conv, url: str, n: int, direct: bool):
         if direct:
             s.trust_env = False
         _sessions[(url, direct)] = s
-    s.get(url).content  # opens (and keeps) the connection
+    headers = {}
+    if secret:
+        headers["Authorization"] = "Bearer " + conv.utils.get_secret(secret)
+    elif direct:
+        headers["Authorization"] = "Bearer sk_live_the_same_length_as_the_real_one_42"
+    # verify=False per request: REQUESTS_CA_BUNDLE (set in workers) overrides a session's verify.
+    s.get(url, headers=headers, verify=False).content  # opens (and keeps) the connection
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        r = s.get(url)
+        r = s.get(url, headers=headers, verify=False)
         r.content
         out.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, r.status_code
@@ -68,13 +74,19 @@ class Server:
     def setup(self, name):
         ws = self.call("GET", "/api/v1/workspaces")["items"][0]["id"]
         agent = self.call("POST", f"/api/v1/workspaces/{ws}/agents", {"name": name}, 201)["id"]
-        params = [{"name": "url", "type": "string"}, {"name": "n", "type": "integer"}, {"name": "direct", "type": "boolean"}]
+        params = [{"name": "url", "type": "string"}, {"name": "n", "type": "integer"}, {"name": "direct", "type": "boolean"},
+                  {"name": "secret", "type": "string"}]
         body = {"name": "timed", "description": "bench", "parameters": params, "code": TIMED, "timeout_ms": 60000}
         self.call("POST", f"/api/v1/workspaces/{ws}/agents/{agent}/functions", body, 201)
         return ws, agent
 
-    def timed(self, ws, agent, url, n, direct):
-        body = {"args": {"url": url, "n": n, "direct": direct}}
+    def injected_secret(self, ws, agent, host):
+        self.call("POST", f"/api/v1/workspaces/{ws}/secrets",
+                  {"name": "bench_key", "value": "sk_live_the_same_length_as_the_real_one_42", "agents": [agent]}, 201)
+        self.call("PUT", f"/api/v1/workspaces/{ws}/secrets/bench_key/injection", {"injected_only": True, "hosts": [host]})
+
+    def timed(self, ws, agent, url, n, direct, secret=""):
+        body = {"args": {"url": url, "n": n, "direct": direct, "secret": secret}}
         out = self.call("POST", f"/api/v1/workspaces/{ws}/agents/{agent}/functions/timed/invoke", body)
         if out["error"]:
             raise SystemExit(json.dumps(out["error"]))
@@ -93,10 +105,14 @@ def main():
     s, u = Server(sandboxed, token), Server(plain, token)
     s_ws, s_agent = s.setup("bench sandboxed")
     u_ws, u_agent = u.setup("bench unsandboxed")
-    direct, proxied, sandboxed_tunnel, forwarded = [], [], [], []
+    u.injected_secret(u_ws, u_agent, f"127.0.0.1:{up_port}")
+    s.injected_secret(s_ws, s_agent, f"127.0.0.1:{up_port}")
+    direct, proxied, injected, sandboxed_tunnel, sandboxed_injected, forwarded = [], [], [], [], [], []
     for _ in range(10):
         direct += u.timed(u_ws, u_agent, https, N // 10, True)
         proxied += u.timed(u_ws, u_agent, https, N // 10, False)
+        injected += u.timed(u_ws, u_agent, https, N // 10, False, "bench_key")
+        sandboxed_injected += s.timed(s_ws, s_agent, https, N // 10, False, "bench_key")
         sandboxed_tunnel += s.timed(s_ws, s_agent, https, N // 10, False)
         forwarded += s.timed(s_ws, s_agent, http_url, N // 10, False)
     # Cold starts of a function that imports nothing: each change of the agent's functions
@@ -117,6 +133,9 @@ def main():
         "direct_p50": p(direct, 0.5), "direct_p99": p(direct, 0.99),
         "proxied_p50": p(proxied, 0.5), "proxied_p99": p(proxied, 0.99),
         "overhead_p50": p(proxied, 0.5) - p(direct, 0.5),
+        "injected_p50": p(injected, 0.5), "injected_p99": p(injected, 0.99),
+        "injected_overhead_p50": p(injected, 0.5) - p(direct, 0.5),
+        "sandboxed_injected_p50": p(sandboxed_injected, 0.5), "sandboxed_injected_p99": p(sandboxed_injected, 0.99),
         "sandboxed_tunnel_p50": p(sandboxed_tunnel, 0.5), "sandboxed_tunnel_p99": p(sandboxed_tunnel, 0.99),
         "forwarded_http_p50": p(forwarded, 0.5), "forwarded_http_p99": p(forwarded, 0.99),
         "cold_p50": p(cold, 0.5), "cold_p99": p(cold, 0.99),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the egress proxy: a request from a warm function to a local HTTPS upstream on a
-# kept-alive connection, straight (no sandbox, the function skips the proxy) and tunnelled
-# through the proxy, alternating in one run; the same from a sandboxed worker; a forwarded
+# kept-alive connection, straight (no sandbox, the function skips the proxy), tunnelled through
+# the proxy, and with an injected credential (the proxy terminates TLS and swaps the header),
+# alternating in one run; the same from a sandboxed worker; a forwarded
 # plain-HTTP request; and cold starts of workers in their own network namespace. Nothing
 # leaves the machine. Results go to bench/out/egress.json.
 #
@@ -35,9 +36,14 @@ fi
 BIN=$TARGET_DIR/$PROFILE/agentvault
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" status --porcelain | grep -q . && echo ' + uncommitted changes')"
 
-# The upstreams: HTTPS and plain HTTP, HTTP/1.1 keep-alive, on free loopback ports.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
-    -keyout "$WORK/up.key" -out "$WORK/up.pem" 2>/dev/null
+# The upstreams: HTTPS (a certificate of a CA of the bench's own, which the proxy trusts with
+# --egress-ca) and plain HTTP, HTTP/1.1 keep-alive, on free loopback ports.
+EC=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+openssl req -x509 "${EC[@]}" -days 1 -subj "/CN=bench CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req "${EC[@]}" -subj /CN=127.0.0.1 -keyout "$WORK/up.key" -out "$WORK/up.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$WORK/up.ext"
+openssl x509 -req -in "$WORK/up.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 1 \
+    -extfile "$WORK/up.ext" -out "$WORK/up.pem" 2>/dev/null
 cat > "$WORK/upstream.py" <<'PY'
 import http.server, socketserver, ssl, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
@@ -65,7 +71,7 @@ start() {
     local dir=$WORK/$1 url
     mkdir -p "$dir"
     AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN AGENTVAULT_SANDBOX=$2 AGENTVAULT_LOG=warn \
-        AGENTVAULT_EGRESS_ALLOW="127.0.0.1:$UP,127.0.0.1:$PLAIN_UP" \
+        AGENTVAULT_EGRESS_ALLOW="127.0.0.1:$UP,127.0.0.1:$PLAIN_UP" AGENTVAULT_EGRESS_CA="$WORK/ca.pem" \
         "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
     PIDS+=("$!")
     for _ in $(seq 1 200); do
@@ -89,7 +95,10 @@ print("| --- | ---: | ---: | --- |")
 print(f"| HTTPS, kept-alive, straight to the upstream (no sandbox) | {r['direct_p50']:.3f} | {r['direct_p99']:.3f} | |")
 print(f"| HTTPS, kept-alive, tunnelled through the proxy (no sandbox) | {r['proxied_p50']:.3f} | {r['proxied_p99']:.3f} | |")
 print(f"| **proxy overhead, tunnelled HTTPS (p50 difference)** | {r['overhead_p50']:.3f} | | ≤ 1 |")
+print(f"| HTTPS, kept-alive, with an injected credential (proxy terminates TLS, no sandbox) | {r['injected_p50']:.3f} | {r['injected_p99']:.3f} | |")
+print(f"| **proxy overhead, injected HTTPS (p50 difference)** | {r['injected_overhead_p50']:.3f} | | ≤ 2 |")
 print(f"| HTTPS tunnelled from a sandboxed worker | {r['sandboxed_tunnel_p50']:.3f} | {r['sandboxed_tunnel_p99']:.3f} | |")
+print(f"| HTTPS with an injected credential from a sandboxed worker | {r['sandboxed_injected_p50']:.3f} | {r['sandboxed_injected_p99']:.3f} | |")
 print(f"| plain HTTP forwarded by the proxy, sandboxed | {r['forwarded_http_p50']:.3f} | {r['forwarded_http_p99']:.3f} | |")
 print(f"| cold invocation, new worker in bubblewrap with its own network namespace | {r['cold_p50']:.1f} | {r['cold_p99']:.1f} | ≤ 150 |")
 print(f"| cold invocation, new worker without the sandbox | {r['cold_plain_p50']:.1f} | {r['cold_plain_p99']:.1f} | |")
