@@ -269,9 +269,29 @@ impl Conn {
         };
         let sender = Arc::new(tokio::sync::Mutex::new(sender));
         let this = self.clone();
+        // What the requests inside the tunnel say in Host: the host the tunnel goes to.
+        let authority = match (host.contains(':'), port) {
+            (true, 443) => format!("[{host}]"),
+            (true, p) => format!("[{host}]:{p}"),
+            (false, 443) => host.clone(),
+            (false, p) => format!("{host}:{p}"),
+        };
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let (this, sender, host) = (this.clone(), sender.clone(), host.clone());
+            let (this, sender, host, authority) = (this.clone(), sender.clone(), host.clone(), authority.clone());
             async move {
+                // Origin-form, the tunnel's host in Host, no proxy headers: the request goes to
+                // the host the tunnel was opened (and checked) for, whatever it says.
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                if let Ok(uri) = path.parse::<hyper::Uri>() {
+                    *req.uri_mut() = uri;
+                }
+                let headers = req.headers_mut();
+                for h in ["proxy-connection", "proxy-authorization"] {
+                    headers.remove(h);
+                }
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    headers.insert(header::HOST, v);
+                }
                 if let Some(resp) = this.inject(req.headers_mut(), &host, port) {
                     return Ok::<_, Infallible>(resp);
                 }
