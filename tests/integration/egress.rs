@@ -150,6 +150,10 @@ fn a_function_reaches_only_what_the_egress_proxy_allows() {
         format!("http://localhost:{}/", up.port),
         // Another port than 80 and 443 on a public address.
         "http://93.184.216.34:8080/".into(),
+        // Other spellings of the metadata and loopback addresses.
+        "http://2852039166/".into(),
+        "http://[::ffff:169.254.169.254]/".into(),
+        "http://0x7f.0.0.1/".into(),
     ];
     let out = probe_out(&s, &ws, &agent, &urls);
     let found = out["result"].clone();
@@ -169,6 +173,9 @@ fn a_function_reaches_only_what_the_egress_proxy_allows() {
     // The operator opened 127.0.0.1:PORT, not the name localhost.
     assert_refused(&found, &format!("http://localhost:{}/", up.port), "port");
     assert_refused(&found, "http://93.184.216.34:8080/", "port 8080 is closed");
+    assert_refused(&found, "http://2852039166/", "169.254.169.254");
+    assert_refused(&found, "http://[::ffff:169.254.169.254]/", "link-local");
+    assert_refused(&found, "http://0x7f.0.0.1/", "agentvault egress refused");
     // The invocation's logs list the refused connections (what the Test panel shows).
     let logs = out["logs"].as_array().unwrap();
     assert_eq!(logs.len(), urls.len() - 1, "{logs:#?}");
