@@ -112,6 +112,7 @@ pub(crate) struct SocketDir(pub(crate) PathBuf);
 impl SocketDir {
     pub(crate) fn create() -> std::io::Result<SocketDir> {
         use std::os::unix::fs::DirBuilderExt;
+        remove_stale(&std::env::temp_dir());
         let nonce = u64::from_ne_bytes(random8());
         // Short: a Unix socket's path is at most 107 bytes.
         let dir = std::env::temp_dir().join(format!("agentvault-egress-{}-{nonce:016x}", std::process::id()));
@@ -123,6 +124,26 @@ impl SocketDir {
 impl Drop for SocketDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the socket directories of agentvault processes that no longer run (a server killed
+/// without a chance to clean up), if they are ours.
+fn remove_stale(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    // SAFETY: getuid has no preconditions.
+    #[allow(unsafe_code)]
+    let uid = unsafe { libc::getuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("agentvault-egress-")) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+        if !meta.is_dir() || meta.uid() != uid || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
     }
 }
 
