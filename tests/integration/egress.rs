@@ -634,3 +634,26 @@ fn the_console_marks_injected_only_secrets() {
     let html = page(&format!("/w/{ws}/agents/{agent}/functions/f"));
     assert!(html.contains("injected only"), "{html}");
 }
+
+/// A bad `--egress-allow` or `--egress-ca` stops the server at start with what to write instead.
+#[test]
+fn bad_egress_settings_stop_the_server_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-ca.pem");
+    for (flag, value, expected) in [
+        ("--egress-allow", "10.0.0.5".to_owned(), "is not host:port"),
+        ("--egress-allow", "http://api.internal/".to_owned(), "is not host:port"),
+        ("--egress-ca", missing.display().to_string(), "cannot read the egress CA file"),
+    ] {
+        let out = crate::support::command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args([flag, &value])
+            .env("AGENTVAULT_SANDBOX", "bwrap")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+    }
+}
