@@ -514,9 +514,11 @@ def charge(conv, allowed: int, other: int):
     # Another host: the tunnel is not opened up, so the placeholder travels as it is.
     r = requests.get(f"https://127.0.0.1:{other}/other", headers={"Authorization": f"Bearer {key}"}, timeout=5, verify=False)
     out["other"] = [r.status_code, r.text]
-    # Over plain HTTP to a host not on the secret's list, the proxy sees it and refuses.
+    # Over plain HTTP, to any host, the proxy sees it and refuses: values go only over HTTPS.
     r = requests.get(f"http://127.0.0.1:{other}/plain", headers={"Authorization": f"Bearer {key}"}, timeout=5)
     out["plain"] = [r.status_code, r.text]
+    r = requests.get(f"http://127.0.0.1:{allowed}/plain", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    out["plain_allowed"] = [r.status_code, r.text]
     return out
 "#;
 
@@ -557,8 +559,10 @@ fn an_injected_secret_reaches_its_host_and_never_the_function() {
     assert_eq!(result["bearer"], json!([200, "ok"]), "{result}");
     assert_eq!(result["basic"], json!([200, "ok"]), "{result}");
     assert_eq!(result["other"], json!([200, "ok"]), "{result}");
-    assert_eq!(result["plain"][0], 403, "{result}");
-    assert!(result["plain"][1].as_str().unwrap().contains("may not be sent to 127.0.0.1"), "{result}");
+    for plain in ["plain", "plain_allowed"] {
+        assert_eq!(result[plain][0], 403, "{result}");
+        assert!(result[plain][1].as_str().unwrap().contains("over plain HTTP"), "{result}");
+    }
     // What the function saw is a placeholder (itself redacted on the way out).
     assert_eq!(result["key"], "[redacted:stripe_api_key]", "{result}");
     assert_eq!(result["kv"], json!({"client_secret": "[redacted:booking_oauth]"}));
@@ -572,6 +576,7 @@ fn an_injected_secret_reaches_its_host_and_never_the_function() {
     let other_seen = other.seen();
     assert!(other_seen.contains("/other Bearer avinj_"), "{other_seen}");
     assert!(!other_seen.contains(VALUE) && !other_seen.contains("/plain"), "{other_seen}");
+    assert!(!seen.contains("/plain"), "{seen}");
 
     // The agent read path never hands the value out.
     let (_, key) = s.create_key(&ws, json!([agent]));
@@ -584,7 +589,7 @@ fn an_injected_secret_reaches_its_host_and_never_the_function() {
     assert!(ok.iter().all(|r| r["secret"] == "stripe_api_key"), "{injected:#?}");
     assert!(ok[0]["detail"].as_str().unwrap().contains("header=authorization"));
     let refused: Vec<&Value> = injected.iter().filter(|r| r["outcome"] == "denied").collect();
-    assert_eq!(refused.len(), 1, "{injected:#?}");
+    assert_eq!(refused.len(), 2, "{injected:#?}");
     let text = serde_json::to_string(&s.audit(&ws, "")).unwrap();
     assert!(!text.contains(VALUE) && !text.contains("avinj_"), "{text}");
     let metrics = s.get("/metrics").text;

@@ -193,8 +193,21 @@ impl Conn {
         {
             headers.insert(header::HOST, v);
         }
-        if let Some(resp) = self.inject(req.headers_mut(), &host, port) {
-            return resp;
+        // Values are sent only over TLS: a plain-HTTP request that carries a placeholder is
+        // refused, whatever its host.
+        let injections = self.injections();
+        let mut probe = req.headers().clone();
+        let found = inject::swap_headers(&mut probe, &injections, &host, port);
+        if let Some((secret, header)) = found.refused.or_else(|| found.injected.into_iter().next()) {
+            self.record_injection(&secret, &header, &host, port, Outcome::Denied);
+            let r = Refusal {
+                code: "injection_host",
+                message: format!(
+                    "the request carries a placeholder of secret '{secret}' (in {header}) over plain HTTP; \
+                     agentvault sends a secret's value only over HTTPS to the secret's hosts"
+                ),
+            };
+            return self.refused(&host, port, r);
         }
         let reused = self.upstream.lock().ok().and_then(|mut u| match u.take() {
             Some((h, p, sender)) if h == host && p == port && sender.is_ready() => Some(sender),
