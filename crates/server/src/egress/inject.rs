@@ -23,6 +23,8 @@ use super::policy::HostRule;
 
 /// Where the egress CA's key is bound when sealed (it belongs to no workspace).
 pub const CA_BINDING: Binding<'static> = Binding { workspace_id: "_agentvault", secret_id: "egress_ca", version: 1 };
+/// Host certificates kept.
+const LEAVES_KEPT: usize = 1024;
 /// The prefix of every placeholder.
 const PLACEHOLDER_PREFIX: &str = "avinj_";
 
@@ -301,6 +303,10 @@ impl EgressTls {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
         if let Ok(mut l) = self.leaves.lock() {
+            // Wildcard hosts could name any number of subdomains: the cache stays small.
+            if l.len() >= LEAVES_KEPT {
+                l.clear();
+            }
             l.insert(host.to_owned(), config.clone());
         }
         Ok(config)
@@ -338,4 +344,72 @@ fn client_config(extra_cas: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injections() -> (Injections, String) {
+        let inj = Injections::default();
+        let shown = inj
+            .register("inv_1", "stripe_api_key", &SecretValue::Single("sk_live_X".into()), &["api.stripe.com".into()])
+            .unwrap();
+        let SecretValue::Single(p) = &shown else { panic!("a single value gives one placeholder") };
+        (inj, p.clone())
+    }
+
+    #[test]
+    fn placeholders_are_swapped_toward_allowed_hosts_only() {
+        let (inj, p) = injections();
+        assert!(p.starts_with(PLACEHOLDER_PREFIX) && !p.contains("sk_live"));
+        let list = inj.of("inv_1");
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {p}")).unwrap());
+        h.append("x-other", HeaderValue::from_static("keep"));
+        let done = swap_headers(&mut h, &list, "api.stripe.com", 443);
+        assert_eq!(done.injected, vec![("stripe_api_key".to_owned(), "authorization".to_owned())]);
+        assert_eq!(h["authorization"], "Bearer sk_live_X");
+        assert_eq!(h["x-other"], "keep");
+
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {p}")).unwrap());
+        let done = swap_headers(&mut h, &list, "evil.example", 443);
+        assert_eq!(done.refused, Some(("stripe_api_key".to_owned(), "authorization".to_owned())));
+        assert_eq!(h["authorization"], format!("Bearer {p}").as_str(), "nothing is swapped");
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded_and_encoded_again() {
+        let (inj, p) = injections();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&format!("Basic {}", b64(&format!("acct:{p}")))).unwrap());
+        swap_headers(&mut h, &inj.of("inv_1"), "api.stripe.com", 443);
+        assert_eq!(h["authorization"], format!("Basic {}", b64("acct:sk_live_X")).as_str());
+    }
+
+    #[test]
+    fn placeholders_end_with_their_invocation() {
+        let (inj, p) = injections();
+        inj.refused("inv_1", "refused once".into());
+        assert_eq!(inj.end("inv_1"), vec!["refused once".to_owned()]);
+        assert!(inj.of("inv_1").is_empty());
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {p}")).unwrap());
+        let done = swap_headers(&mut h, &inj.of("inv_1"), "api.stripe.com", 443);
+        assert!(done.injected.is_empty() && done.refused.is_none());
+        let kv = inj
+            .register(
+                "inv_2",
+                "oauth",
+                &SecretValue::Kv(vec![("id".into(), "a".into()), ("secret".into(), "b".into())]),
+                &[],
+            )
+            .unwrap();
+        let SecretValue::Kv(pairs) = &kv else { panic!("pairs give pairs") };
+        assert_eq!(pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["id", "secret"]);
+        assert!(pairs.iter().all(|(_, v)| v.starts_with(PLACEHOLDER_PREFIX)));
+        assert!(format!("{:?}", inj.of("inv_2")[0]).contains("[redacted]"));
+    }
 }
