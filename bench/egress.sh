@@ -34,7 +34,7 @@ else
     (cd "$ROOT" && cargo build -p agentvault)
 fi
 BIN=$TARGET_DIR/$PROFILE/agentvault
-COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" status --porcelain | grep -q . && echo ' + uncommitted changes')"
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" status --porcelain | grep -q . && echo ' + uncommitted changes' || true)"
 
 # The upstreams: HTTPS (a certificate of a CA of the bench's own, which the proxy trusts with
 # --egress-ca) and plain HTTP, HTTP/1.1 keep-alive, on free loopback ports.
