@@ -129,6 +129,13 @@ def main():
             out = server.call("POST", f"/api/v1/workspaces/{ws}/agents/{agent}/functions/hello/invoke", {"args": {}})
             assert out["cold"], out
             into.append((time.perf_counter() - t) * 1000)
+    # The injected requests really were intercepted: each swap is counted.
+    for server in (s, u):
+        server.conn.request("GET", "/metrics")
+        text = server.conn.getresponse().read().decode()
+        line = next((l for l in text.splitlines() if l.startswith('agentvault_egress_injections_total{outcome="injected"}')), "")
+        if not line or float(line.split()[-1]) < N:
+            raise SystemExit("the injected requests were not injected: " + (line or "no injection counted"))
     result = {
         "direct_p50": p(direct, 0.5), "direct_p99": p(direct, 0.99),
         "proxied_p50": p(proxied, 0.5), "proxied_p99": p(proxied, 0.99),
