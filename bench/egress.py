@@ -31,13 +31,13 @@ urllib3.disable_warnings()
 _sessions = {}
 
 def timed(conv, url: str, n: int, direct: bool, secret: str = ""):
-    s = _sessions.get((url, direct))
+    s = _sessions.get((url, direct, secret))
     if s is None:
         s = requests.Session()
         s.verify = False
         if direct:
             s.trust_env = False
-        _sessions[(url, direct)] = s
+        _sessions[(url, direct, secret)] = s
     headers = {}
     if secret:
         headers["Authorization"] = "Bearer " + conv.utils.get_secret(secret)

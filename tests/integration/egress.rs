@@ -595,6 +595,29 @@ fn an_injected_secret_reaches_its_host_and_never_the_function() {
     let metrics = s.get("/metrics").text;
     assert!(metrics.contains("agentvault_egress_injections_total{outcome=\"injected\"} 2"), "{metrics}");
 
+    // A session kept in the warm worker, its connection to the host opened in an earlier
+    // invocation that read no secret, still gets this invocation's placeholder swapped.
+    let kept = r#"
+import requests
+_session = requests.Session()
+
+def kept(conv, allowed: int, with_key: bool):
+    headers = {}
+    if with_key:
+        headers["Authorization"] = "Bearer " + conv.utils.get_secret("stripe_api_key")
+    r = _session.get(f"https://127.0.0.1:{allowed}/kept", headers=headers, timeout=5)
+    return str(r.status_code)
+"#;
+    let params = json!([{"name": "allowed", "type": "integer"}, {"name": "with_key", "type": "boolean"}]);
+    define(&s, &ws, &agent, "kept", params, kept);
+    for with_key in [false, true] {
+        let args = json!({"allowed": allowed.port, "with_key": with_key});
+        let out = invoke(&s, None, &ws, &agent, "kept", json!({"args": args})).expect(200).clone();
+        assert_eq!(out["result"], "200", "{out}");
+    }
+    let seen = allowed.seen();
+    assert!(seen.contains("/kept None") && seen.contains(&format!("/kept Bearer {VALUE}")), "{seen}");
+
     // Made readable again, the function reads the value (redacted on the way out).
     let path = format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/injection");
     s.put(&path, json!({"injected_only": false})).expect(200);

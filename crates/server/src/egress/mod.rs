@@ -58,6 +58,16 @@ impl Egress {
         self.injected.read().ok()?.get(&(workspace_id.to_owned(), secret_id.to_owned())).cloned()
     }
 
+    /// Whether an injected-only secret of the workspace may be sent to `host:port`: then the
+    /// proxy terminates TLS to that host, so that a connection opened before (or without) a
+    /// placeholder still gets it swapped in a later request.
+    pub fn injects_to(&self, workspace_id: &str, host: &str, port: u16) -> bool {
+        let Ok(map) = self.injected.read() else { return false };
+        map.iter().filter(|((ws, _), _)| ws == workspace_id).any(|(_, hosts)| {
+            hosts.iter().filter_map(|h| policy::HostRule::parse(h).ok()).any(|r| r.matches(host, port))
+        })
+    }
+
     pub fn set_injection(&self, workspace_id: &str, secret_id: &str, hosts: Option<Vec<String>>) {
         if let Ok(mut m) = self.injected.write() {
             let key = (workspace_id.to_owned(), secret_id.to_owned());
@@ -132,8 +142,8 @@ impl Conn {
         self.worker.current().map(|inv| self.st.injections.of(&inv.invocation_id)).unwrap_or_default()
     }
 
-    /// `CONNECT host:port`: a tunnel, never decrypted — unless the invocation holds a credential
-    /// to inject for that host: then the proxy terminates TLS with its own CA's certificate.
+    /// `CONNECT host:port`: a tunnel, never decrypted — unless a credential may be injected toward
+    /// that host: then the proxy terminates TLS with its own CA's certificate.
     async fn connect(this: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         let Some((host, port)) = req.uri().authority().and_then(|a| policy::authority(a.as_str(), 443)) else {
             return this.refused("?", 0, bad_request("CONNECT needs a host:port"));
@@ -142,7 +152,10 @@ impl Conn {
             Ok(tcp) => tcp,
             Err(resp) => return resp,
         };
-        let intercept = this.st.egress_tls.clone().filter(|_| this.injections().iter().any(|i| i.allows(&host, port)));
+        let intercept = this.st.egress_tls.clone().filter(|_| {
+            this.injections().iter().any(|i| i.allows(&host, port))
+                || this.st.egress.injects_to(&this.worker.workspace_id, &host, port)
+        });
         if let Some(tls) = intercept {
             let server = match tls.server_config(&host) {
                 Ok(c) => c,
