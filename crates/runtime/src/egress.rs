@@ -1,15 +1,19 @@
-//! The worker's only way out: one Unix socket per worker, bound into its sandbox, whose
-//! connections the server's egress proxy serves ([`EgressHandler`]).
+//! The worker's only way out: one Unix socket per worker, bound into its sandbox, through which
+//! the server's egress proxy gets the connections it serves ([`EgressHandler`]).
 //!
 //! Inside the sandbox the worker has a network namespace of its own with nothing but a loopback
-//! interface; `worker.py` listens on that loopback and relays each connection to the socket, and
-//! sets `HTTP_PROXY`/`HTTPS_PROXY` to it. The proxy learns which agent (and worker) a connection
-//! comes from by the socket it arrived on, never from anything the function sends.
+//! interface; `worker.py` listens on that loopback (and sets `HTTP_PROXY`/`HTTPS_PROXY` to it),
+//! and hands each connection it accepts to the server over the socket (`SCM_RIGHTS`), so that
+//! the proxy reads and writes the function's connection itself, with no copy in between. The
+//! proxy learns which agent (and worker) a connection comes from by the socket it arrived on,
+//! never from anything the function sends.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 
 /// Where the worker's socket appears inside the sandbox.
 pub const SANDBOX_SOCKET: &str = "/run/agentvault/egress.sock";
@@ -59,10 +63,10 @@ impl WorkerIdentity {
     }
 }
 
-/// Serves the connections a worker opens on its socket: the egress proxy.
+/// Serves the connections a worker's function opens to its proxy: the egress proxy.
 #[async_trait::async_trait]
 pub trait EgressHandler: Send + Sync + 'static {
-    async fn serve(&self, conn: UnixStream, worker: Arc<WorkerIdentity>);
+    async fn serve(&self, conn: TcpStream, worker: Arc<WorkerIdentity>);
 }
 
 /// A worker's socket: listened on while the worker lives, removed when it goes.
@@ -92,7 +96,12 @@ impl WorkerSocket {
                 };
                 let handler = handler.clone();
                 let id = id.clone();
-                tokio::spawn(async move { handler.serve(conn, id).await });
+                tokio::spawn(async move {
+                    // One connection of the function's, handed over as a descriptor.
+                    let Ok(Some(tcp)) = receive_connection(&conn).await else { return };
+                    drop(conn);
+                    handler.serve(tcp, id).await;
+                });
             }
         });
         Ok(WorkerSocket { path, identity, accept })
@@ -104,6 +113,70 @@ impl Drop for WorkerSocket {
         self.accept.abort();
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Receives the one descriptor a worker sends on `conn` and checks that it is a TCP stream
+/// socket; None when the worker sent none or something else (it is closed).
+async fn receive_connection(conn: &UnixStream) -> std::io::Result<Option<TcpStream>> {
+    let fd = loop {
+        conn.readable().await?;
+        match conn.try_io(Interest::READABLE, || receive_fd(conn.as_raw_fd())) {
+            Ok(fd) => break fd,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let Some(fd) = fd else { return Ok(None) };
+    if !is_tcp_stream(fd.as_raw_fd()) {
+        return Ok(None);
+    }
+    let std = std::net::TcpStream::from(fd);
+    std.set_nonblocking(true)?;
+    let _ = std.set_nodelay(true);
+    TcpStream::from_std(std).map(Some)
+}
+
+/// `recvmsg` with room for one descriptor (more are closed by the kernel).
+fn receive_fd(sock: RawFd) -> std::io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // Aligned room for one cmsghdr carrying one int.
+    let mut space = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer below points into live locals that outlive the
+    // call, with the lengths given; CMSG_* only compute offsets within `space`.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// Whether `fd` is a connected-or-not TCP stream socket (IPv4 or IPv6).
+fn is_tcp_stream(fd: RawFd) -> bool {
+    let get = |opt: libc::c_int| -> Option<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        (rc == 0).then_some(v)
+    };
+    get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && matches!(get(libc::SO_DOMAIN), Some(libc::AF_INET) | Some(libc::AF_INET6))
+        && get(libc::SO_ACCEPTCONN) == Some(0)
 }
 
 /// A private directory for the workers' sockets (mode 0700), removed with the runtime.
@@ -171,4 +244,66 @@ pub(crate) fn write_ca_bundle(dir: &Path, ca_pem: &str) -> std::io::Result<PathB
     let path = dir.join("ca-bundle.pem");
     std::fs::write(&path, bundle)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_stream_sockets_are_taken_as_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        assert!(is_tcp_stream(client.as_raw_fd()) && is_tcp_stream(served.as_raw_fd()));
+        assert!(!is_tcp_stream(listener.as_raw_fd()), "a listening socket is not a connection");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(!is_tcp_stream(file.as_raw_fd()));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!is_tcp_stream(a.as_raw_fd()));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(!is_tcp_stream(udp.as_raw_fd()));
+    }
+
+    #[tokio::test]
+    async fn a_connection_handed_over_is_received_and_anything_else_is_not() {
+        let dir = SocketDir::create().unwrap();
+        let path = dir.0.join("t.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+        let (served, _) = tcp.accept().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        for (fd, expected) in [(served.as_raw_fd(), true), (file.as_raw_fd(), false)] {
+            let sender = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            send_fd(sender.as_raw_fd(), fd);
+            let (conn, _) = listener.accept().await.unwrap();
+            assert_eq!(receive_connection(&conn).await.unwrap().is_some(), expected);
+        }
+        // A worker that sends no descriptor hands over nothing.
+        let sender = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        std::io::Write::write_all(&mut &sender, b"c").unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        assert!(receive_connection(&conn).await.unwrap().is_none());
+    }
+
+    fn send_fd(sock: RawFd, fd: RawFd) {
+        let mut byte = [b'c'];
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+        let mut space = [0u64; 8];
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = space.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), fd);
+            assert!(libc::sendmsg(sock, &msg, 0) >= 0);
+        }
+    }
 }

@@ -441,7 +441,7 @@ struct Echo;
 
 #[async_trait::async_trait]
 impl EgressHandler for Echo {
-    async fn serve(&self, mut conn: tokio::net::UnixStream, worker: Arc<WorkerIdentity>) {
+    async fn serve(&self, mut conn: tokio::net::TcpStream, worker: Arc<WorkerIdentity>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = vec![0u8; 4096];
         let mut head = Vec::new();

@@ -46,47 +46,23 @@ def _open_channel():
 _IN, _OUT = _open_channel()
 
 
-def _pump(src, dst):
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def _relay(conn, path):
-    try:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        upstream.connect(path)
-    except OSError:
-        conn.close()
-        return
-    for s in (conn, upstream):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
-    back.start()
-    _pump(conn, upstream)
-    back.join()
-    conn.close()
-    upstream.close()
-
-
 def _accept(listener, path):
+    # Each connection is handed to agentvault as a descriptor over the worker's socket: the proxy
+    # then reads and writes it itself. Nothing of it stays here.
     while True:
         try:
             conn, _ = listener.accept()
         except OSError:
             time.sleep(0.05)
             continue
-        threading.Thread(target=_relay, args=(conn, path), daemon=True).start()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as handover:
+                handover.connect(path)
+                socket.send_fds(handover, [b"c"], [conn.fileno()])
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
 
 def _start_relay():

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use self::policy::{OperatorAllow, Refusal, Rules};
 use crate::{AppState, Shared, now_millis};
@@ -102,7 +102,7 @@ impl EgressProxy {
 
 #[async_trait::async_trait]
 impl EgressHandler for EgressProxy {
-    async fn serve(&self, conn: UnixStream, worker: Arc<WorkerIdentity>) {
+    async fn serve(&self, conn: TcpStream, worker: Arc<WorkerIdentity>) {
         let Some(st) = self.st.upgrade() else { return };
         let ctx = Arc::new(Conn { st: AppState(st), worker, upstream: Mutex::new(None) });
         let service = hyper::service::service_fn(move |req| {
