@@ -136,6 +136,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("PATCH", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/secrets", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
@@ -161,6 +162,9 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/reveal", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
+    ("PUT", "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/injection", Policy::WorkspaceAdmin),
+    ("PUT", "/api/v1/workspaces/{ws}/secrets/{name}/injection", Policy::WorkspaceAdmin),
 ];
 
 #[test]

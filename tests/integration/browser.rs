@@ -482,3 +482,40 @@ fn an_invitee_opens_the_link_and_creates_their_account() {
     b.wait_until("the joined workspace", |b| b.url().ends_with(&format!("/w/{ws2}/agents")));
     b.wait_text("nav.tabs", "Secrets");
 }
+
+/// An admin sets an agent's network policy and makes a secret injected only in the console.
+#[test]
+fn an_admin_sets_the_network_policy_and_an_injected_secret_in_the_console() {
+    let (s, _tmp) =
+        with_admin(Options { extra_env: vec![("AGENTVAULT_SANDBOX", "bwrap".into())], ..Options::default() });
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_CONSOLE_USE"), &[&agent]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    b.goto(&format!("{}/w/{ws}/agents/{agent}", s.base));
+    b.wait_text("#egress-mode", "Default");
+    b.click("input[name=mode][value=allowlist]");
+    // An allowlist without hosts is refused beside the field.
+    b.click("form[data-form=agent-egress] button[type=submit]");
+    b.wait_text("[data-form=agent-egress] [data-error-for=hosts]", "at least one host");
+    b.type_into("#egress-hosts-input", "api.stripe.com\n*.googleapis.com");
+    b.click("form[data-form=agent-egress] button[type=submit]");
+    b.wait_text("#egress-mode", "Allowlist");
+    assert!(b.text("#egress-hosts").contains("*.googleapis.com"));
+    b.script("document.querySelector('#network').scrollIntoView()", json!([]));
+    b.screenshot("agent-network");
+    let policy = s.get(&format!("/api/v1/workspaces/{ws}/agents/{agent}/egress")).expect(200).clone();
+    assert_eq!(policy["hosts"], json!(["api.stripe.com", "*.googleapis.com"]));
+
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.wait_text("#secret-use", "readable by functions");
+    b.click("input[name=use][value=injected]");
+    b.type_into("#injection-hosts", "api.stripe.com");
+    b.click("form[data-form=secret-injection] button[type=submit]");
+    b.wait_text("#secret-use", "injected only");
+    assert!(b.text("#secret-use").contains("api.stripe.com"));
+    let injection = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/injection")).expect(200).clone();
+    assert_eq!(injection, json!({"injected_only": true, "hosts": ["api.stripe.com"]}));
+}

@@ -397,7 +397,13 @@ fn without_bubblewrap_functions_are_refused_unless_the_sandbox_is_turned_off() {
     define(&s, &ws, &agent, "probe", json!([]), code);
     let out = invoke(&s, None, &ws, &agent, "probe", json!({})).expect(200).clone();
     assert_eq!(out["sandboxed"], false);
-    assert_eq!(out["result"], "no fork HOME,LANG,PATH", "{out}");
+    // The environment holds nothing but the basics, the egress proxy (which, unsandboxed, a
+    // function can go around) and the CA bundle that trusts the proxy's CA.
+    assert_eq!(
+        out["result"],
+        "no fork HOME,HTTPS_PROXY,HTTP_PROXY,LANG,PATH,REQUESTS_CA_BUNDLE,SSL_CERT_FILE,http_proxy,https_proxy",
+        "{out}"
+    );
     let body = json!({"name": "spin", "description": "spins", "code": "def spin(conv):\n    while True:\n        pass\n", "timeout_ms": 300});
     define_with(&s, &ws, &agent, body);
     assert_eq!(invoke(&s, None, &ws, &agent, "spin", json!({})).expect(200)["error"]["type"], "Timeout");

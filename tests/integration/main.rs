@@ -10,6 +10,7 @@ mod audit;
 mod authz;
 mod browser;
 mod cli;
+mod egress;
 mod functions;
 mod hardening;
 mod invitations;

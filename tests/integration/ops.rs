@@ -83,8 +83,8 @@ fn agent_secrets_listing_shows_metadata_and_snippets_only() {
     assert_eq!(
         r.expect(200)["items"],
         json!([
-            {"name": "oauth", "description": "", "type": "kv", "keys": ["client_id", "client_secret"], "snippet": "conv.utils.get_secret('oauth')"},
-            {"name": "stripe_api_key", "description": "Stripe", "type": "single", "snippet": "conv.utils.get_secret('stripe_api_key')"},
+            {"name": "oauth", "description": "", "type": "kv", "keys": ["client_id", "client_secret"], "snippet": "conv.utils.get_secret('oauth')", "injected_only": false, "hosts": []},
+            {"name": "stripe_api_key", "description": "Stripe", "type": "single", "snippet": "conv.utils.get_secret('stripe_api_key')", "injected_only": false, "hosts": []},
         ])
     );
     assert!(!r.text.contains("LISTING"));

@@ -108,6 +108,16 @@ pub struct ConfigArgs {
     /// Function invocations one agent may run at once; more are refused with 429 [default: 8]
     #[arg(long, env = "AGENTVAULT_FUNCTION_MAX_PER_AGENT", value_name = "N")]
     pub function_max_per_agent: Option<usize>,
+    /// A destination functions may reach although it is private or on another port than 80
+    /// and 443, e.g. an on-premises API: host:port (repeat the flag, or separate with commas)
+    /// [default: none]
+    #[arg(long, env = "AGENTVAULT_EGRESS_ALLOW", value_name = "HOST:PORT", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+    /// A CA certificate file (PEM) the egress proxy trusts, besides the system's roots, when it
+    /// connects with TLS to a host it injects credentials into (repeat the flag, or separate with
+    /// commas) [default: none]
+    #[arg(long, env = "AGENTVAULT_EGRESS_CA", value_name = "FILE", value_delimiter = ',')]
+    pub egress_ca: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -139,6 +149,8 @@ struct FileConfig {
     function_max_running: Option<usize>,
     function_max_per_workspace: Option<usize>,
     function_max_per_agent: Option<usize>,
+    egress_allow: Option<Vec<String>>,
+    egress_ca: Option<Vec<PathBuf>>,
 }
 
 /// Where the root keys come from.
@@ -262,6 +274,8 @@ impl Config {
                 Some(t) => duration("max read model lag", &t)?,
                 None => defaults.max_read_model_lag,
             },
+            egress_allow: Vec::new(),
+            egress_ca: Vec::new(),
         };
         if let Some(t) = args.header_timeout.or(file.header_timeout) {
             let d = duration("header timeout", &t)?;
@@ -289,6 +303,12 @@ impl Config {
             args.function_max_per_workspace.or(file.function_max_per_workspace),
             args.function_max_per_agent.or(file.function_max_per_agent),
         )?;
+        let allow =
+            if args.egress_allow.is_empty() { file.egress_allow.unwrap_or_default() } else { args.egress_allow };
+        for a in allow.iter().filter(|a| !a.trim().is_empty()) {
+            server.egress_allow.push(agentvault_server::egress::policy::OperatorAllow::parse(a)?);
+        }
+        server.egress_ca = if args.egress_ca.is_empty() { file.egress_ca.unwrap_or_default() } else { args.egress_ca };
         // Workers never see agentvault's own files.
         server.runtime.hidden_paths.push(data_dir.clone());
         if let KeySource::File(f) = &key_source {

@@ -121,6 +121,15 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
         })
         .collect();
     store.replace_wrapped_keys(&rewrapped, ring.active_id(), &audit).await.map_err(crate::describe)?;
+    // The egress CA's key is sealed under the root key too.
+    if let Some((_, sealed)) = store.get_egress_ca().await.map_err(crate::describe)?
+        && sealed.root_key_id != ring.active_id()
+    {
+        let sealed = ring
+            .rewrap(agentvault_server::egress::inject::CA_BINDING, &sealed)
+            .map_err(|e| format!("the egress CA key: {e}; the old root keys were kept"))?;
+        store.rewrap_egress_ca(&sealed).await.map_err(crate::describe)?;
+    }
     if let Some(p) = &file {
         // Every data key is now under the active key: retire the old ones.
         ring.active_only().and_then(|r| r.write_file(p)).map_err(|e| e.to_string())?;

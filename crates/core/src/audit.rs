@@ -35,10 +35,14 @@ pub enum Action {
     InvitationCreate,
     InvitationRevoke,
     InvitationAccept,
+    AgentEgressSet,
+    EgressConnect,
+    EgressInject,
+    SecretInjectionSet,
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 34] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -69,6 +73,10 @@ impl Action {
         Action::InvitationCreate,
         Action::InvitationRevoke,
         Action::InvitationAccept,
+        Action::AgentEgressSet,
+        Action::EgressConnect,
+        Action::EgressInject,
+        Action::SecretInjectionSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +111,10 @@ impl Action {
             Action::InvitationCreate => "invitation.create",
             Action::InvitationRevoke => "invitation.revoke",
             Action::InvitationAccept => "invitation.accept",
+            Action::AgentEgressSet => "agent.egress_set",
+            Action::EgressConnect => "egress.connect",
+            Action::EgressInject => "egress.inject",
+            Action::SecretInjectionSet => "secret.injection_set",
         }
     }
 

@@ -53,6 +53,46 @@ pub struct Agent {
     pub updated_at: Millis,
 }
 
+/// Where an agent's functions may connect, through agentvault's egress proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressMode {
+    /// The public internet on ports 80 and 443 (and what the operator opened).
+    Default,
+    /// Only the listed hosts.
+    Allowlist,
+    /// No network at all.
+    None,
+}
+
+impl EgressMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressMode::Default => "default",
+            EgressMode::Allowlist => "allowlist",
+            EgressMode::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EgressMode> {
+        [EgressMode::Default, EgressMode::Allowlist, EgressMode::None].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// An agent's egress policy: the mode, and for an allowlist its host patterns (`api.stripe.com`,
+/// `*.googleapis.com`, optionally with `:port`), already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressPolicy {
+    pub mode: EgressMode,
+    pub hosts: Vec<String>,
+    pub updated_at: Millis,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        EgressPolicy { mode: EgressMode::Default, hosts: Vec::new(), updated_at: 0 }
+    }
+}
+
 /// Everything about a secret except its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretMeta {
@@ -339,6 +379,8 @@ pub enum Perm {
     ReadAudit,
     /// Run an agent's functions (also open to API keys scoped to the agent).
     InvokeFunctions,
+    /// Set where an agent's functions may connect.
+    ManageEgress,
 }
 
 impl Perm {
@@ -349,7 +391,9 @@ impl Perm {
             | Perm::ViewAgentSecrets
             | Perm::ViewPeople
             | Perm::InvokeFunctions => Role::Member,
-            Perm::ManageSecrets | Perm::ManageApiKeys | Perm::ManageMembers | Perm::ReadAudit => Role::Admin,
+            Perm::ManageSecrets | Perm::ManageApiKeys | Perm::ManageMembers | Perm::ReadAudit | Perm::ManageEgress => {
+                Role::Admin
+            }
         }
     }
 }
@@ -503,7 +547,8 @@ mod tests {
         for perm in [Perm::ViewAgents, Perm::ManageAgents, Perm::ViewAgentSecrets, Perm::ViewPeople] {
             assert!(p.require("ws_m", perm).is_ok(), "{perm:?}");
         }
-        for perm in [Perm::ManageSecrets, Perm::ManageApiKeys, Perm::ManageMembers, Perm::ReadAudit] {
+        for perm in [Perm::ManageSecrets, Perm::ManageApiKeys, Perm::ManageMembers, Perm::ReadAudit, Perm::ManageEgress]
+        {
             assert!(p.require("ws_m", perm).is_err(), "a member may not {perm:?}");
             assert!(p.require("ws_a", perm).is_ok(), "an admin may {perm:?}");
             assert!(p.require("ws_other", perm).is_err());

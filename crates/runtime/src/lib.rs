@@ -6,12 +6,14 @@
 //! bubblewrap sandbox when it is available ([`sandbox`]), always with a cleared environment,
 //! resource limits and a seccomp filter; what an invocation returns is redacted ([`redact`]).
 
+pub mod egress;
 mod pool;
 #[cfg(test)]
 mod pool_tests;
 pub mod redact;
 pub mod sandbox;
 
+pub use egress::{EgressHandler, InvocationTag, WorkerIdentity};
 pub use pool::{FunctionError, Invocation, LogEntry, Outcome, Runtime, RuntimeOptions, SecretAnswer, SecretSource};
 pub use sandbox::{Limits, SandboxMode};
 

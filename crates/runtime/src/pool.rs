@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use agentvault_core::{Error, ErrorKind, Result, SecretValue};
@@ -14,6 +14,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::egress::{EgressHandler, InvocationTag, SocketDir, WorkerIdentity, WorkerSocket};
 use crate::redact::Redactor;
 use crate::sandbox::{Launcher, Limits, SandboxMode};
 
@@ -133,6 +134,14 @@ pub struct Outcome {
     pub cold: bool,
 }
 
+/// The egress proxy's side of the runtime.
+struct EgressSetup {
+    handler: Arc<dyn EgressHandler>,
+    dir: SocketDir,
+    /// The CA bundle workers trust (system roots and the proxy's CA).
+    bundle: Option<std::path::PathBuf>,
+}
+
 /// The function runtime: a launcher and the warm workers.
 pub struct Runtime {
     launcher: std::result::Result<Launcher, String>,
@@ -145,6 +154,9 @@ pub struct Runtime {
     stamps: AtomicU64,
     /// Agent → the stamp counter at its last `forget_agent`: older workers are never reused.
     forgotten: Mutex<HashMap<String, u64>>,
+    /// The egress proxy, and the directory of the workers' sockets to it. Without it workers
+    /// in the sandbox have no network at all.
+    egress: OnceLock<EgressSetup>,
 }
 
 #[derive(Default)]
@@ -206,10 +218,26 @@ impl Runtime {
             counts: Mutex::new(Counts::default()),
             stamps: AtomicU64::new(0),
             forgotten: Mutex::new(HashMap::new()),
+            egress: OnceLock::new(),
         });
         let weak = Arc::downgrade(&rt);
         tokio::spawn(reap_idle(weak));
         rt
+    }
+
+    /// Routes every worker's network through `handler` (the egress proxy): each worker started
+    /// from now on gets a socket of its own, served by it. `ca_pem` is a CA certificate workers
+    /// trust besides the system's roots (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`): the proxy's own,
+    /// for the hosts it injects credentials into. Set once, at server start.
+    pub fn set_egress(&self, handler: Arc<dyn EgressHandler>, ca_pem: Option<&str>) -> std::io::Result<()> {
+        let dir = SocketDir::create()?;
+        let bundle = match ca_pem {
+            Some(pem) => Some(crate::egress::write_ca_bundle(&dir.0, pem)?),
+            None => None,
+        };
+        self.egress
+            .set(EgressSetup { handler, dir, bundle })
+            .map_err(|_| std::io::Error::other("the egress proxy is already set"))
     }
 
     /// Whether workers run in bubblewrap (None: they cannot run at all).
@@ -300,8 +328,18 @@ impl Runtime {
             .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
         let (mut worker, cold) = match self.take_idle(inv.agent_id) {
             Some(w) => (w, false),
-            None => (Worker::start(launcher, inv.agent_id, inv.generation).await?, true),
+            None => {
+                let egress = self.egress.get();
+                (Worker::start(launcher, inv.workspace_id, inv.agent_id, inv.generation, egress).await?, true)
+            }
         };
+        if let Some(socket) = &worker.socket {
+            socket.identity.set_current(Some(InvocationTag {
+                invocation_id: inv.id.to_owned(),
+                function: inv.function.to_owned(),
+                conversation_id: inv.conversation["id"].as_str().unwrap_or_default().to_owned(),
+            }));
+        }
         let deadline = started + timeout;
         let ran = tokio::time::timeout_at(deadline.into(), worker.run(&inv, secrets, &self.opts)).await;
         let mut reusable = false;
@@ -328,6 +366,9 @@ impl Runtime {
                 cold,
             ),
         };
+        if let Some(socket) = &worker.socket {
+            socket.identity.set_current(None);
+        }
         // Everything any invocation of this worker read, not only this one's.
         outcome.redact(&worker.redactor);
         if reusable {
@@ -433,6 +474,8 @@ struct Worker {
     loaded: HashMap<String, u32>,
     uses: u32,
     last_used: Instant,
+    /// The worker's socket to the egress proxy; closed when the worker goes.
+    socket: Option<WorkerSocket>,
 }
 
 /// Why an invocation ended without the worker's answer.
@@ -582,9 +625,26 @@ impl Outcome {
 }
 
 impl Worker {
-    async fn start(launcher: &Launcher, agent_id: &str, stamp: u64) -> Result<Worker> {
+    async fn start(
+        launcher: &Launcher,
+        workspace_id: &str,
+        agent_id: &str,
+        stamp: u64,
+        egress: Option<&EgressSetup>,
+    ) -> Result<Worker> {
+        let socket = match egress {
+            Some(e) => Some(
+                WorkerSocket::open(&e.dir.0, WorkerIdentity::new(workspace_id, agent_id, stamp), e.handler.clone())
+                    .map_err(|e| {
+                        Error::unavailable(format!(
+                            "cannot open the egress socket of a worker for agent {agent_id}: {e}"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         let mut child = launcher
-            .spawn(WORKER)
+            .spawn(WORKER, socket.as_ref().map(|s| s.path.as_path()), egress.and_then(|e| e.bundle.as_deref()))
             .map_err(|e| Error::unavailable(format!("cannot start a Python worker for agent {agent_id}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::internal("a worker started without its pipes"));
@@ -598,6 +658,7 @@ impl Worker {
             loaded: HashMap::new(),
             uses: 0,
             last_used: Instant::now(),
+            socket,
         };
         let ready = tokio::time::timeout(Duration::from_secs(20), worker.read_frame(64 * 1024)).await;
         match ready {

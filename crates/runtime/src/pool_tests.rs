@@ -421,3 +421,57 @@ def f(conv):
     assert_eq!(next.result, "mine");
     assert!(next.cold, "the worker that wrote out of turn was reused");
 }
+
+#[tokio::test]
+async fn a_sandboxed_worker_has_no_network_of_its_own() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    if rt.sandboxed() != Some(true) {
+        return; // only bubblewrap gives a worker a network namespace
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = "import os, socket\ndef f(conv, port):\n    try:\n        socket.create_connection(('127.0.0.1', port), timeout=2)\n        reached = 'connected'\n    except OSError as e:\n        reached = type(e).__name__\n    return {'reached': reached, 'proxy': os.environ.get('HTTP_PROXY')}\n";
+    let out = run(&rt, code, json!({"port": port}), json!({})).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.result, json!({"reached": "ConnectionRefusedError", "proxy": null}));
+}
+
+/// An egress handler that answers every request with the identity of the socket it came in on.
+struct Echo;
+
+#[async_trait::async_trait]
+impl EgressHandler for Echo {
+    async fn serve(&self, mut conn: tokio::net::TcpStream, worker: Arc<WorkerIdentity>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let Ok(n) = conn.read(&mut buf).await else { return };
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let inv = worker.current();
+        let body = format!(
+            "{} {} {}",
+            worker.agent_id,
+            inv.as_ref().map_or("-", |i| i.invocation_id.as_str()),
+            String::from_utf8_lossy(&head).lines().next().unwrap_or_default()
+        );
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        let _ = conn.write_all(resp.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_knows_each_worker_by_its_socket() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    rt.set_egress(Arc::new(Echo), None).unwrap();
+    let code = "import urllib.request\ndef f(conv):\n    return urllib.request.urlopen('http://api.example.com/x?y=1', timeout=5).read().decode()\n";
+    for agent in ["agt_one", "agt_two"] {
+        let out = run_as(&rt, agent, "f", 1, code, json!({}), json!({})).await;
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.result, format!("{agent} inv_test GET http://api.example.com/x?y=1 HTTP/1.1"));
+    }
+}

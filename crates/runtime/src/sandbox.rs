@@ -1,7 +1,7 @@
 //! Starting worker processes: the host's python3 with a cleared environment, resource limits, a
 //! seccomp filter against new processes and debugging, and — when bubblewrap is installed — a
-//! private mount, PID, IPC and UTS namespace with a read-only system and no view of agentvault's
-//! files.
+//! private mount, PID, IPC, UTS and network namespace with a read-only system, no view of
+//! agentvault's files, and no way out but the worker's egress socket ([`crate::egress`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -163,9 +163,28 @@ impl Launcher {
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()) }
     }
 
-    /// Starts a worker running `script`, with stdin and stdout as its channel.
-    pub fn spawn(&self, script: &str) -> std::io::Result<Child> {
-        let (mut cmd, filter_fd) = self.command(&["-c", script]).map_err(std::io::Error::other)?;
+    /// Starts a worker running `script`, with stdin and stdout as its channel. `egress` is the
+    /// worker's socket to the egress proxy: bound into the sandbox at
+    /// [`crate::egress::SANDBOX_SOCKET`], and named to the worker with the port its relay
+    /// listens on (as arguments, so that nothing of agentvault's is in its environment).
+    /// `ca_bundle` (with `egress`) is the CA bundle the worker trusts.
+    pub fn spawn(&self, script: &str, egress: Option<&Path>, ca_bundle: Option<&Path>) -> std::io::Result<Child> {
+        use crate::egress::{SANDBOX_CA_BUNDLE, SANDBOX_PROXY_PORT, SANDBOX_SOCKET};
+        let mut args: Vec<String> = vec!["-c".into(), script.into()];
+        let sandboxed = self.bwrap.is_some();
+        match (egress, sandboxed) {
+            (Some(_), true) => args.extend([SANDBOX_SOCKET.to_owned(), SANDBOX_PROXY_PORT.to_string()]),
+            // Unsandboxed, the relay listens on a free port of the host's loopback; nothing
+            // keeps the function from going around it.
+            (Some(socket), false) => args.extend([socket.display().to_string(), "0".into()]),
+            (None, _) => {}
+        }
+        let ca_bundle = ca_bundle.filter(|_| egress.is_some());
+        if let Some(bundle) = ca_bundle {
+            args.push(if sandboxed { SANDBOX_CA_BUNDLE.to_owned() } else { bundle.display().to_string() });
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (mut cmd, filter_fd) = self.command_with(&args, egress, ca_bundle).map_err(std::io::Error::other)?;
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         let child = cmd.spawn();
         // The child has its copy of the filter pipe (or failed to start); ours is closed now.
@@ -175,11 +194,29 @@ impl Launcher {
 
     /// The command, and the read end of the seccomp filter pipe to close once it is spawned.
     fn command(&self, python_args: &[&str]) -> Result<(Command, Option<OwnedFd>), String> {
+        self.command_with(python_args, None, None)
+    }
+
+    fn command_with(
+        &self,
+        python_args: &[&str],
+        egress: Option<&Path>,
+        ca_bundle: Option<&Path>,
+    ) -> Result<(Command, Option<OwnedFd>), String> {
         // -I: ignore PYTHON* variables and the user's site-packages; -B: write no bytecode.
         let mut argv: Vec<String> = Vec::new();
         let seccomp = match &self.bwrap {
             Some(bwrap) => {
                 argv.extend(bwrap.iter().cloned());
+                if let Some(socket) = egress {
+                    let host = socket.display().to_string();
+                    argv.extend(["--bind", &host, crate::egress::SANDBOX_SOCKET].map(String::from));
+                }
+                if let Some(bundle) = ca_bundle {
+                    let host = bundle.display().to_string();
+                    argv.extend(["--ro-bind", &host, crate::egress::SANDBOX_CA_BUNDLE].map(String::from));
+                }
+                argv.extend(["--seccomp", "3", "--"].map(String::from));
                 Some(filter_pipe(&self.filter)?)
             }
             None => None,
@@ -380,7 +417,8 @@ fn under(path: &Path, dir: &Path) -> bool {
 fn bwrap_args(bwrap: &Path, info: &PythonInfo, hidden: &[PathBuf], limits: &Limits) -> Vec<String> {
     let mut args: Vec<String> = vec![bwrap.display().to_string()];
     let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
-    push(&["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+    // --unshare-all includes the network: the worker's namespace has only a loopback interface.
+    push(&["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
     push(&["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8"]);
     push(&["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]);
     let mut bound: Vec<PathBuf> = Vec::new();
@@ -415,6 +453,6 @@ fn bwrap_args(bwrap: &Path, info: &PythonInfo, hidden: &[PathBuf], limits: &Limi
     }
     let size = limits.file_bytes.to_string();
     push(&["--proc", "/proc", "--dev", "/dev", "--size", &size, "--tmpfs", "/tmp", "--chdir", "/tmp"]);
-    push(&["--seccomp", "3", "--"]);
+    // The worker's egress socket and `--seccomp 3 --` follow, per worker (`Launcher::command_with`).
     args
 }

@@ -7,13 +7,21 @@
 # worker -> server: {"t": "ready"}, {"t": "get_secret", "id", "name"} and {"t": "done", "id", ...}
 # Every message after "ready" carries the invocation's id; the server stops a worker that sends
 # a message for another id, or anything while no invocation of its own is running.
+#
+# Network: in the sandbox the worker has a network namespace of its own with only a loopback
+# interface. Its one way out is agentvault's egress proxy, reached through a Unix socket bound
+# into the sandbox (its path and the relay's port are the worker's arguments); the relay below listens on the private loopback and
+# passes each connection to that socket, and HTTP_PROXY/HTTPS_PROXY point at it, so requests,
+# urllib3 and urllib go through the proxy unchanged. The proxy knows the agent by the socket.
 import builtins
 import json
 import linecache
 import os
 import re
+import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 import types
@@ -36,6 +44,50 @@ def _open_channel():
 
 
 _IN, _OUT = _open_channel()
+
+
+def _accept(listener, path):
+    # Each connection is handed to agentvault as a descriptor over the worker's socket: the proxy
+    # then reads and writes it itself. Nothing of it stays here.
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as handover:
+                handover.connect(path)
+                socket.send_fds(handover, [b"c"], [conn.fileno()])
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def _start_relay():
+    if len(sys.argv) < 3:
+        return
+    path, port = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) > 3:
+        # The system's roots and agentvault's egress CA, which signs the certificates the proxy
+        # presents for the hosts it injects credentials into.
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+            os.environ[name] = sys.argv[3]
+    del sys.argv[1:]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = url
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(name, None)
+    threading.Thread(target=_accept, args=(listener, path), daemon=True, name="agentvault-egress").start()
+
+
+_start_relay()
 _current = {"id": None}  # the invocation running now
 
 

@@ -79,6 +79,11 @@
 
   function show(el, text) { el.textContent = text; }
 
+  // Hosts typed one a line or separated by commas or spaces.
+  function hostList(text) {
+    return text.split(/[\s,]+/).map((h) => h.trim()).filter((h) => h);
+  }
+
   const ws = (form) => "/api/v1/workspaces/" + form.dataset.ws;
 
   const handlers = {
@@ -226,6 +231,22 @@
       });
       const saved = form.querySelector("[data-saved]");
       if (saved) saved.hidden = false;
+    },
+    "secret-injection": async (form) => {
+      const injected = (form.querySelector('input[name="use"]:checked') || {}).value === "injected";
+      await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name + "/injection", {
+        injected_only: injected,
+        hosts: injected ? hostList(value(form, "hosts")) : [],
+      });
+      window.location.reload();
+    },
+    "agent-egress": async (form) => {
+      const mode = (form.querySelector('input[name="mode"]:checked') || {}).value || "default";
+      await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/egress", {
+        mode,
+        hosts: mode === "allowlist" ? hostList(value(form, "hosts")) : [],
+      });
+      window.location.reload();
     },
     "secret-delete": async (form) => {
       if (value(form, "confirm") !== form.dataset.name) {

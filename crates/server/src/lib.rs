@@ -7,6 +7,7 @@ pub mod audit_writer;
 pub mod auth;
 pub mod connections;
 pub mod console;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -97,6 +98,12 @@ pub struct ServerOptions {
     pub connections: connections::ConnectionOptions,
     /// `/readyz` fails while the read model has been behind the database for longer.
     pub max_read_model_lag: Duration,
+    /// Destinations the operator opened to functions (`--egress-allow host:port`), private
+    /// ones included.
+    pub egress_allow: Vec<egress::policy::OperatorAllow>,
+    /// CA certificates (PEM files) the egress proxy trusts upstream besides the system's, when
+    /// it opens TLS itself (injected credentials).
+    pub egress_ca: Vec<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -110,6 +117,8 @@ impl Default for ServerOptions {
             runtime: agentvault_runtime::RuntimeOptions::default(),
             connections: connections::ConnectionOptions::default(),
             max_read_model_lag: Duration::from_secs(5),
+            egress_allow: Vec::new(),
+            egress_ca: Vec::new(),
         }
     }
 }
@@ -129,6 +138,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Agents' functions: warm Python workers.
     pub runtime: Arc<agentvault_runtime::Runtime>,
+    /// The egress proxy's settings: the functions' only way out.
+    pub egress: egress::Egress,
+    /// Placeholders handed to running invocations for injected-only secrets.
+    pub injections: egress::inject::Injections,
+    /// The egress CA (None when it could not be loaded: injected secrets are then refused).
+    pub egress_tls: Option<Arc<egress::inject::EgressTls>>,
     pub openapi_json: OnceLock<axum::body::Bytes>,
     /// Route templates as `'static` strings, for metric labels.
     pub route_names: OnceLock<HashMap<String, &'static str>>,
@@ -172,8 +187,23 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let audit = AuditWriter::new(store.clone(), metrics.clone());
         let runtime = agentvault_runtime::Runtime::start(options.runtime.clone()).await;
+        let egress = egress::Egress::new(options.egress_allow.clone());
+        for (ws, secret_id, hosts) in store.load_injections().await? {
+            egress.set_injection(&ws, &secret_id, Some(hosts));
+        }
+        let egress_tls = match egress::inject::EgressTls::load(store.as_ref(), &keyring, &options.egress_ca).await {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) if e.kind == agentvault_core::ErrorKind::Unavailable => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the egress CA is not available; injected-only secrets are refused");
+                None
+            }
+        };
         let state = AppState(Arc::new(Shared {
             runtime,
+            egress,
+            injections: egress::inject::Injections::default(),
+            egress_tls,
             login_limiter: sign_in::LoginLimiter::new(options.login_limits.clone()),
             options,
             model: ReadModel::load(snapshot),
@@ -188,6 +218,22 @@ impl AppState {
         }));
         state.refresh_gauges();
         tokio::spawn(replication::follow(state.clone()));
+        let ca = state.egress_tls.as_ref().map(|t| t.ca_pem.clone());
+        if let Err(e) = state.runtime.set_egress(Arc::new(egress::EgressProxy::new(&state)), ca.as_deref()) {
+            tracing::warn!(error = %e, "the egress proxy could not be set up; functions will have no network");
+        }
+        match state.runtime.sandboxed() {
+            Some(true) => tracing::info!(
+                allowed = ?state.options.egress_allow.iter().map(|a| format!("{}:{}", a.host, a.port)).collect::<Vec<_>>(),
+                "functions reach the network only through the egress proxy"
+            ),
+            Some(false) => tracing::warn!(
+                "egress policies are NOT enforced: with --sandbox off a function shares the server's network and can \
+                 connect anywhere the server can, around the egress proxy (agentvault's own port, the cloud \
+                 metadata service, the private network). Run functions in bubblewrap (--sandbox bwrap)"
+            ),
+            None => {}
+        }
         Ok(state)
     }
 
@@ -257,6 +303,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::list_agents, agents::create_agent))
         .routes(routes!(agents::get_agent, agents::update_agent, agents::delete_agent))
         .routes(routes!(agents::agent_secrets))
+        .routes(routes!(agents::get_egress, agents::set_egress))
         .routes(routes!(functions::list_functions, functions::create_function))
         .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
         .routes(routes!(invoke::invoke_function))
@@ -264,6 +311,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
         .routes(routes!(secrets::set_access))
         .routes(routes!(secrets::reveal_secret))
+        .routes(routes!(api::injection::get_injection, api::injection::set_injection))
         .routes(routes!(secrets::list_versions))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
@@ -389,6 +437,9 @@ pub async fn serve(
             }
         })
     };
+    if let Ok(addr) = listener.local_addr() {
+        state.egress.set_listening(vec![addr]);
+    }
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let limits = &state.options.connections;
     let handle = axum_server::Handle::new();

@@ -19,6 +19,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The outcomes of an egress connection.
+pub const EGRESS_OUTCOMES: [&str; 3] = ["allowed", "refused", "failed"];
+
 /// The outcomes of an agent read, counted without a label lookup.
 pub const READ_OUTCOMES: [&str; 4] = ["allowed", "denied", "not_found", "invalid"];
 
@@ -35,6 +43,9 @@ pub struct Metrics {
     pub changes_applied: Counter,
     /// The newest change the read model holds.
     pub change_index: Gauge<i64, std::sync::atomic::AtomicI64>,
+    egress_connections: Family<OutcomeLabels, Counter>,
+    egress_refusals: Family<ReasonLabels, Counter>,
+    egress_injections: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,6 +80,23 @@ impl Metrics {
         );
         let change_index = Gauge::default();
         registry.register("change_index", "The newest change the read model holds", change_index.clone());
+        let egress_connections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "egress_connections",
+            "Connections functions asked the egress proxy for, by outcome (allowed, refused, failed)",
+            egress_connections.clone(),
+        );
+        for outcome in EGRESS_OUTCOMES {
+            let _ = egress_connections.get_or_create(&OutcomeLabels { outcome });
+        }
+        let egress_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register("egress_refusals", "Egress connections refused, by reason", egress_refusals.clone());
+        let egress_injections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "egress_injections",
+            "Injected credentials: swapped into a request (injected) or refused for its host (refused)",
+            egress_injections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -80,6 +108,9 @@ impl Metrics {
             secrets,
             changes_applied,
             change_index,
+            egress_connections,
+            egress_refusals,
+            egress_injections,
         }
     }
 
@@ -97,6 +128,21 @@ impl Metrics {
         if let Some(i) = READ_OUTCOMES.iter().position(|o| *o == outcome) {
             self.secret_reads[i].inc();
         }
+    }
+
+    /// Counts an egress connection; `outcome` is one of [`EGRESS_OUTCOMES`].
+    pub fn egress_connection(&self, outcome: &'static str) {
+        self.egress_connections.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts an egress refusal by its code (one of `egress::policy::REFUSAL_CODES`).
+    pub fn egress_refusal(&self, reason: &'static str) {
+        self.egress_refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts an injection: `injected` or `refused`.
+    pub fn egress_injection(&self, outcome: &'static str) {
+        self.egress_injections.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -220,6 +220,8 @@ async fn apply(st: &AppState, changes: &[Change]) -> Result<()> {
         }
         // Admin tokens belong to no workspace; setting up the first admin ends them.
         st.model.replace_admin_tokens(st.store.load_admin_tokens().await?);
+        // Which secrets are injected-only (the egress proxy's own table, small).
+        st.egress.replace_injections(st.store.load_injections().await?);
     }
     // A function changed (maybe on another server): this server's workers of that agent start
     // afresh, as they do where the change was made.
@@ -241,6 +243,7 @@ async fn reload_everything(st: &AppState) -> Result<()> {
     let latest = st.store.latest_change().await?;
     let snapshot = load_snapshot(st.store.as_ref()).await?;
     st.model.replace_all(snapshot);
+    st.egress.replace_injections(st.store.load_injections().await?);
     drop(_lock);
     st.refresh_gauges();
     st.feed.set_applied(latest);

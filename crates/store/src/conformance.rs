@@ -35,6 +35,8 @@ pub async fn run_all(store: &dyn Store) {
     root_key_rewrap(store).await;
     invitations_are_single_use(store).await;
     sessions_and_tokens_are_revoked(store).await;
+    egress_policies_round_trip(store).await;
+    injections_and_the_egress_ca(store).await;
     changes_are_numbered_in_commit_order(store).await;
 }
 
@@ -724,4 +726,65 @@ pub async fn changes_are_numbered_in_commit_order(store: &dyn Store) {
     assert!(ok(store.prune_changes(after).await, "prune_changes") >= 3);
     let left = ok(store.changes_since(0, 1000).await, "changes_since");
     assert!(left.iter().all(|c| c.seq >= after), "{left:?}");
+}
+
+/// An agent's egress policy: none stored means the default; set twice replaces; another
+/// workspace's agent is not found; it goes with the agent.
+pub async fn egress_policies_round_trip(store: &dyn Store) {
+    use agentvault_core::model::{EgressMode, EgressPolicy};
+    let ws = "ws_egress";
+    workspace(store, ws).await;
+    workspace(store, "ws_egress_other").await;
+    agent(store, ws, "agt_egress").await;
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), None);
+    let allow = EgressPolicy {
+        mode: EgressMode::Allowlist,
+        hosts: vec!["api.stripe.com".into(), "*.googleapis.com:8443".into()],
+        updated_at: NOW,
+    };
+    ok(store.set_egress_policy(ws, "agt_egress", &allow, &event(ws, Action::AgentEgressSet)).await, "set");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), Some(allow));
+    let none = EgressPolicy { mode: EgressMode::None, hosts: vec![], updated_at: NOW + 1 };
+    ok(store.set_egress_policy(ws, "agt_egress", &none, &event(ws, Action::AgentEgressSet)).await, "replace");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), Some(none.clone()));
+    let set = event(ws, Action::AgentEgressSet);
+    let wrong = store.set_egress_policy("ws_egress_other", "agt_egress", &none, &set);
+    refused(wrong.await, ErrorKind::NotFound, "agent_not_found", "another workspace's agent");
+    assert_eq!(ok(store.get_egress_policy("ws_egress_other", "agt_egress").await, "get"), None);
+    ok(store.delete_agent(ws, "agt_egress", &event(ws, Action::AgentDelete)).await, "delete_agent");
+    assert_eq!(ok(store.get_egress_policy(ws, "agt_egress").await, "get"), None);
+    let gone = store.set_egress_policy(ws, "agt_egress", &none, &set);
+    refused(gone.await, ErrorKind::NotFound, "agent_not_found", "a deleted agent");
+}
+
+/// Injected-only secrets round-trip and go with their secret; the egress CA is stored once.
+pub async fn injections_and_the_egress_ca(store: &dyn Store) {
+    let ws = "ws_inject";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_inject").await;
+    let s = secret(store, ws, "sec_inject", &["agt_inject"]).await;
+    let hosts = vec!["api.stripe.com".to_owned()];
+    let set = event(ws, Action::SecretInjectionSet);
+    ok(store.set_injection(ws, &s.id, Some(&hosts), NOW, &set).await, "set_injection");
+    let all = ok(store.load_injections().await, "load_injections");
+    assert!(all.contains(&(ws.to_owned(), s.id.clone(), hosts.clone())), "{all:?}");
+    refused(
+        store.set_injection(ws, "sec_missing", Some(&hosts), NOW, &set).await,
+        ErrorKind::NotFound,
+        "secret_not_found",
+        "a missing secret",
+    );
+    ok(store.set_injection(ws, &s.id, None, NOW, &set).await, "readable again");
+    assert!(!ok(store.load_injections().await, "load").iter().any(|(_, id, _)| *id == s.id));
+    ok(store.set_injection(ws, &s.id, Some(&hosts), NOW, &set).await, "set again");
+    ok(store.delete_secret(ws, &s.id, &event(ws, Action::SecretDelete)).await, "delete_secret");
+    assert!(!ok(store.load_injections().await, "load").iter().any(|(_, id, _)| *id == s.id), "it went with the secret");
+
+    let first = ok(store.create_egress_ca("CERT-1", &sealed("ca-1"), NOW).await, "create_egress_ca");
+    let second = ok(store.create_egress_ca("CERT-2", &sealed("ca-2"), NOW).await, "create_egress_ca again");
+    assert_eq!(first.0, "CERT-1");
+    assert_eq!(second.0, "CERT-1", "the first CA stays");
+    ok(store.rewrap_egress_ca(&sealed("ca-3")).await, "rewrap");
+    let now = ok(store.get_egress_ca().await, "get_egress_ca");
+    assert_eq!(now.map(|(pem, s)| (pem, s.wrapped_dek)), Some(("CERT-1".to_owned(), b"dek-ca-3".to_vec())));
 }

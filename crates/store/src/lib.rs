@@ -9,8 +9,8 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -201,8 +201,38 @@ pub trait Store: Send + Sync + 'static {
     async fn update_agent(&self, agent: &Agent, audit: &AuditEvent) -> Result<()>;
     /// Deletes the agent and its grants and API key scopes; 404 if gone.
     async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()>;
+    /// The agent's egress policy; None when it has the default one.
+    async fn get_egress_policy(&self, workspace_id: &str, agent_id: &str) -> Result<Option<EgressPolicy>>;
+    /// Stores the agent's egress policy; 404 `agent_not_found` if the agent is gone.
+    async fn set_egress_policy(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        policy: &EgressPolicy,
+        audit: &AuditEvent,
+    ) -> Result<()>;
 
     // --- secrets ----------------------------------------------------------------------------
+
+    /// Secrets that are injected only: `(workspace_id, secret_id, hosts)` of each.
+    async fn load_injections(&self) -> Result<Vec<(String, String, Vec<String>)>>;
+    /// Marks a secret injected only, with the hosts its value may be sent to, or (None) readable
+    /// by functions again; 404 `secret_not_found` if the secret is gone.
+    async fn set_injection(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        hosts: Option<&[String]>,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// agentvault's egress CA: its certificate (PEM) and its sealed private key.
+    async fn get_egress_ca(&self) -> Result<Option<(String, Sealed)>>;
+    /// Stores the egress CA unless one exists (several replicas may start at once); returns the
+    /// one stored.
+    async fn create_egress_ca(&self, cert_pem: &str, sealed: &Sealed, now: Millis) -> Result<(String, Sealed)>;
+    /// Replaces the egress CA key's wrapping (root key rotation).
+    async fn rewrap_egress_ca(&self, sealed: &Sealed) -> Result<()>;
 
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>>;
     async fn get_secret(&self, workspace_id: &str, name: &str) -> Result<Option<SecretMeta>>;

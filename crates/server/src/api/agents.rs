@@ -112,6 +112,11 @@ pub struct AgentSecretOut {
     pub keys: Option<Vec<String>>,
     /// The line that reads it in a function.
     pub snippet: String,
+    /// Functions get a placeholder, never the value: agentvault's egress proxy swaps it for the
+    /// value in request headers to `hosts` only.
+    pub injected_only: bool,
+    /// The hosts an injected-only secret's value may be sent to.
+    pub hosts: Vec<String>,
 }
 
 /// The secrets an agent can read (metadata only): what the Function Editor's Secrets box shows.
@@ -124,4 +129,55 @@ pub async fn agent_secrets(
     ApiPath((ws, agent_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<List<AgentSecretOut>>> {
     Ok(Json(agents::secrets(&st, &p, &ws, &agent_id).await?.into()))
+}
+
+/// Where an agent's functions may connect, through agentvault's egress proxy.
+#[derive(Serialize, ToSchema)]
+pub struct EgressOut {
+    /// `default`: the public internet on ports 80 and 443 (and what the operator opened with
+    /// `--egress-allow`); `allowlist`: only `hosts`; `none`: no network.
+    #[schema(example = "allowlist")]
+    pub mode: String,
+    /// Host patterns of an allowlist: `api.stripe.com`, `*.googleapis.com`, optionally `:port`.
+    pub hosts: Vec<String>,
+    /// False when the server runs functions without the sandbox (`--sandbox off`): then a
+    /// function can go around the proxy and the policy is not enforced.
+    pub enforced: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEgress {
+    #[schema(pattern = "^(default|allowlist|none)$")]
+    pub mode: String,
+    /// Only with mode `allowlist` (1 to 100 hosts).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub hosts: Vec<String>,
+}
+
+/// Where an agent's functions may connect.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", tag = "agents",
+    params(("ws" = String, Path), ("agent_id" = String, Path)),
+    responses((status = 200, body = EgressOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_egress(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, agent_id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<EgressOut>> {
+    Ok(Json(agents::egress(&st, &p, &ws, &agent_id).await?))
+}
+
+/// Sets where an agent's functions may connect (admins): the default policy, an allowlist of
+/// hosts, or no network. Applies to connections opened from then on.
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", tag = "agents", request_body = SetEgress,
+    params(("ws" = String, Path), ("agent_id" = String, Path)),
+    responses((status = 200, body = EgressOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_egress(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, agent_id)): ApiPath<(String, String)>,
+    b: JsonBody<SetEgress>,
+) -> ApiResult<Json<EgressOut>> {
+    Ok(Json(agents::set_egress(&st, &p, &ws, &agent_id, body(b)).await?))
 }

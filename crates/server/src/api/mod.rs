@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod doc;
 pub mod functions;
+pub mod injection;
 pub mod invoke;
 pub mod keys;
 pub mod me;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::AgentOut;
-use crate::api::agents::AgentSecretOut;
+use crate::api::agents::{AgentSecretOut, EgressOut};
 use crate::api::functions::{FunctionOut, ParamBody};
 use crate::service::{agents, functions};
 
@@ -34,6 +34,7 @@ struct AgentPage {
     agent: AgentOut,
     functions: Vec<FunctionOut>,
     secrets: Vec<AgentSecretOut>,
+    egress: EgressOut,
 }
 
 pub(super) async fn agent_page(
@@ -46,7 +47,11 @@ pub(super) async fn agent_page(
     let agent = agents::get(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let functions = functions::list(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let secrets = agents::secrets(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
-    Ok(render(StatusCode::OK, &AgentPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agent, functions, secrets }))
+    let egress = agents::egress(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    Ok(render(
+        StatusCode::OK,
+        &AgentPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agent, functions, secrets, egress },
+    ))
 }
 
 #[derive(Template)]

@@ -69,6 +69,7 @@ struct SecretPage {
     kind: &'static str,
     access: Vec<AccessRow>,
     versions: Vec<VersionOut>,
+    injection: crate::api::injection::InjectionOut,
 }
 
 pub(super) async fn secret_page(
@@ -81,6 +82,7 @@ pub(super) async fn secret_page(
     let secret = secrets::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let agents = agents::list(&st, p, &ws).await.or_refuse(&chrome)?;
     let versions = secrets::versions(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let injection = crate::service::injection::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let access = agents.into_iter().map(|a| AccessRow { granted: secret.agents.contains(&a.id), agent: a }).collect();
     Ok(render(
         StatusCode::OK,
@@ -91,6 +93,7 @@ pub(super) async fn secret_page(
             secret,
             access,
             versions,
+            injection,
         },
     ))
 }

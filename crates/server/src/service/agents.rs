@@ -1,12 +1,12 @@
 //! Agents, and what an agent's functions may know about the secrets it can read.
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Agent, Perm, Principal};
+use agentvault_core::model::{AGENT_PREFIX, Agent, EgressPolicy, Perm, Principal};
 use agentvault_core::{Error, Result, validate};
 
 use super::Body;
 use crate::api::AgentOut;
-use crate::api::agents::{AgentSecretOut, CreateAgent, UpdateAgent};
+use crate::api::agents::{AgentSecretOut, CreateAgent, EgressOut, SetEgress, UpdateAgent};
 use crate::auth::new_id;
 use crate::{AppState, now_millis};
 
@@ -117,12 +117,66 @@ pub async fn secrets(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> 
     Ok(secrets
         .into_iter()
         .filter(|s| s.agents.contains(&agent.id))
-        .map(|s| AgentSecretOut {
-            snippet: format!("conv.utils.get_secret('{}')", s.name),
-            name: s.name,
-            description: s.description,
-            kind: s.kind.into(),
-            keys: s.keys,
+        .map(|s| {
+            let hosts = st.egress.injection(&ws.id, &s.id).map(|h| h.to_vec());
+            let snippet = match &hosts {
+                Some(h) => format!(
+                    "requests.post(\"https://{}/\", headers={{\"Authorization\": f\"Bearer {{conv.utils.get_secret('{}')}}\"}})",
+                    h.first().map_or("api.example.com", |h| h.trim_start_matches("*.")),
+                    s.name
+                ),
+                None => format!("conv.utils.get_secret('{}')", s.name),
+            };
+            AgentSecretOut {
+                snippet,
+                name: s.name,
+                description: s.description,
+                kind: s.kind.into(),
+                keys: s.keys,
+                injected_only: hosts.is_some(),
+                hosts: hosts.unwrap_or_default(),
+            }
         })
         .collect())
+}
+
+fn egress_out(st: &AppState, policy: EgressPolicy) -> EgressOut {
+    EgressOut {
+        mode: policy.mode.as_str().to_owned(),
+        hosts: policy.hosts,
+        enforced: st.runtime.sandboxed().unwrap_or(false),
+    }
+}
+
+/// Where an agent's functions may connect.
+pub async fn egress(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> Result<EgressOut> {
+    let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let policy = st.store.get_egress_policy(&ws.id, &agent.id).await?.unwrap_or_default();
+    Ok(egress_out(st, policy))
+}
+
+/// Sets an agent's egress policy (admins). The proxy reads it for every new connection.
+pub async fn set_egress(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    body: Body<SetEgress>,
+) -> Result<EgressOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageEgress)?;
+    let body = body?;
+    let policy = crate::egress::policy::checked_policy(&body.mode, &body.hosts, now_millis())?;
+    let _w = st.write_lock.lock().await;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    let mut detail = format!("mode={}", policy.mode.as_str());
+    if !policy.hosts.is_empty() {
+        detail.push_str(&format!(" hosts={}", policy.hosts.join(",")));
+    }
+    let audit = AuditEvent::new(policy.updated_at, &ws.id, p.actor(), Action::AgentEgressSet, Outcome::Success)
+        .agent(&agent.id)
+        .target(&agent.id)
+        .detail(detail);
+    st.store.set_egress_policy(&ws.id, &agent.id, &policy, &audit).await?;
+    Ok(egress_out(st, policy))
 }

@@ -248,7 +248,16 @@ pub async fn invoke(
         timeout: function.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
         generation,
     };
-    let outcome = st.runtime.invoke(inv, &source).await?;
+    let outcome = st.runtime.invoke(inv, &source).await;
+    // The invocation's placeholders are worth nothing from now on; the connections the egress
+    // proxy refused it go into its logs.
+    let refused = st.injections.end(&invocation_id);
+    let mut outcome = outcome?;
+    outcome.logs.extend(refused.into_iter().map(|content| agentvault_runtime::LogEntry {
+        level: "warning".into(),
+        content,
+        is_pii: false,
+    }));
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
     let mut detail = format!("function={} version={} duration_ms={duration_ms:.1}", function.name, function.version);
     if let Some(e) = &outcome.error {

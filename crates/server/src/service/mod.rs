@@ -11,6 +11,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod functions;
+pub mod injection;
 pub mod invitations;
 pub mod keys;
 pub mod me;

@@ -27,13 +27,19 @@ pub struct AgentRead<'a> {
     /// The audit record of an attempt, from its outcome and detail: the error code of a refusal,
     /// or `version=N` of the value read.
     pub audit: &'a (dyn Fn(Outcome, String) -> AuditEvent + Send + Sync),
+    /// Whether an injected-only secret may be handed over (to be replaced by a placeholder: a
+    /// function's `get_secret`); over HTTP it is refused with 403 `injection_only`.
+    pub injection_ok: bool,
 }
+
+/// A value read, with the hosts it may be sent to when the secret is injected only.
+pub type Read = (Arc<SecretEntry>, SecretValue, Option<Arc<Vec<String>>>);
 
 /// Reads the current value of secret `name` for an agent, or refuses: a malformed name
 /// (`invalid`), an agent the credential does not act for or that no longer exists, or without
 /// access (`denied`), a secret that does not exist (`not_found`). Every attempt is audited and
 /// counted; a value is returned only once its audit record is durable.
-pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<(Arc<SecretEntry>, SecretValue)> {
+pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<Read> {
     let deny = |outcome: Outcome, err: Error, metric: &'static str| {
         st.metrics.read(metric);
         st.audit.append_nowait((r.audit)(outcome, err.code.to_string()));
@@ -51,10 +57,26 @@ pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<
     if !entry.access.contains(r.agent_id) {
         return Err(deny(Outcome::Denied, Error::missing_access(r.agent_id, name), "denied"));
     }
+    let injection = st.egress.injection(r.workspace_id, &entry.id);
+    if injection.is_some() && !r.injection_ok {
+        let e = Error::new(
+            ErrorKind::Forbidden,
+            "injection_only",
+            format!(
+                "secret '{name}' is injected only: its value is never handed out; agentvault's egress proxy sends it \
+                 in requests that a function makes to the secret's hosts"
+            ),
+        );
+        return Err(deny(Outcome::Denied, e, "denied"));
+    }
     let value = st.open(&entry)?;
-    st.audit.append((r.audit)(Outcome::Success, format!("version={}", entry.version))).await?;
+    let detail = match &injection {
+        Some(_) => format!("version={} placeholder", entry.version),
+        None => format!("version={}", entry.version),
+    };
+    st.audit.append((r.audit)(Outcome::Success, detail)).await?;
     st.metrics.read("allowed");
-    Ok((entry, value))
+    Ok((entry, value, injection))
 }
 
 /// A read over HTTP by an agent with an (authenticated) API key.
@@ -80,8 +102,9 @@ pub async fn read_with_key(st: &AppState, key: &KeyEntry, agent_id: String, name
         agent_id: &agent_id,
         credential_covers_agent: key.meta.scope.covers(&agent_id),
         audit: &audit,
+        injection_ok: false,
     };
-    let (entry, value) = agent_read(st, &reader, &name).await?;
+    let (entry, value, _) = agent_read(st, &reader, &name).await?;
     Ok(AgentReadOut { name, kind: entry.kind.into(), value })
 }
 
@@ -129,9 +152,27 @@ impl SecretSource for FunctionReads {
             agent_id: &self.agent_id,
             credential_covers_agent: true,
             audit: &audit,
+            injection_ok: true,
         };
         match agent_read(&self.st, &reader, name).await {
-            Ok((_, value)) => SecretAnswer::Value(value),
+            Ok((_, value, None)) => SecretAnswer::Value(value),
+            // The function gets a placeholder per value; the proxy swaps it for the value in
+            // requests to the secret's hosts while this invocation runs.
+            Ok((_, value, Some(hosts))) => {
+                if self.st.egress_tls.is_none() {
+                    return SecretAnswer::Invalid(format!(
+                        "secret '{name}' is injected only, and the egress proxy cannot inject it on this server \
+                         (its CA is not available; see the server's log)"
+                    ));
+                }
+                match self.st.injections.register(&self.invocation_id, name, &value, &hosts) {
+                    Ok(placeholder) => SecretAnswer::Value(placeholder),
+                    Err(e) => {
+                        tracing::error!(error = %e.message, "making a placeholder failed");
+                        SecretAnswer::Invalid("the secret cannot be read right now".into())
+                    }
+                }
+            }
             Err(e) if e.kind == ErrorKind::InvalidInput => SecretAnswer::Invalid(e.message.into_owned()),
             Err(e) if e.code == "missing_access" => SecretAnswer::MissingAccess,
             Err(e) if e.code == "secret_not_found" => SecretAnswer::NotFound,

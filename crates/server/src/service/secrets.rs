@@ -202,6 +202,7 @@ pub async fn delete(st: &AppState, p: &Principal, ws: &str, name: &str) -> Resul
         .detail(format!("versions={}", current.version));
     st.store.delete_secret(&ws.id, &current.id, &audit).await?;
     st.model.remove_secret(&ws.id, name);
+    st.egress.set_injection(&ws.id, &current.id, None);
     st.refresh_gauges();
     Ok(())
 }

@@ -38,6 +38,7 @@ const MIGRATIONS: &Migrations = &[
     (5, "email index", include_str!("../../migrations/postgres/0005_email_index.sql")),
     (6, "settings", include_str!("../../migrations/postgres/0006_settings.sql")),
     (7, "changes", include_str!("../../migrations/postgres/0007_changes.sql")),
+    (8, "egress", include_str!("../../migrations/postgres/0008_egress.sql")),
 ];
 
 /// At most this many audit records go into one `INSERT` (PostgreSQL takes at most 65,535

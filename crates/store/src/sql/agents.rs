@@ -1,7 +1,7 @@
 //! Agents.
 
 use agentvault_core::audit::AuditEvent;
-use agentvault_core::model::Agent;
+use agentvault_core::model::{Agent, EgressMode, EgressPolicy};
 
 use super::{Backend, Conn};
 use crate::errors::{self, DbResult, OnUnique};
@@ -75,6 +75,46 @@ pub(super) async fn delete(s: &Backend, workspace_id: &str, agent_id: &str, audi
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
+    errors::changed(done.rows_affected(), errors::agent_gone)?;
+    tx.commit_one(audit).await
+}
+
+pub(super) async fn get_egress(s: &Backend, workspace_id: &str, agent_id: &str) -> DbResult<Option<EgressPolicy>> {
+    let row: Option<(String, String, i64)> =
+        sqlx::query_as("SELECT mode, hosts, updated_at FROM agent_egress WHERE workspace_id = $1 AND agent_id = $2")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .fetch_optional(&s.read)
+            .await?;
+    let Some((mode, hosts, updated_at)) = row else { return Ok(None) };
+    let mode = EgressMode::parse(&mode).ok_or_else(|| errors::bad_column("agent_egress.mode", &mode))?;
+    let hosts: Vec<String> =
+        serde_json::from_str(&hosts).map_err(|_| errors::bad_column("agent_egress.hosts", &hosts))?;
+    Ok(Some(EgressPolicy { mode, hosts, updated_at }))
+}
+
+/// Inserts or replaces the agent's policy, if the agent is still in the workspace.
+pub(super) async fn set_egress(
+    s: &Backend,
+    workspace_id: &str,
+    agent_id: &str,
+    policy: &EgressPolicy,
+    audit: &AuditEvent,
+) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let done = sqlx::query(
+        "INSERT INTO agent_egress (agent_id, workspace_id, mode, hosts, updated_at) \
+         SELECT id, workspace_id, $3, $4, $5 FROM agents WHERE id = $1 AND workspace_id = $2 \
+         ON CONFLICT (agent_id) DO UPDATE SET mode = excluded.mode, hosts = excluded.hosts, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(agent_id)
+    .bind(workspace_id)
+    .bind(policy.mode.as_str())
+    .bind(serde_json::Value::from(policy.hosts.clone()).to_string())
+    .bind(policy.updated_at)
+    .execute(&mut *tx)
+    .await?;
     errors::changed(done.rows_affected(), errors::agent_gone)?;
     tx.commit_one(audit).await
 }

@@ -284,3 +284,93 @@ pub(super) async fn list_versions(
     .await?;
     Ok(convert(rows)?)
 }
+
+pub(super) async fn load_injections(s: &Backend) -> DbResult<Vec<(String, String, Vec<String>)>> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT workspace_id, secret_id, hosts FROM secret_injection").fetch_all(&s.read).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (ws, id, hosts) in rows {
+        let hosts: Vec<String> =
+            serde_json::from_str(&hosts).map_err(|_| errors::bad_column("secret_injection.hosts", &hosts))?;
+        out.push((ws, id, hosts));
+    }
+    Ok(out)
+}
+
+pub(super) async fn set_injection(
+    s: &Backend,
+    workspace_id: &str,
+    secret_id: &str,
+    hosts: Option<&[String]>,
+    now: Millis,
+    audit: &AuditEvent,
+) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM secrets WHERE id = $1 AND workspace_id = $2")
+        .bind(secret_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(agentvault_core::Error::not_found("secret_not_found", "the secret no longer exists").into());
+    }
+    match hosts {
+        Some(hosts) => {
+            sqlx::query(
+                "INSERT INTO secret_injection (secret_id, workspace_id, hosts, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (secret_id) DO UPDATE SET hosts = excluded.hosts, updated_at = excluded.updated_at",
+            )
+            .bind(secret_id)
+            .bind(workspace_id)
+            .bind(serde_json::Value::from(hosts.to_vec()).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM secret_injection WHERE secret_id = $1 AND workspace_id = $2")
+                .bind(secret_id)
+                .bind(workspace_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit_one(audit).await
+}
+
+pub(super) async fn get_egress_ca(s: &Backend) -> DbResult<Option<(String, Sealed)>> {
+    let row: Option<(String, String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT cert_pem, root_key_id, wrapped_dek, ciphertext FROM egress_ca WHERE id = 1")
+            .fetch_optional(&s.read)
+            .await?;
+    Ok(row.map(|(pem, root_key_id, wrapped_dek, ciphertext)| (pem, Sealed { root_key_id, wrapped_dek, ciphertext })))
+}
+
+pub(super) async fn create_egress_ca(s: &Backend, cert_pem: &str, sealed: &Sealed, now: Millis) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    sqlx::query(
+        "INSERT INTO egress_ca (id, cert_pem, root_key_id, wrapped_dek, ciphertext, created_at) \
+         VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(cert_pem)
+    .bind(&sealed.root_key_id)
+    .bind(&sealed.wrapped_dek)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit(&[]).await?;
+    Ok(())
+}
+
+pub(super) async fn rewrap_egress_ca(s: &Backend, sealed: &Sealed) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    sqlx::query("UPDATE egress_ca SET root_key_id = $1, wrapped_dek = $2, ciphertext = $3 WHERE id = 1")
+        .bind(&sealed.root_key_id)
+        .bind(&sealed.wrapped_dek)
+        .bind(&sealed.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit(&[]).await?;
+    Ok(())
+}

@@ -5,8 +5,8 @@
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
@@ -95,6 +95,50 @@ impl Store for Backend {
 
     async fn delete_agent(&self, workspace_id: &str, agent_id: &str, audit: &AuditEvent) -> Result<()> {
         Ok(agents::delete(self, workspace_id, agent_id, audit).await?)
+    }
+
+    async fn get_egress_policy(&self, workspace_id: &str, agent_id: &str) -> Result<Option<EgressPolicy>> {
+        Ok(agents::get_egress(self, workspace_id, agent_id).await?)
+    }
+
+    async fn set_egress_policy(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        policy: &EgressPolicy,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Ok(agents::set_egress(self, workspace_id, agent_id, policy, audit).await?)
+    }
+
+    async fn load_injections(&self) -> Result<Vec<(String, String, Vec<String>)>> {
+        Ok(secrets::load_injections(self).await?)
+    }
+
+    async fn set_injection(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        hosts: Option<&[String]>,
+        now: Millis,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Ok(secrets::set_injection(self, workspace_id, secret_id, hosts, now, audit).await?)
+    }
+
+    async fn get_egress_ca(&self) -> Result<Option<(String, Sealed)>> {
+        Ok(secrets::get_egress_ca(self).await?)
+    }
+
+    async fn rewrap_egress_ca(&self, sealed: &Sealed) -> Result<()> {
+        Ok(secrets::rewrap_egress_ca(self, sealed).await?)
+    }
+
+    async fn create_egress_ca(&self, cert_pem: &str, sealed: &Sealed, now: Millis) -> Result<(String, Sealed)> {
+        secrets::create_egress_ca(self, cert_pem, sealed, now).await?;
+        self.get_egress_ca()
+            .await?
+            .ok_or_else(|| agentvault_core::Error::internal("the egress CA was stored but cannot be read back"))
     }
 
     async fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretMeta>> {

@@ -24,6 +24,7 @@ const MIGRATIONS: &Migrations = &[
     (5, "email index", include_str!("../../migrations/sqlite/0005_email_index.sql")),
     (6, "settings", include_str!("../../migrations/sqlite/0006_settings.sql")),
     (7, "changes", include_str!("../../migrations/sqlite/0007_changes.sql")),
+    (8, "egress", include_str!("../../migrations/sqlite/0008_egress.sql")),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(MIGRATIONS));
