@@ -1,6 +1,7 @@
 """Writes per second on each backend, and propagation between two agentvault servers on one
 PostgreSQL. Run by bench/postgres.sh; standard library only.
 
+- invocations: 300 warm invocations of a function that reads one secret, on each backend.
 - writes: one client changes a secret's value CHANGES times, one change after another (each is
   acknowledged only once committed), on SQLite and on PostgreSQL.
 - propagation: for each of CHANGES changes made through server A, the time from A's
@@ -48,6 +49,30 @@ def writes(base, token, ws, n):
     return n / (time.perf_counter() - start)
 
 
+def invocations(base, token, ws, n):
+    """p50/p99 of a warm invocation (a function that reads one secret), in ms."""
+    c = Client(base, token)
+    status, _, body = c.call("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench invoker"})
+    assert status == 201, body
+    agent = json.loads(body)["id"]
+    status, _, body = c.call("POST", f"/api/v1/workspaces/{ws}/secrets",
+                             {"name": "invoke_secret", "value": "sk_live_invoke", "agents": [agent]})
+    assert status == 201, body
+    code = "def pay(conv):\n    return 'ok ' + str(len(conv.utils.get_secret('invoke_secret')))\n"
+    status, _, body = c.call("POST", f"/api/v1/workspaces/{ws}/agents/{agent}/functions",
+                             {"name": "pay", "description": "bench", "parameters": [], "code": code})
+    assert status == 201, body
+    path = f"/api/v1/workspaces/{ws}/agents/{agent}/functions/pay/invoke"
+    times = []
+    for i in range(n + 20):
+        t = time.perf_counter()
+        status, _, body = c.call("POST", path, {"args": {}})
+        assert status == 200 and json.loads(body)["error"] is None, body
+        if i >= 20:  # the first ones start the worker
+            times.append((time.perf_counter() - t) * 1000)
+    return pct(times, 50), pct(times, 99)
+
+
 def propagation(a, b, token, ws, agent, key, n):
     writer = Client(a, token)
     reader = Client(b, key)
@@ -88,6 +113,9 @@ def main():
     o = ap.parse_args()
     print(f"writes_per_s_sqlite={writes(o.sqlite, o.token, o.sqlite_ws, o.changes):.0f}")
     print(f"writes_per_s_postgres={writes(o.pg, o.token, o.pg_ws, o.changes):.0f}")
+    for name, base, ws in (("sqlite", o.sqlite, o.sqlite_ws), ("postgres", o.pg, o.pg_ws)):
+        p50, p99 = invocations(base, o.token, ws, 300)
+        print(f"invoke_ms_p50_{name}={p50:.2f} invoke_ms_p99_{name}={p99:.2f}")
     delays, polls, stale, waited = propagation(o.a, o.b, o.token, o.ab_ws, o.ab_agent, o.ab_key, o.changes)
     print(f"propagation_ms_p50={pct(delays, 50):.2f} propagation_ms_p99={pct(delays, 99):.2f} "
           f"propagation_ms_max={max(delays):.2f} reads_polled={polls}")
