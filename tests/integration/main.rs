@@ -23,3 +23,4 @@ mod people;
 mod read_path;
 mod secrets;
 mod tls;
+mod walkthrough;
