@@ -482,3 +482,35 @@ fn an_invitee_opens_the_link_and_creates_their_account() {
     b.wait_until("the joined workspace", |b| b.url().ends_with(&format!("/w/{ws2}/agents")));
     b.wait_text("nav.tabs", "Secrets");
 }
+
+#[test]
+fn an_ended_session_sends_the_browser_to_sign_in_and_back() {
+    let ttl = std::time::Duration::from_secs(6);
+    let (s, _tmp) =
+        with_admin(Options { extra_env: vec![("AGENTVAULT_SESSION_TTL", "6s".into())], ..Options::default() });
+    let ws = s.default_ws();
+    let b = Browser::start();
+    b.goto(&format!("{}/login", s.base));
+    assert!(!b.exists("#needs-setup"), "setup is done: the sign-in page does not offer it");
+    let signed_in = std::time::Instant::now();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.wait_text("main h1", "Agents");
+    // The session expires while the page is open; the next form sent goes to sign in, not to an
+    // error about headers.
+    std::thread::sleep(ttl.saturating_sub(signed_in.elapsed()) + std::time::Duration::from_millis(500));
+    b.type_into("#agent-name", "Late bot");
+    b.click("form[data-form=agent-new] button[type=submit]");
+    b.wait_until("the sign-in page", |b| b.url().contains("/login?expired=1"));
+    b.wait_text("#session-ended", "Your session has ended");
+    b.screenshot("session-ended");
+    b.type_into("#email", ADMIN_EMAIL);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("form[data-form=login] button[type=submit]");
+    b.wait_until("back where it was", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+
+    // An unknown URL is a page, with the way back.
+    b.goto(&format!("{}/w/{ws}/no-such-tab", s.base));
+    b.wait_text("main h1", "Not found");
+    assert!(b.text("main").contains("no page at this address"));
+    b.screenshot("not-found");
+}

@@ -10,6 +10,7 @@ mod audit;
 mod authz;
 mod browser;
 mod cli;
+mod console;
 mod functions;
 mod hardening;
 mod invitations;

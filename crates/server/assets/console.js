@@ -15,6 +15,11 @@
     });
     let data = null;
     try { data = await resp.json(); } catch (_) { data = null; }
+    // A page whose session has ended (expired, or signed out elsewhere): sign in again, then back.
+    if (resp.status === 401 && csrf() && !path.startsWith("/api/v1/invitations/")) {
+      window.location.assign("/login?expired=1&next=" + encodeURIComponent(window.location.pathname + window.location.search));
+      throw { message: "your session has ended; sign in again" };
+    }
     if (!resp.ok) {
       const err = (data && data.error) || { message: "the server answered " + resp.status };
       throw err;

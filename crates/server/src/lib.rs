@@ -294,8 +294,17 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_route() -> ApiError {
+/// An unknown URL: a page for a browser outside the API, JSON for everything else.
+async fn no_route(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")));
+    if wants_html && !uri.path().starts_with("/api/") {
+        return console::not_found_page();
+    }
     ApiError(Error::not_found("no_route", "no such route; the API is described at /api/v1/openapi.json"))
+        .into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -324,7 +333,8 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-/// Counts requests per route and status, and marks every response as not cacheable.
+/// Counts requests per route and status, and marks every response as not cacheable unless it
+/// says otherwise (the console's content-hashed assets are cached for a year).
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let method = method_name(req.method());
     let route = req
@@ -335,7 +345,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     let mut resp = next.run(req).await;
     st.metrics.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
