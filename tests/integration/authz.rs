@@ -160,6 +160,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("PUT", "/api/v1/workspaces/{ws}/secrets/{name}/access", Policy::WorkspaceAdmin),
     ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/reveal", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/usage", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
 ];
 

@@ -514,3 +514,108 @@ fn an_ended_session_sends_the_browser_to_sign_in_and_back() {
     assert!(b.text("main").contains("no page at this address"));
     b.screenshot("not-found");
 }
+
+#[test]
+fn used_by_and_the_editors_marks_show_what_a_secret_change_breaks() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_USEDBY"), &[&billing]);
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[]);
+    let code = "def create_payment(conv: Conversation, amount: int):\n    key = conv.utils.get_secret('stripe_api_key')\n    \
+                oauth = conv.utils.get_secret('booking_oauth')\n    other = conv.utils.get_secret('no_such_secret')\n    \
+                return f'charged {amount}'\n";
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "create_payment",
+        json!([{"name": "amount", "type": "integer"}]),
+        "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('stripe_api_key')[:3]\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // Saving in the editor finds the get_secret calls; each one the agent cannot read is marked
+    // at its line.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.find(".cm-editor");
+    b.script("document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])", json!([code]));
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_shown("the saved note", "form[data-form=function-save] [data-saved]");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.wait_text("[data-secret-marks]", "no_such_secret");
+    let marks = b.script(
+        "return Array.from(document.querySelectorAll('[data-secret-marks] li')).map(li => [li.dataset.markLine, li.dataset.markSecret, li.className])",
+        json!([]),
+    );
+    assert_eq!(
+        marks,
+        json!([
+            ["2", "stripe_api_key", "mark-ok"],
+            ["3", "booking_oauth", "mark-missing"],
+            ["4", "no_such_secret", "mark-missing"]
+        ])
+    );
+    assert!(b.text("[data-mark-secret=booking_oauth]").contains("Billing bot has no access"));
+    assert!(b.text("[data-mark-secret=no_such_secret]").contains("no secret named no_such_secret exists"));
+    b.wait_until("the editor's line marks", |b| {
+        b.script(
+            "return Array.from(document.querySelectorAll('.cm-marked-line')).map(l => l.dataset.markedLine)",
+            json!([]),
+        ) == json!(["3", "4"])
+    });
+    b.script("document.querySelector('.editor-grid').scrollIntoView()", json!([]));
+    b.screenshot("function-editor-marks");
+
+    // Grant access in place: the agent is added to the secret's list, nobody removed.
+    b.click("[data-grant-secret=booking_oauth]");
+    b.wait_until("booking_oauth readable", |b| {
+        b.try_text("[data-mark-secret=booking_oauth]").is_some_and(|t| t.contains("can read it"))
+    });
+    let booking = s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200).clone();
+    assert_eq!(booking["agents"], json!([billing]));
+    // "Create it" opens the new-secret form filled in for this agent.
+    b.click("[data-mark-secret=no_such_secret] a");
+    b.wait_until("the new-secret form", |b| b.url().contains("/secrets/new?name=no_such_secret"));
+    assert_eq!(b.value("#secret-name"), "no_such_secret");
+    assert_eq!(
+        b.script("return document.querySelector(arguments[0]).checked", json!([format!("input[value={billing}]")])),
+        json!(true)
+    );
+
+    // One successful read by the function, then the secret's page: who uses it, and when the
+    // agent last read it.
+    let (_, key) = s.create_key(&ws, json!([billing]));
+    s.read(&key, &billing, "stripe_api_key").expect(200);
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.wait_text("#used-by", "create_payment");
+    let row = b.text("#used-by tbody tr");
+    assert!(row.contains("Billing bot") && row.contains('2') && row.contains("can read"), "{row}");
+    let last = b.text("#last-reads tbody tr");
+    assert!(last.contains("Billing bot") && !last.contains("never"), "{last}");
+    b.script("document.querySelector('#used-by').scrollIntoView()", json!([]));
+    b.screenshot("secret-used-by");
+
+    // Deleting asks first, naming the functions; cancelling keeps the secret.
+    b.type_into("#confirm-name", "stripe_api_key");
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    let text = b.dialog_text();
+    assert!(text.contains("create_payment (Billing bot, line 2)"), "{text}");
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200);
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the list", |b| b.url().ends_with("/secrets"));
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect_error(404, "secret_not_found");
+
+    // A member sees which calls cannot be read, without telling a missing secret from one
+    // without access, and no Grant button.
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    b.delete_cookies();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.wait_text("[data-mark-secret=no_such_secret]", "ask a workspace admin");
+    assert!(b.text("[data-mark-secret=stripe_api_key]").contains("ask a workspace admin"));
+    assert!(!b.exists("[data-grant-secret]"));
+}

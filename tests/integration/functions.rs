@@ -105,3 +105,62 @@ fn functions_are_checked_before_they_are_stored() {
         assert!(actions.contains(&a.to_owned()), "{a}");
     }
 }
+
+#[test]
+fn a_secret_lists_the_functions_that_name_it_and_each_agents_last_read() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_USAGE"), &[&billing]);
+    let base = |agent: &str| format!("/api/v1/workspaces/{ws}/agents/{agent}/functions");
+    let usage_path = format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/usage");
+
+    // Nobody names it yet.
+    let usage = s.get(&usage_path).expect(200).clone();
+    assert_eq!(usage["functions"], json!([]));
+    assert_eq!(
+        usage["agents"],
+        json!([{"agent_id": billing, "agent_name": "Billing bot", "has_access": true, "last_read_at": null}])
+    );
+
+    // The function's answer lists the calls it found; the usage lists it, with the access of its
+    // agent. Support bot names the secret without access.
+    let f = s.post(
+        &base(&billing),
+        json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": CODE}),
+    );
+    assert_eq!(f.expect(201)["secret_refs"], json!([{"secret": "stripe_api_key", "line": 5}]));
+    let peek = "def peek(conv):\n    return conv.utils.get_secret(\"stripe_api_key\")[:2]\n";
+    s.post(&base(&support), json!({"name": "peek", "description": "Peek", "parameters": [], "code": peek})).expect(201);
+    let usage = s.get(&usage_path).expect(200).clone();
+    assert_eq!(
+        usage["functions"],
+        json!([
+            {"agent_id": billing, "agent_name": "Billing bot", "function": "create_payment", "line": 5, "can_read": true},
+            {"agent_id": support, "agent_name": "Support bot", "function": "peek", "line": 2, "can_read": false},
+        ])
+    );
+    assert_eq!(usage["agents"][1]["has_access"], json!(false));
+
+    // A run that reads the secret is the agent's last read; a denied one is not.
+    let run = crate::support::invoke(&s, None, &ws, &billing, "create_payment", json!({"args": {"amount": 5}}));
+    assert!(run.expect(200)["error"].is_null(), "{}", run.text);
+    let denied = crate::support::invoke(&s, None, &ws, &support, "peek", json!({"args": {}}));
+    assert_eq!(denied.expect(200)["error"]["type"], json!("MissingAccess"));
+    let usage = s.get(&usage_path).expect(200).clone();
+    let read_at = usage["agents"][0]["last_read_at"].as_str().unwrap().to_owned();
+    assert!(read_at.ends_with('Z'), "{usage}");
+    assert!(usage["agents"][1]["last_read_at"].is_null(), "a denied read is not a read: {usage}");
+
+    // A new version without the call, and a deleted function, leave the list.
+    let plain = "def create_payment(conv, amount):\n    return 'ok'\n";
+    let replaced = s.put(
+        &format!("{}/create_payment", base(&billing)),
+        json!({"description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": plain}),
+    );
+    assert_eq!(replaced.expect(200)["secret_refs"], json!([]));
+    s.delete(&format!("{}/peek", base(&support))).expect(204);
+    assert_eq!(s.get(&usage_path).expect(200)["functions"], json!([]));
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/nothing_here/usage")).expect_error(404, "secret_not_found");
+}

@@ -204,6 +204,24 @@ pub struct Function {
     pub version: u32,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// The secrets the code names (`get_secret('<literal>')`), found when it was saved.
+    pub secret_refs: Vec<SecretRef>,
+}
+
+/// A `get_secret('<name>')` call with a literal name in a function's code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub secret: String,
+    /// 1-based.
+    pub line: u32,
+}
+
+/// A function that names a secret: where a change to the secret shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    pub agent_id: String,
+    pub function_name: String,
+    pub line: u32,
 }
 
 /// A person who signs in to the console or uses a personal access token.

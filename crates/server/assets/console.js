@@ -236,6 +236,10 @@
       if (value(form, "confirm") !== form.dataset.name) {
         throw { field: "confirm", message: "type the secret's name, " + form.dataset.name + ", to delete it" };
       }
+      // Functions that name the secret fail once it is gone: say which, and ask.
+      const usedBy = form.dataset.usedBy;
+      if (usedBy && !window.confirm("These functions read " + form.dataset.name + " and will fail with SecretNotFound:\n\n" +
+          usedBy + "\n\nDelete it anyway?")) return;
       await api("DELETE", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name);
       window.location.assign("/w/" + form.dataset.ws + "/secrets");
     },
@@ -324,6 +328,22 @@
     } else if (el.matches("[data-sign-out]")) {
       try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out either way */ }
       window.location.assign("/login");
+    } else if (el.matches("[data-goto-line]")) {
+      if (editor) editor.goToLine(Number(el.dataset.gotoLine));
+    } else if (el.matches("[data-grant-secret]")) {
+      // Adds this agent to the secret's access list (admins), keeping everyone already on it.
+      const base = "/api/v1/workspaces/" + el.dataset.ws + "/secrets/" + el.dataset.grantSecret;
+      el.disabled = true;
+      try {
+        const secret = await api("GET", base);
+        const agents = secret.agents.includes(el.dataset.agent) ? secret.agents : secret.agents.concat([el.dataset.agent]);
+        await api("PUT", base + "/access", { agents });
+        toast("Access granted to " + el.dataset.grantSecret);
+        window.location.reload();
+      } catch (err) {
+        toast(err.message || "access could not be granted");
+        el.disabled = false;
+      }
     } else if (el.matches("[data-copy-reveal]")) {
       const input = document.getElementById(el.dataset.copyReveal);
       const text = await reveal(input);
@@ -354,6 +374,8 @@
     if (ta && window.AgentvaultEditor) {
       editor = window.AgentvaultEditor.attach(ta);
       ta.agentvaultEditor = editor;
+      // The get_secret calls the agent cannot read, marked at their lines.
+      try { if (ta.dataset.marks && editor.mark) editor.mark(JSON.parse(ta.dataset.marks)); } catch (_) { /* no marks */ }
     }
   });
 

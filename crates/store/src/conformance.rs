@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
     Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, Session, User, Workspace,
+    PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User, Workspace,
 };
 use agentvault_core::{Error, ErrorKind, Result, SecretKind};
 
@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn Store) {
     the_last_admin_stays(store).await;
     stale_versions_are_conflicts(store).await;
     deleting_an_agent_cascades(store).await;
+    secret_uses_follow_function_changes(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
     api_key_scopes_round_trip(store).await;
@@ -129,6 +130,7 @@ fn function(ws: &str, agent_id: &str, name: &str, version: u32) -> Function {
         version,
         created_at: NOW,
         updated_at: NOW + i64::from(version),
+        secret_refs: vec![SecretRef { secret: "stripe_api_key".into(), line: 2 }],
     }
 }
 
@@ -370,6 +372,55 @@ pub async fn stale_versions_are_conflicts(store: &dyn Store) {
     assert_eq!(audit_of(store, ws).await.len(), before + 2, "only the two accepted changes left records");
     let stored = ok(store.get_function(ws, "agt_ver", "calc").await, "get_function");
     assert_eq!(stored, Some(function(ws, "agt_ver", "calc", 2)), "the function round-trips");
+}
+
+/// The functions naming a secret follow each create, update and delete of a function, and of its
+/// agent.
+pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
+    let ws = "ws_uses";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_uses_a").await;
+    agent(store, ws, "agt_uses_b").await;
+    let uses = |name: &'static str| async move {
+        ok(store.secret_uses(ws, name).await, "secret_uses")
+            .into_iter()
+            .map(|u| (u.agent_id, u.function_name, u.line))
+            .collect::<Vec<_>>()
+    };
+    let mut pay = function(ws, "agt_uses_a", "pay", 1);
+    pay.secret_refs = vec![
+        SecretRef { secret: "stripe_api_key".into(), line: 2 },
+        SecretRef { secret: "booking_oauth".into(), line: 3 },
+        SecretRef { secret: "stripe_api_key".into(), line: 7 },
+    ];
+    ok(store.create_function(&pay, &event(ws, Action::FunctionCreate)).await, "create pay");
+    ok(store.create_function(&function(ws, "agt_uses_b", "refund", 1), &event(ws, Action::FunctionCreate)).await, "b");
+    let a = || "agt_uses_a".to_owned();
+    let b = || "agt_uses_b".to_owned();
+    assert_eq!(
+        uses("stripe_api_key").await,
+        [(a(), "pay".into(), 2), (a(), "pay".into(), 7), (b(), "refund".into(), 2)]
+    );
+    assert_eq!(uses("booking_oauth").await, [(a(), "pay".into(), 3)]);
+    let listed = ok(store.list_functions(ws, "agt_uses_a").await, "list_functions");
+    assert_eq!(listed[0].secret_refs, pay.secret_refs, "list_functions carries the references");
+
+    // A new version replaces the references; a refused one leaves them.
+    let mut v2 = function(ws, "agt_uses_a", "pay", 2);
+    v2.secret_refs = vec![SecretRef { secret: "booking_oauth".into(), line: 4 }];
+    ok(store.update_function(&v2, &event(ws, Action::FunctionUpdate)).await, "update");
+    let mut stale = function(ws, "agt_uses_a", "pay", 2);
+    stale.secret_refs = vec![SecretRef { secret: "other".into(), line: 1 }];
+    assert!(store.update_function(&stale, &event(ws, Action::FunctionUpdate)).await.is_err());
+    assert_eq!(uses("booking_oauth").await, [(a(), "pay".into(), 4)]);
+    assert_eq!(uses("stripe_api_key").await, [(b(), "refund".into(), 2)]);
+    assert!(uses("other").await.is_empty());
+
+    // Deleting the function, or its agent, takes its references.
+    ok(store.delete_function(ws, "agt_uses_a", "pay", &event(ws, Action::FunctionDelete)).await, "delete");
+    assert!(uses("booking_oauth").await.is_empty());
+    ok(store.delete_agent(ws, "agt_uses_b", &event(ws, Action::AgentDelete)).await, "delete_agent");
+    assert!(uses("stripe_api_key").await.is_empty());
 }
 
 /// Deleting an agent takes its grants, API key scopes and functions with it.

@@ -10,7 +10,7 @@
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
     AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -271,6 +271,9 @@ pub trait Store: Send + Sync + 'static {
     async fn update_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;
     /// 404 `function_not_found` if there is none.
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()>;
+    /// The functions of a workspace whose code names `secret_name` (`Function::secret_refs`, stored
+    /// with each create and update), ordered by agent id, function name and line.
+    async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>>;
 
     // --- root key rotation ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use agentvault_core::audit::{Action, AuditEvent, AuditRecord, Outcome};
 use agentvault_core::model::{
     Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
+    PersonalToken, Role, Sealed, SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 
@@ -527,7 +527,39 @@ impl TryFrom<FunctionRow> for Function {
             code: r.code,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            secret_refs: Vec::new(),
         })
+    }
+}
+
+row! {
+    /// One `get_secret('<name>')` of a function.
+    pub(crate) struct SecretRefRow {
+        function_id: String,
+        secret_name: String,
+        line: i64,
+    }
+}
+
+row! {
+    /// A function that names a secret.
+    pub(crate) struct SecretUseRow {
+        agent_id: String,
+        function_name: String,
+        line: i64,
+    }
+}
+
+impl SecretRefRow {
+    /// The function's id and the reference.
+    pub(crate) fn into_parts(self) -> (String, SecretRef) {
+        (self.function_id, SecretRef { secret: self.secret_name, line: u32::try_from(self.line).unwrap_or(0) })
+    }
+}
+
+impl From<SecretUseRow> for SecretUse {
+    fn from(r: SecretUseRow) -> Self {
+        SecretUse { agent_id: r.agent_id, function_name: r.function_name, line: u32::try_from(r.line).unwrap_or(0) }
     }
 }
 

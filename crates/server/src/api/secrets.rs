@@ -156,6 +156,52 @@ pub async fn list_versions(
     Ok(Json(secrets::versions(&st, &p, &ws, &name).await?.into()))
 }
 
+/// A function whose code names a secret.
+#[derive(Serialize, ToSchema)]
+pub struct FunctionUseOut {
+    pub agent_id: String,
+    pub agent_name: String,
+    pub function: String,
+    /// The line of the `get_secret` call (1-based).
+    pub line: u32,
+    /// Whether the function's agent may read the secret now.
+    pub can_read: bool,
+}
+
+/// An agent that can read a secret or whose functions name it.
+#[derive(Serialize, ToSchema)]
+pub struct AgentUseOut {
+    pub agent_id: String,
+    pub agent_name: String,
+    /// On the secret's access list.
+    pub has_access: bool,
+    /// The agent's last successful read of the secret (from the audit log), if any.
+    pub last_read_at: Option<String>,
+}
+
+/// Who uses a secret: what would break if it were revoked or deleted.
+#[derive(Serialize, ToSchema)]
+pub struct SecretUsageOut {
+    /// The functions whose code names the secret (`get_secret('<name>')`, found when each was
+    /// saved), by agent, function and line.
+    pub functions: Vec<FunctionUseOut>,
+    /// The agents that can read it or whose functions name it, by name.
+    pub agents: Vec<AgentUseOut>,
+}
+
+/// Who uses a secret: the functions that name it and, for each agent that can read it or whose
+/// functions name it, its last successful read.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/secrets/{name}/usage", tag = "secrets",
+    params(("ws" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = SecretUsageOut), (status = 404, body = ErrorBody)))]
+pub async fn secret_usage(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+) -> ApiResult<Json<SecretUsageOut>> {
+    Ok(Json(secrets::usage(&st, &p, &ws, &name).await?))
+}
+
 /// Reveals the current value to an admin. Audited before the value is returned.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/reveal", tag = "secrets",
     params(("ws" = String, Path), ("name" = String, Path)),

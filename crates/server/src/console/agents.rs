@@ -63,6 +63,45 @@ struct FunctionPage {
     code: String,
     timeout_ms: String,
     secrets: Vec<AgentSecretOut>,
+    /// The saved code's `get_secret('<name>')` calls, each with whether the agent can read it.
+    marks: Vec<SecretMark>,
+    /// `[{line, title}]` of the calls the agent cannot read, for the code editor's line marks.
+    marks_json: String,
+}
+
+/// A `get_secret('<name>')` call of the saved code.
+pub struct SecretMark {
+    pub line: u32,
+    pub secret: String,
+    pub readable: bool,
+    /// For admins: whether the secret exists (so access can be granted); members cannot tell
+    /// a missing secret from one the agent may not read.
+    pub exists: Option<bool>,
+}
+
+/// Marks each `get_secret` call of `function` with whether its agent can read that secret
+/// (`readable`: the secrets the agent can read).
+async fn secret_marks(
+    st: &AppState,
+    chrome: &Chrome,
+    function: Option<&FunctionOut>,
+    readable: &[AgentSecretOut],
+) -> Result<Vec<SecretMark>, super::PageError> {
+    let Some(f) = function else { return Ok(Vec::new()) };
+    let existing: Option<Vec<String>> = if chrome.is_admin {
+        Some(st.store.list_secrets(&chrome.ws_id).await.or_refuse(chrome)?.into_iter().map(|s| s.name).collect())
+    } else {
+        None
+    };
+    Ok(f.secret_refs
+        .iter()
+        .map(|r| SecretMark {
+            line: r.line,
+            secret: r.secret.clone(),
+            readable: readable.iter().any(|s| s.name == r.secret),
+            exists: existing.as_ref().map(|names| names.contains(&r.secret)),
+        })
+        .collect())
 }
 
 const NEW_FUNCTION_CODE: &str =
@@ -77,6 +116,21 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
         Some(name) => Some(functions::get(&st, p, &ws, &agent_id, &name).await.or_refuse(&chrome)?),
         None => None,
     };
+    let marks = secret_marks(&st, &chrome, function.as_ref(), &secrets).await?;
+    let marks_json = serde_json::Value::from(
+        marks
+            .iter()
+            .filter(|m| !m.readable)
+            .map(|m| {
+                let why = match m.exists {
+                    Some(false) => format!("no secret named {} exists", m.secret),
+                    _ => format!("{} cannot read {}", agent.name, m.secret),
+                };
+                serde_json::json!({"line": m.line, "title": why})
+            })
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
     let page = match &function {
         Some(f) => FunctionPage {
             name: f.name.clone(),
@@ -89,6 +143,8 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             chrome: Some(chrome),
             agent,
             secrets,
+            marks,
+            marks_json,
         },
         None => FunctionPage {
             name: String::new(),
@@ -101,6 +157,8 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             chrome: Some(chrome),
             agent,
             secrets,
+            marks,
+            marks_json,
         },
     };
     Ok(render(StatusCode::OK, &page))

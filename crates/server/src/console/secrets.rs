@@ -2,11 +2,12 @@
 
 use agentvault_core::model::Perm;
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
 use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
+use crate::api::secrets::SecretUsageOut;
 use crate::api::{AgentOut, SecretOut, VersionOut};
 use crate::service::{agents, secrets};
 
@@ -46,12 +47,32 @@ struct NewSecretPage {
     chrome: Option<Chrome>,
     ws: String,
     agents: Vec<AgentOut>,
+    /// Prefilled from `?name=` (e.g. from the Function Editor's "Create it").
+    name: String,
+    /// The agent checked from the start (`?agent=`).
+    agent: String,
 }
 
-pub(super) async fn new_secret_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
+/// `?name=` and `?agent=` of the new-secret page.
+#[derive(serde::Deserialize, Default)]
+pub(super) struct Prefill {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    agent: String,
+}
+
+pub(super) async fn new_secret_page(
+    State(st): State<AppState>,
+    Path(ws): Path<String>,
+    prefill: Result<Query<Prefill>, axum::extract::rejection::QueryRejection>,
+    v: Viewer,
+) -> PageResult {
     let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
-    Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents }))
+    let Prefill { name, agent } = prefill.map(|Query(p)| p).unwrap_or_default();
+    let name = if agentvault_core::validate::secret_name(&name).is_ok() { name } else { String::new() };
+    Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents, name, agent }))
 }
 
 /// An agent with whether it may read the secret shown.
@@ -69,6 +90,9 @@ struct SecretPage {
     kind: &'static str,
     access: Vec<AccessRow>,
     versions: Vec<VersionOut>,
+    usage: SecretUsageOut,
+    /// "function (agent, line N)" of each function naming the secret, for the delete confirmation.
+    used_by_summary: String,
 }
 
 pub(super) async fn secret_page(
@@ -81,6 +105,13 @@ pub(super) async fn secret_page(
     let secret = secrets::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let agents = agents::list(&st, p, &ws).await.or_refuse(&chrome)?;
     let versions = secrets::versions(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let usage = secrets::usage(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let used_by_summary = usage
+        .functions
+        .iter()
+        .map(|f| format!("{} ({}, line {})", f.function, f.agent_name, f.line))
+        .collect::<Vec<_>>()
+        .join("\n");
     let access = agents.into_iter().map(|a| AccessRow { granted: secret.agents.contains(&a.id), agent: a }).collect();
     Ok(render(
         StatusCode::OK,
@@ -91,6 +122,8 @@ pub(super) async fn secret_page(
             secret,
             access,
             versions,
+            usage,
+            used_by_summary,
         },
     ))
 }

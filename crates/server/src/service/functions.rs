@@ -5,6 +5,7 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{
     CONVERSATION_PREFIX, FUNCTION_PREFIX, Function, FunctionParam, INVOCATION_PREFIX, ParamType, Perm, Principal,
+    SecretRef,
 };
 use agentvault_core::{Error, Result, validate};
 use agentvault_runtime::Invocation;
@@ -73,7 +74,8 @@ fn check_definition(
     Ok(out)
 }
 
-async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<()> {
+/// Checks the code; returns the secrets it names.
+async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<Vec<SecretRef>> {
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
     agentvault_runtime::check_function(code, name, &names).await
 }
@@ -103,7 +105,7 @@ pub async fn create(
     let agent = st.agent_of(&ws.id, agent_id).await?;
     validate::python_name("name", "function name", &body.name)?;
     let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &body.name, &params).await?;
+    let secret_refs = check_code(&body.code, &body.name, &params).await?;
     let now = now_millis();
     let function = Function {
         id: new_id(FUNCTION_PREFIX)?,
@@ -117,6 +119,7 @@ pub async fn create(
         version: 1,
         created_at: now,
         updated_at: now,
+        secret_refs,
     };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
         .agent(&agent.id)
@@ -150,9 +153,10 @@ pub async fn replace(
     let agent = st.agent_of(&ws.id, agent_id).await?;
     let current = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
     let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &current.name, &params).await?;
+    let secret_refs = check_code(&body.code, &current.name, &params).await?;
     let now = now_millis();
     let function = Function {
+        secret_refs,
         description: body.description,
         parameters: params,
         code: body.code,

@@ -1,15 +1,17 @@
 //! Secrets: metadata, versions, access lists, and the admin's reveal.
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::audit::{Action, AuditEvent, AuditFilter, Outcome};
 use agentvault_core::model::{Binding, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
 use agentvault_core::{Error, Result, SecretValue, validate};
 use agentvault_store::{NewVersion, SecretChange};
 
 use super::{Body, agent_list, secret_name_param};
-use crate::api::secrets::{CreateSecret, RevealOut, SetAccess, UpdateSecret};
+use crate::api::secrets::{
+    AgentUseOut, CreateSecret, FunctionUseOut, RevealOut, SecretUsageOut, SetAccess, UpdateSecret,
+};
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
-use crate::{AppState, now_millis};
+use crate::{AppState, now_millis, rfc3339};
 
 impl AppState {
     /// The metadata of a secret of the workspace, or 404.
@@ -229,4 +231,47 @@ pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str) -> Resul
         )
         .await?;
     Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value })
+}
+
+/// Who uses a secret: the functions whose code names it, and for each agent that can read it or
+/// whose functions name it, its last successful read (from the audit log).
+pub async fn usage(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<SecretUsageOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let meta = st.secret_of(&ws.id, name).await?;
+    let uses = st.store.secret_uses(&ws.id, &meta.name).await?;
+    let agents = st.store.list_agents(&ws.id).await?;
+    let agent_name = |id: &str| agents.iter().find(|a| a.id == id).map(|a| a.name.clone()).unwrap_or_default();
+    let mut functions: Vec<FunctionUseOut> = uses
+        .iter()
+        .map(|u| FunctionUseOut {
+            agent_name: agent_name(&u.agent_id),
+            can_read: meta.agents.contains(&u.agent_id),
+            agent_id: u.agent_id.clone(),
+            function: u.function_name.clone(),
+            line: u.line,
+        })
+        .collect();
+    functions.sort_by(|a, b| (&a.agent_name, &a.function, a.line).cmp(&(&b.agent_name, &b.function, b.line)));
+    // Reads by agents are written in groups: what was read a moment ago counts.
+    st.audit.flush().await;
+    let mut out = Vec::new();
+    for a in agents.iter().filter(|a| meta.agents.contains(&a.id) || uses.iter().any(|u| u.agent_id == a.id)) {
+        let filter = AuditFilter {
+            action: Some(Action::SecretRead),
+            secret_name: Some(meta.name.clone()),
+            agent_id: Some(a.id.clone()),
+            outcome: Some(Outcome::Success),
+            limit: 1,
+            ..AuditFilter::default()
+        };
+        let last = st.store.list_audit(&ws.id, &filter).await?;
+        out.push(AgentUseOut {
+            agent_id: a.id.clone(),
+            agent_name: a.name.clone(),
+            has_access: meta.agents.contains(&a.id),
+            last_read_at: last.first().map(|r| rfc3339(r.event.at)),
+        });
+    }
+    out.sort_by(|a, b| a.agent_name.cmp(&b.agent_name));
+    Ok(SecretUsageOut { functions, agents: out })
 }

@@ -5,7 +5,7 @@ use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
     AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretVersionMeta, Session, User, Workspace,
+    SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
@@ -314,6 +314,10 @@ impl Store for SqliteStore {
 
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()> {
         Ok(functions::delete(self, workspace_id, agent_id, name, audit).await?)
+    }
+
+    async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>> {
+        Ok(functions::uses_of_secret(self, workspace_id, secret_name).await?)
     }
 
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {
