@@ -619,3 +619,61 @@ fn used_by_and_the_editors_marks_show_what_a_secret_change_breaks() {
     assert!(b.text("[data-mark-secret=stripe_api_key]").contains("ask a workspace admin"));
     assert!(!b.exists("[data-grant-secret]"));
 }
+
+#[test]
+fn the_console_shows_names_instead_of_ids_and_relative_times() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_NAMES"), &[&billing, &support]);
+    let r = s.post(&format!("/api/v1/workspaces/{ws}/api-keys"), json!({"name": "voice engine", "agents": [billing]}));
+    let key = r.expect(201).clone();
+    s.read(key["token"].as_str().unwrap(), &billing, "stripe_api_key").expect(200);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // A new version by the signed-in admin (the API calls above used the bootstrap token, which
+    // setup made Ada's personal token).
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.type_into("#update-value", "sk_live_NAMES_2");
+    b.click("form[data-form=secret-update] button[type=submit]");
+    b.wait_text("#versions", "current");
+
+    // Versions: who wrote each, by name; the current one marked; times relative, exact on hover.
+    let rows = b.script(
+        "return Array.from(document.querySelectorAll('#versions tbody tr')).map(r => [r.cells[0].innerText, r.cells[3].innerText])",
+        json!([]),
+    );
+    assert_eq!(rows, json!([["2 current", "Ada"], ["1", "Ada"]]));
+    let created = b.script(
+        "const t = document.querySelector('#versions tbody tr time'); return [t.textContent, t.title, t.getAttribute('datetime')]",
+        json!([]),
+    );
+    assert_eq!(created[0], json!("just now"), "{created}");
+    assert!(created[1].as_str().unwrap().contains(created[2].as_str().unwrap()), "the exact time on hover: {created}");
+    b.screenshot("secret-versions-names");
+
+    // The Secrets list names the agents, and its search finds them.
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.wait_text("#secrets-table", "Billing bot, Support bot");
+
+    // The audit log: actors and agents by name, the id on hover.
+    b.goto(&format!("{}/w/{ws}/audit", s.base));
+    b.wait_text("#audit-table", "secret.read");
+    let cell = |action: &str, col: usize| {
+        b.script(
+            "const r = Array.from(document.querySelectorAll('#audit-table tbody tr')).find(r => r.cells[2].textContent == arguments[0]); \
+             const c = r.cells[arguments[1]]; const n = c.querySelector('.named'); return [c.innerText, n ? n.title : null]",
+            json!([action, col]),
+        )
+    };
+    let read_actor = cell("secret.read", 1);
+    assert_eq!(read_actor[0], json!("API key \"voice engine\""), "{read_actor}");
+    assert!(read_actor[1].as_str().unwrap().contains(key["id"].as_str().unwrap()), "{read_actor}");
+    assert_eq!(cell("secret.read", 5)[0], json!("agent \"Billing bot\""));
+    assert_eq!(cell("secret.update", 1)[0], json!("Ada"));
+    assert_eq!(cell("agent.create", 1)[0], json!("Ada"));
+    assert_eq!(cell("api_key.create", 6)[0], json!("API key \"voice engine\""), "the target by name");
+    assert!(!b.text("#audit-table").contains("usr_"), "a user id is shown instead of a name");
+    b.screenshot("audit-names");
+}

@@ -413,6 +413,32 @@
     if (el.matches("[data-reveal]")) { el.value = MASK; delete el.dataset.revealed; }
   });
 
+  // Times are shown relative ("3 minutes ago"), the exact time on hover.
+  function relative(ms) {
+    const s = Math.round((Date.now() - ms) / 1000);
+    const future = s < 0;
+    const a = Math.abs(s);
+    const units = [[31536000, "year"], [2592000, "month"], [86400, "day"], [3600, "hour"], [60, "minute"]];
+    if (a < 45) return future ? "in a few seconds" : "just now";
+    for (const [size, name] of units) {
+      if (a >= size) {
+        const n = Math.round(a / size);
+        const text = n + " " + name + (n === 1 ? "" : "s");
+        return future ? "in " + text : text + " ago";
+      }
+    }
+    return future ? "in a minute" : "a minute ago";
+  }
+  function showTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach((t) => {
+      const ms = Date.parse(t.getAttribute("datetime"));
+      if (Number.isNaN(ms)) return;
+      t.title = new Date(ms).toLocaleString() + " (" + t.getAttribute("datetime") + ")";
+      t.textContent = relative(ms);
+    });
+  }
+  window.addEventListener("DOMContentLoaded", () => showTimes(document));
+
   function toast(text) {
     const t = document.getElementById("toast");
     if (!t) return;

@@ -7,6 +7,7 @@ mod agents;
 pub mod assets;
 mod audit;
 mod auth;
+pub mod names;
 mod people;
 mod secrets;
 pub mod setup;

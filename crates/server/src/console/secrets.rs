@@ -5,6 +5,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
+use super::names::{Named, Names};
 use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::secrets::SecretUsageOut;
@@ -15,7 +16,8 @@ use crate::service::{agents, secrets};
 pub struct SecretRow {
     pub s: SecretOut,
     pub kind: &'static str,
-    pub agents: usize,
+    /// The names of the agents that can read it.
+    pub agents: Vec<String>,
 }
 
 #[derive(Template)]
@@ -32,11 +34,17 @@ fn kind_label(s: &SecretOut) -> &'static str {
 
 pub(super) async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
     let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
+    let all_agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     let secrets = secrets::list(&st, &v.principal, &ws)
         .await
         .or_refuse(&chrome)?
         .into_iter()
-        .map(|s| SecretRow { kind: kind_label(&s), agents: s.agents.len(), s })
+        .map(|s| {
+            let mut agents: Vec<String> =
+                all_agents.iter().filter(|a| s.agents.contains(&a.id)).map(|a| a.name.clone()).collect();
+            agents.sort();
+            SecretRow { kind: kind_label(&s), agents, s }
+        })
         .collect();
     Ok(render(StatusCode::OK, &SecretsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), secrets }))
 }
@@ -75,6 +83,12 @@ pub(super) async fn new_secret_page(
     Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents, name, agent }))
 }
 
+/// A version with the name of who wrote it.
+pub struct VersionRow {
+    pub v: VersionOut,
+    pub by: Named,
+}
+
 /// An agent with whether it may read the secret shown.
 pub struct AccessRow {
     pub agent: AgentOut,
@@ -89,7 +103,7 @@ struct SecretPage {
     secret: SecretOut,
     kind: &'static str,
     access: Vec<AccessRow>,
-    versions: Vec<VersionOut>,
+    versions: Vec<VersionRow>,
     usage: SecretUsageOut,
     /// "function (agent, line N)" of each function naming the secret, for the delete confirmation.
     used_by_summary: String,
@@ -105,6 +119,9 @@ pub(super) async fn secret_page(
     let secret = secrets::get(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let agents = agents::list(&st, p, &ws).await.or_refuse(&chrome)?;
     let versions = secrets::versions(&st, p, &ws, &name).await.or_refuse(&chrome)?;
+    let mut names = Names::load(&st, &chrome.ws_id).await.or_refuse(&chrome)?;
+    names.add_users(&st, versions.iter().map(|v| v.created_by.clone()).collect()).await;
+    let versions = versions.into_iter().map(|v| VersionRow { by: names.of(&v.created_by), v }).collect();
     let usage = secrets::usage(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let used_by_summary = usage
         .functions
