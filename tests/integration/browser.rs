@@ -677,3 +677,116 @@ fn the_console_shows_names_instead_of_ids_and_relative_times() {
     assert!(!b.text("#audit-table").contains("usr_"), "a user id is shown instead of a name");
     b.screenshot("audit-names");
 }
+
+#[test]
+fn the_account_page_manages_password_tokens_and_sessions() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.click("header a.who");
+    b.wait_until("the account page", |b| b.url().ends_with(&format!("/w/{ws}/account")));
+    assert_eq!(b.text("#account-email"), ADMIN_EMAIL);
+
+    // A personal access token: shown once, in a monospace field; it works, then is revoked.
+    b.type_into("#token-name", "laptop terminal");
+    b.click("form[data-form=token-create] button[type=submit]");
+    b.wait_until("the new token", |b| b.value("#new-personal-token").starts_with("avp_"));
+    let token = b.value("#new-personal-token");
+    let font = b.script("return getComputedStyle(document.querySelector('#new-personal-token')).fontFamily", json!([]));
+    assert!(font.as_str().unwrap().contains("monospace"), "{font}");
+    assert_eq!(s.request("GET", "/api/v1/me", Some(&token), None).expect(200)["user"]["email"], json!(ADMIN_EMAIL));
+    b.screenshot("account-token-created");
+    b.click("[data-new-token] a");
+    b.wait_text("#tokens-table", "laptop terminal");
+    assert!(!b.text("main").contains(&token), "the token is shown again");
+    // Active tokens come first, newest first: the new one, then the bootstrap token setup made.
+    let status_of = |b: &Browser, name: &str| {
+        b.script(
+            "const r = Array.from(document.querySelectorAll('#tokens-table tbody tr')).find(r => r.cells[0].textContent == arguments[0]); \
+             return r ? r.cells[2].textContent : null",
+            json!([name]),
+        )
+    };
+    assert_eq!(status_of(&b, "laptop terminal"), json!("active"));
+    b.click("#tokens-table tbody tr:first-child form[data-form=token-revoke] button[type=submit]");
+    assert!(b.dialog_text().contains("laptop terminal"));
+    b.accept_dialog();
+    b.wait_until("the token revoked", |b| status_of(b, "laptop terminal") == json!("revoked"));
+    s.request("GET", "/api/v1/me", Some(&token), None).expect_error(401, "unauthenticated");
+
+    // Sessions: another sign-in elsewhere is listed and can be ended from here.
+    let (other_cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/account", s.base));
+    // Setup signed Ada in too: that session, this browser's and the one just made.
+    let sessions =
+        |b: &Browser| b.script("return document.querySelectorAll('#sessions-table tbody tr').length", json!([]));
+    b.wait_until("three sessions", |b| sessions(b) == json!(3));
+    assert!(b.text("#sessions-table tbody tr:first-child").contains("this session"));
+    b.script("document.querySelector('#tokens-title').scrollIntoView()", json!([]));
+    b.screenshot("account");
+    b.click("#sessions-table tbody tr:nth-child(2) form[data-form=session-end] button[type=submit]");
+    b.wait_until("that session ended", |b| sessions(b) == json!(2));
+    assert_eq!(s.request_with("GET", "/api/v1/me", &[("Cookie", &other_cookie)], None).status, 401);
+
+    // The password: a wrong current one is refused beside its field; then changed, which ends
+    // the other sessions and keeps this one.
+    let (third_cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.type_into("#current-password", "not my password");
+    b.type_into("#new-password", "a brand new passphrase");
+    b.click("form[data-form=password-change] button[type=submit]");
+    b.wait_text("[data-error-for=current_password]", "wrong");
+    b.clear("#current-password");
+    b.type_into("#current-password", ADMIN_PASSWORD);
+    b.click("form[data-form=password-change] button[type=submit]");
+    b.wait_shown("the change confirmed", "form[data-form=password-change] [data-saved]");
+    assert!(b.text("form[data-form=password-change] [data-saved]").contains("2 other sessions ended"));
+    assert_eq!(s.request_with("GET", "/api/v1/me", &[("Cookie", &third_cookie)], None).status, 401);
+    s.login(ADMIN_EMAIL, "a brand new passphrase");
+
+    // A new workspace, from the same page.
+    b.goto(&format!("{}/w/{ws}/account", s.base));
+    b.type_into("#workspace-name", "research");
+    b.click("form[data-form=workspace-create] button[type=submit]");
+    b.wait_until("the new workspace", |b| b.url().ends_with("/agents") && !b.url().contains(&ws));
+    b.wait_text("#workspace-switcher", "research");
+}
+
+#[test]
+fn agents_and_functions_are_renamed_and_deleted_in_the_console() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    crate::support::define(&s, &ws, &billing, "refund", json!([]), "def refund(conv):\n    return 'ok'\n");
+    crate::support::define(&s, &ws, &billing, "charge", json!([]), "def charge(conv):\n    return 'ok'\n");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // Delete one function from its editor.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/refund", s.base));
+    b.find(".cm-editor");
+    b.click("form[data-form=function-delete] button[type=submit]");
+    assert!(b.dialog_text().contains("refund"));
+    b.accept_dialog();
+    b.wait_until("the agent's page", |b| b.url().ends_with(&format!("/agents/{billing}")));
+    let fns = s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}/functions")).expect(200)["items"].clone();
+    assert_eq!(fns.as_array().unwrap().len(), 1);
+
+    // Rename the agent.
+    b.clear("#agent-rename");
+    b.type_into("#agent-rename", "Payments bot");
+    b.click("form[data-form=agent-update] button[type=submit]");
+    b.wait_shown("saved", "form[data-form=agent-update] [data-saved]");
+    assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect(200)["name"], json!("Payments bot"));
+    b.wait_text("main h1", "Payments bot");
+    b.screenshot("agent-settings");
+
+    // Delete it; cancelling first keeps it.
+    b.click("form[data-form=agent-delete] button[type=submit]");
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect(200);
+    b.click("form[data-form=agent-delete] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the agents list", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+    s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect_error(404, "agent_not_found");
+}

@@ -140,6 +140,62 @@
       await api("DELETE", ws(form) + "/api-keys/" + form.dataset.key);
       window.location.reload();
     },
+    "password-change": async (form) => {
+      const out = await api("PUT", "/api/v1/me/password", {
+        current_password: value(form, "current_password"), new_password: value(form, "new_password"),
+        revoke_tokens: form.querySelector('[name="revoke_tokens"]').checked,
+      });
+      form.querySelectorAll('input[type="password"]').forEach((i) => { i.value = ""; });
+      const saved = form.querySelector("[data-saved]");
+      saved.textContent = "Password changed. " + out.sessions_ended + " other session" + (out.sessions_ended === 1 ? "" : "s") +
+        " ended" + (out.tokens_revoked ? ", " + out.tokens_revoked + " token" + (out.tokens_revoked === 1 ? "" : "s") + " revoked" : "") + ".";
+      saved.hidden = false;
+    },
+    "token-create": async (form) => {
+      const body = { name: value(form, "name").trim() };
+      const exp = value(form, "expires_at");
+      if (exp) body.expires_at = (exp.length === 16 ? exp + ":00" : exp) + "Z";
+      const t = await api("POST", "/api/v1/me/tokens", body);
+      form.hidden = true;
+      const shown = form.parentElement.querySelector("[data-new-token]");
+      shown.querySelector("input").value = t.token;
+      shown.hidden = false;
+    },
+    "token-revoke": async (form) => {
+      if (!window.confirm("Revoke the token " + form.dataset.name + "? Anything using it stops working.")) return;
+      await api("DELETE", "/api/v1/me/tokens/" + form.dataset.token);
+      window.location.reload();
+    },
+    "session-end": async (form) => {
+      if (form.dataset.current) {
+        await api("POST", "/api/v1/auth/logout");
+        window.location.assign("/login");
+        return;
+      }
+      await api("DELETE", "/api/v1/me/sessions/" + form.dataset.session);
+      window.location.reload();
+    },
+    "agent-update": async (form) => {
+      const agent = await api("PATCH", ws(form) + "/agents/" + form.dataset.agent, {
+        name: value(form, "name").trim(), description: value(form, "description"),
+      });
+      document.querySelectorAll("h1").forEach((h) => { h.textContent = agent.name; });
+      form.querySelector("[data-saved]").hidden = false;
+    },
+    "agent-delete": async (form) => {
+      if (!window.confirm("Delete the agent " + form.dataset.name + " and its functions? This cannot be undone.")) return;
+      await api("DELETE", ws(form) + "/agents/" + form.dataset.agent);
+      window.location.assign("/w/" + form.dataset.ws + "/agents");
+    },
+    "function-delete": async (form) => {
+      if (!window.confirm("Delete the function " + form.dataset.name + "? This cannot be undone.")) return;
+      await api("DELETE", ws(form) + "/agents/" + form.dataset.agent + "/functions/" + form.dataset.name);
+      window.location.assign("/w/" + form.dataset.ws + "/agents/" + form.dataset.agent);
+    },
+    "workspace-create": async (form) => {
+      const created = await api("POST", "/api/v1/workspaces", { name: value(form, "name").trim() });
+      window.location.assign("/w/" + created.id + "/agents");
+    },
     "function-save": async (form) => {
       const existing = form.dataset.existing;
       const base = "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions";

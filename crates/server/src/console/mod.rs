@@ -3,6 +3,7 @@
 //! session's CSRF token and shows each error beside its field. Every asset is embedded in the
 //! binary; the Content-Security-Policy allows scripts and styles from this server only.
 
+mod account;
 mod agents;
 pub mod assets;
 mod audit;
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/w/{ws}/agents/{agent_id}", get(agents::agent_page))
         .route("/w/{ws}/agents/{agent_id}/functions/new", get(agents::new_function_page))
         .route("/w/{ws}/agents/{agent_id}/functions/{name}", get(agents::function_page))
+        .route("/w/{ws}/account", get(account::account_page))
         .route("/w/{ws}/users", get(people::users_page))
         .route("/w/{ws}/api-keys", get(people::keys_page))
         .route("/w/{ws}/audit", get(audit::audit_page))
@@ -89,7 +91,7 @@ pub struct Chrome {
     pub ws_id: String,
     pub ws_name: String,
     pub is_admin: bool,
-    /// The active tab: agents, users, keys, secrets, audit.
+    /// The active tab: agents, users, keys, secrets, audit, account.
     pub tab: &'static str,
 }
 
@@ -132,6 +134,8 @@ struct Viewer {
     principal: Principal,
     user: UserOut,
     csrf: String,
+    /// The id of the session showing the page.
+    session_id: String,
     workspaces: Vec<(String, String, Role)>,
 }
 
@@ -161,7 +165,7 @@ impl Viewer {
             .into_iter()
             .map(|w| (w.id, w.name, if w.role == "admin" { Role::Admin } else { Role::Member }))
             .collect();
-        Ok(Viewer { principal, user, csrf: csrf_token(&cookie), workspaces })
+        Ok(Viewer { principal, user, csrf: csrf_token(&cookie), session_id: session.id, workspaces })
     }
 
     /// The chrome of a page in workspace `ws`; 404 when the user is not in it.
