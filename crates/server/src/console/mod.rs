@@ -32,7 +32,8 @@ use crate::{AppState, now_millis};
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
                    connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes (outside the JSON API and its OpenAPI document).
+/// The console's routes (outside the JSON API and its OpenAPI document). Each one is listed with
+/// who may open it in the console matrix of tests/integration/authz.rs.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
