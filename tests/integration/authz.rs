@@ -161,6 +161,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/reveal", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/usage", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/versions/{version}/restore", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
 ];
 
@@ -247,12 +248,18 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .replace("{session_id}", "ses_00000000000000000000")
             .replace("{invitation_id}", "ivt_00000000000000000000")
             .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000")
+            .replace("{version}", "1")
     };
     // Allowed calls must not change anything: deletions target ids that do not exist (except
     // where the path names a real secret or agent: those are sent to a missing one), and bodies
     // are empty, so they are refused as invalid after authorization.
     let harmless = |method: &str, path: &str| {
-        if method == "DELETE" || method == "PATCH" || path.ends_with("/reveal") || path.ends_with("/access") {
+        if method == "DELETE"
+            || method == "PATCH"
+            || path.ends_with("/reveal")
+            || path.ends_with("/access")
+            || path.ends_with("/restore")
+        {
             path.replace("/secrets/stripe_api_key", "/secrets/no_such_secret")
                 .replace(&agent, "agt_00000000000000000000")
         } else {

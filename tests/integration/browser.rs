@@ -492,8 +492,9 @@ fn an_ended_session_sends_the_browser_to_sign_in_and_back() {
     let b = Browser::start();
     b.goto(&format!("{}/login", s.base));
     assert!(!b.exists("#needs-setup"), "setup is done: the sign-in page does not offer it");
-    let signed_in = std::time::Instant::now();
     b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // The session began before this instant, so it has ended a TTL after it.
+    let signed_in = std::time::Instant::now();
     b.wait_text("main h1", "Agents");
     // The session expires while the page is open; the next form sent goes to sign in, not to an
     // error about headers.
@@ -637,7 +638,7 @@ fn the_console_shows_names_instead_of_ids_and_relative_times() {
     b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
     b.type_into("#update-value", "sk_live_NAMES_2");
     b.click("form[data-form=secret-update] button[type=submit]");
-    b.wait_text("#versions", "current");
+    b.wait_text("#notice", "Saved as version 2.");
 
     // Versions: who wrote each, by name; the current one marked; times relative, exact on hover.
     let rows = b.script(
@@ -789,4 +790,148 @@ fn agents_and_functions_are_renamed_and_deleted_in_the_console() {
     b.accept_dialog();
     b.wait_until("the agents list", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
     s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect_error(404, "agent_not_found");
+}
+
+#[test]
+fn key_values_are_revealed_and_copied_one_by_one_and_old_versions_restored() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid_ONE", "client_secret": "cs_ONE"}), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
+
+    // One masked row per key; focusing one reveals that key only (one audit record naming it).
+    b.wait_text("#kv-values", "client_secret");
+    let masked = "••••••••••••";
+    assert_eq!((b.value("#reveal-key-1"), b.value("#reveal-key-2")), (masked.to_owned(), masked.to_owned()));
+    b.click("#reveal-key-2");
+    b.wait_until("client_secret revealed", |b| b.value("#reveal-key-2") == "cs_ONE");
+    assert_eq!(b.value("#reveal-key-1"), masked);
+    b.click("main h1");
+    b.wait_until("masked again", |b| b.value("#reveal-key-2") == masked);
+    let reveals = s.audit(&ws, "action=secret.reveal&secret=booking_oauth");
+    assert_eq!(reveals.len(), 1);
+    assert_eq!(reveals[0]["detail"], json!("version=1 key=client_secret"));
+    // Copy copies without showing the value, and is audited as a reveal of that key.
+    b.click("[data-copy-reveal=reveal-key-1]");
+    b.wait_until("a second reveal record", |_| s.audit(&ws, "action=secret.reveal&secret=booking_oauth").len() == 2);
+    assert_eq!(b.value("#reveal-key-1"), masked, "copying showed the value");
+    assert_eq!(
+        s.audit(&ws, "action=secret.reveal&secret=booking_oauth")[0]["detail"],
+        json!("version=1 key=client_id")
+    );
+    assert!(!b.text("main").contains("cid_ONE"));
+
+    // A new value typed into a masked field, shown on request.
+    assert_eq!(b.script("return document.querySelector('#kv-value-2').type", json!([])), json!("password"));
+    b.type_into("#kv-value-2", "cs_TWO");
+    b.click("[data-show-hide-all]");
+    assert_eq!(b.script("return document.querySelector('#kv-value-2').type", json!([])), json!("text"));
+    b.click("form[data-form=secret-update] button[type=submit]");
+    b.wait_text("#notice", "Saved as version 2.");
+    b.click("#notice button");
+    assert!(!b.exists("#notice"), "the notice is dismissed");
+
+    // Restore version 1: a new version 3 with version 1's value, never shown.
+    b.click("form[data-form=version-restore][data-version='1'] button[type=submit]");
+    assert!(b.dialog_text().contains("Restore version 1"));
+    b.accept_dialog();
+    b.wait_text("#notice", "Version 1 restored as version 3.");
+    b.wait_text("#versions tbody tr:first-child", "current");
+    assert!(b.text("#versions tbody tr:first-child").starts_with('3'));
+    assert!(!b.text("main").contains("cs_ONE"));
+    b.screenshot("secret-restored");
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!({"client_id": "cid_ONE", "client_secret": "cs_ONE"}));
+    assert_eq!(revealed["version"], json!(3));
+    let restored = s.audit(&ws, "action=secret.update&secret=booking_oauth");
+    assert_eq!(restored[0]["detail"], json!("version=3 restored_from=1"));
+}
+
+#[test]
+fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "create_payment",
+        json!([{"name": "amount", "description": "in cents", "type": "integer"}]),
+        "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('booking_oauth')['client_id'] + ' and a long line that goes on and on'\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let page = format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base);
+    b.goto(&page);
+    b.find(".cm-editor");
+    // The Secrets box offers each key's snippet.
+    let snippets = b.script(
+        "return Array.from(document.querySelectorAll('[data-secrets-box] button[data-copy]')).map(b => b.dataset.copy)",
+        json!([]),
+    );
+    assert_eq!(
+        snippets,
+        json!([
+            "conv.utils.get_secret('booking_oauth')",
+            "conv.utils.get_secret('booking_oauth')['client_id']",
+            "conv.utils.get_secret('booking_oauth')['client_secret']"
+        ])
+    );
+
+    // Nothing changed: leaving is not held up.
+    let leaving_is_held = |b: &Browser| {
+        b.script(
+            "const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented",
+            json!([]),
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(leaving_is_held(&b), json!(false));
+    assert!(b.script("return document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true));
+    // A change to the code: marked, and leaving asks first.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!(["def create_payment(conv: Conversation, amount: int):\n    return 'changed'\n"]),
+    );
+    b.wait_shown("the unsaved mark", "[data-unsaved]");
+    assert_eq!(leaving_is_held(&b), json!(true));
+    b.screenshot("function-editor-unsaved");
+    // Saved: no longer held.
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_shown("saved", "form[data-form=function-save] [data-saved]");
+    assert_eq!(leaving_is_held(&b), json!(false));
+    b.wait_until("the mark cleared", |b| {
+        b.script("return document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true)
+    });
+
+    // 390 px: nothing wider than the screen, and the parameter's type is readable.
+    b.resize(390, 844);
+    b.goto(&page);
+    b.find(".cm-editor");
+    let width = b.script("return document.documentElement.scrollWidth", json!([]));
+    let inner = b.script("return window.innerWidth", json!([]));
+    let wide = b.script(
+        "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5) \
+         .filter(e => !e.closest('.cm-scroller')).slice(0, 8) \
+         .map(e => e.outerHTML.slice(0, 80) + ' ' + Math.round(e.getBoundingClientRect().right))",
+        json!([]),
+    );
+    assert!(
+        width.as_u64().unwrap() <= inner.as_u64().unwrap(),
+        "the page is {width} px wide on a {inner} px screen: {wide}"
+    );
+    let select = b.script(
+        "const s = document.querySelector('[data-param-type]'); const r = s.getBoundingClientRect(); return [s.value, r.width, r.right]",
+        json!([]),
+    );
+    assert_eq!(select[0], json!("integer"));
+    assert!(select[1].as_f64().unwrap() >= 80.0, "the type select is too narrow to read: {select}");
+    assert!(select[2].as_f64().unwrap() <= inner.as_f64().unwrap(), "the type select is off screen: {select}");
+    b.script("document.querySelector('[data-param-rows]').scrollIntoView()", json!([]));
+    b.screenshot("function-editor-narrow");
 }

@@ -185,12 +185,12 @@
     "agent-delete": async (form) => {
       if (!window.confirm("Delete the agent " + form.dataset.name + " and its functions? This cannot be undone.")) return;
       await api("DELETE", ws(form) + "/agents/" + form.dataset.agent);
-      window.location.assign("/w/" + form.dataset.ws + "/agents");
+      window.location.assign(withNotice("/w/" + form.dataset.ws + "/agents", "Agent " + form.dataset.name + " deleted."));
     },
     "function-delete": async (form) => {
       if (!window.confirm("Delete the function " + form.dataset.name + "? This cannot be undone.")) return;
       await api("DELETE", ws(form) + "/agents/" + form.dataset.agent + "/functions/" + form.dataset.name);
-      window.location.assign("/w/" + form.dataset.ws + "/agents/" + form.dataset.agent);
+      window.location.assign(withNotice("/w/" + form.dataset.ws + "/agents/" + form.dataset.agent, "Function " + form.dataset.name + " deleted."));
     },
     "workspace-create": async (form) => {
       const created = await api("POST", "/api/v1/workspaces", { name: value(form, "name").trim() });
@@ -208,10 +208,12 @@
       try {
         if (existing) {
           await api("PUT", base + "/" + existing, body);
+          markSaved();
           form.querySelector("[data-saved]").hidden = false;
         } else {
           body.name = value(form, "name").trim();
           const f = await api("POST", base, body);
+          markSaved();
           window.location.assign("/w/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions/" + f.name);
         }
       } catch (err) {
@@ -254,7 +256,7 @@
       const secret = await api("POST", "/api/v1/workspaces/" + form.dataset.ws + "/secrets", {
         name, description: value(form, "description"), value: secretValue(form), agents: checked(form, "agents"),
       });
-      window.location.assign("/w/" + form.dataset.ws + "/secrets/" + secret.name);
+      window.location.assign(withNotice("/w/" + form.dataset.ws + "/secrets/" + secret.name, "Secret " + secret.name + " created."));
     },
     "secret-update": async (form) => {
       const body = { description: value(form, "description") };
@@ -278,8 +280,9 @@
       } else if (value(form, "value")) {
         body.value = value(form, "value");
       }
-      await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, body);
-      window.location.reload();
+      const updated = await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, body);
+      window.location.assign(withNotice(window.location.pathname,
+        body.value === undefined ? "Saved." : "Saved as version " + updated.version + "."));
     },
     "secret-access": async (form) => {
       await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name + "/access", {
@@ -287,6 +290,12 @@
       });
       const saved = form.querySelector("[data-saved]");
       if (saved) saved.hidden = false;
+    },
+    "version-restore": async (form) => {
+      if (!window.confirm("Restore version " + form.dataset.version + " of " + form.dataset.name +
+          "? Its value becomes a new version, read by agents from their next read.")) return;
+      const out = await api("POST", ws(form) + "/secrets/" + form.dataset.name + "/versions/" + form.dataset.version + "/restore");
+      window.location.assign(withNotice(window.location.pathname, "Version " + form.dataset.version + " restored as version " + out.version + "."));
     },
     "secret-delete": async (form) => {
       if (value(form, "confirm") !== form.dataset.name) {
@@ -297,7 +306,7 @@
       if (usedBy && !window.confirm("These functions read " + form.dataset.name + " and will fail with SecretNotFound:\n\n" +
           usedBy + "\n\nDelete it anyway?")) return;
       await api("DELETE", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name);
-      window.location.assign("/w/" + form.dataset.ws + "/secrets");
+      window.location.assign(withNotice("/w/" + form.dataset.ws + "/secrets", "Secret " + form.dataset.name + " deleted."));
     },
   };
 
@@ -355,7 +364,7 @@
     const tr = document.createElement("tr");
     tr.innerHTML =
       '<td><label class="sr-only" for="kv-key-' + n + '">Key ' + n + '</label><input id="kv-key-' + n + '" data-kv-key autocomplete="off" spellcheck="false"></td>' +
-      '<td><label class="sr-only" for="kv-value-' + n + '">Value ' + n + '</label><input id="kv-value-' + n + '" data-kv-value autocomplete="off" spellcheck="false"></td>' +
+      '<td><label class="sr-only" for="kv-value-' + n + '">Value ' + n + '</label><input id="kv-value-' + n + '" type="' + (tbody.dataset.shown ? "text" : "password") + '" data-kv-value data-maskable autocomplete="new-password" spellcheck="false"></td>' +
       '<td><button type="button" data-kv-remove aria-label="Remove pair ' + n + '">Remove</button></td>';
     tbody.appendChild(tr);
     return tr;
@@ -401,11 +410,25 @@
         el.disabled = false;
       }
     } else if (el.matches("[data-copy-reveal]")) {
+      // Copies without showing the value (one audited reveal); a value already shown is copied as is.
       const input = document.getElementById(el.dataset.copyReveal);
-      const text = await reveal(input);
+      const text = input.dataset.revealed ? input.value : await fetchValue(input);
       if (text !== null) {
-        try { await navigator.clipboard.writeText(text); toast("Copied"); } catch (_) { toast("Copy failed; select the value and copy it"); }
+        try { await navigator.clipboard.writeText(text); toast("Copied"); } catch (_) { toast("Copy failed; reveal the value and copy it"); }
       }
+    } else if (el.matches("[data-show-hide]")) {
+      const input = document.getElementById(el.dataset.showHide);
+      const show = input.type === "password";
+      input.type = show ? "text" : "password";
+      el.textContent = show ? "Hide" : "Show";
+      el.setAttribute("aria-pressed", String(show));
+    } else if (el.matches("[data-show-hide-all]")) {
+      const tbody = el.form.querySelector("[data-kv-rows] tbody");
+      const show = !tbody.dataset.shown;
+      if (show) tbody.dataset.shown = "1"; else delete tbody.dataset.shown;
+      tbody.querySelectorAll("[data-kv-value]").forEach((i) => { i.type = show ? "text" : "password"; });
+      el.textContent = show ? "Hide values" : "Show values";
+      el.setAttribute("aria-pressed", String(show));
     }
   });
 
@@ -423,6 +446,29 @@
     return tr;
   }
 
+  // The Function Editor's unsaved changes: marked beside Save, and leaving the page asks first.
+  function snapshot(form) {
+    return JSON.stringify([value(form, "name"), value(form, "description"), value(form, "timeout_ms"),
+      value(form, "code"), parameters(form)]);
+  }
+  let unsavedForm = null;
+  let savedState = null;
+  function watchUnsaved(form) {
+    if (!form) return;
+    unsavedForm = form;
+    savedState = snapshot(form);
+    const mark = form.querySelector("[data-unsaved]");
+    // The code editor writes into its textarea without input events: look every half second.
+    setInterval(() => { if (mark) mark.hidden = !isUnsaved(); }, 500);
+  }
+  function isUnsaved() { return unsavedForm !== null && snapshot(unsavedForm) !== savedState; }
+  function markSaved() { if (unsavedForm) savedState = snapshot(unsavedForm); }
+  window.addEventListener("beforeunload", (ev) => {
+    if (!isUnsaved()) return;
+    ev.preventDefault();
+    ev.returnValue = "";
+  });
+
   // The code editor (CodeMirror, from /assets/editor.js) over the definition's textarea.
   let editor = null;
   window.addEventListener("DOMContentLoaded", () => {
@@ -430,6 +476,7 @@
     if (ta && window.AgentvaultEditor) {
       editor = window.AgentvaultEditor.attach(ta);
       ta.agentvaultEditor = editor;
+      watchUnsaved(ta.form);
       // The get_secret calls the agent cannot read, marked at their lines.
       try { if (ta.dataset.marks && editor.mark) editor.mark(JSON.parse(ta.dataset.marks)); } catch (_) { /* no marks */ }
     }
@@ -450,18 +497,24 @@
 
   // A masked value: revealed (and audited) on focus, masked again on blur.
   const MASK = "••••••••••••";
-  async function reveal(input) {
-    if (input.dataset.revealed) return input.value;
+  async function fetchValue(input) {
     try {
       const out = await api("POST", input.dataset.reveal);
-      const text = typeof out.value === "string" ? out.value : JSON.stringify(out.value);
-      input.value = text;
-      input.dataset.revealed = "1";
-      return text;
+      return typeof out.value === "string" ? out.value : JSON.stringify(out.value);
     } catch (err) {
       toast(err.message || "the value could not be revealed");
       return null;
     }
+  }
+  async function reveal(input) {
+    if (input.dataset.revealed) return input.value;
+    const text = await fetchValue(input);
+    // Focus may have moved on meanwhile: only a focused field shows the value.
+    if (text !== null && document.activeElement === input) {
+      input.value = text;
+      input.dataset.revealed = "1";
+    }
+    return text;
   }
   document.addEventListener("focusin", (ev) => { if (ev.target.matches("[data-reveal]")) reveal(ev.target); });
   document.addEventListener("focusout", (ev) => {
@@ -494,6 +547,36 @@
     });
   }
   window.addEventListener("DOMContentLoaded", () => showTimes(document));
+
+  // A short confirmation after a change that loaded a new page (`?notice=`), dismissable; the
+  // parameter leaves the address bar so a reload does not show it again.
+  function notify(text) {
+    const main = document.querySelector("main");
+    if (!main || !text) return;
+    const box = document.createElement("div");
+    box.className = "notice flash";
+    box.setAttribute("role", "status");
+    box.id = "notice";
+    const span = document.createElement("span");
+    span.textContent = text;
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "link";
+    close.textContent = "Dismiss";
+    close.setAttribute("aria-label", "Dismiss this notice");
+    close.addEventListener("click", () => box.remove());
+    box.append(span, close);
+    main.prepend(box);
+  }
+  window.addEventListener("DOMContentLoaded", () => {
+    const url = new URL(window.location.href);
+    const text = url.searchParams.get("notice");
+    if (text === null) return;
+    url.searchParams.delete("notice");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    notify(text);
+  });
+  const withNotice = (path, text) => path + (path.includes("?") ? "&" : "?") + "notice=" + encodeURIComponent(text);
 
   function toast(text) {
     const t = document.getElementById("toast");

@@ -252,6 +252,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::reveal_secret))
         .routes(routes!(secrets::list_versions))
         .routes(routes!(secrets::secret_usage))
+        .routes(routes!(secrets::restore_version))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))

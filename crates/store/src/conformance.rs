@@ -466,7 +466,15 @@ pub async fn deleting_a_secret_removes_its_versions(store: &dyn Store) {
         actor_id: "usr_conformance",
     };
     ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "update");
+    // Each version's sealed value can be read back, in its own workspace only.
+    let v1 = ok(store.sealed_version(ws, "sec_del", 1).await, "sealed_version 1");
+    assert_eq!(v1.map(|v| v.sealed), Some(sealed("sec_del")), "version 1 as created");
+    let v2 = ok(store.sealed_version(ws, "sec_del", 2).await, "sealed_version 2");
+    assert_eq!(v2.map(|v| (v.version, v.sealed)), Some((2, next.clone())));
+    assert!(ok(store.sealed_version(ws, "sec_del", 3).await, "no version 3").is_none());
+    assert!(ok(store.sealed_version("ws_elsewhere", "sec_del", 1).await, "another workspace").is_none());
     ok(store.delete_secret(ws, "sec_del", &event(ws, Action::SecretDelete)).await, "delete_secret");
+    assert!(ok(store.sealed_version(ws, "sec_del", 1).await, "deleted").is_none());
     assert!(ok(store.get_secret(ws, &s.name).await, "get_secret").is_none());
     assert!(ok(store.list_versions(ws, "sec_del").await, "list_versions").is_empty());
     let sealed_left = ok(store.all_sealed_versions().await, "all_sealed_versions");

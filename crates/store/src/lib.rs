@@ -142,6 +142,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret, its versions (and so their key material) and grants.
     async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()>;
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>>;
+    /// One version's sealed value (to restore it as a new version); `None` if the secret of the
+    /// workspace has no such version.
+    async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>>;
     /// Every secret with its current sealed version, for the read model.
     async fn load_current_secrets(&self) -> Result<Vec<SecretRecord>>;
 

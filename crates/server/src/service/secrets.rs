@@ -7,7 +7,7 @@ use agentvault_store::{NewVersion, SecretChange};
 
 use super::{Body, agent_list, secret_name_param};
 use crate::api::secrets::{
-    AgentUseOut, CreateSecret, FunctionUseOut, RevealOut, SecretUsageOut, SetAccess, UpdateSecret,
+    AgentUseOut, CreateSecret, FunctionUseOut, RevealOut, RevealQuery, SecretUsageOut, SetAccess, UpdateSecret,
 };
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
@@ -216,21 +216,93 @@ pub async fn versions(st: &AppState, p: &Principal, ws: &str, name: &str) -> Res
     Ok(versions.into_iter().map(VersionOut::from).collect())
 }
 
-/// Reveals the current value to an admin. Audited before the value is returned.
-pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<RevealOut> {
+/// Restores an earlier version: its value becomes a new version (the history is kept). The value
+/// is opened and sealed again inside the server; it is never returned.
+pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version: u32) -> Result<SecretOut> {
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    secret_name_param(name)?;
+    let _w = st.write_lock.lock().await;
+    let current = st.secret_of(&ws.id, name).await?;
+    if version == current.version {
+        return Err(Error::invalid("version", format!("version {version} is the current version already")));
+    }
+    let not_found = || {
+        Error::not_found(
+            "version_not_found",
+            format!("{name} has no version {version}; its versions are 1 to {}", current.version),
+        )
+    };
+    let old_meta = st
+        .store
+        .list_versions(&ws.id, &current.id)
+        .await?
+        .into_iter()
+        .find(|v| v.version == version)
+        .ok_or_else(not_found)?;
+    let old = st.store.sealed_version(&ws.id, &current.id, version).await?.ok_or_else(not_found)?;
+    let binding = Binding { workspace_id: &ws.id, secret_id: &current.id, version };
+    let plaintext = st
+        .keyring
+        .open(binding, &old.sealed)
+        .map_err(|e| Error::internal(format!("opening secret {} version {version} failed: {e}", current.id)))?;
+    let value = SecretValue::decode(old_meta.kind, &plaintext)?;
+    let encoded = value.validate_and_encode()?;
+    let now = now_millis();
+    let next = current.version + 1;
+    let sealed = st.seal(&current, next, &encoded)?;
+    let keys = value.keys();
+    let actor = p.actor();
+    let change = SecretChange {
+        secret_id: &current.id,
+        expected_version: current.version,
+        description: None,
+        value: Some(NewVersion { kind: value.kind(), keys: keys.as_deref(), sealed: &sealed }),
+        now,
+        actor_id: actor.id(),
+    };
+    let audit = AuditEvent::new(now, &ws.id, actor.clone(), Action::SecretUpdate, Outcome::Success)
+        .secret(name)
+        .target(&current.id)
+        .detail(format!("version={next} restored_from={version}"));
+    let meta = st.store.update_secret(&ws.id, &change, &audit).await?;
+    st.model.update_secret(&meta, Some(sealed));
+    Ok(meta.into())
+}
+
+/// Reveals the current value to an admin. Audited before the value is returned.
+pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Result<RevealQuery>) -> Result<RevealOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let key = q?.key;
     secret_name_param(name)?;
     let entry = st.model.secret(&ws.id, name).ok_or_else(|| Error::secret_not_found(name))?;
     let value = st.open(&entry)?;
+    let value = match (&key, &value) {
+        (None, _) => value,
+        (Some(k), SecretValue::Kv(pairs)) => {
+            let found = pairs.iter().find(|(pk, _)| pk == k);
+            let (_, v) = found.ok_or_else(|| {
+                Error::not_found("key_not_found", format!("{name} has no key '{}'", k.escape_default()))
+                    .with_field("key")
+            })?;
+            SecretValue::Single(v.clone())
+        }
+        (Some(_), SecretValue::Single(_)) => {
+            return Err(Error::invalid("key", format!("{name} is a single value; reveal it without key")));
+        }
+    };
+    let detail = match &key {
+        Some(k) => format!("version={} key={k}", entry.version),
+        None => format!("version={}", entry.version),
+    };
     st.audit
         .append(
             AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretReveal, Outcome::Success)
                 .secret(name)
                 .target(&entry.id)
-                .detail(format!("version={}", entry.version)),
+                .detail(detail),
         )
         .await?;
-    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value })
+    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value, key })
 }
 
 /// Who uses a secret: the functions whose code names it, and for each agent that can read it or

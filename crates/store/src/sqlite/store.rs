@@ -320,6 +320,10 @@ impl Store for SqliteStore {
         Ok(functions::uses_of_secret(self, workspace_id, secret_name).await?)
     }
 
+    async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>> {
+        Ok(keys::sealed_version(self, workspace_id, secret_id, version).await?)
+    }
+
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {
         Ok(keys::all_sealed_versions(self).await?)
     }
