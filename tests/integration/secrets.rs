@@ -206,3 +206,50 @@ fn a_new_key_value_version_can_keep_current_pairs() {
     let v = s.post(&format!("{}/reveal", path("oauth")), serde_json::json!({})).expect(200).clone();
     assert_eq!(v["value"], serde_json::json!({"client_id": "cid_KEEP", "client_secret": "cs_NEW", "scope": "read"}));
 }
+
+#[test]
+fn an_earlier_version_is_restored_as_a_new_one_and_keys_are_revealed_one_at_a_time() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+    s.create_secret(&ws, "oauth", json!({"client_id": "id_V1", "client_secret": "cs_V1"}), &[&agent]);
+    s.patch(&format!("{base}/oauth"), json!({"value": {"client_id": "id_V2", "client_secret": "cs_V2"}})).expect(200);
+    s.patch(&format!("{base}/oauth"), json!({"value": {"token": "tok_V3"}})).expect(200);
+
+    // Restoring version 1: version 4 with version 1's value and keys; the answer holds no value.
+    let restored = s.post(&format!("{base}/oauth/versions/1/restore"), json!({}));
+    let r = restored.expect(200).clone();
+    assert_eq!((r["version"].clone(), r["keys"].clone()), (json!(4), json!(["client_id", "client_secret"])));
+    assert!(!restored.text.contains("cs_V1"));
+    // Agents read it at once; the history is kept; the audit record says where it came from.
+    let read = s.read(&key, &agent, "oauth");
+    assert_eq!(read.expect(200)["value"], json!({"client_id": "id_V1", "client_secret": "cs_V1"}));
+    let versions = s.get(&format!("{base}/oauth/versions")).expect(200)["items"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 4);
+    let audit = s.audit(&ws, "action=secret.update&secret=oauth");
+    assert_eq!(audit[0]["detail"], json!("version=4 restored_from=1"));
+
+    // Refusals change nothing.
+    s.post(&format!("{base}/oauth/versions/4/restore"), json!({})).expect_error(400, "invalid_input");
+    s.post(&format!("{base}/oauth/versions/9/restore"), json!({})).expect_error(404, "version_not_found");
+    s.post(&format!("{base}/nothing/versions/1/restore"), json!({})).expect_error(404, "secret_not_found");
+    assert_eq!(s.get(&format!("{base}/oauth")).expect(200)["version"], json!(4));
+
+    // One key's value, audited with its key; the whole value as before.
+    let one = s.post(&format!("{base}/oauth/reveal?key=client_secret"), json!({}));
+    let one = one.expect(200).clone();
+    assert_eq!((one["value"].clone(), one["key"].clone()), (json!("cs_V1"), json!("client_secret")));
+    let whole = s.post(&format!("{base}/oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(whole["value"], json!({"client_id": "id_V1", "client_secret": "cs_V1"}));
+    assert!(whole.get("key").is_none());
+    let reveals = s.audit(&ws, "action=secret.reveal&secret=oauth");
+    let details: Vec<&Value> = reveals.iter().map(|r| &r["detail"]).collect();
+    assert_eq!(details, [&json!("version=4"), &json!("version=4 key=client_secret")]);
+    s.post(&format!("{base}/oauth/reveal?key=nope"), json!({})).expect_error(404, "key_not_found");
+    s.create_secret(&ws, "single", json!("v"), &[]);
+    s.post(&format!("{base}/single/reveal?key=a"), json!({})).expect_error(400, "invalid_input");
+    s.post(&format!("{base}/oauth/reveal?other=1"), json!({})).expect_error(400, "invalid_input");
+    assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 2, "refused reveals reveal nothing");
+}
