@@ -935,3 +935,52 @@ fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
     b.script("document.querySelector('[data-param-rows]').scrollIntoView()", json!([]));
     b.screenshot("function-editor-narrow");
 }
+
+#[test]
+fn api_keys_users_keyboard_and_dark_mode_details() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // A skip link is the first thing the keyboard reaches, and it leads to the content.
+    b.goto(&format!("{}/w/{ws}/agents", s.base));
+    b.wait_text("main h1", "Agents");
+    b.press_tab();
+    assert_eq!(b.script("return document.activeElement.textContent", json!([])), json!("Skip to content"));
+
+    // API keys: "All agents" turns the agent choice off; a new key is listed at once, its token
+    // shown once in a monospace field.
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    let disabled = |b: &Browser| {
+        b.script(&format!("return document.querySelector('input[name=agents][value={billing}]').disabled"), json!([]))
+    };
+    assert_eq!(disabled(&b), json!(true));
+    b.click("input[name=scope][value=chosen]");
+    assert_eq!(disabled(&b), json!(false));
+    b.click("input[name=scope][value=all]");
+    assert_eq!(disabled(&b), json!(true));
+    b.type_into("#key-name", "voice engine");
+    b.click("form[data-form=key-create] button[type=submit]");
+    b.wait_until("the new token", |b| b.value("#new-token").starts_with("avk_"));
+    b.wait_text("#keys-table", "voice engine");
+    let font = b.script("return getComputedStyle(document.querySelector('#new-token')).fontFamily", json!([]));
+    assert!(font.as_str().unwrap().contains("monospace"), "{font}");
+
+    // Users: refusing to demote the last admin puts the control back to what holds.
+    let me = s.get("/api/v1/me").expect(200)["user"]["id"].as_str().unwrap().to_owned();
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.script("document.querySelector(arguments[0]).value = 'member'", json!([format!("#role-{me}")]));
+    b.click(&format!("form[data-form=member-role][data-user={me}] button[type=submit]"));
+    b.wait_text(&format!("form[data-form=member-role][data-user={me}] [data-error-for='']"), "admin");
+    assert_eq!(b.value(&format!("#role-{me}")), "admin");
+
+    // Dark mode follows the system setting.
+    b.emulate_dark_mode();
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    b.wait_text("#keys-table", "voice engine");
+    let bg = b.script("return getComputedStyle(document.documentElement).backgroundColor", json!([]));
+    assert_eq!(bg, json!("rgb(15, 20, 25)"), "the page is not dark");
+    b.screenshot("api-keys-dark");
+}

@@ -164,3 +164,29 @@ fn a_secret_lists_the_functions_that_name_it_and_each_agents_last_read() {
     assert_eq!(s.get(&usage_path).expect(200)["functions"], json!([]));
     s.get(&format!("/api/v1/workspaces/{ws}/secrets/nothing_here/usage")).expect_error(404, "secret_not_found");
 }
+
+#[test]
+fn a_missing_required_argument_is_refused_before_the_code_runs() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let base = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions");
+    // amount has no default; currency has one.
+    let params = json!([{"name": "amount", "type": "integer"}, {"name": "currency", "type": "string"}]);
+    let code =
+        "def create_payment(conv, amount, currency='usd'):\n    conv.say('ran')\n    return f'{amount} {currency}'\n";
+    let f =
+        s.post(&base, json!({"name": "create_payment", "description": "Charge", "parameters": params, "code": code}));
+    assert_eq!(f.expect(201)["required"], json!(["amount"]));
+
+    let invoke = |args: serde_json::Value| {
+        crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": args}))
+    };
+    let r = invoke(json!({"currency": "eur"}));
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], json!("args.amount"), "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs the argument amount"), "{}", r.text);
+    assert!(s.audit(&ws, "action=function.invoke").is_empty(), "nothing ran");
+    // The optional one may be left out.
+    assert_eq!(invoke(json!({"amount": 5})).expect(200)["result"], json!("5 usd"));
+}

@@ -185,6 +185,9 @@ pub struct FunctionParam {
     pub name: String,
     pub description: String,
     pub kind: ParamType,
+    /// The definition gives it no default: an invocation must pass it (found by the code check;
+    /// false for functions saved before agentvault recorded it).
+    pub required: bool,
 }
 
 /// An agent's Python function.

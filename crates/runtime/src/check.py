@@ -8,8 +8,8 @@ import json
 import sys
 
 
-def answer(ok, message="", line=None, refs=()):
-    print(json.dumps({"ok": ok, "message": message, "line": line, "refs": list(refs)}))
+def answer(ok, message="", line=None, refs=(), required=()):
+    print(json.dumps({"ok": ok, "message": message, "line": line, "refs": list(refs), "required": list(required)}))
     sys.exit(0)
 
 
@@ -61,4 +61,5 @@ required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is No
 for p in required:
     if p not in declared:
         answer(False, f"the parameter {p} of {name} has no default and is not declared as an LLM parameter", fn.lineno)
-answer(True, refs=secret_refs(tree))
+# The declared parameters without a default: a call must pass them.
+answer(True, refs=secret_refs(tree), required=[p for p in declared if p in required])

@@ -34,10 +34,19 @@ pub fn python() -> String {
     std::env::var("AGENTVAULT_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".to_owned())
 }
 
-/// Checks that `code` compiles and defines `def <name>(conv, <params>...)`, and returns the
-/// secrets it names (`get_secret('<literal>')` calls, in line order). A failure is a 422
-/// `invalid_code` error whose message names the line.
-pub async fn check_function(code: &str, name: &str, params: &[String]) -> Result<Vec<SecretRef>> {
+/// What the check learnt of a valid function.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The secrets it names (`get_secret('<literal>')` calls), in line order.
+    pub refs: Vec<SecretRef>,
+    /// The declared parameters that have no default in the definition: a call must pass them.
+    pub required: Vec<String>,
+}
+
+/// Checks that `code` compiles and defines `def <name>(conv, <params>...)`; returns the secrets
+/// it names and the parameters a call must pass. A failure is a 422 `invalid_code` error whose
+/// message names the line.
+pub async fn check_function(code: &str, name: &str, params: &[String]) -> Result<Checked> {
     let declared = serde_json::Value::from(params.to_vec()).to_string();
     let mut child = Command::new(python())
         // -I: isolated (no user site, no environment variables read); -S: no site module.
@@ -65,7 +74,15 @@ pub async fn check_function(code: &str, name: &str, params: &[String]) -> Result
         Error::internal(format!("the Python checker failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
     })?;
     if answer["ok"].as_bool() == Some(true) {
-        return Ok(secret_refs(&answer["refs"]));
+        let required = answer["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .filter(|p| params.iter().any(|q| q == p))
+            .map(str::to_owned)
+            .collect();
+        return Ok(Checked { refs: secret_refs(&answer["refs"]), required });
     }
     let message = answer["message"].as_str().unwrap_or("the code is not valid");
     let text = match answer["line"].as_u64() {
@@ -102,7 +119,15 @@ mod tests {
 
     async fn check(code: &str, params: &[&str]) -> std::result::Result<Vec<SecretRef>, String> {
         let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
-        check_function(code, "create_payment", &params).await.map_err(|e| e.message.to_string())
+        check_function(code, "create_payment", &params).await.map(|c| c.refs).map_err(|e| e.message.to_string())
+    }
+
+    #[tokio::test]
+    async fn parameters_without_a_default_are_required() {
+        let code = "def create_payment(conv, amount, currency='usd', *, note, memo=None):\n    return ''\n";
+        let params: Vec<String> = ["amount", "currency", "note", "memo"].iter().map(|p| p.to_string()).collect();
+        let checked = check_function(code, "create_payment", &params).await.unwrap();
+        assert_eq!(checked.required, ["amount", "note"]);
     }
 
     #[tokio::test]

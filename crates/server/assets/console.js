@@ -116,7 +116,15 @@
       window.location.assign("/w/" + form.dataset.ws + "/agents");
     },
     "member-role": async (form) => {
-      await api("PATCH", ws(form) + "/members/" + form.dataset.user, { role: value(form, "role") });
+      const select = form.querySelector('[name="role"]');
+      try {
+        await api("PATCH", ws(form) + "/members/" + form.dataset.user, { role: select.value });
+      } catch (err) {
+        // Refused (e.g. the last admin): the control shows the role that still holds.
+        select.value = select.dataset.savedValue;
+        throw err;
+      }
+      select.dataset.savedValue = select.value;
       form.querySelector("[data-saved]").hidden = false;
     },
     "member-remove": async (form) => {
@@ -134,6 +142,7 @@
       const shown = form.parentElement.querySelector("[data-new-token]");
       shown.querySelector("input").value = key.token;
       shown.hidden = false;
+      await refresh("keys-list");
     },
     "key-revoke": async (form) => {
       if (!window.confirm("Revoke the API key " + form.dataset.name + "? Anything using it stops working.")) return;
@@ -446,6 +455,17 @@
     return tr;
   }
 
+  // Reloads one part of the page (by id) from the server, e.g. a list after a create.
+  async function refresh(id) {
+    try {
+      const resp = await fetch(window.location.pathname + window.location.search, { credentials: "same-origin" });
+      const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+      const fresh = doc.getElementById(id);
+      const here = document.getElementById(id);
+      if (fresh && here) { here.replaceWith(fresh); showTimes(fresh); }
+    } catch (_) { /* the list shows it on the next load */ }
+  }
+
   // The Function Editor's unsaved changes: marked beside Save, and leaving the page asks first.
   function snapshot(form) {
     return JSON.stringify([value(form, "name"), value(form, "description"), value(form, "timeout_ms"),
@@ -459,7 +479,12 @@
     savedState = snapshot(form);
     const mark = form.querySelector("[data-unsaved]");
     // The code editor writes into its textarea without input events: look every half second.
-    setInterval(() => { if (mark) mark.hidden = !isUnsaved(); }, 500);
+    const testNote = document.querySelector("[data-test-unsaved]");
+    setInterval(() => {
+      const unsaved = isUnsaved();
+      if (mark) mark.hidden = !unsaved;
+      if (testNote) testNote.hidden = !unsaved;
+    }, 500);
   }
   function isUnsaved() { return unsavedForm !== null && snapshot(unsavedForm) !== savedState; }
   function markSaved() { if (unsavedForm) savedState = snapshot(unsavedForm); }
@@ -489,6 +514,10 @@
       form.querySelectorAll("[data-kind-panel]").forEach((p) => { p.hidden = p.dataset.kindPanel !== el.value; });
       const tbody = form.querySelector("[data-kv-rows] tbody");
       if (el.value === "kv" && tbody && !tbody.children.length) addPair(tbody);
+    }
+    if (el.matches("[data-scope]")) {
+      // "All agents" covers every agent: the choice of agents is off.
+      el.form.querySelectorAll('input[name="agents"]').forEach((i) => { i.disabled = el.value !== "chosen"; });
     }
     if (el.matches("[data-switch-workspace]")) {
       window.location.assign("/w/" + el.value + "/agents");

@@ -124,7 +124,15 @@ fn function(ws: &str, agent_id: &str, name: &str, version: u32) -> Function {
         agent_id: agent_id.into(),
         name: name.into(),
         description: "does things".into(),
-        parameters: vec![FunctionParam { name: "n".into(), description: "a number".into(), kind: ParamType::Integer }],
+        parameters: vec![
+            FunctionParam {
+                name: "n".into(),
+                description: "a number".into(),
+                kind: ParamType::Integer,
+                required: true,
+            },
+            FunctionParam { name: "m".into(), description: String::new(), kind: ParamType::String, required: false },
+        ],
         code: "def f(conv, n):\n    return n\n".into(),
         timeout_ms: Some(1500),
         version,

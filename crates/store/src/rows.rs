@@ -490,11 +490,18 @@ row! {
     }
 }
 
-/// A function's parameters, as stored (a JSON array of `{name, description, type}`).
+/// A function's parameters, as stored (a JSON array of `{name, description, type}`, with
+/// `"required": true` for those a call must pass).
 pub(crate) fn params_json(params: &[FunctionParam]) -> String {
     let list: Vec<serde_json::Value> = params
         .iter()
-        .map(|p| serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()}))
+        .map(|p| {
+            let mut v = serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()});
+            if p.required {
+                v["required"] = serde_json::Value::Bool(true);
+            }
+            v
+        })
         .collect();
     serde_json::Value::from(list).to_string()
 }
@@ -512,6 +519,7 @@ impl TryFrom<FunctionRow> for Function {
                     description: p["description"].as_str().unwrap_or_default().to_owned(),
                     kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
                         .ok_or_else(|| Error::internal("bad function parameter type"))?,
+                    required: p["required"].as_bool().unwrap_or(false),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -233,6 +233,24 @@ impl Browser {
         self.call("DELETE", &self.s("/cookie"), None);
     }
 
+    /// Makes pages see the system's dark mode (`prefers-color-scheme: dark`), over Chromium's
+    /// DevTools protocol.
+    pub fn emulate_dark_mode(&self) {
+        let params = json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]});
+        self.call(
+            "POST",
+            &self.s("/goog/cdp/execute"),
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})),
+        );
+    }
+
+    /// Presses Tab once (keyboard navigation).
+    pub fn press_tab(&self) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}]}]});
+        self.call("POST", &self.s("/actions"), Some(actions));
+    }
+
     /// Saves a screenshot as test-output/screenshots/NAME.png.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.call("GET", &self.s("/screenshot"), None)["value"].as_str().unwrap_or_default().to_owned();

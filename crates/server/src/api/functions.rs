@@ -75,6 +75,9 @@ pub struct FunctionOut {
     /// The secrets the code names (`get_secret('<literal>')` calls), with their lines, in line
     /// order; found by the code check when the function was saved.
     pub secret_refs: Vec<SecretRefOut>,
+    /// The parameters the definition gives no default: an invocation must pass them (400
+    /// otherwise, before the code runs).
+    pub required: Vec<String>,
 }
 
 /// A `get_secret('<name>')` call in a function's code.
@@ -88,6 +91,7 @@ pub struct SecretRefOut {
 impl From<Function> for FunctionOut {
     fn from(f: Function) -> Self {
         FunctionOut {
+            required: f.parameters.iter().filter(|p| p.required).map(|p| p.name.clone()).collect(),
             parameters: f
                 .parameters
                 .into_iter()

@@ -67,6 +67,27 @@ struct FunctionPage {
     marks: Vec<SecretMark>,
     /// `[{line, title}]` of the calls the agent cannot read, for the code editor's line marks.
     marks_json: String,
+    /// The Test panel's first arguments: every declared parameter with a value of its type.
+    test_args: String,
+}
+
+/// `{"amount": 0, ...}`: each parameter with a placeholder of its type, to edit before a run.
+fn example_args(params: &[ParamBody]) -> String {
+    if params.is_empty() {
+        return "{}".to_owned();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|p| {
+            let v = match p.kind.as_str() {
+                "integer" | "number" => serde_json::json!(0),
+                "boolean" => serde_json::json!(false),
+                _ => serde_json::json!(""),
+            };
+            (p.name.clone(), v)
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// A `get_secret('<name>')` call of the saved code.
@@ -131,6 +152,7 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             .collect::<Vec<_>>(),
     )
     .to_string();
+    let test_args = function.as_ref().map(|f| example_args(&f.parameters)).unwrap_or_else(|| "{}".to_owned());
     let page = match &function {
         Some(f) => FunctionPage {
             name: f.name.clone(),
@@ -145,6 +167,7 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             secrets,
             marks,
             marks_json,
+            test_args,
         },
         None => FunctionPage {
             name: String::new(),
@@ -159,6 +182,7 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             secrets,
             marks,
             marks_json,
+            test_args: "{}".to_owned(),
         },
     };
     Ok(render(StatusCode::OK, &page))

@@ -56,7 +56,7 @@ fn check_definition(
         let kind = ParamType::parse(&p.kind).ok_or_else(|| {
             Error::invalid("parameters", format!("the type of {} must be string, number, integer or boolean", p.name))
         })?;
-        out.push(FunctionParam { name: p.name, description: p.description, kind });
+        out.push(FunctionParam { name: p.name, description: p.description, kind, required: false });
     }
     if code.trim().is_empty() {
         return Err(Error::invalid("code", "the function definition is empty"));
@@ -74,10 +74,14 @@ fn check_definition(
     Ok(out)
 }
 
-/// Checks the code; returns the secrets it names.
-async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<Vec<SecretRef>> {
+/// Checks the code; returns the secrets it names, and marks the parameters a call must pass.
+async fn check_code(code: &str, name: &str, params: &mut [FunctionParam]) -> Result<Vec<SecretRef>> {
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-    agentvault_runtime::check_function(code, name, &names).await
+    let checked = agentvault_runtime::check_function(code, name, &names).await?;
+    for p in params.iter_mut() {
+        p.required = checked.required.contains(&p.name);
+    }
+    Ok(checked.refs)
 }
 
 fn function_not_found(name: &str) -> Error {
@@ -104,8 +108,8 @@ pub async fn create(
     let body = body?;
     let agent = st.agent_of(&ws.id, agent_id).await?;
     validate::python_name("name", "function name", &body.name)?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    let secret_refs = check_code(&body.code, &body.name, &params).await?;
+    let mut params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    let secret_refs = check_code(&body.code, &body.name, &mut params).await?;
     let now = now_millis();
     let function = Function {
         id: new_id(FUNCTION_PREFIX)?,
@@ -152,8 +156,8 @@ pub async fn replace(
     let body = body?;
     let agent = st.agent_of(&ws.id, agent_id).await?;
     let current = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    let secret_refs = check_code(&body.code, &current.name, &params).await?;
+    let mut params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    let secret_refs = check_code(&body.code, &current.name, &mut params).await?;
     let now = now_millis();
     let function = Function {
         secret_refs,
@@ -277,8 +281,27 @@ fn audit_name(kind: &str) -> &str {
     if plain { kind } else { "Error" }
 }
 
-/// Every argument is a declared parameter of the declared type.
+/// Every argument is a declared parameter of the declared type, and every required parameter is
+/// given (before any code runs).
 fn check_args(function: &Function, args: &Map<String, Value>) -> Result<()> {
+    if let Some(p) = function.parameters.iter().find(|p| p.required && !args.contains_key(&p.name)) {
+        return Err(Error::invalid(
+            format!("args.{}", p.name),
+            format!(
+                "{} needs the argument {} ({}); add it to args, e.g. {{\"{}\": {}}}",
+                function.name,
+                p.name,
+                article(p.kind),
+                p.name,
+                match p.kind {
+                    ParamType::String => "\"...\"",
+                    ParamType::Number => "1.5",
+                    ParamType::Integer => "1",
+                    ParamType::Boolean => "true",
+                }
+            ),
+        ));
+    }
     for (name, value) in args {
         let field = format!("args.{name}");
         let Some(param) = function.parameters.iter().find(|p| &p.name == name) else {
