@@ -249,8 +249,27 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     b.type_into("#test-args", r#"{"amount": 5}"#);
     b.click("form[data-form=function-test] button[type=submit]");
     b.wait_text("[data-out=error]", "MissingAccess");
+    assert!(
+        b.text("[data-out=error]").contains("agent \"Billing bot\" has no access"),
+        "{}",
+        b.text("[data-out=error]")
+    );
     b.script("document.querySelector('[data-test-output]').scrollIntoView()", json!([]));
     b.screenshot("function-test-missing-access");
+    // The same action as in the editor: grant access from the failed run, and run again.
+    b.click("[data-test-actions] [data-grant-secret=stripe_api_key]");
+    b.wait_until("access granted", |_| {
+        s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).body["agents"] == json!([billing])
+    });
+    b.wait_until("the page reloaded", |b| {
+        b.script("const o = document.querySelector('[data-test-output]'); return !!o && o.hidden", json!([]))
+            == json!(true)
+    });
+    b.find(".cm-editor");
+    b.clear("#test-args");
+    b.type_into("#test-args", r#"{"amount": 5}"#);
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=result]", "charged 5 with [redacted:stripe_api_key]");
 }
 
 #[test]

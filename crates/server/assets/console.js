@@ -244,7 +244,10 @@
       show(o("result"), out.result === null ? "None" : typeof out.result === "string" ? out.result : JSON.stringify(out.result, null, 2));
       show(o("utterances"), out.utterances.join("\n") || "—");
       show(o("logs"), out.logs.map((l) => "[" + l.level + (l.is_pii ? ", pii" : "") + "] " + l.content).join("\n") || "—");
-      show(o("error"), out.error ? out.error.type + ": " + out.error.message + (out.error.traceback ? "\n\n" + out.error.traceback : "") : "—");
+      // The agent by name rather than by id.
+      const named = (text) => text.split("agent " + form.dataset.agent).join("agent \"" + form.dataset.agentName + "\"");
+      show(o("error"), out.error ? named(out.error.type + ": " + out.error.message + (out.error.traceback ? "\n\n" + out.error.traceback : "")) : "—");
+      testActions(form, panel.querySelector("[data-test-actions]"), out.error);
       show(o("duration"), out.duration_ms.toFixed(1) + " ms" + (out.cold ? " (new worker)" : "") + (out.sandboxed ? "" : " · unsandboxed"));
       panel.hidden = false;
       // The state carries over to the next run until it is reset.
@@ -453,6 +456,39 @@
       '<td><button type="button" data-param-remove>Remove</button></td>';
     tbody.appendChild(tr);
     return tr;
+  }
+
+  // What to do about a secret a test run could not read: for admins, grant access (or create
+  // the secret) in place; for members, whom to ask.
+  function testActions(form, box, error) {
+    box.replaceChildren();
+    if (!error || (error.type !== "MissingAccess" && error.type !== "SecretNotFound")) return;
+    const m = /secret '([a-z][a-z0-9_]{0,63})'/.exec(error.message || "");
+    if (!m) return;
+    const secret = m[1];
+    if (!form.dataset.admin) {
+      const p = document.createElement("p");
+      p.className = "muted";
+      p.textContent = "Ask a workspace admin to " + (error.type === "MissingAccess" ? "grant " + form.dataset.agentName + " access to " : "create ") + secret + ".";
+      box.append(p);
+      return;
+    }
+    if (error.type === "MissingAccess") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.dataset.grantSecret = secret;
+      button.dataset.ws = form.dataset.ws;
+      button.dataset.agent = form.dataset.agent;
+      button.textContent = "Grant " + form.dataset.agentName + " access to " + secret;
+      box.append(button);
+    } else {
+      const a = document.createElement("a");
+      a.className = "button small";
+      a.href = "/w/" + form.dataset.ws + "/secrets/new?name=" + encodeURIComponent(secret) + "&agent=" + encodeURIComponent(form.dataset.agent);
+      a.textContent = "Create " + secret;
+      box.append(a);
+    }
   }
 
   // Reloads one part of the page (by id) from the server, e.g. a list after a create.
