@@ -673,9 +673,26 @@ fn the_console_shows_names_instead_of_ids_and_relative_times() {
     assert!(created[1].as_str().unwrap().contains(created[2].as_str().unwrap()), "the exact time on hover: {created}");
     b.screenshot("secret-versions-names");
 
-    // The Secrets list names the agents, and its search finds them.
+    // The Secrets list names the agents, filters by agent and sorts by any column.
+    s.create_secret(&ws, "alpha_token", json!("a"), &[&support]);
     b.goto(&format!("{}/w/{ws}/secrets", s.base));
     b.wait_text("#secrets-table", "Billing bot, Support bot");
+    let names = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#secrets-table tbody tr')).filter(r => !r.hidden).map(r => r.cells[0].innerText)",
+            json!([]),
+        )
+    };
+    b.click("#secrets-table th:first-child button.sort");
+    assert_eq!(names(&b), json!(["alpha_token", "stripe_api_key"]));
+    b.click("#secrets-table th:first-child button.sort");
+    assert_eq!(names(&b), json!(["stripe_api_key", "alpha_token"]));
+    b.script(
+        "const s = document.querySelector('#secret-agent-filter'); s.value = arguments[0]; s.dispatchEvent(new Event('change', {bubbles: true}))",
+        json!([billing]),
+    );
+    assert_eq!(names(&b), json!(["stripe_api_key"]));
+    b.screenshot("secrets-sorted-filtered");
 
     // The audit log: actors and agents by name, the id on hover.
     b.goto(&format!("{}/w/{ws}/audit", s.base));

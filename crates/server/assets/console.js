@@ -357,19 +357,63 @@
       slot.textContent = msg;
       if (msg) el.setAttribute("aria-invalid", "true"); else el.removeAttribute("aria-invalid");
     }
-    if (el.matches("[data-filter-table]")) {
-      const table = document.getElementById(el.dataset.filterTable);
-      const q = el.value.trim().toLowerCase();
-      let shown = 0;
-      table.querySelectorAll("tbody tr").forEach((tr) => {
-        const hit = !q || tr.dataset.filterText.toLowerCase().includes(q);
-        tr.hidden = !hit;
-        if (hit) shown++;
-      });
-      const empty = document.querySelector('[data-filter-empty="' + el.dataset.filterTable + '"]');
-      if (empty) empty.hidden = shown > 0;
-    }
+    if (el.matches("[data-filter-table]")) filterTable(el.dataset.filterTable);
   });
+  document.addEventListener("change", (ev) => {
+    if (ev.target.matches("select[data-filter-table]")) filterTable(ev.target.dataset.filterTable);
+  });
+
+  // A table's rows that match every filter naming it: text (search) and agent.
+  function filterTable(id) {
+    const table = document.getElementById(id);
+    const controls = document.querySelectorAll('[data-filter-table="' + id + '"]');
+    let q = "";
+    let agent = "";
+    controls.forEach((c) => { if (c.matches("[data-filter-agent]")) agent = c.value; else q = c.value.trim().toLowerCase(); });
+    let shown = 0;
+    table.querySelectorAll("tbody tr").forEach((tr) => {
+      const hit = (!q || tr.dataset.filterText.toLowerCase().includes(q)) &&
+        (!agent || (tr.dataset.agents || "").split(" ").includes(agent));
+      tr.hidden = !hit;
+      if (hit) shown++;
+    });
+    const empty = document.querySelector('[data-filter-empty="' + id + '"]');
+    if (empty) empty.hidden = shown > 0;
+  }
+
+  // Sortable tables: each column heading sorts by that column, again for the reverse order.
+  function sortKey(td) {
+    const t = td && td.querySelector("time[datetime]");
+    if (t) return t.getAttribute("datetime");
+    return td ? td.innerText.trim().toLowerCase() : "";
+  }
+  function makeSortable(table) {
+    table.querySelectorAll("thead th").forEach((th, i) => {
+      if (!th.textContent.trim() || th.querySelector(".sr-only")) return;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "sort";
+      button.textContent = th.textContent;
+      th.replaceChildren(button);
+      button.addEventListener("click", () => {
+        const asc = th.getAttribute("aria-sort") !== "ascending";
+        table.querySelectorAll("thead th").forEach((h) => h.removeAttribute("aria-sort"));
+        th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+        const tbody = table.tBodies[0];
+        const rows = Array.from(tbody.rows);
+        rows.sort((a, b) => {
+          const x = sortKey(a.cells[i]);
+          const y = sortKey(b.cells[i]);
+          const nx = Number(x);
+          const ny = Number(y);
+          const c = x !== "" && y !== "" && !Number.isNaN(nx) && !Number.isNaN(ny) ? nx - ny : x.localeCompare(y);
+          return asc ? c : -c;
+        });
+        tbody.append(...rows);
+      });
+    });
+  }
+  window.addEventListener("DOMContentLoaded", () => document.querySelectorAll("table[data-sortable]").forEach(makeSortable));
 
   function addPair(tbody) {
     const n = tbody.children.length + 1;

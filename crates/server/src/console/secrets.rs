@@ -26,6 +26,8 @@ struct SecretsPage {
     chrome: Option<Chrome>,
     ws: String,
     secrets: Vec<SecretRow>,
+    /// For the "Readable by" filter.
+    agents: Vec<AgentOut>,
 }
 
 fn kind_label(s: &SecretOut) -> &'static str {
@@ -46,7 +48,10 @@ pub(super) async fn secrets_page(State(st): State<AppState>, Path(ws): Path<Stri
             SecretRow { kind: kind_label(&s), agents, s }
         })
         .collect();
-    Ok(render(StatusCode::OK, &SecretsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), secrets }))
+    Ok(render(
+        StatusCode::OK,
+        &SecretsPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), secrets, agents: all_agents },
+    ))
 }
 
 #[derive(Template)]
