@@ -190,3 +190,52 @@ fn a_missing_required_argument_is_refused_before_the_code_runs() {
     // The optional one may be left out.
     assert_eq!(invoke(json!({"amount": 5})).expect(200)["result"], json!("5 usd"));
 }
+
+#[test]
+fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
+    let data = crate::support::DataDir::new();
+    let mut s = data.start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_OLD"), &[&agent]);
+    let code = "def create_payment(conv, amount):\n    return conv.utils.get_secret('stripe_api_key')[:2]\n";
+    s.post(
+        &format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"),
+        json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": code}),
+    )
+    .expect(201);
+    s.stop();
+
+    // What an earlier agentvault stored: no references, no required flags.
+    let script = "import json, sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        c.execute('DELETE FROM function_secret_refs')\n\
+        for fid, params in c.execute('SELECT id, parameters FROM functions').fetchall():\n\
+        \x20   ps = json.loads(params)\n\
+        \x20   [p.pop('required', None) for p in ps]\n\
+        \x20   c.execute('UPDATE functions SET parameters = ? WHERE id = ?', (json.dumps(ps), fid))\n\
+        c.commit()\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(data.path.join("agentvault.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let s = data.start();
+    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/create_payment");
+    let started = std::time::Instant::now();
+    loop {
+        let f = s.get(&path).expect(200).clone();
+        if f["secret_refs"] == json!([{"secret": "stripe_api_key", "line": 2}]) && f["required"] == json!(["amount"]) {
+            assert_eq!(f["version"], json!(1), "the definition is unchanged");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "not checked again: {f}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let usage = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/usage")).expect(200).clone();
+    assert_eq!(usage["functions"][0]["function"], json!("create_payment"));
+    let r = crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": {}}));
+    r.expect_error(400, "invalid_input");
+}

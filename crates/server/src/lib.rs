@@ -386,6 +386,19 @@ pub async fn serve(
             }
         })
     };
+    {
+        // Functions saved by an earlier agentvault: what the code check finds is recorded now.
+        let st = state.clone();
+        tokio::spawn(async move {
+            match service::functions::recheck_saved(&st).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(functions = n, "recorded the secrets and required parameters of saved functions")
+                }
+                Err(e) => tracing::warn!(error = %e, "checking saved functions again failed"),
+            }
+        });
+    }
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let limits = &state.options.connections;
     let handle = axum_server::Handle::new();

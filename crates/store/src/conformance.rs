@@ -424,9 +424,23 @@ pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
     assert_eq!(uses("stripe_api_key").await, [(b(), "refund".into(), 2)]);
     assert!(uses("other").await.is_empty());
 
+    // A check recorded later (for a function saved before references were kept) fills them in
+    // for the stored version only, with no audit record.
+    let audit_before = audit_of(store, ws).await.len();
+    let mut old = function(ws, "agt_uses_a", "pay", 2);
+    old.secret_refs = vec![SecretRef { secret: "later".into(), line: 9 }];
+    ok(store.record_function_check(&old).await, "record_function_check");
+    assert_eq!(uses("later").await, [(a(), "pay".into(), 9)]);
+    assert_eq!(uses("booking_oauth").await, Vec::<(String, String, u32)>::new(), "replaced");
+    let mut stale_check = function(ws, "agt_uses_a", "pay", 1);
+    stale_check.secret_refs = vec![SecretRef { secret: "stale".into(), line: 1 }];
+    ok(store.record_function_check(&stale_check).await, "a check of an older version");
+    assert!(uses("stale").await.is_empty(), "an older version's check is dropped");
+    assert_eq!(audit_of(store, ws).await.len(), audit_before);
+
     // Deleting the function, or its agent, takes its references.
     ok(store.delete_function(ws, "agt_uses_a", "pay", &event(ws, Action::FunctionDelete)).await, "delete");
-    assert!(uses("booking_oauth").await.is_empty());
+    assert!(uses("later").await.is_empty());
     ok(store.delete_agent(ws, "agt_uses_b", &event(ws, Action::AgentDelete)).await, "delete_agent");
     assert!(uses("stripe_api_key").await.is_empty());
 }

@@ -274,6 +274,11 @@ pub trait Store: Send + Sync + 'static {
     async fn update_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;
     /// 404 `function_not_found` if there is none.
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()>;
+    /// Records what the code check found in a stored function (its parameters' `required` flags
+    /// and its `secret_refs`) without changing its definition or version, if `function.version`
+    /// is still the stored one (else nothing happens: a newer version was checked when saved).
+    /// Derived data for functions saved before agentvault recorded it; no audit record.
+    async fn record_function_check(&self, function: &Function) -> Result<()>;
     /// The functions of a workspace whose code names `secret_name` (`Function::secret_refs`, stored
     /// with each create and update), ordered by agent id, function name and line.
     async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>>;

@@ -135,6 +135,39 @@ pub async fn create(
     Ok(function.into())
 }
 
+/// Checks again the stored functions that may have been saved before agentvault recorded what
+/// the check finds (the secrets they name, the parameters a call must pass), and records it.
+/// Run in the background at start; returns how many functions it updated.
+pub async fn recheck_saved(st: &AppState) -> Result<usize> {
+    let mut updated = 0;
+    for ws in st.store.list_workspaces().await? {
+        for agent in st.store.list_agents(&ws.id).await? {
+            for mut f in st.store.list_functions(&ws.id, &agent.id).await? {
+                let maybe_old = (f.secret_refs.is_empty() && f.code.contains("get_secret"))
+                    || (!f.parameters.is_empty() && f.parameters.iter().all(|p| !p.required));
+                if !maybe_old {
+                    continue;
+                }
+                let names: Vec<String> = f.parameters.iter().map(|p| p.name.clone()).collect();
+                let Ok(checked) = agentvault_runtime::check_function(&f.code, &f.name, &names).await else {
+                    continue;
+                };
+                let required_now: Vec<&String> = f.parameters.iter().filter(|p| p.required).map(|p| &p.name).collect();
+                if checked.refs == f.secret_refs && checked.required.iter().collect::<Vec<_>>() == required_now {
+                    continue;
+                }
+                for p in &mut f.parameters {
+                    p.required = checked.required.contains(&p.name);
+                }
+                f.secret_refs = checked.refs;
+                st.store.record_function_check(&f).await?;
+                updated += 1;
+            }
+        }
+    }
+    Ok(updated)
+}
+
 /// One function.
 pub async fn get(st: &AppState, p: &Principal, ws: &str, agent_id: &str, name: &str) -> Result<FunctionOut> {
     let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;

@@ -49,6 +49,23 @@ pub(super) async fn uses_of_secret(s: &SqliteStore, workspace_id: &str, secret_n
     Ok(rows.into_iter().map(SecretUse::from).collect())
 }
 
+/// Stores the check's findings (parameters, references) for `f` if its version is the stored one.
+pub(super) async fn record_check(s: &SqliteStore, f: &Function) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let done = sqlx::query("UPDATE functions SET parameters = $1 WHERE id = $2 AND workspace_id = $3 AND version = $4")
+        .bind(params_json(&f.parameters))
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(i64::from(f.version))
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(());
+    }
+    write_refs(&mut tx, f).await?;
+    tx.commit(&[]).await
+}
+
 /// Replaces the stored references of `f` with `f.secret_refs`, in the transaction of its change.
 async fn write_refs(tx: &mut WriteTx<'_>, f: &Function) -> DbResult<()> {
     sqlx::query("DELETE FROM function_secret_refs WHERE function_id = $1").bind(&f.id).execute(&mut **tx).await?;

@@ -316,6 +316,10 @@ impl Store for SqliteStore {
         Ok(functions::delete(self, workspace_id, agent_id, name, audit).await?)
     }
 
+    async fn record_function_check(&self, function: &Function) -> Result<()> {
+        Ok(functions::record_check(self, function).await?)
+    }
+
     async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>> {
         Ok(functions::uses_of_secret(self, workspace_id, secret_name).await?)
     }
