@@ -1020,3 +1020,54 @@ fn api_keys_users_keyboard_and_dark_mode_details() {
     assert_eq!(bg, json!("rgb(15, 20, 25)"), "the page is not dark");
     b.screenshot("api-keys-dark");
 }
+
+#[test]
+fn the_secret_form_catches_duplicates_empty_values_and_stray_whitespace() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "stripe_api_key", json!("sk"), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+
+    // A taken name, as it is typed.
+    b.type_into("#secret-name", "stripe_api_key");
+    b.wait_text("[data-error-for=name]", "a secret named stripe_api_key already exists");
+    b.clear("#secret-name");
+    b.type_into("#secret-name", "booking_oauth");
+    b.wait_until("the name error to clear", |b| b.text("[data-error-for=name]").is_empty());
+
+    // Key/value pairs: a key given twice, then a key without a value, are refused in the form.
+    b.type_into("#secret-description", "Booking service");
+    b.click("input[name=kind][value=kv]");
+    b.type_into("#kv-key-1", "client_id");
+    b.type_into("#kv-value-1", "cid");
+    b.click("[data-kv-add]");
+    b.type_into("#kv-key-2", "client_id");
+    b.type_into("#kv-value-2", "other");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_text("[data-error-for=value]", "the key client_id is given twice");
+    assert!(b.text("form[data-form=secret-new] [data-error-for='']").contains("values were cleared"));
+    assert_eq!((b.value("#kv-value-1"), b.value("#kv-key-2")), (String::new(), "client_id".to_owned()));
+    assert_eq!(b.value("#secret-description"), "Booking service", "what was typed stays");
+    b.clear("#kv-key-2");
+    b.type_into("#kv-key-2", "client_secret");
+    b.type_into("#kv-value-1", "cid");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_text("[data-error-for=value]", "give a value for the key client_secret");
+    b.screenshot("secret-form-errors");
+
+    // A value with a stray space asks first; cancelling creates nothing.
+    b.type_into("#kv-value-1", "cid");
+    b.type_into("#kv-value-2", "cs_with_space ");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    assert!(b.dialog_text().contains("the value of client_secret starts or ends with spaces"));
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect_error(404, "secret_not_found");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the new secret's page", |b| b.url().ends_with("/secrets/booking_oauth"));
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!({"client_id": "cid", "client_secret": "cs_with_space "}));
+}

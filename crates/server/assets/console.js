@@ -59,9 +59,22 @@
     form.querySelectorAll("[data-kv-rows] tbody tr").forEach((tr) => {
       const k = tr.querySelector("[data-kv-key]").value.trim();
       const v = tr.querySelector("[data-kv-value]").value;
-      if (k || v) pairs[k] = v;
+      if (!k && !v) return;
+      if (!k) throw { field: "value", message: "give a key for the value in row " + (tr.rowIndex) };
+      if (Object.prototype.hasOwnProperty.call(pairs, k)) throw { field: "value", message: "the key " + k + " is given twice; each key once" };
+      if (!v) throw { field: "value", message: "give a value for the key " + k };
+      pairs[k] = v;
     });
     return pairs;
+  }
+
+  // Leading or trailing whitespace in a value is usually a paste accident: ask before keeping it.
+  function confirmWhitespace(value) {
+    const odd = (v) => typeof v === "string" && v !== "" && v !== v.trim();
+    const names = typeof value === "string" ? (odd(value) ? ["the value"] : [])
+      : Object.keys(value || {}).filter((k) => odd(value[k])).map((k) => "the value of " + k);
+    return names.length === 0 ||
+      window.confirm(names.join(", ") + " starts or ends with spaces or line breaks. Keep them as typed?");
   }
 
   function parameters(form) {
@@ -265,8 +278,10 @@
     },
     "secret-new": async (form) => {
       const name = value(form, "name").trim();
+      const secretVal = secretValue(form);
+      if (!confirmWhitespace(secretVal)) return;
       const secret = await api("POST", "/api/v1/workspaces/" + form.dataset.ws + "/secrets", {
-        name, description: value(form, "description"), value: secretValue(form), agents: checked(form, "agents"),
+        name, description: value(form, "description"), value: secretVal, agents: checked(form, "agents"),
       });
       window.location.assign(withNotice("/w/" + form.dataset.ws + "/secrets/" + secret.name, "Secret " + secret.name + " created."));
     },
@@ -283,6 +298,10 @@
           const original = keyInput.dataset.originalKey;
           if (original) originals.push(original);
           if (!k && !v) return;
+          if (!k) throw { field: "value", message: "give a key for the new value" };
+          if (Object.prototype.hasOwnProperty.call(pairs, k) || keep.includes(k)) {
+            throw { field: "value", message: "the key " + k + " is given twice; each key once" };
+          }
           if (v) pairs[k] = v;
           else if (original && original === k) keep.push(k);
           else throw { field: "value", message: "give a value for the key " + (k || "(empty)") };
@@ -292,6 +311,7 @@
       } else if (value(form, "value")) {
         body.value = value(form, "value");
       }
+      if (body.value !== undefined && !confirmWhitespace(body.value)) return;
       const updated = await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, body);
       window.location.assign(withNotice(window.location.pathname,
         body.value === undefined ? "Saved." : "Saved as version " + updated.version + "."));
@@ -335,9 +355,15 @@
       await handlers[form.dataset.form](form);
     } catch (err) {
       showError(form, err);
-      // What was typed stays, except secret values: those are typed again.
+      // What was typed stays, except secret values: those are typed again, and the form says so.
       if (err.field !== undefined && form.dataset.form.startsWith("secret-")) {
-        form.querySelectorAll('[name="value"], [data-kv-value]').forEach((i) => { i.value = ""; });
+        let cleared = 0;
+        form.querySelectorAll('[name="value"], [data-kv-value]').forEach((i) => { if (i.value) cleared++; i.value = ""; });
+        const slot = form.querySelector('[data-error-for=""]');
+        if (cleared && slot) {
+          slot.textContent = (slot.textContent ? slot.textContent + " " : "") +
+            "The secret value" + (cleared > 1 ? "s were" : " was") + " cleared; type " + (cleared > 1 ? "them" : "it") + " again.";
+        }
       }
     } finally {
       if (button) button.disabled = false;
@@ -354,6 +380,7 @@
       if (v && !/^[a-z]/.test(v)) msg = "must start with a lowercase letter (a-z)";
       else if (v && !SECRET_NAME.test(v)) msg = "only lowercase letters, digits and underscores";
       else if (v.length > 64) msg = "at most 64 characters";
+      else if (v && (el.dataset.existing || "").split(" ").includes(v)) msg = "a secret named " + v + " already exists";
       slot.textContent = msg;
       if (msg) el.setAttribute("aria-invalid", "true"); else el.removeAttribute("aria-invalid");
     }

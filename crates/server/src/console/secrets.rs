@@ -64,6 +64,8 @@ struct NewSecretPage {
     name: String,
     /// The agent checked from the start (`?agent=`).
     agent: String,
+    /// The names already taken, to say so as the name is typed.
+    existing: Vec<String>,
 }
 
 /// `?name=` and `?agent=` of the new-secret page.
@@ -85,7 +87,12 @@ pub(super) async fn new_secret_page(
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
     let Prefill { name, agent } = prefill.map(|Query(p)| p).unwrap_or_default();
     let name = if agentvault_core::validate::secret_name(&name).is_ok() { name } else { String::new() };
-    Ok(render(StatusCode::OK, &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents, name, agent }))
+    let existing =
+        secrets::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?.into_iter().map(|s| s.name).collect();
+    Ok(render(
+        StatusCode::OK,
+        &NewSecretPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agents, name, agent, existing },
+    ))
 }
 
 /// A version with the name of who wrote it.
