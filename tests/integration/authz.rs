@@ -154,6 +154,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("DELETE", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
     ("POST", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secret-imports", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
     ("PATCH", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
     ("DELETE", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),

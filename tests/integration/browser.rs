@@ -1071,3 +1071,50 @@ fn the_secret_form_catches_duplicates_empty_values_and_stray_whitespace() {
         s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
     assert_eq!(revealed["value"], json!({"client_id": "cid", "client_secret": "cs_with_space "}));
 }
+
+#[test]
+fn secrets_are_imported_from_a_pasted_env_file_with_a_preview() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "taken_key", json!("t"), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.click("details.import summary");
+    let env = "# payments\nexport STRIPE_API_KEY=sk_live_ENV\nZENDESK_TOKEN=\"zd 1\"\nTAKEN_KEY=again\nnot a line\n";
+    b.type_into("#import-text", env);
+    let preview = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#import-preview tbody tr')).map(r => [r.cells[0].textContent, r.cells[2].textContent])",
+            json!([]),
+        )
+    };
+    b.wait_until("the preview", |b| preview(b).as_array().is_some_and(|r| r.len() == 4));
+    assert_eq!(
+        preview(&b),
+        json!([
+            ["stripe_api_key", "ready"],
+            ["zendesk_token", "ready"],
+            ["taken_key", "a secret of this name exists"],
+            ["not a line", "line 5 is not NAME=value"]
+        ])
+    );
+    assert!(!b.text("main").contains("sk_live_ENV"), "the preview shows a value");
+    assert_eq!(b.script("return document.querySelector('[data-import-submit]').disabled", json!([])), json!(true));
+    b.screenshot("secrets-import-preview");
+
+    // Fixed: both are created together, for the chosen agent.
+    b.clear("#import-text");
+    b.type_into("#import-text", "export STRIPE_API_KEY=sk_live_ENV\nZENDESK_TOKEN=\"zd 1\"\n");
+    b.wait_text("[data-import-submit]", "Import 2 secrets");
+    b.click(&format!("details.import input[name=agents][value={billing}]"));
+    b.click("[data-import-submit]");
+    b.wait_text("#notice", "2 secrets imported.");
+    b.wait_text("#secrets-table", "zendesk_token");
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/zendesk_token/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!("zd 1"));
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
+    assert_eq!(meta["agents"], json!([billing]));
+}

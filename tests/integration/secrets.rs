@@ -253,3 +253,62 @@ fn an_earlier_version_is_restored_as_a_new_one_and_keys_are_revealed_one_at_a_ti
     s.post(&format!("{base}/oauth/reveal?other=1"), json!({})).expect_error(400, "invalid_input");
     assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 2, "refused reveals reveal nothing");
 }
+
+#[test]
+fn several_secrets_are_imported_together_or_not_at_all() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.create_secret(&ws, "taken", json!("t"), &[]);
+    let path = format!("/api/v1/workspaces/{ws}/secret-imports");
+    let count =
+        |s: &Server| s.get(&format!("/api/v1/workspaces/{ws}/secrets")).expect(200)["items"].as_array().unwrap().len();
+
+    // Any bad entry refuses the whole import, naming it; nothing is stored or audited.
+    let bad = [
+        (
+            json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "Bad Name", "value": "y"}]}),
+            400,
+            "secrets[1].name",
+        ),
+        (
+            json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "a_key", "value": "y"}]}),
+            400,
+            "secrets[1].name",
+        ),
+        (json!({"secrets": [{"name": "a_key", "value": ""}]}), 400, "secrets[0].value"),
+        (json!({"secrets": []}), 400, "secrets"),
+    ];
+    for (body, status, field) in bad {
+        let r = s.post(&path, body.clone());
+        r.expect_error(status, "invalid_input");
+        assert_eq!(r.body["error"]["field"], json!(field), "{body}: {}", r.text);
+    }
+    s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "taken", "value": "y"}]}))
+        .expect_error(409, "secret_exists");
+    s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x", "agents": ["agt_doesnotexist0000"]}]}))
+        .expect_error(422, "unknown_agent");
+    assert_eq!(count(&s), 1);
+    assert!(s.audit(&ws, "action=secret.create").len() == 1, "refused imports leave no audit record");
+
+    // A good one: every secret created at once, readable at once.
+    let r = s.post(
+        &path,
+        json!({"secrets": [
+            {"name": "stripe_api_key", "value": "sk_live_IMPORT", "agents": [agent]},
+            {"name": "booking_oauth", "value": {"client_id": "cid", "client_secret": "cs"}, "description": "Booking"},
+        ]}),
+    );
+    let items = r.expect(201)["items"].clone();
+    assert_eq!(
+        items.as_array().unwrap().iter().map(|i| i["name"].clone()).collect::<Vec<_>>(),
+        [json!("stripe_api_key"), json!("booking_oauth")]
+    );
+    assert!(!r.text.contains("sk_live_IMPORT"));
+    assert_eq!(count(&s), 3);
+    assert_eq!(s.read(&key, &agent, "stripe_api_key").expect(200)["value"], json!("sk_live_IMPORT"));
+    let created = s.audit(&ws, "action=secret.create");
+    assert_eq!(created.len(), 3);
+    assert!(created[0]["detail"].as_str().unwrap().ends_with("import"), "{created:?}");
+}

@@ -323,6 +323,21 @@
       const saved = form.querySelector("[data-saved]");
       if (saved) saved.hidden = false;
     },
+    "secret-import": async (form) => {
+      const rows = importRows(form);
+      showImportPreview(form, rows);
+      if (!rows.length) throw { field: "import", message: "paste a .env file or a JSON object first" };
+      const bad = rows.filter((r) => r.problem);
+      if (bad.length) {
+        throw { field: "", message: bad.length + " of " + rows.length + " cannot be imported (see the preview); nothing was imported" };
+      }
+      const agents = checked(form, "agents");
+      const out = await api("POST", ws(form) + "/secret-imports", {
+        secrets: rows.map((r) => ({ name: r.name, value: r.value, agents })),
+      });
+      window.location.assign(withNotice("/w/" + form.dataset.ws + "/secrets",
+        out.items.length + " secret" + (out.items.length === 1 ? "" : "s") + " imported."));
+    },
     "version-restore": async (form) => {
       if (!window.confirm("Restore version " + form.dataset.version + " of " + form.dataset.name +
           "? Its value becomes a new version, read by agents from their next read.")) return;
@@ -499,6 +514,11 @@
       if (text !== null) {
         try { await navigator.clipboard.writeText(text); toast("Copied"); } catch (_) { toast("Copy failed; reveal the value and copy it"); }
       }
+    } else if (el.matches("[data-show-hide-text]")) {
+      const area = document.getElementById(el.dataset.showHideText);
+      const show = area.classList.toggle("shown");
+      el.textContent = show ? "Hide" : "Show";
+      el.setAttribute("aria-pressed", String(show));
     } else if (el.matches("[data-show-hide]")) {
       const input = document.getElementById(el.dataset.showHide);
       const show = input.type === "password";
@@ -561,6 +581,76 @@
       box.append(a);
     }
   }
+
+  // Bulk import: a .env file (NAME=value lines; `export`, comments and quotes allowed) or a JSON
+  // object of names to strings or objects of strings. Each row says what is wrong with it.
+  function importRows(form) {
+    const text = value(form, "import").trim();
+    if (!text) return [];
+    let entries = [];
+    if (text.startsWith("{")) {
+      let obj;
+      try { obj = JSON.parse(text); } catch (_) { throw { field: "import", message: "this is not valid JSON; check the quotes and commas" }; }
+      if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw { field: "import", message: "the JSON must be an object of names to values" };
+      entries = Object.entries(obj).map(([k, v]) => ({ raw: k, value: v }));
+    } else {
+      text.split(/\r?\n/).forEach((line, i) => {
+        let l = line.trim();
+        if (!l || l.startsWith("#")) return;
+        if (l.startsWith("export ")) l = l.slice(7).trim();
+        const eq = l.indexOf("=");
+        if (eq < 1) { entries.push({ raw: l.slice(0, 40), value: "", problem: "line " + (i + 1) + " is not NAME=value" }); return; }
+        let v = l.slice(eq + 1).trim();
+        const q = v[0];
+        if ((q === '"' || q === "'") && v.length >= 2 && v[v.length - 1] === q) {
+          v = v.slice(1, -1);
+          if (q === '"') v = v.replace(/\\n/g, "\n").replace(/\\"/g, '"');
+        }
+        entries.push({ raw: l.slice(0, eq).trim(), value: v });
+      });
+    }
+    const existing = (form.dataset.existing || "").split(" ");
+    const seen = new Set();
+    return entries.map((e) => {
+      const name = e.raw.toLowerCase();
+      let problem = e.problem || "";
+      const v = e.value;
+      const isKv = v !== null && typeof v === "object" && !Array.isArray(v);
+      if (!problem && (!SECRET_NAME.test(name) || name.length > 64)) problem = "not a valid name (a-z, 0-9, _; starting with a letter)";
+      else if (!problem && seen.has(name)) problem = "given twice";
+      else if (!problem && existing.includes(name)) problem = "a secret of this name exists";
+      else if (!problem && isKv && (!Object.keys(v).length || Object.values(v).some((x) => typeof x !== "string" || !x))) problem = "key/value pairs need a string value for every key";
+      else if (!problem && !isKv && (typeof v !== "string" || !v)) problem = "the value is empty";
+      seen.add(name);
+      return { name, value: v, kind: isKv ? "Key/value pairs (" + Object.keys(v).join(", ") + ")" : "Single value", problem };
+    });
+  }
+  function showImportPreview(form, rows) {
+    const table = form.querySelector("#import-preview");
+    const tbody = table.tBodies[0];
+    tbody.replaceChildren();
+    rows.forEach((r) => {
+      const tr = tbody.insertRow();
+      [r.name, r.kind, r.problem || "ready"].forEach((text, i) => {
+        const td = tr.insertCell();
+        td.textContent = text;
+        td.dataset.label = ["Name", "Type", "Check"][i];
+        if (i === 2) td.className = r.problem ? "error-text" : "ok-text";
+      });
+    });
+    table.hidden = rows.length === 0;
+    const ok = rows.length > 0 && rows.every((r) => !r.problem);
+    const button = form.querySelector("[data-import-submit]");
+    button.disabled = !ok;
+    button.textContent = ok ? "Import " + rows.length + " secret" + (rows.length === 1 ? "" : "s") : "Import";
+  }
+  document.addEventListener("input", (ev) => {
+    const form = ev.target.closest('form[data-form="secret-import"]');
+    if (!form) return;
+    const slot = form.querySelector('[data-error-for="import"]');
+    slot.textContent = "";
+    try { showImportPreview(form, importRows(form)); } catch (err) { slot.textContent = err.message; showImportPreview(form, []); }
+  });
 
   // Reloads one part of the page (by id) from the server, e.g. a list after a create.
   async function refresh(id) {

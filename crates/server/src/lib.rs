@@ -253,6 +253,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::list_versions))
         .routes(routes!(secrets::secret_usage))
         .routes(routes!(secrets::restore_version))
+        .routes(routes!(secrets::import_secrets))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))

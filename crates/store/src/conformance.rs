@@ -30,6 +30,7 @@ pub async fn run_all(store: &dyn Store) {
     stale_versions_are_conflicts(store).await;
     deleting_an_agent_cascades(store).await;
     secret_uses_follow_function_changes(store).await;
+    secrets_are_created_all_or_none(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
     api_key_scopes_round_trip(store).await;
@@ -443,6 +444,37 @@ pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
     assert!(uses("later").await.is_empty());
     ok(store.delete_agent(ws, "agt_uses_b", &event(ws, Action::AgentDelete)).await, "delete_agent");
     assert!(uses("stripe_api_key").await.is_empty());
+}
+
+/// Several secrets are created together or not at all.
+pub async fn secrets_are_created_all_or_none(store: &dyn Store) {
+    let ws = "ws_many";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_many").await;
+    secret(store, ws, "sec_taken", &[]).await;
+    let before = audit_of(store, ws).await.len();
+    let mut one = secret_meta(ws, "sec_one", &["agt_many"]);
+    one.name = "one".into();
+    let mut two = secret_meta(ws, "sec_two", &[]);
+    two.name = "two".into();
+    let taken = secret_meta(ws, "sec_taken_again", &[]);
+    let mut clash = taken.clone();
+    clash.name = secret_meta(ws, "sec_taken", &[]).name;
+    let events = |n: usize| (0..n).map(|_| event(ws, Action::SecretCreate)).collect::<Vec<_>>();
+    let r = store.create_secrets(&[(one.clone(), sealed("one")), (clash, sealed("clash"))], &events(2)).await;
+    refused(r, ErrorKind::Conflict, "secret_exists", "a batch with a taken name");
+    assert!(ok(store.get_secret(ws, "one").await, "get").is_none(), "nothing of the batch is stored");
+    assert_eq!(audit_of(store, ws).await.len(), before, "and no audit record");
+    let mut stranger = two.clone();
+    stranger.agents = vec!["agt_elsewhere".into()];
+    let r = store.create_secrets(&[(one.clone(), sealed("one")), (stranger, sealed("two"))], &events(2)).await;
+    assert!(r.is_err(), "an unknown agent refuses the batch");
+    assert!(ok(store.get_secret(ws, "one").await, "get").is_none());
+
+    ok(store.create_secrets(&[(one.clone(), sealed("one")), (two, sealed("two"))], &events(2)).await, "batch");
+    assert_eq!(ok(store.get_secret(ws, "one").await, "get").map(|m| m.agents), Some(vec!["agt_many".to_owned()]));
+    assert!(ok(store.get_secret(ws, "two").await, "get").is_some());
+    assert_eq!(audit_of(store, ws).await.len(), before + 2);
 }
 
 /// Deleting an agent takes its grants, API key scopes and functions with it.

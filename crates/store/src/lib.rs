@@ -123,6 +123,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a secret at version 1 with its access list. 409 `secret_exists` on a duplicate
     /// name; 422 `unknown_agent` if an agent is not in the workspace (nothing is stored).
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()>;
+    /// Creates several secrets (each at version 1) in one transaction, with their audit records:
+    /// all of them or, on any refusal (as for `create_secret`), none.
+    async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()>;
     /// Applies a change; returns the new metadata.
     async fn update_secret(
         &self,

@@ -161,6 +161,30 @@ pub async fn list_versions(
     Ok(Json(secrets::versions(&st, &p, &ws, &name).await?.into()))
 }
 
+/// Several new secrets, created together.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecrets {
+    /// 1–100 secrets, each as for creating one; names unique among them and in the workspace.
+    #[schema(min_items = 1, max_items = 100)]
+    pub secrets: Vec<CreateSecret>,
+}
+
+/// Creates several secrets at once (e.g. from a `.env` file): every one is checked first, and
+/// either all are created or none.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secret-imports", tag = "secrets", request_body = ImportSecrets,
+    params(("ws" = String, Path)),
+    responses((status = 201, body = List<SecretOut>), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn import_secrets(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+    b: JsonBody<ImportSecrets>,
+) -> ApiResult<(StatusCode, Json<List<SecretOut>>)> {
+    Ok((StatusCode::CREATED, Json(secrets::import(&st, &p, &ws, body(b)).await?.into())))
+}
+
 /// Restores an earlier version: its value becomes a new version, the current one (the history is
 /// kept). The value is never returned.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/versions/{version}/restore", tag = "secrets",

@@ -7,7 +7,8 @@ use agentvault_store::{NewVersion, SecretChange};
 
 use super::{Body, agent_list, secret_name_param};
 use crate::api::secrets::{
-    AgentUseOut, CreateSecret, FunctionUseOut, RevealOut, RevealQuery, SecretUsageOut, SetAccess, UpdateSecret,
+    AgentUseOut, CreateSecret, FunctionUseOut, ImportSecrets, RevealOut, RevealQuery, SecretUsageOut, SetAccess,
+    UpdateSecret,
 };
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
@@ -69,6 +70,71 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSec
     st.model.put_secret(&meta, sealed);
     st.refresh_gauges();
     Ok(meta.into())
+}
+
+/// Most secrets one import creates.
+const IMPORT_MAX: usize = 100;
+
+/// Creates several secrets in one transaction: each is validated first (its field named
+/// `secrets[i].<field>`), names must be unique among them and in the workspace; all or none.
+pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSecrets>) -> Result<Vec<SecretOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let body = body?;
+    if body.secrets.is_empty() || body.secrets.len() > IMPORT_MAX {
+        return Err(Error::invalid(
+            "secrets",
+            format!("give 1 to {IMPORT_MAX} secrets to import; {} given", body.secrets.len()),
+        ));
+    }
+    let at = |i: usize, e: Error| {
+        let field = format!("secrets[{i}].{}", e.public_field().unwrap_or("value"));
+        Error { field: Some(field.into()), ..e }
+    };
+    let mut checked = Vec::with_capacity(body.secrets.len());
+    for (i, s) in body.secrets.into_iter().enumerate() {
+        validate::secret_name(&s.name).map_err(|e| at(i, e))?;
+        validate::description(&s.description).map_err(|e| at(i, e))?;
+        if checked.iter().any(|(c, _, _): &(CreateSecret, _, _)| c.name == s.name) {
+            return Err(Error::invalid(format!("secrets[{i}].name"), format!("{} is given twice", s.name)));
+        }
+        let encoded = s.value.validate_and_encode().map_err(|e| at(i, e))?;
+        let agents = agent_list("agents", s.agents.clone()).map_err(|e| at(i, e))?;
+        checked.push((s, encoded, agents));
+    }
+    let _w = st.write_lock.lock().await;
+    let now = now_millis();
+    let mut batch = Vec::with_capacity(checked.len());
+    let mut audit = Vec::with_capacity(checked.len());
+    for (s, encoded, agents) in checked {
+        let meta = SecretMeta {
+            id: new_id(SECRET_PREFIX)?,
+            workspace_id: ws.id.clone(),
+            kind: s.value.kind(),
+            keys: s.value.keys(),
+            name: s.name,
+            description: s.description,
+            version: 1,
+            agents,
+            created_at: now,
+            updated_at: now,
+        };
+        let sealed = st.seal(&meta, 1, &encoded)?;
+        audit.push(
+            AuditEvent::new(now, &ws.id, p.actor(), Action::SecretCreate, Outcome::Success)
+                .secret(&meta.name)
+                .target(&meta.id)
+                .detail(format!("version=1 type={} {} import", meta.kind.as_str(), agents_detail(&meta.agents))),
+        );
+        batch.push((meta, sealed));
+    }
+    st.store.create_secrets(&batch, &audit).await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (meta, sealed) in batch {
+        st.model.put_secret(&meta, sealed);
+        out.push(meta.into());
+    }
+    st.refresh_gauges();
+    Ok(out)
 }
 
 /// A secret's metadata: type, key names, access list, current version. Never the value.

@@ -7,7 +7,7 @@ use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Millis, Sealed, SecretMeta, SecretVersionMeta};
 use sqlx::SqliteConnection;
 
-use super::{SqliteStore, agents};
+use super::{SqliteStore, WriteTx, agents};
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{SecretRow, VersionRow, columns, convert, keys_json};
 use crate::{SecretChange, SecretRecord, rules};
@@ -143,7 +143,26 @@ async fn insert_version(conn: &mut SqliteConnection, v: NewRow<'_>) -> DbResult<
 
 pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
-    agents::check_known(&mut tx, &meta.workspace_id, &meta.agents).await?;
+    insert_secret(&mut tx, meta, sealed, audit.actor.id()).await?;
+    tx.commit_one(audit).await
+}
+
+/// Creates several secrets in one transaction: all of them, or none.
+pub(super) async fn create_many(
+    s: &SqliteStore,
+    secrets: &[(SecretMeta, Sealed)],
+    audit: &[AuditEvent],
+) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let actor = audit.first().map(|e| e.actor.id()).unwrap_or_default();
+    for (meta, sealed) in secrets {
+        insert_secret(&mut tx, meta, sealed, actor).await?;
+    }
+    tx.commit(audit).await
+}
+
+async fn insert_secret(tx: &mut WriteTx<'_>, meta: &SecretMeta, sealed: &Sealed, created_by: &str) -> DbResult<()> {
+    agents::check_known(tx, &meta.workspace_id, &meta.agents).await?;
     sqlx::query(
         "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -155,7 +174,7 @@ pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, 
     .bind(i64::from(meta.version))
     .bind(meta.created_at)
     .bind(meta.updated_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .on_unique(|| errors::secret_exists(&meta.name))?;
     let version = NewRow {
@@ -165,11 +184,10 @@ pub(super) async fn create(s: &SqliteStore, meta: &SecretMeta, sealed: &Sealed, 
         keys: meta.keys.as_deref(),
         sealed,
         now: meta.created_at,
-        created_by: audit.actor.id(),
+        created_by,
     };
-    insert_version(&mut tx, version).await?;
-    replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
-    tx.commit_one(audit).await
+    insert_version(tx, version).await?;
+    replace_access(tx, &meta.id, &meta.agents, meta.created_at).await
 }
 
 pub(super) async fn update(

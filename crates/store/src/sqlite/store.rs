@@ -84,6 +84,10 @@ impl Store for SqliteStore {
         Ok(secrets::create(self, meta, sealed, audit).await?)
     }
 
+    async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()> {
+        Ok(secrets::create_many(self, secrets, audit).await?)
+    }
+
     async fn update_secret(
         &self,
         workspace_id: &str,
