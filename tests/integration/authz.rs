@@ -136,6 +136,10 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("PATCH", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/secrets", Policy::WorkspaceMember),
+    ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/access-requests", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/access-requests", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/access-requests/{request_id}/approve", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/access-requests/{request_id}/decline", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
@@ -250,6 +254,7 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .replace("{invitation_id}", "ivt_00000000000000000000")
             .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000")
             .replace("{version}", "1")
+            .replace("{request_id}", "req_00000000000000000000")
     };
     // Allowed calls must not change anything: deletions target ids that do not exist (except
     // where the path names a real secret or agent: those are sent to a missing one), and bodies

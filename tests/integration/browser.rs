@@ -1118,3 +1118,49 @@ fn secrets_are_imported_from_a_pasted_env_file_with_a_preview() {
     let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
     assert_eq!(meta["agents"], json!([billing]));
 }
+
+#[test]
+fn a_member_requests_access_from_the_editor_and_an_admin_approves_it() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "book",
+        json!([]),
+        "def book(conv: Conversation):\n    return conv.utils.get_secret('booking_oauth')['client_id']\n",
+    );
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let b = Browser::start();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    let editor = format!("{}/w/{ws}/agents/{billing}/functions/book", s.base);
+    b.goto(&editor);
+    b.click("[data-mark-secret=booking_oauth] [data-request-access]");
+    b.wait_text("#notice", "Access to booking_oauth requested");
+    b.wait_text("[data-mark-secret=booking_oauth] [data-request-status=pending]", "waiting for an admin");
+    b.screenshot("function-editor-access-requested");
+
+    // The admin sees it on the secret's page and approves it.
+    b.delete_cookies();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
+    b.wait_text("#access-requests", "Billing bot");
+    let row = b.text("#access-requests tbody tr");
+    assert!(row.contains("agent \"Billing bot\"") && row.to_lowercase().contains("grace"), "{row}");
+    b.script("document.querySelector('#access-requests').scrollIntoView()", json!([]));
+    b.screenshot("secret-access-requests");
+    b.click("form[data-form=access-approve] button[type=submit]");
+    b.wait_text("#notice", "Approved");
+    b.wait_text("#access-requests", "approved by Ada");
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200).clone();
+    assert_eq!(meta["agents"], json!([billing]));
+
+    // The member sees the outcome: the call is readable now.
+    b.delete_cookies();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    b.goto(&editor);
+    b.wait_text("[data-mark-secret=booking_oauth]", "can read it");
+}

@@ -312,3 +312,54 @@ fn several_secrets_are_imported_together_or_not_at_all() {
     assert_eq!(created.len(), 3);
     assert!(created[0]["detail"].as_str().unwrap().ends_with("import"), "{created:?}");
 }
+
+#[test]
+fn a_member_requests_access_and_an_admin_approves_or_declines() {
+    let (s, _tmp) = crate::support::with_admin(crate::support::Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.create_secret(&ws, "stripe_api_key", json!("sk_REQ"), &[]);
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let member = s.personal_token("grace@example.com", "cobol compiler 1959");
+    let as_member =
+        |method: &str, path: &str, body: Option<Value>| s.request(method, path, Some(&member), body.as_ref());
+    let ask = format!("/api/v1/workspaces/{ws}/agents/{agent}/access-requests");
+
+    let r = as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"})));
+    let req = r.expect(201).clone();
+    assert_eq!((req["status"].clone(), req["secret"].clone()), (json!("pending"), json!("stripe_api_key")));
+    as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"}))).expect_error(409, "access_request_pending");
+    as_member("POST", &ask, Some(json!({"secret": "Not A Name"}))).expect_error(400, "invalid_input");
+    // Only admins see requests.
+    as_member("GET", &format!("/api/v1/workspaces/{ws}/access-requests"), None).expect_error(403, "forbidden");
+    let listed = s.get(&format!("/api/v1/workspaces/{ws}/access-requests")).expect(200)["items"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    s.read(&key, &agent, "stripe_api_key").expect_error(403, "missing_access");
+
+    // Approved: the agent reads it at once; the request cannot be answered twice.
+    let id = req["id"].as_str().unwrap();
+    let approved = s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{id}/approve"), json!({}));
+    assert_eq!(approved.expect(200)["status"], json!("approved"));
+    assert_eq!(s.read(&key, &agent, "stripe_api_key").expect(200)["value"], json!("sk_REQ"));
+    s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{id}/decline"), json!({}))
+        .expect_error(404, "access_request_not_found");
+    as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"}))).expect_error(409, "access_already_granted");
+
+    // Declined: nothing changes but the request.
+    let other = as_member("POST", &ask, Some(json!({"secret": "zendesk_token"}))).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{other}/approve"), json!({}))
+        .expect_error(404, "secret_not_found");
+    let declined = s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{other}/decline"), json!({}));
+    assert_eq!(declined.expect(200)["status"], json!("declined"));
+    let actions: Vec<String> = s
+        .audit(&ws, "")
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .filter(|a| a.starts_with("access."))
+        .collect();
+    assert_eq!(actions, ["access.decline", "access.request", "access.approve", "access.request"]);
+}

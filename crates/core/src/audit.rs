@@ -35,10 +35,13 @@ pub enum Action {
     InvitationCreate,
     InvitationRevoke,
     InvitationAccept,
+    AccessRequest,
+    AccessApprove,
+    AccessDecline,
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 33] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -69,6 +72,9 @@ impl Action {
         Action::InvitationCreate,
         Action::InvitationRevoke,
         Action::InvitationAccept,
+        Action::AccessRequest,
+        Action::AccessApprove,
+        Action::AccessDecline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +109,9 @@ impl Action {
             Action::InvitationCreate => "invitation.create",
             Action::InvitationRevoke => "invitation.revoke",
             Action::InvitationAccept => "invitation.accept",
+            Action::AccessRequest => "access.request",
+            Action::AccessApprove => "access.approve",
+            Action::AccessDecline => "access.decline",
         }
     }
 

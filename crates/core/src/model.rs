@@ -13,6 +13,7 @@ pub type Millis = i64;
 pub const WORKSPACE_PREFIX: &str = "ws_";
 pub const AGENT_PREFIX: &str = "agt_";
 pub const SECRET_PREFIX: &str = "sec_";
+pub const ACCESS_REQUEST_PREFIX: &str = "req_";
 pub const API_KEY_PREFIX: &str = "key_";
 pub const ADMIN_TOKEN_ID_PREFIX: &str = "adm_";
 pub const USER_PREFIX: &str = "usr_";
@@ -217,6 +218,22 @@ pub struct SecretRef {
     pub secret: String,
     /// 1-based.
     pub line: u32,
+}
+
+/// A member's request that an agent may read a secret, for an admin to approve or decline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub id: String,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub secret_name: String,
+    /// The user who asked.
+    pub requested_by: String,
+    pub requested_at: Millis,
+    /// `pending`, `approved` or `declined`.
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Millis>,
 }
 
 /// A function that names a secret: where a change to the secret shows.

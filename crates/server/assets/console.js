@@ -338,6 +338,14 @@
       window.location.assign(withNotice("/w/" + form.dataset.ws + "/secrets",
         out.items.length + " secret" + (out.items.length === 1 ? "" : "s") + " imported."));
     },
+    "access-approve": async (form) => {
+      await api("POST", ws(form) + "/access-requests/" + form.dataset.request + "/approve");
+      window.location.assign(withNotice(window.location.pathname, "Approved: the agent can read this secret now."));
+    },
+    "access-decline": async (form) => {
+      await api("POST", ws(form) + "/access-requests/" + form.dataset.request + "/decline");
+      window.location.assign(withNotice(window.location.pathname, "Declined."));
+    },
     "version-restore": async (form) => {
       if (!window.confirm("Restore version " + form.dataset.version + " of " + form.dataset.name +
           "? Its value becomes a new version, read by agents from their next read.")) return;
@@ -491,6 +499,16 @@
     } else if (el.matches("[data-sign-out]")) {
       try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out either way */ }
       window.location.assign("/login");
+    } else if (el.matches("[data-request-access]")) {
+      el.disabled = true;
+      try {
+        await api("POST", "/api/v1/workspaces/" + el.dataset.ws + "/agents/" + el.dataset.agent + "/access-requests",
+          { secret: el.dataset.requestAccess });
+        window.location.assign(withNotice(window.location.pathname, "Access to " + el.dataset.requestAccess + " requested; an admin will answer."));
+      } catch (err) {
+        toast(err.message || "access could not be requested");
+        el.disabled = false;
+      }
     } else if (el.matches("[data-goto-line]")) {
       if (editor) editor.goToLine(Number(el.dataset.gotoLine));
     } else if (el.matches("[data-grant-secret]")) {
@@ -560,7 +578,15 @@
     if (!form.dataset.admin) {
       const p = document.createElement("p");
       p.className = "muted";
-      p.textContent = "Ask a workspace admin to " + (error.type === "MissingAccess" ? "grant " + form.dataset.agentName + " access to " : "create ") + secret + ".";
+      p.textContent = "Ask a workspace admin to " + (error.type === "MissingAccess" ? "grant " + form.dataset.agentName + " access to " : "create ") + secret + ", or request it: ";
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.dataset.requestAccess = secret;
+      button.dataset.ws = form.dataset.ws;
+      button.dataset.agent = form.dataset.agent;
+      button.textContent = "Request access";
+      p.append(button);
       box.append(p);
       return;
     }

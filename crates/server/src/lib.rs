@@ -43,7 +43,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets, workspaces,
+    access, agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets,
+    workspaces,
 };
 use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
@@ -254,6 +255,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::secret_usage))
         .routes(routes!(secrets::restore_version))
         .routes(routes!(secrets::import_secrets))
+        .routes(routes!(access::request_access))
+        .routes(routes!(access::list_access_requests))
+        .routes(routes!(access::approve_access_request))
+        .routes(routes!(access::decline_access_request))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User, Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis,
+    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User, Workspace,
 };
 use agentvault_core::{Error, ErrorKind, Result, SecretKind};
 
@@ -31,6 +31,7 @@ pub async fn run_all(store: &dyn Store) {
     deleting_an_agent_cascades(store).await;
     secret_uses_follow_function_changes(store).await;
     secrets_are_created_all_or_none(store).await;
+    access_requests_are_decided_once(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
     api_key_scopes_round_trip(store).await;
@@ -444,6 +445,53 @@ pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
     assert!(uses("later").await.is_empty());
     ok(store.delete_agent(ws, "agt_uses_b", &event(ws, Action::AgentDelete)).await, "delete_agent");
     assert!(uses("stripe_api_key").await.is_empty());
+}
+
+/// An access request is pending once per agent and secret; deciding it once, with its grant, in
+/// one transaction.
+pub async fn access_requests_are_decided_once(store: &dyn Store) {
+    let ws = "ws_req";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_req").await;
+    let s = secret(store, ws, "sec_req", &[]).await;
+    let request = AccessRequest {
+        id: "req_1".into(),
+        workspace_id: ws.into(),
+        agent_id: "agt_req".into(),
+        secret_name: s.name.clone(),
+        requested_by: "usr_member".into(),
+        requested_at: NOW,
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+    };
+    ok(store.create_access_request(&request, &event(ws, Action::AccessRequest)).await, "request");
+    let again = AccessRequest { id: "req_2".into(), ..request.clone() };
+    refused(
+        store.create_access_request(&again, &event(ws, Action::AccessRequest)).await,
+        ErrorKind::Conflict,
+        "access_request_pending",
+        "a second pending request",
+    );
+    assert_eq!(ok(store.list_access_requests(ws).await, "list"), std::slice::from_ref(&request));
+
+    let grant = vec!["agt_req".to_owned()];
+    let events = [event(ws, Action::AccessApprove), event(ws, Action::SecretAccessSet)];
+    let decided = ok(
+        store
+            .decide_access_request(ws, "req_1", "approved", "usr_admin", NOW + 5, Some((&s.id, &grant)), &events)
+            .await,
+        "approve",
+    );
+    assert_eq!(
+        (decided.status.as_str(), decided.decided_by.as_deref(), decided.decided_at),
+        ("approved", Some("usr_admin"), Some(NOW + 5))
+    );
+    assert_eq!(ok(store.get_secret(ws, &s.name).await, "get").map(|m| m.agents), Some(grant.clone()));
+    let r = store.decide_access_request(ws, "req_1", "declined", "usr_admin", NOW + 6, None, &[]).await;
+    refused(r, ErrorKind::NotFound, "access_request_not_found", "a request decided twice");
+    // Once decided, the same request may be made again.
+    ok(store.create_access_request(&again, &event(ws, Action::AccessRequest)).await, "asked again");
 }
 
 /// Several secrets are created together or not at all.

@@ -9,8 +9,8 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretUse, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -265,6 +265,28 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         audit: &[AuditEvent],
     ) -> Result<()>;
+
+    // --- access requests ----------------------------------------------------------------------
+
+    /// Stores a pending request; 409 `access_request_pending` if one for the same agent and
+    /// secret is still pending, 422 `unknown_agent` if the agent is not in the workspace.
+    async fn create_access_request(&self, request: &AccessRequest, audit: &AuditEvent) -> Result<()>;
+    /// The workspace's requests, newest first (at most 500).
+    async fn list_access_requests(&self, workspace_id: &str) -> Result<Vec<AccessRequest>>;
+    /// Marks a pending request `approved` or `declined`; with `grant` (`secret_id`, the new
+    /// access list) the secret's access list is replaced in the same transaction. 404
+    /// `access_request_not_found` unless the request is pending. Returns the decided request.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_access_request(
+        &self,
+        workspace_id: &str,
+        request_id: &str,
+        status: &str,
+        decided_by: &str,
+        at: Millis,
+        grant: Option<(&str, &[String])>,
+        audit: &[AuditEvent],
+    ) -> Result<AccessRequest>;
 
     // --- functions ----------------------------------------------------------------------------
 

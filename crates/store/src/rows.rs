@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis,
+    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User,
+    Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 
@@ -555,6 +556,36 @@ row! {
         agent_id: String,
         function_name: String,
         line: i64,
+    }
+}
+
+row! {
+    pub(crate) struct AccessRequestRow {
+        id: String,
+        workspace_id: String,
+        agent_id: String,
+        secret_name: String,
+        requested_by: String,
+        requested_at: Millis,
+        status: String,
+        decided_by: Option<String>,
+        decided_at: Option<Millis>,
+    }
+}
+
+impl From<AccessRequestRow> for AccessRequest {
+    fn from(r: AccessRequestRow) -> Self {
+        AccessRequest {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            secret_name: r.secret_name,
+            requested_by: r.requested_by,
+            requested_at: r.requested_at,
+            status: r.status,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+        }
     }
 }
 

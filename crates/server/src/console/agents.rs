@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::api::AgentOut;
 use crate::api::agents::AgentSecretOut;
 use crate::api::functions::{FunctionOut, ParamBody};
-use crate::service::{agents, functions};
+use crate::service::{access, agents, functions};
 
 #[derive(Template)]
 #[template(path = "agents.html")]
@@ -98,12 +98,17 @@ pub struct SecretMark {
     /// For admins: whether the secret exists (so access can be granted); members cannot tell
     /// a missing secret from one the agent may not read.
     pub exists: Option<bool>,
+    /// The status of the viewer's latest request for this agent to read it ("" when none).
+    pub request_status: String,
+    /// When that request was answered.
+    pub request_decided_at: Option<String>,
 }
 
 /// Marks each `get_secret` call of `function` with whether its agent can read that secret
 /// (`readable`: the secrets the agent can read).
 async fn secret_marks(
     st: &AppState,
+    p: &agentvault_core::model::Principal,
     chrome: &Chrome,
     function: Option<&FunctionOut>,
     readable: &[AgentSecretOut],
@@ -114,6 +119,11 @@ async fn secret_marks(
     } else {
         None
     };
+    let requests = if chrome.is_admin {
+        Vec::new()
+    } else {
+        access::mine(st, p, &chrome.ws_id, &f.agent_id).await.or_refuse(chrome)?
+    };
     Ok(f.secret_refs
         .iter()
         .map(|r| SecretMark {
@@ -121,6 +131,13 @@ async fn secret_marks(
             secret: r.secret.clone(),
             readable: readable.iter().any(|s| s.name == r.secret),
             exists: existing.as_ref().map(|names| names.contains(&r.secret)),
+            // Newest first: the first one for this secret is the latest.
+            request_status: requests
+                .iter()
+                .find(|q| q.secret == r.secret)
+                .map(|q| q.status.clone())
+                .unwrap_or_default(),
+            request_decided_at: requests.iter().find(|q| q.secret == r.secret).and_then(|q| q.decided_at.clone()),
         })
         .collect())
 }
@@ -137,7 +154,7 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
         Some(name) => Some(functions::get(&st, p, &ws, &agent_id, &name).await.or_refuse(&chrome)?),
         None => None,
     };
-    let marks = secret_marks(&st, &chrome, function.as_ref(), &secrets).await?;
+    let marks = secret_marks(&st, &v.principal, &chrome, function.as_ref(), &secrets).await?;
     let marks_json = serde_json::Value::from(
         marks
             .iter()

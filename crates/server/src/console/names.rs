@@ -11,6 +11,11 @@ use agentvault_core::model::{
 
 use crate::AppState;
 
+/// How a person is named: their name, or their email when they gave none.
+fn person(name: String, email: String) -> String {
+    if name.trim().is_empty() { email } else { name }
+}
+
 /// A thing named for a person, with its id.
 #[derive(Clone, Debug)]
 pub struct Named {
@@ -28,7 +33,7 @@ impl Names {
     pub async fn load(st: &AppState, ws: &str) -> Result<Names> {
         let mut by_id = HashMap::new();
         for m in st.store.list_members(ws).await? {
-            by_id.insert(m.user.id, m.user.name);
+            by_id.insert(m.user.id, person(m.user.name, m.user.email));
         }
         for a in st.store.list_agents(ws).await? {
             by_id.insert(a.id, format!("agent \"{}\"", a.name));
@@ -49,7 +54,7 @@ impl Names {
                 continue;
             }
             if let Ok(Some(u)) = st.store.get_user(&id).await {
-                self.by_id.insert(u.id, u.name);
+                self.by_id.insert(u.id, person(u.name, u.email));
             }
         }
     }

@@ -8,9 +8,10 @@ use axum::http::StatusCode;
 use super::names::{Named, Names};
 use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
+use crate::api::access::AccessRequestOut;
 use crate::api::secrets::SecretUsageOut;
 use crate::api::{AgentOut, SecretOut, VersionOut};
-use crate::service::{agents, secrets};
+use crate::service::{access, agents, secrets};
 
 /// A row of the Secrets table.
 pub struct SecretRow {
@@ -95,6 +96,14 @@ pub(super) async fn new_secret_page(
     ))
 }
 
+/// A request for access with names for its agent and the people involved.
+pub struct RequestRow {
+    pub r: AccessRequestOut,
+    pub agent: Named,
+    pub by: Named,
+    pub decided_by: Option<Named>,
+}
+
 /// A version with the name of who wrote it.
 pub struct VersionRow {
     pub v: VersionOut,
@@ -117,6 +126,8 @@ struct SecretPage {
     access: Vec<AccessRow>,
     versions: Vec<VersionRow>,
     usage: SecretUsageOut,
+    /// Requests for access to this secret: pending first, then the latest answered ones.
+    requests: Vec<RequestRow>,
     /// "function (agent, line N)" of each function naming the secret, for the delete confirmation.
     used_by_summary: String,
 }
@@ -134,6 +145,25 @@ pub(super) async fn secret_page(
     let mut names = Names::load(&st, &chrome.ws_id).await.or_refuse(&chrome)?;
     names.add_users(&st, versions.iter().map(|v| v.created_by.clone()).collect()).await;
     let versions = versions.into_iter().map(|v| VersionRow { by: names.of(&v.created_by), v }).collect();
+    let mut requests: Vec<AccessRequestOut> =
+        access::list(&st, p, &ws).await.or_refuse(&chrome)?.into_iter().filter(|r| r.secret == name).collect();
+    requests.sort_by_key(|r| r.status != "pending");
+    requests.truncate(20);
+    names
+        .add_users(
+            &st,
+            requests.iter().flat_map(|r| [Some(r.requested_by.clone()), r.decided_by.clone()]).flatten().collect(),
+        )
+        .await;
+    let requests = requests
+        .into_iter()
+        .map(|r| RequestRow {
+            agent: names.of(&r.agent_id),
+            by: names.of(&r.requested_by),
+            decided_by: r.decided_by.as_deref().map(|d| names.of(d)),
+            r,
+        })
+        .collect();
     let usage = secrets::usage(&st, p, &ws, &name).await.or_refuse(&chrome)?;
     let used_by_summary = usage
         .functions
@@ -152,6 +182,7 @@ pub(super) async fn secret_page(
             access,
             versions,
             usage,
+            requests,
             used_by_summary,
         },
     ))

@@ -16,13 +16,14 @@ use sqlx::{SqlStr, SqliteConnection, SqlitePool};
 use crate::errors::{DbError, DbResult};
 
 /// `(version, description, SQL)`, as sqlx reads them from `<version>_<description>.sql`.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "people", include_str!("../../migrations/sqlite/0002_people.sql")),
     (3, "functions", include_str!("../../migrations/sqlite/0003_functions.sql")),
     (4, "invitations", include_str!("../../migrations/sqlite/0004_invitations.sql")),
     (5, "email index", include_str!("../../migrations/sqlite/0005_email_index.sql")),
     (6, "function secret refs", include_str!("../../migrations/sqlite/0006_function_secret_refs.sql")),
+    (7, "access requests", include_str!("../../migrations/sqlite/0007_access_requests.sql")),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {

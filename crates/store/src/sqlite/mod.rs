@@ -39,6 +39,7 @@ macro_rules! audit_insert {
     };
 }
 
+mod access;
 mod agents;
 mod audit;
 mod credentials;

@@ -94,7 +94,12 @@ async fn with_agents(conn: &mut SqliteConnection, row: SecretRow) -> DbResult<Se
     Ok(row.into_record(agents)?.0)
 }
 
-async fn replace_access(conn: &mut SqliteConnection, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
+pub(super) async fn replace_access(
+    conn: &mut SqliteConnection,
+    secret_id: &str,
+    agents: &[String],
+    now: Millis,
+) -> DbResult<()> {
     sqlx::query("DELETE FROM secret_access WHERE secret_id = $1").bind(secret_id).execute(&mut *conn).await?;
     for agent in agents {
         sqlx::query(

@@ -4,12 +4,14 @@
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta,
-    SecretUse, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
+    SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
-use super::{SqliteStore, agents, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
+use super::{
+    SqliteStore, access, agents, audit, credentials, functions, invitations, keys, people, secrets, workspaces,
+};
 use crate::errors::DbError;
 use crate::{NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
 
@@ -318,6 +320,28 @@ impl Store for SqliteStore {
 
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()> {
         Ok(functions::delete(self, workspace_id, agent_id, name, audit).await?)
+    }
+
+    async fn create_access_request(&self, request: &AccessRequest, audit: &AuditEvent) -> Result<()> {
+        Ok(access::create(self, request, audit).await?)
+    }
+
+    async fn list_access_requests(&self, workspace_id: &str) -> Result<Vec<AccessRequest>> {
+        Ok(access::list(self, workspace_id).await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_access_request(
+        &self,
+        workspace_id: &str,
+        request_id: &str,
+        status: &str,
+        decided_by: &str,
+        at: Millis,
+        grant: Option<(&str, &[String])>,
+        audit: &[AuditEvent],
+    ) -> Result<AccessRequest> {
+        Ok(access::decide(self, workspace_id, request_id, status, decided_by, at, grant, audit).await?)
     }
 
     async fn record_function_check(&self, function: &Function) -> Result<()> {
