@@ -919,6 +919,12 @@ fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
         ])
     );
 
+    // The agent's page says which of its functions use each secret it can read.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "used by create_payment");
+    b.goto(&page);
+    b.find(".cm-editor");
+
     // Nothing changed: leaving is not held up.
     let leaving_is_held = |b: &Browser| {
         b.script(
@@ -1003,6 +1009,20 @@ fn api_keys_users_keyboard_and_dark_mode_details() {
     b.wait_text("#keys-table", "voice engine");
     let font = b.script("return getComputedStyle(document.querySelector('#new-token')).fontFamily", json!([]));
     assert!(font.as_str().unwrap().contains("monospace"), "{font}");
+    // Revoked keys can be hidden.
+    let (old_id, _) = s.create_key(&ws, json!("all"));
+    s.delete(&format!("/api/v1/workspaces/{ws}/api-keys/{old_id}")).expect(200);
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    let visible = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#keys-table tbody tr')).filter(r => !r.hidden).length",
+            json!([]),
+        )
+    };
+    b.wait_until("both keys listed", |b| visible(b) == json!(2));
+    b.click("#hide-inactive");
+    assert_eq!(visible(&b), json!(1));
+    assert!(b.text("#keys-table").contains("voice engine"));
 
     // Users: refusing to demote the last admin puts the control back to what holds.
     let me = s.get("/api/v1/me").expect(200)["user"]["id"].as_str().unwrap().to_owned();
@@ -1037,9 +1057,18 @@ fn the_secret_form_catches_duplicates_empty_values_and_stray_whitespace() {
     b.type_into("#secret-name", "booking_oauth");
     b.wait_until("the name error to clear", |b| b.text("[data-error-for=name]").is_empty());
 
+    // Removing a pair keeps the keyboard focus among the pairs.
+    b.click("input[name=kind][value=kv]");
+    b.click("[data-kv-add]");
+    b.click("[data-kv-rows] tbody tr:first-child [data-kv-remove]");
+    assert_eq!(b.script("return document.activeElement.id", json!([])), json!("kv-key-2"));
+    b.click("[data-kv-rows] tbody tr:first-child [data-kv-remove]");
+    assert_eq!(b.script("return document.activeElement.matches('[data-kv-add]')", json!([])), json!(true));
+    b.click("input[name=kind][value=single]");
+    b.click("input[name=kind][value=kv]");
+
     // Key/value pairs: a key given twice, then a key without a value, are refused in the form.
     b.type_into("#secret-description", "Booking service");
-    b.click("input[name=kind][value=kv]");
     b.type_into("#kv-key-1", "client_id");
     b.type_into("#kv-value-1", "cid");
     b.click("[data-kv-add]");

@@ -481,7 +481,13 @@
     if (el.matches("[data-kv-add]")) {
       addPair(el.form.querySelector("[data-kv-rows] tbody")).querySelector("input").focus();
     } else if (el.matches("[data-kv-remove]")) {
-      el.closest("tr").remove();
+      // Focus stays in the pairs: on the next row's key, else the previous row's, else Add pair.
+      const tr = el.closest("tr");
+      const next = tr.nextElementSibling || tr.previousElementSibling;
+      const form = el.form;
+      tr.remove();
+      const target = next ? next.querySelector("[data-kv-key]") : form.querySelector("[data-kv-add]");
+      if (target) target.focus();
     } else if (el.matches("[data-check-all], [data-check-none]")) {
       const name = el.dataset.checkAll || el.dataset.checkNone;
       el.form.querySelectorAll('input[name="' + name + '"]').forEach((i) => { i.checked = !!el.dataset.checkAll; });
@@ -737,6 +743,11 @@
       form.querySelectorAll("[data-kind-panel]").forEach((p) => { p.hidden = p.dataset.kindPanel !== el.value; });
       const tbody = form.querySelector("[data-kv-rows] tbody");
       if (el.value === "kv" && tbody && !tbody.children.length) addPair(tbody);
+    }
+    if (el.matches("[data-hide-inactive]")) {
+      document.querySelectorAll("#" + el.dataset.hideInactive + " tbody tr").forEach((tr) => {
+        tr.hidden = el.checked && tr.dataset.status !== "active";
+      });
     }
     if (el.matches("[data-scope]")) {
       // "All agents" covers every agent: the choice of agents is off.

@@ -36,6 +36,17 @@ struct AgentPage {
     secrets: Vec<AgentSecretOut>,
 }
 
+impl AgentPage {
+    /// The names of this agent's functions whose code names `secret`.
+    fn functions_naming(&self, secret: &str) -> Vec<String> {
+        self.functions
+            .iter()
+            .filter(|f| f.secret_refs.iter().any(|r| r.secret == secret))
+            .map(|f| f.name.clone())
+            .collect()
+    }
+}
+
 pub(super) async fn agent_page(
     State(st): State<AppState>,
     Path((ws, agent_id)): Path<(String, String)>,
