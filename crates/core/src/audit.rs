@@ -216,6 +216,8 @@ pub struct AuditRecord {
 pub struct AuditFilter {
     pub action: Option<Action>,
     pub secret_name: Option<String>,
+    /// `secret_name` is a prefix: records of every secret whose name starts with it.
+    pub secret_prefix: bool,
     pub agent_id: Option<String>,
     /// The id of the actor (a user, API key, admin token or agent).
     pub actor_id: Option<String>,

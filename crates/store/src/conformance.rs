@@ -625,6 +625,11 @@ pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
     );
     assert_eq!(list(AuditFilter { outcome: Some(Outcome::Denied), ..Default::default() }).await, [12]);
     assert_eq!(list(AuditFilter { secret_name: Some("odd".into()), ..Default::default() }).await, [13, 11]);
+    assert!(list(AuditFilter { secret_name: Some("od".into()), ..Default::default() }).await.is_empty(), "exact");
+    let prefix = |p: &str| AuditFilter { secret_name: Some(p.into()), secret_prefix: true, ..Default::default() };
+    assert_eq!(list(prefix("od")).await, [13, 11]);
+    assert_eq!(list(prefix("e")).await, [14, 12, 10]);
+    assert!(list(prefix("_")).await.is_empty(), "an underscore is no wildcard");
     assert_eq!(list(AuditFilter { agent_id: Some("agt_audit".into()), ..Default::default() }).await.len(), 5);
     assert_eq!(list(AuditFilter { actor_id: Some("key_audit".into()), ..Default::default() }).await.len(), 5);
     assert_eq!(
