@@ -232,7 +232,7 @@ fn an_earlier_version_is_restored_as_a_new_one_and_keys_are_revealed_one_at_a_ti
     assert_eq!(audit[0]["detail"], json!("version=4 restored_from=1"));
 
     // Refusals change nothing.
-    s.post(&format!("{base}/oauth/versions/4/restore"), json!({})).expect_error(400, "invalid_input");
+    s.post(&format!("{base}/oauth/versions/4/restore"), json!({})).expect_error(409, "version_is_current");
     s.post(&format!("{base}/oauth/versions/9/restore"), json!({})).expect_error(404, "version_not_found");
     s.post(&format!("{base}/nothing/versions/1/restore"), json!({})).expect_error(404, "secret_not_found");
     assert_eq!(s.get(&format!("{base}/oauth")).expect(200)["version"], json!(4));
@@ -249,7 +249,7 @@ fn an_earlier_version_is_restored_as_a_new_one_and_keys_are_revealed_one_at_a_ti
     assert_eq!(details, [&json!("version=4"), &json!("version=4 key=client_secret")]);
     s.post(&format!("{base}/oauth/reveal?key=nope"), json!({})).expect_error(404, "key_not_found");
     s.create_secret(&ws, "single", json!("v"), &[]);
-    s.post(&format!("{base}/single/reveal?key=a"), json!({})).expect_error(400, "invalid_input");
+    s.post(&format!("{base}/single/reveal?key=a"), json!({})).expect_error(409, "not_key_value");
     s.post(&format!("{base}/oauth/reveal?other=1"), json!({})).expect_error(400, "invalid_input");
     assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 2, "refused reveals reveal nothing");
 }
@@ -272,11 +272,6 @@ fn several_secrets_are_imported_together_or_not_at_all() {
             400,
             "secrets[1].name",
         ),
-        (
-            json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "a_key", "value": "y"}]}),
-            400,
-            "secrets[1].name",
-        ),
         (json!({"secrets": [{"name": "a_key", "value": ""}]}), 400, "secrets[0].value"),
         (json!({"secrets": []}), 400, "secrets"),
     ];
@@ -287,6 +282,9 @@ fn several_secrets_are_imported_together_or_not_at_all() {
     }
     s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "taken", "value": "y"}]}))
         .expect_error(409, "secret_exists");
+    let twice = s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "a_key", "value": "y"}]}));
+    twice.expect_error(409, "secret_exists");
+    assert_eq!(twice.body["error"]["field"], json!("secrets[1].name"));
     s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x", "agents": ["agt_doesnotexist0000"]}]}))
         .expect_error(422, "unknown_agent");
     assert_eq!(count(&s), 1);

@@ -189,7 +189,8 @@ pub async fn import_secrets(
 /// kept). The value is never returned.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/versions/{version}/restore", tag = "secrets",
     params(("ws" = String, Path), ("name" = String, Path), ("version" = u32, Path, minimum = 1)),
-    responses((status = 200, body = SecretOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = SecretOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn restore_version(
     State(st): State<AppState>,
     Auth(p): Auth,
@@ -259,7 +260,7 @@ pub struct RevealQuery {
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/reveal", tag = "secrets",
     params(("ws" = String, Path), ("name" = String, Path), RevealQuery),
     responses((status = 200, body = RevealOut), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reveal_secret(
     State(st): State<AppState>,
     Auth(p): Auth,

@@ -95,7 +95,8 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
         validate::secret_name(&s.name).map_err(|e| at(i, e))?;
         validate::description(&s.description).map_err(|e| at(i, e))?;
         if checked.iter().any(|(c, _, _): &(CreateSecret, _, _)| c.name == s.name) {
-            return Err(Error::invalid(format!("secrets[{i}].name"), format!("{} is given twice", s.name)));
+            return Err(Error::conflict("secret_exists", format!("{} is given twice in this import", s.name))
+                .with_field(format!("secrets[{i}].name")));
         }
         let encoded = s.value.validate_and_encode().map_err(|e| at(i, e))?;
         let agents = agent_list("agents", s.agents.clone()).map_err(|e| at(i, e))?;
@@ -290,7 +291,8 @@ pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version
     let _w = st.write_lock.lock().await;
     let current = st.secret_of(&ws.id, name).await?;
     if version == current.version {
-        return Err(Error::invalid("version", format!("version {version} is the current version already")));
+        return Err(Error::conflict("version_is_current", format!("version {version} is the current version already"))
+            .with_field("version"));
     }
     let not_found = || {
         Error::not_found(
@@ -353,7 +355,8 @@ pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Resul
             SecretValue::Single(v.clone())
         }
         (Some(_), SecretValue::Single(_)) => {
-            return Err(Error::invalid("key", format!("{name} is a single value; reveal it without key")));
+            return Err(Error::conflict("not_key_value", format!("{name} is a single value; reveal it without key"))
+                .with_field("key"));
         }
     };
     let detail = match &key {
