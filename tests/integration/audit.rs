@@ -147,3 +147,37 @@ fn concurrent_reads_are_each_audited_exactly_once() {
     let metrics = s.request("GET", "/metrics", None, None).text;
     assert!(metrics.contains("agentvault_audit_failures_total 0"), "{metrics}");
 }
+
+#[test]
+fn the_secret_filter_takes_a_prefix_ending_in_a_star() {
+    let (s, _tmp) = crate::support::with_admin(crate::support::Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "stripe_api_key", json!("a"), &[]);
+    s.create_secret(&ws, "stripe_webhook", json!("b"), &[]);
+    s.create_secret(&ws, "zendesk_token", json!("c"), &[]);
+    let names = |q: &str| {
+        let mut n: Vec<String> = s
+            .audit(&ws, &format!("action=secret.create&{q}"))
+            .iter()
+            .map(|r| r["secret"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names("secret=stripe*"), ["stripe_api_key", "stripe_webhook"]);
+    assert_eq!(names("secret=stripe_api_key"), ["stripe_api_key"]);
+    assert!(names("secret=stripe").is_empty(), "without a star the name is exact");
+    for bad in ["*", "Stripe*", "str*pe"] {
+        s.get(&format!("/api/v1/workspaces/{ws}/audit?secret={bad}")).expect_error(400, "invalid_input");
+    }
+    // The console's Secret field matches by the start of the name, exports included.
+    let (cookie, _) = s.login(crate::support::ADMIN_EMAIL, crate::support::ADMIN_PASSWORD);
+    let csv = s.request_with(
+        "GET",
+        &format!("/w/{ws}/audit/export?format=csv&action=secret.create&secret=stripe"),
+        &[("Cookie", &cookie)],
+        None,
+    );
+    assert_eq!(csv.status, 200, "{}", csv.text);
+    assert_eq!(csv.text.lines().count(), 3, "{}", csv.text);
+}

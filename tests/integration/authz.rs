@@ -137,6 +137,10 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/secrets", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", Policy::WorkspaceMember),
+    ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/access-requests", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/access-requests", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/access-requests/{request_id}/approve", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/access-requests/{request_id}/decline", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
@@ -155,12 +159,15 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("DELETE", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
     ("POST", "/api/v1/workspaces/{ws}/secrets", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secret-imports", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
     ("PATCH", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
     ("DELETE", "/api/v1/workspaces/{ws}/secrets/{name}", Policy::WorkspaceAdmin),
     ("PUT", "/api/v1/workspaces/{ws}/secrets/{name}/access", Policy::WorkspaceAdmin),
     ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/reveal", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/versions", Policy::WorkspaceAdmin),
+    ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/usage", Policy::WorkspaceAdmin),
+    ("POST", "/api/v1/workspaces/{ws}/secrets/{name}/versions/{version}/restore", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/audit", Policy::WorkspaceAdmin),
     ("PUT", "/api/v1/workspaces/{ws}/agents/{agent_id}/egress", Policy::WorkspaceAdmin),
     ("GET", "/api/v1/workspaces/{ws}/secrets/{name}/injection", Policy::WorkspaceAdmin),
@@ -250,12 +257,19 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .replace("{session_id}", "ses_00000000000000000000")
             .replace("{invitation_id}", "ivt_00000000000000000000")
             .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000")
+            .replace("{version}", "1")
+            .replace("{request_id}", "req_00000000000000000000")
     };
     // Allowed calls must not change anything: deletions target ids that do not exist (except
     // where the path names a real secret or agent: those are sent to a missing one), and bodies
     // are empty, so they are refused as invalid after authorization.
     let harmless = |method: &str, path: &str| {
-        if method == "DELETE" || method == "PATCH" || path.ends_with("/reveal") || path.ends_with("/access") {
+        if method == "DELETE"
+            || method == "PATCH"
+            || path.ends_with("/reveal")
+            || path.ends_with("/access")
+            || path.ends_with("/restore")
+        {
             path.replace("/secrets/stripe_api_key", "/secrets/no_such_secret")
                 .replace(&agent, "agt_00000000000000000000")
         } else {
@@ -303,4 +317,98 @@ fn every_route_answers_every_caller_as_the_matrix_says() {
             .len(),
         2
     );
+}
+
+/// Who may open a console page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    /// Anyone, signed in or not.
+    Public,
+    /// A member (or admin) of the workspace.
+    Member,
+    /// An admin of the workspace.
+    Admin,
+}
+
+/// Every route of the console (`crates/server/src/console/mod.rs`) and who may open it. A route
+/// added there belongs here too.
+const CONSOLE_MATRIX: &[(&str, Page)] = &[
+    ("/login", Page::Public),
+    ("/invite/{code}", Page::Public),
+    ("/assets/{file}", Page::Public),
+    ("/favicon.ico", Page::Public),
+    ("/w/{ws}/agents", Page::Member),
+    ("/w/{ws}/agents/{agent_id}", Page::Member),
+    ("/w/{ws}/agents/{agent_id}/functions/new", Page::Member),
+    ("/w/{ws}/agents/{agent_id}/functions/{function}", Page::Member),
+    ("/w/{ws}/users", Page::Member),
+    ("/w/{ws}/api-keys", Page::Member),
+    ("/w/{ws}/account", Page::Member),
+    ("/w/{ws}/audit", Page::Admin),
+    ("/w/{ws}/audit/export", Page::Admin),
+    ("/w/{ws}/secrets", Page::Admin),
+    ("/w/{ws}/secrets/new", Page::Admin),
+    ("/w/{ws}/secrets/{name}", Page::Admin),
+];
+
+#[test]
+fn every_console_page_answers_every_caller_as_the_matrix_says() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "reader");
+    crate::support::define(&s, &ws, &agent, "peek", json!([]), "def peek(conv):\n    return 'ok'\n");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_CONSOLE_MATRIX"), &[&agent]);
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let ws2 = s.post("/api/v1/workspaces", json!({"name": "elsewhere"})).expect(201)["id"].as_str().unwrap().to_owned();
+    s.add_user(&ws2, "edsger@example.com", "admin", "goto considered harmful");
+    let (admin, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (member, _) = s.login("grace@example.com", "cobol compiler 1959");
+    let (outsider, _) = s.login("edsger@example.com", "goto considered harmful");
+    let (ended, ended_csrf) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    s.request_with("POST", "/api/v1/auth/logout", &[("Cookie", &ended), ("X-CSRF-Token", &ended_csrf)], None);
+
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut req = http.get(format!("{}{path}", s.base)).header("Accept", "text/html");
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        let mut resp = req.call().unwrap();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (resp.status().as_u16(), location, resp.body_mut().read_to_string().unwrap_or_default())
+    };
+    let mut failures = Vec::new();
+    for (template, page) in CONSOLE_MATRIX {
+        let path = template
+            .replace("{ws}", &ws)
+            .replace("{agent_id}", &agent)
+            .replace("{function}", "peek")
+            .replace("{name}", "stripe_api_key")
+            .replace("{file}", "console.css")
+            .replace("{code}", "avi_thisCodeWasNeverIssued000000000000000000000");
+        let cases: [(&str, Option<&str>, &str); 5] = [
+            ("no cookie", None, if *page == Page::Public { "open" } else { "sign in" }),
+            ("an ended session", Some(&ended), if *page == Page::Public { "open" } else { "sign in again" }),
+            ("an admin elsewhere", Some(&outsider), if *page == Page::Public { "open" } else { "hidden" }),
+            ("a member", Some(&member), if *page == Page::Admin { "forbidden" } else { "open" }),
+            ("the admin", Some(&admin), "open"),
+        ];
+        for (who, cookie, expected) in cases {
+            let (status, location, body) = get(&path, cookie);
+            let ok = match expected {
+                // The invitation page answers an unknown code with its own 404 page.
+                "open" => status == 200 || (template.starts_with("/invite/") && status == 404),
+                "sign in" => status == 303 && location.starts_with("/login?next="),
+                "sign in again" => status == 303 && location.starts_with("/login?expired=1&next="),
+                "hidden" => status == 404,
+                "forbidden" => status == 403,
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!("{template} as {who}: expected {expected}, got {status} {location}"));
+            }
+            assert!(!body.contains("sk_live_CONSOLE_MATRIX"), "{template} as {who} shows the value");
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

@@ -249,8 +249,27 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     b.type_into("#test-args", r#"{"amount": 5}"#);
     b.click("form[data-form=function-test] button[type=submit]");
     b.wait_text("[data-out=error]", "MissingAccess");
+    assert!(
+        b.text("[data-out=error]").contains("agent \"Billing bot\" has no access"),
+        "{}",
+        b.text("[data-out=error]")
+    );
     b.script("document.querySelector('[data-test-output]').scrollIntoView()", json!([]));
     b.screenshot("function-test-missing-access");
+    // The same action as in the editor: grant access from the failed run, and run again.
+    b.click("[data-test-actions] [data-grant-secret=stripe_api_key]");
+    b.wait_until("access granted", |_| {
+        s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).body["agents"] == json!([billing])
+    });
+    b.wait_until("the page reloaded", |b| {
+        b.script("const o = document.querySelector('[data-test-output]'); return !!o && o.hidden", json!([]))
+            == json!(true)
+    });
+    b.find(".cm-editor");
+    b.clear("#test-args");
+    b.type_into("#test-args", r#"{"amount": 5}"#);
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=result]", "charged 5 with [redacted:stripe_api_key]");
 }
 
 #[test]
@@ -518,4 +537,697 @@ fn an_admin_sets_the_network_policy_and_an_injected_secret_in_the_console() {
     assert!(b.text("#secret-use").contains("api.stripe.com"));
     let injection = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/injection")).expect(200).clone();
     assert_eq!(injection, json!({"injected_only": true, "hosts": ["api.stripe.com"]}));
+}
+
+/// An ended session sends the browser to sign in, and back where it was.
+#[test]
+fn an_ended_session_sends_the_browser_to_sign_in_and_back() {
+    let ttl = std::time::Duration::from_secs(6);
+    let (s, _tmp) =
+        with_admin(Options { extra_env: vec![("AGENTVAULT_SESSION_TTL", "6s".into())], ..Options::default() });
+    let ws = s.default_ws();
+    let b = Browser::start();
+    b.goto(&format!("{}/login", s.base));
+    assert!(!b.exists("#needs-setup"), "setup is done: the sign-in page does not offer it");
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // The session began before this instant, so it has ended a TTL after it.
+    let signed_in = std::time::Instant::now();
+    b.wait_text("main h1", "Agents");
+    // The session expires while the page is open; the next form sent goes to sign in, not to an
+    // error about headers.
+    std::thread::sleep(ttl.saturating_sub(signed_in.elapsed()) + std::time::Duration::from_millis(500));
+    b.type_into("#agent-name", "Late bot");
+    b.click("form[data-form=agent-new] button[type=submit]");
+    b.wait_until("the sign-in page", |b| b.url().contains("/login?expired=1"));
+    b.wait_text("#session-ended", "Your session has ended");
+    b.screenshot("session-ended");
+    b.type_into("#email", ADMIN_EMAIL);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("form[data-form=login] button[type=submit]");
+    b.wait_until("back where it was", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+
+    // An unknown URL is a page, with the way back.
+    b.goto(&format!("{}/w/{ws}/no-such-tab", s.base));
+    b.wait_text("main h1", "Not found");
+    assert!(b.text("main").contains("no page at this address"));
+    b.screenshot("not-found");
+}
+
+#[test]
+fn used_by_and_the_editors_marks_show_what_a_secret_change_breaks() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_USEDBY"), &[&billing]);
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[]);
+    let code = "def create_payment(conv: Conversation, amount: int):\n    key = conv.utils.get_secret('stripe_api_key')\n    \
+                oauth = conv.utils.get_secret('booking_oauth')\n    other = conv.utils.get_secret('no_such_secret')\n    \
+                return f'charged {amount}'\n";
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "create_payment",
+        json!([{"name": "amount", "type": "integer"}]),
+        "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('stripe_api_key')[:3]\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // Saving in the editor finds the get_secret calls; each one the agent cannot read is marked
+    // at its line.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.find(".cm-editor");
+    b.script("document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])", json!([code]));
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_shown("the saved note", "form[data-form=function-save] [data-saved]");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.wait_text("[data-secret-marks]", "no_such_secret");
+    let marks = b.script(
+        "return Array.from(document.querySelectorAll('[data-secret-marks] li')).map(li => [li.dataset.markLine, li.dataset.markSecret, li.className])",
+        json!([]),
+    );
+    assert_eq!(
+        marks,
+        json!([
+            ["2", "stripe_api_key", "mark-ok"],
+            ["3", "booking_oauth", "mark-missing"],
+            ["4", "no_such_secret", "mark-missing"]
+        ])
+    );
+    assert!(b.text("[data-mark-secret=booking_oauth]").contains("Billing bot has no access"));
+    assert!(b.text("[data-mark-secret=no_such_secret]").contains("no secret named no_such_secret exists"));
+    b.wait_until("the editor's line marks", |b| {
+        b.script(
+            "return Array.from(document.querySelectorAll('.cm-marked-line')).map(l => l.dataset.markedLine)",
+            json!([]),
+        ) == json!(["3", "4"])
+    });
+    b.script("document.querySelector('.editor-grid').scrollIntoView()", json!([]));
+    b.screenshot("function-editor-marks");
+
+    // Grant access in place: the agent is added to the secret's list, nobody removed.
+    b.click("[data-grant-secret=booking_oauth]");
+    b.wait_until("booking_oauth readable", |b| {
+        b.try_text("[data-mark-secret=booking_oauth]").is_some_and(|t| t.contains("can read it"))
+    });
+    let booking = s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200).clone();
+    assert_eq!(booking["agents"], json!([billing]));
+    // "Create it" opens the new-secret form filled in for this agent.
+    b.click("[data-mark-secret=no_such_secret] a");
+    b.wait_until("the new-secret form", |b| b.url().contains("/secrets/new?name=no_such_secret"));
+    assert_eq!(b.value("#secret-name"), "no_such_secret");
+    assert_eq!(
+        b.script("return document.querySelector(arguments[0]).checked", json!([format!("input[value={billing}]")])),
+        json!(true)
+    );
+
+    // One successful read by the function, then the secret's page: who uses it, and when the
+    // agent last read it.
+    let (_, key) = s.create_key(&ws, json!([billing]));
+    s.read(&key, &billing, "stripe_api_key").expect(200);
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.wait_text("#used-by", "create_payment");
+    let row = b.text("#used-by tbody tr");
+    assert!(row.contains("Billing bot") && row.contains('2') && row.contains("can read"), "{row}");
+    let last = b.text("#last-reads tbody tr");
+    assert!(last.contains("Billing bot") && !last.contains("never"), "{last}");
+    b.script("document.querySelector('#used-by').scrollIntoView()", json!([]));
+    b.screenshot("secret-used-by");
+
+    // Deleting asks first, naming the functions; cancelling keeps the secret.
+    b.type_into("#confirm-name", "stripe_api_key");
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    let text = b.dialog_text();
+    assert!(text.contains("create_payment (Billing bot, line 2)"), "{text}");
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200);
+    b.click("form[data-form=secret-delete] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the list", |b| b.url().ends_with("/secrets"));
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect_error(404, "secret_not_found");
+
+    // A member sees which calls cannot be read, without telling a missing secret from one
+    // without access, and no Grant button.
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    b.delete_cookies();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base));
+    b.wait_text("[data-mark-secret=no_such_secret]", "ask a workspace admin");
+    assert!(b.text("[data-mark-secret=stripe_api_key]").contains("ask a workspace admin"));
+    assert!(!b.exists("[data-grant-secret]"));
+}
+
+#[test]
+fn the_console_shows_names_instead_of_ids_and_relative_times() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_NAMES"), &[&billing, &support]);
+    let r = s.post(&format!("/api/v1/workspaces/{ws}/api-keys"), json!({"name": "voice engine", "agents": [billing]}));
+    let key = r.expect(201).clone();
+    s.read(key["token"].as_str().unwrap(), &billing, "stripe_api_key").expect(200);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // A new version by the signed-in admin (the API calls above used the bootstrap token, which
+    // setup made Ada's personal token).
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.type_into("#update-value", "sk_live_NAMES_2");
+    b.click("form[data-form=secret-update] button[type=submit]");
+    b.wait_text("#notice", "Saved as version 2.");
+
+    // Versions: who wrote each, by name; the current one marked; times relative, exact on hover.
+    let rows = b.script(
+        "return Array.from(document.querySelectorAll('#versions tbody tr')).map(r => [r.cells[0].innerText, r.cells[3].innerText])",
+        json!([]),
+    );
+    assert_eq!(rows, json!([["2 current", "Ada"], ["1", "Ada"]]));
+    let created = b.script(
+        "const t = document.querySelector('#versions tbody tr time'); return [t.textContent, t.title, t.getAttribute('datetime')]",
+        json!([]),
+    );
+    assert_eq!(created[0], json!("just now"), "{created}");
+    assert!(created[1].as_str().unwrap().contains(created[2].as_str().unwrap()), "the exact time on hover: {created}");
+    b.screenshot("secret-versions-names");
+
+    // The Secrets list names the agents, filters by agent and sorts by any column.
+    s.create_secret(&ws, "alpha_token", json!("a"), &[&support]);
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.wait_text("#secrets-table", "Billing bot, Support bot");
+    let names = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#secrets-table tbody tr')).filter(r => !r.hidden).map(r => r.cells[0].innerText)",
+            json!([]),
+        )
+    };
+    b.click("#secrets-table th:first-child button.sort");
+    assert_eq!(names(&b), json!(["alpha_token", "stripe_api_key"]));
+    b.click("#secrets-table th:first-child button.sort");
+    assert_eq!(names(&b), json!(["stripe_api_key", "alpha_token"]));
+    b.script(
+        "const s = document.querySelector('#secret-agent-filter'); s.value = arguments[0]; s.dispatchEvent(new Event('change', {bubbles: true}))",
+        json!([billing]),
+    );
+    assert_eq!(names(&b), json!(["stripe_api_key"]));
+    b.screenshot("secrets-sorted-filtered");
+
+    // The audit log: actors and agents by name, the id on hover.
+    b.goto(&format!("{}/w/{ws}/audit", s.base));
+    b.wait_text("#audit-table", "secret.read");
+    let cell = |action: &str, col: usize| {
+        b.script(
+            "const r = Array.from(document.querySelectorAll('#audit-table tbody tr')).find(r => r.cells[2].textContent == arguments[0]); \
+             const c = r.cells[arguments[1]]; const n = c.querySelector('.named'); return [c.innerText, n ? n.title : null]",
+            json!([action, col]),
+        )
+    };
+    let read_actor = cell("secret.read", 1);
+    assert_eq!(read_actor[0], json!("API key \"voice engine\""), "{read_actor}");
+    assert!(read_actor[1].as_str().unwrap().contains(key["id"].as_str().unwrap()), "{read_actor}");
+    assert_eq!(cell("secret.read", 5)[0], json!("agent \"Billing bot\""));
+    assert_eq!(cell("secret.update", 1)[0], json!("Ada"));
+    assert_eq!(cell("agent.create", 1)[0], json!("Ada"));
+    assert_eq!(cell("api_key.create", 6)[0], json!("API key \"voice engine\""), "the target by name");
+    assert!(!b.text("#audit-table").contains("usr_"), "a user id is shown instead of a name");
+    b.screenshot("audit-names");
+}
+
+#[test]
+fn the_account_page_manages_password_tokens_and_sessions() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.click("header a.who");
+    b.wait_until("the account page", |b| b.url().ends_with(&format!("/w/{ws}/account")));
+    assert_eq!(b.text("#account-email"), ADMIN_EMAIL);
+
+    // A personal access token: shown once, in a monospace field; it works, then is revoked.
+    b.type_into("#token-name", "laptop terminal");
+    b.click("form[data-form=token-create] button[type=submit]");
+    b.wait_until("the new token", |b| b.value("#new-personal-token").starts_with("avp_"));
+    let token = b.value("#new-personal-token");
+    let font = b.script("return getComputedStyle(document.querySelector('#new-personal-token')).fontFamily", json!([]));
+    assert!(font.as_str().unwrap().contains("monospace"), "{font}");
+    assert_eq!(s.request("GET", "/api/v1/me", Some(&token), None).expect(200)["user"]["email"], json!(ADMIN_EMAIL));
+    b.screenshot("account-token-created");
+    b.click("[data-new-token] a");
+    b.wait_text("#tokens-table", "laptop terminal");
+    assert!(!b.text("main").contains(&token), "the token is shown again");
+    // Active tokens come first, newest first: the new one, then the bootstrap token setup made.
+    let status_of = |b: &Browser, name: &str| {
+        b.script(
+            "const r = Array.from(document.querySelectorAll('#tokens-table tbody tr')).find(r => r.cells[0].textContent == arguments[0]); \
+             return r ? r.cells[2].textContent : null",
+            json!([name]),
+        )
+    };
+    assert_eq!(status_of(&b, "laptop terminal"), json!("active"));
+    b.click("#tokens-table tbody tr:first-child form[data-form=token-revoke] button[type=submit]");
+    assert!(b.dialog_text().contains("laptop terminal"));
+    b.accept_dialog();
+    b.wait_until("the token revoked", |b| status_of(b, "laptop terminal") == json!("revoked"));
+    s.request("GET", "/api/v1/me", Some(&token), None).expect_error(401, "unauthenticated");
+
+    // Sessions: another sign-in elsewhere is listed and can be ended from here.
+    let (other_cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/account", s.base));
+    // Setup signed Ada in too: that session, this browser's and the one just made.
+    let sessions =
+        |b: &Browser| b.script("return document.querySelectorAll('#sessions-table tbody tr').length", json!([]));
+    b.wait_until("three sessions", |b| sessions(b) == json!(3));
+    assert!(b.text("#sessions-table tbody tr:first-child").contains("this session"));
+    b.script("document.querySelector('#tokens-title').scrollIntoView()", json!([]));
+    b.screenshot("account");
+    b.click("#sessions-table tbody tr:nth-child(2) form[data-form=session-end] button[type=submit]");
+    b.wait_until("that session ended", |b| sessions(b) == json!(2));
+    assert_eq!(s.request_with("GET", "/api/v1/me", &[("Cookie", &other_cookie)], None).status, 401);
+
+    // The password: a wrong current one is refused beside its field; then changed, which ends
+    // the other sessions and keeps this one.
+    let (third_cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.type_into("#current-password", "not my password");
+    b.type_into("#new-password", "a brand new passphrase");
+    b.click("form[data-form=password-change] button[type=submit]");
+    b.wait_text("[data-error-for=current_password]", "wrong");
+    b.clear("#current-password");
+    b.type_into("#current-password", ADMIN_PASSWORD);
+    b.click("form[data-form=password-change] button[type=submit]");
+    b.wait_shown("the change confirmed", "form[data-form=password-change] [data-saved]");
+    assert!(b.text("form[data-form=password-change] [data-saved]").contains("2 other sessions ended"));
+    assert_eq!(s.request_with("GET", "/api/v1/me", &[("Cookie", &third_cookie)], None).status, 401);
+    s.login(ADMIN_EMAIL, "a brand new passphrase");
+
+    // A new workspace, from the same page.
+    b.goto(&format!("{}/w/{ws}/account", s.base));
+    b.type_into("#workspace-name", "research");
+    b.click("form[data-form=workspace-create] button[type=submit]");
+    b.wait_until("the new workspace", |b| b.url().ends_with("/agents") && !b.url().contains(&ws));
+    b.wait_text("#workspace-switcher", "research");
+}
+
+#[test]
+fn agents_and_functions_are_renamed_and_deleted_in_the_console() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    crate::support::define(&s, &ws, &billing, "refund", json!([]), "def refund(conv):\n    return 'ok'\n");
+    crate::support::define(&s, &ws, &billing, "charge", json!([]), "def charge(conv):\n    return 'ok'\n");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // Delete one function from its editor.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/refund", s.base));
+    b.find(".cm-editor");
+    b.click("form[data-form=function-delete] button[type=submit]");
+    assert!(b.dialog_text().contains("refund"));
+    b.accept_dialog();
+    b.wait_until("the agent's page", |b| b.url().ends_with(&format!("/agents/{billing}")));
+    let fns = s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}/functions")).expect(200)["items"].clone();
+    assert_eq!(fns.as_array().unwrap().len(), 1);
+
+    // Rename the agent.
+    b.clear("#agent-rename");
+    b.type_into("#agent-rename", "Payments bot");
+    b.click("form[data-form=agent-update] button[type=submit]");
+    b.wait_shown("saved", "form[data-form=agent-update] [data-saved]");
+    assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect(200)["name"], json!("Payments bot"));
+    b.wait_text("main h1", "Payments bot");
+    b.screenshot("agent-settings");
+
+    // Delete it; cancelling first keeps it.
+    b.click("form[data-form=agent-delete] button[type=submit]");
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect(200);
+    b.click("form[data-form=agent-delete] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the agents list", |b| b.url().ends_with(&format!("/w/{ws}/agents")));
+    s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}")).expect_error(404, "agent_not_found");
+}
+
+#[test]
+fn key_values_are_revealed_and_copied_one_by_one_and_old_versions_restored() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid_ONE", "client_secret": "cs_ONE"}), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
+
+    // One masked row per key; focusing one reveals that key only (one audit record naming it).
+    b.wait_text("#kv-values", "client_secret");
+    let masked = "••••••••••••";
+    assert_eq!((b.value("#reveal-key-1"), b.value("#reveal-key-2")), (masked.to_owned(), masked.to_owned()));
+    b.click("#reveal-key-2");
+    b.wait_until("client_secret revealed", |b| b.value("#reveal-key-2") == "cs_ONE");
+    assert_eq!(b.value("#reveal-key-1"), masked);
+    b.click("main h1");
+    b.wait_until("masked again", |b| b.value("#reveal-key-2") == masked);
+    let reveals = s.audit(&ws, "action=secret.reveal&secret=booking_oauth");
+    assert_eq!(reveals.len(), 1);
+    assert_eq!(reveals[0]["detail"], json!("version=1 key=client_secret"));
+    // Copy copies without showing the value, and is audited as a reveal of that key.
+    b.click("[data-copy-reveal=reveal-key-1]");
+    b.wait_until("a second reveal record", |_| s.audit(&ws, "action=secret.reveal&secret=booking_oauth").len() == 2);
+    assert_eq!(b.value("#reveal-key-1"), masked, "copying showed the value");
+    assert_eq!(
+        s.audit(&ws, "action=secret.reveal&secret=booking_oauth")[0]["detail"],
+        json!("version=1 key=client_id")
+    );
+    assert!(!b.text("main").contains("cid_ONE"));
+
+    // A new value typed into a masked field, shown on request.
+    assert_eq!(b.script("return document.querySelector('#kv-value-2').type", json!([])), json!("password"));
+    b.type_into("#kv-value-2", "cs_TWO");
+    b.click("[data-show-hide-all]");
+    assert_eq!(b.script("return document.querySelector('#kv-value-2').type", json!([])), json!("text"));
+    b.click("form[data-form=secret-update] button[type=submit]");
+    b.wait_text("#notice", "Saved as version 2.");
+    b.click("#notice button");
+    assert!(!b.exists("#notice"), "the notice is dismissed");
+
+    // Restore version 1: a new version 3 with version 1's value, never shown.
+    b.click("form[data-form=version-restore][data-version='1'] button[type=submit]");
+    assert!(b.dialog_text().contains("Restore version 1"));
+    b.accept_dialog();
+    b.wait_text("#notice", "Version 1 restored as version 3.");
+    b.wait_text("#versions tbody tr:first-child", "current");
+    assert!(b.text("#versions tbody tr:first-child").starts_with('3'));
+    assert!(!b.text("main").contains("cs_ONE"));
+    b.screenshot("secret-restored");
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!({"client_id": "cid_ONE", "client_secret": "cs_ONE"}));
+    assert_eq!(revealed["version"], json!(3));
+    let restored = s.audit(&ws, "action=secret.update&secret=booking_oauth");
+    assert_eq!(restored[0]["detail"], json!("version=3 restored_from=1"));
+}
+
+#[test]
+fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "create_payment",
+        json!([{"name": "amount", "description": "in cents", "type": "integer"}]),
+        "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('booking_oauth')['client_id'] + ' and a long line that goes on and on'\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let page = format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base);
+    b.goto(&page);
+    b.find(".cm-editor");
+    // The Secrets box offers each key's snippet.
+    let snippets = b.script(
+        "return Array.from(document.querySelectorAll('[data-secrets-box] button[data-copy]')).map(b => b.dataset.copy)",
+        json!([]),
+    );
+    assert_eq!(
+        snippets,
+        json!([
+            "conv.utils.get_secret('booking_oauth')",
+            "conv.utils.get_secret('booking_oauth')['client_id']",
+            "conv.utils.get_secret('booking_oauth')['client_secret']"
+        ])
+    );
+
+    // The agent's page says which of its functions use each secret it can read.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "used by create_payment");
+    b.goto(&page);
+    b.find(".cm-editor");
+
+    // Nothing changed: leaving is not held up.
+    let leaving_is_held = |b: &Browser| {
+        b.script(
+            "const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented",
+            json!([]),
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(leaving_is_held(&b), json!(false));
+    assert!(b.script("return document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true));
+    // A change to the code: marked, and leaving asks first.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!(["def create_payment(conv: Conversation, amount: int):\n    return 'changed'\n"]),
+    );
+    b.wait_shown("the unsaved mark", "[data-unsaved]");
+    assert_eq!(leaving_is_held(&b), json!(true));
+    b.screenshot("function-editor-unsaved");
+    // Saved: no longer held.
+    b.click("form[data-form=function-save] button[type=submit]");
+    b.wait_shown("saved", "form[data-form=function-save] [data-saved]");
+    assert_eq!(leaving_is_held(&b), json!(false));
+    b.wait_until("the mark cleared", |b| {
+        b.script("return document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true)
+    });
+
+    // 390 px: nothing wider than the screen, and the parameter's type is readable.
+    b.resize(390, 844);
+    b.goto(&page);
+    b.find(".cm-editor");
+    let width = b.script("return document.documentElement.scrollWidth", json!([]));
+    let inner = b.script("return window.innerWidth", json!([]));
+    let wide = b.script(
+        "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5) \
+         .filter(e => !e.closest('.cm-scroller')).slice(0, 8) \
+         .map(e => e.outerHTML.slice(0, 80) + ' ' + Math.round(e.getBoundingClientRect().right))",
+        json!([]),
+    );
+    assert!(
+        width.as_u64().unwrap() <= inner.as_u64().unwrap(),
+        "the page is {width} px wide on a {inner} px screen: {wide}"
+    );
+    let select = b.script(
+        "const s = document.querySelector('[data-param-type]'); const r = s.getBoundingClientRect(); return [s.value, r.width, r.right]",
+        json!([]),
+    );
+    assert_eq!(select[0], json!("integer"));
+    assert!(select[1].as_f64().unwrap() >= 80.0, "the type select is too narrow to read: {select}");
+    assert!(select[2].as_f64().unwrap() <= inner.as_f64().unwrap(), "the type select is off screen: {select}");
+    b.script("document.querySelector('[data-param-rows]').scrollIntoView()", json!([]));
+    b.screenshot("function-editor-narrow");
+}
+
+#[test]
+fn api_keys_users_keyboard_and_dark_mode_details() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // A skip link is the first thing the keyboard reaches, and it leads to the content.
+    b.goto(&format!("{}/w/{ws}/agents", s.base));
+    b.wait_text("main h1", "Agents");
+    b.press_tab();
+    assert_eq!(b.script("return document.activeElement.textContent", json!([])), json!("Skip to content"));
+
+    // API keys: "All agents" turns the agent choice off; a new key is listed at once, its token
+    // shown once in a monospace field.
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    let disabled = |b: &Browser| {
+        b.script(&format!("return document.querySelector('input[name=agents][value={billing}]').disabled"), json!([]))
+    };
+    assert_eq!(disabled(&b), json!(true));
+    b.click("input[name=scope][value=chosen]");
+    assert_eq!(disabled(&b), json!(false));
+    b.click("input[name=scope][value=all]");
+    assert_eq!(disabled(&b), json!(true));
+    b.type_into("#key-name", "voice engine");
+    b.click("form[data-form=key-create] button[type=submit]");
+    b.wait_until("the new token", |b| b.value("#new-token").starts_with("avk_"));
+    b.wait_text("#keys-table", "voice engine");
+    let font = b.script("return getComputedStyle(document.querySelector('#new-token')).fontFamily", json!([]));
+    assert!(font.as_str().unwrap().contains("monospace"), "{font}");
+    // Revoked keys can be hidden.
+    let (old_id, _) = s.create_key(&ws, json!("all"));
+    s.delete(&format!("/api/v1/workspaces/{ws}/api-keys/{old_id}")).expect(200);
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    let visible = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#keys-table tbody tr')).filter(r => !r.hidden).length",
+            json!([]),
+        )
+    };
+    b.wait_until("both keys listed", |b| visible(b) == json!(2));
+    b.click("#hide-inactive");
+    assert_eq!(visible(&b), json!(1));
+    assert!(b.text("#keys-table").contains("voice engine"));
+
+    // Users: refusing to demote the last admin puts the control back to what holds.
+    let me = s.get("/api/v1/me").expect(200)["user"]["id"].as_str().unwrap().to_owned();
+    b.goto(&format!("{}/w/{ws}/users", s.base));
+    b.script("document.querySelector(arguments[0]).value = 'member'", json!([format!("#role-{me}")]));
+    b.click(&format!("form[data-form=member-role][data-user={me}] button[type=submit]"));
+    b.wait_text(&format!("form[data-form=member-role][data-user={me}] [data-error-for='']"), "admin");
+    assert_eq!(b.value(&format!("#role-{me}")), "admin");
+
+    // Dark mode follows the system setting.
+    b.emulate_dark_mode();
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    b.wait_text("#keys-table", "voice engine");
+    let bg = b.script("return getComputedStyle(document.documentElement).backgroundColor", json!([]));
+    assert_eq!(bg, json!("rgb(15, 20, 25)"), "the page is not dark");
+    b.screenshot("api-keys-dark");
+}
+
+#[test]
+fn the_secret_form_catches_duplicates_empty_values_and_stray_whitespace() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "stripe_api_key", json!("sk"), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+
+    // A taken name, as it is typed.
+    b.type_into("#secret-name", "stripe_api_key");
+    b.wait_text("[data-error-for=name]", "a secret named stripe_api_key already exists");
+    b.clear("#secret-name");
+    b.type_into("#secret-name", "booking_oauth");
+    b.wait_until("the name error to clear", |b| b.text("[data-error-for=name]").is_empty());
+
+    // Removing a pair keeps the keyboard focus among the pairs.
+    b.click("input[name=kind][value=kv]");
+    b.click("[data-kv-add]");
+    b.click("[data-kv-rows] tbody tr:first-child [data-kv-remove]");
+    assert_eq!(b.script("return document.activeElement.id", json!([])), json!("kv-key-2"));
+    b.click("[data-kv-rows] tbody tr:first-child [data-kv-remove]");
+    assert_eq!(b.script("return document.activeElement.matches('[data-kv-add]')", json!([])), json!(true));
+    b.click("input[name=kind][value=single]");
+    b.click("input[name=kind][value=kv]");
+
+    // Key/value pairs: a key given twice, then a key without a value, are refused in the form.
+    b.type_into("#secret-description", "Booking service");
+    b.type_into("#kv-key-1", "client_id");
+    b.type_into("#kv-value-1", "cid");
+    b.click("[data-kv-add]");
+    b.type_into("#kv-key-2", "client_id");
+    b.type_into("#kv-value-2", "other");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_text("[data-error-for=value]", "the key client_id is given twice");
+    assert!(b.text("form[data-form=secret-new] [data-error-for='']").contains("values were cleared"));
+    assert_eq!((b.value("#kv-value-1"), b.value("#kv-key-2")), (String::new(), "client_id".to_owned()));
+    assert_eq!(b.value("#secret-description"), "Booking service", "what was typed stays");
+    b.clear("#kv-key-2");
+    b.type_into("#kv-key-2", "client_secret");
+    b.type_into("#kv-value-1", "cid");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.wait_text("[data-error-for=value]", "give a value for the key client_secret");
+    b.screenshot("secret-form-errors");
+
+    // A value with a stray space asks first; cancelling creates nothing.
+    b.type_into("#kv-value-1", "cid");
+    b.type_into("#kv-value-2", "cs_with_space ");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    assert!(b.dialog_text().contains("the value of client_secret starts or ends with spaces"));
+    b.dismiss_dialog();
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect_error(404, "secret_not_found");
+    b.click("form[data-form=secret-new] button[type=submit]");
+    b.accept_dialog();
+    b.wait_until("the new secret's page", |b| b.url().ends_with("/secrets/booking_oauth"));
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!({"client_id": "cid", "client_secret": "cs_with_space "}));
+}
+
+#[test]
+fn secrets_are_imported_from_a_pasted_env_file_with_a_preview() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "taken_key", json!("t"), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    b.click("details.import summary");
+    let env = "# payments\nexport STRIPE_API_KEY=sk_live_ENV\nZENDESK_TOKEN=\"zd 1\"\nTAKEN_KEY=again\nnot a line\n";
+    b.type_into("#import-text", env);
+    let preview = |b: &Browser| {
+        b.script(
+            "return Array.from(document.querySelectorAll('#import-preview tbody tr')).map(r => [r.cells[0].textContent, r.cells[2].textContent])",
+            json!([]),
+        )
+    };
+    b.wait_until("the preview", |b| preview(b).as_array().is_some_and(|r| r.len() == 4));
+    assert_eq!(
+        preview(&b),
+        json!([
+            ["stripe_api_key", "ready"],
+            ["zendesk_token", "ready"],
+            ["taken_key", "a secret of this name exists"],
+            ["not a line", "line 5 is not NAME=value"]
+        ])
+    );
+    assert!(!b.text("main").contains("sk_live_ENV"), "the preview shows a value");
+    assert_eq!(b.script("return document.querySelector('[data-import-submit]').disabled", json!([])), json!(true));
+    b.screenshot("secrets-import-preview");
+
+    // Fixed: both are created together, for the chosen agent.
+    b.clear("#import-text");
+    b.type_into("#import-text", "export STRIPE_API_KEY=sk_live_ENV\nZENDESK_TOKEN=\"zd 1\"\n");
+    b.wait_text("[data-import-submit]", "Import 2 secrets");
+    b.click(&format!("details.import input[name=agents][value={billing}]"));
+    b.click("[data-import-submit]");
+    b.wait_text("#notice", "2 secrets imported.");
+    b.wait_text("#secrets-table", "zendesk_token");
+    let revealed =
+        s.post(&format!("/api/v1/workspaces/{ws}/secrets/zendesk_token/reveal"), json!({})).expect(200).clone();
+    assert_eq!(revealed["value"], json!("zd 1"));
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
+    assert_eq!(meta["agents"], json!([billing]));
+}
+
+#[test]
+fn a_member_requests_access_from_the_editor_and_an_admin_approves_it() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid", "client_secret": "cs"}), &[]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "book",
+        json!([]),
+        "def book(conv: Conversation):\n    return conv.utils.get_secret('booking_oauth')['client_id']\n",
+    );
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let b = Browser::start();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    let editor = format!("{}/w/{ws}/agents/{billing}/functions/book", s.base);
+    b.goto(&editor);
+    b.click("[data-mark-secret=booking_oauth] [data-request-access]");
+    b.wait_text("#notice", "Access to booking_oauth requested");
+    b.wait_text("[data-mark-secret=booking_oauth] [data-request-status=pending]", "waiting for an admin");
+    b.screenshot("function-editor-access-requested");
+
+    // The admin sees it on the secret's page and approves it.
+    b.delete_cookies();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
+    b.wait_text("#access-requests", "Billing bot");
+    let row = b.text("#access-requests tbody tr");
+    assert!(row.contains("agent \"Billing bot\"") && row.to_lowercase().contains("grace"), "{row}");
+    b.script("document.querySelector('#access-requests').scrollIntoView()", json!([]));
+    b.screenshot("secret-access-requests");
+    b.click("form[data-form=access-approve] button[type=submit]");
+    b.wait_text("#notice", "Approved");
+    b.wait_text("#access-requests", "approved by Ada");
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/booking_oauth")).expect(200).clone();
+    assert_eq!(meta["agents"], json!([billing]));
+
+    // The member sees the outcome: the call is readable now.
+    b.delete_cookies();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    b.goto(&editor);
+    b.wait_text("[data-mark-secret=booking_oauth]", "can read it");
 }

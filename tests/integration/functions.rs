@@ -105,3 +105,137 @@ fn functions_are_checked_before_they_are_stored() {
         assert!(actions.contains(&a.to_owned()), "{a}");
     }
 }
+
+#[test]
+fn a_secret_lists_the_functions_that_name_it_and_each_agents_last_read() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_USAGE"), &[&billing]);
+    let base = |agent: &str| format!("/api/v1/workspaces/{ws}/agents/{agent}/functions");
+    let usage_path = format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/usage");
+
+    // Nobody names it yet.
+    let usage = s.get(&usage_path).expect(200).clone();
+    assert_eq!(usage["functions"], json!([]));
+    assert_eq!(
+        usage["agents"],
+        json!([{"agent_id": billing, "agent_name": "Billing bot", "has_access": true, "last_read_at": null}])
+    );
+
+    // The function's answer lists the calls it found; the usage lists it, with the access of its
+    // agent. Support bot names the secret without access.
+    let f = s.post(
+        &base(&billing),
+        json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": CODE}),
+    );
+    assert_eq!(f.expect(201)["secret_refs"], json!([{"secret": "stripe_api_key", "line": 5}]));
+    let peek = "def peek(conv):\n    return conv.utils.get_secret(\"stripe_api_key\")[:2]\n";
+    s.post(&base(&support), json!({"name": "peek", "description": "Peek", "parameters": [], "code": peek})).expect(201);
+    let usage = s.get(&usage_path).expect(200).clone();
+    assert_eq!(
+        usage["functions"],
+        json!([
+            {"agent_id": billing, "agent_name": "Billing bot", "function": "create_payment", "line": 5, "can_read": true},
+            {"agent_id": support, "agent_name": "Support bot", "function": "peek", "line": 2, "can_read": false},
+        ])
+    );
+    assert_eq!(usage["agents"][1]["has_access"], json!(false));
+
+    // A run that reads the secret is the agent's last read; a denied one is not.
+    let run = crate::support::invoke(&s, None, &ws, &billing, "create_payment", json!({"args": {"amount": 5}}));
+    assert!(run.expect(200)["error"].is_null(), "{}", run.text);
+    let denied = crate::support::invoke(&s, None, &ws, &support, "peek", json!({"args": {}}));
+    assert_eq!(denied.expect(200)["error"]["type"], json!("MissingAccess"));
+    let usage = s.get(&usage_path).expect(200).clone();
+    let read_at = usage["agents"][0]["last_read_at"].as_str().unwrap().to_owned();
+    assert!(read_at.ends_with('Z'), "{usage}");
+    assert!(usage["agents"][1]["last_read_at"].is_null(), "a denied read is not a read: {usage}");
+
+    // A new version without the call, and a deleted function, leave the list.
+    let plain = "def create_payment(conv, amount):\n    return 'ok'\n";
+    let replaced = s.put(
+        &format!("{}/create_payment", base(&billing)),
+        json!({"description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": plain}),
+    );
+    assert_eq!(replaced.expect(200)["secret_refs"], json!([]));
+    s.delete(&format!("{}/peek", base(&support))).expect(204);
+    assert_eq!(s.get(&usage_path).expect(200)["functions"], json!([]));
+    s.get(&format!("/api/v1/workspaces/{ws}/secrets/nothing_here/usage")).expect_error(404, "secret_not_found");
+}
+
+#[test]
+fn a_missing_required_argument_is_refused_before_the_code_runs() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let base = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions");
+    // amount has no default; currency has one.
+    let params = json!([{"name": "amount", "type": "integer"}, {"name": "currency", "type": "string"}]);
+    let code =
+        "def create_payment(conv, amount, currency='usd'):\n    conv.say('ran')\n    return f'{amount} {currency}'\n";
+    let f =
+        s.post(&base, json!({"name": "create_payment", "description": "Charge", "parameters": params, "code": code}));
+    assert_eq!(f.expect(201)["required"], json!(["amount"]));
+
+    let invoke = |args: serde_json::Value| {
+        crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": args}))
+    };
+    let r = invoke(json!({"currency": "eur"}));
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], json!("args.amount"), "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs the argument amount"), "{}", r.text);
+    assert!(s.audit(&ws, "action=function.invoke").is_empty(), "nothing ran");
+    // The optional one may be left out.
+    assert_eq!(invoke(json!({"amount": 5})).expect(200)["result"], json!("5 usd"));
+}
+
+#[test]
+fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
+    let data = crate::support::DataDir::new();
+    let mut s = data.start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_OLD"), &[&agent]);
+    let code = "def create_payment(conv, amount):\n    return conv.utils.get_secret('stripe_api_key')[:2]\n";
+    s.post(
+        &format!("/api/v1/workspaces/{ws}/agents/{agent}/functions"),
+        json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": code}),
+    )
+    .expect(201);
+    s.stop();
+
+    // What an earlier agentvault stored: no references, no required flags.
+    let script = "import json, sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        c.execute('DELETE FROM function_secret_refs')\n\
+        for fid, params in c.execute('SELECT id, parameters FROM functions').fetchall():\n\
+        \x20   ps = json.loads(params)\n\
+        \x20   [p.pop('required', None) for p in ps]\n\
+        \x20   c.execute('UPDATE functions SET parameters = ? WHERE id = ?', (json.dumps(ps), fid))\n\
+        c.commit()\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(data.path.join("agentvault.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let s = data.start();
+    let path = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/create_payment");
+    let started = std::time::Instant::now();
+    loop {
+        let f = s.get(&path).expect(200).clone();
+        if f["secret_refs"] == json!([{"secret": "stripe_api_key", "line": 2}]) && f["required"] == json!(["amount"]) {
+            assert_eq!(f["version"], json!(1), "the definition is unchanged");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "not checked again: {f}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let usage = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key/usage")).expect(200).clone();
+    assert_eq!(usage["functions"][0]["function"], json!("create_payment"));
+    let r = crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": {}}));
+    r.expect_error(400, "invalid_input");
+}

@@ -206,3 +206,158 @@ fn a_new_key_value_version_can_keep_current_pairs() {
     let v = s.post(&format!("{}/reveal", path("oauth")), serde_json::json!({})).expect(200).clone();
     assert_eq!(v["value"], serde_json::json!({"client_id": "cid_KEEP", "client_secret": "cs_NEW", "scope": "read"}));
 }
+
+#[test]
+fn an_earlier_version_is_restored_as_a_new_one_and_keys_are_revealed_one_at_a_time() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    let base = format!("/api/v1/workspaces/{ws}/secrets");
+    s.create_secret(&ws, "oauth", json!({"client_id": "id_V1", "client_secret": "cs_V1"}), &[&agent]);
+    s.patch(&format!("{base}/oauth"), json!({"value": {"client_id": "id_V2", "client_secret": "cs_V2"}})).expect(200);
+    s.patch(&format!("{base}/oauth"), json!({"value": {"token": "tok_V3"}})).expect(200);
+
+    // Restoring version 1: version 4 with version 1's value and keys; the answer holds no value.
+    let restored = s.post(&format!("{base}/oauth/versions/1/restore"), json!({}));
+    let r = restored.expect(200).clone();
+    assert_eq!((r["version"].clone(), r["keys"].clone()), (json!(4), json!(["client_id", "client_secret"])));
+    assert!(!restored.text.contains("cs_V1"));
+    // Agents read it at once; the history is kept; the audit record says where it came from.
+    let read = s.read(&key, &agent, "oauth");
+    assert_eq!(read.expect(200)["value"], json!({"client_id": "id_V1", "client_secret": "cs_V1"}));
+    let versions = s.get(&format!("{base}/oauth/versions")).expect(200)["items"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 4);
+    let audit = s.audit(&ws, "action=secret.update&secret=oauth");
+    assert_eq!(audit[0]["detail"], json!("version=4 restored_from=1"));
+
+    // Refusals change nothing.
+    s.post(&format!("{base}/oauth/versions/4/restore"), json!({})).expect_error(409, "version_is_current");
+    s.post(&format!("{base}/oauth/versions/9/restore"), json!({})).expect_error(404, "version_not_found");
+    s.post(&format!("{base}/nothing/versions/1/restore"), json!({})).expect_error(404, "secret_not_found");
+    assert_eq!(s.get(&format!("{base}/oauth")).expect(200)["version"], json!(4));
+
+    // One key's value, audited with its key; the whole value as before.
+    let one = s.post(&format!("{base}/oauth/reveal?key=client_secret"), json!({}));
+    let one = one.expect(200).clone();
+    assert_eq!((one["value"].clone(), one["key"].clone()), (json!("cs_V1"), json!("client_secret")));
+    let whole = s.post(&format!("{base}/oauth/reveal"), json!({})).expect(200).clone();
+    assert_eq!(whole["value"], json!({"client_id": "id_V1", "client_secret": "cs_V1"}));
+    assert!(whole.get("key").is_none());
+    let reveals = s.audit(&ws, "action=secret.reveal&secret=oauth");
+    let details: Vec<&Value> = reveals.iter().map(|r| &r["detail"]).collect();
+    assert_eq!(details, [&json!("version=4"), &json!("version=4 key=client_secret")]);
+    s.post(&format!("{base}/oauth/reveal?key=nope"), json!({})).expect_error(404, "key_not_found");
+    s.create_secret(&ws, "single", json!("v"), &[]);
+    s.post(&format!("{base}/single/reveal?key=a"), json!({})).expect_error(409, "not_key_value");
+    s.post(&format!("{base}/oauth/reveal?other=1"), json!({})).expect_error(400, "invalid_input");
+    assert_eq!(s.audit(&ws, "action=secret.reveal").len(), 2, "refused reveals reveal nothing");
+}
+
+#[test]
+fn several_secrets_are_imported_together_or_not_at_all() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.create_secret(&ws, "taken", json!("t"), &[]);
+    let path = format!("/api/v1/workspaces/{ws}/secret-imports");
+    let count =
+        |s: &Server| s.get(&format!("/api/v1/workspaces/{ws}/secrets")).expect(200)["items"].as_array().unwrap().len();
+
+    // Any bad entry refuses the whole import, naming it; nothing is stored or audited.
+    let bad = [
+        (
+            json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "Bad Name", "value": "y"}]}),
+            400,
+            "secrets[1].name",
+        ),
+        (json!({"secrets": [{"name": "a_key", "value": ""}]}), 400, "secrets[0].value"),
+        (json!({"secrets": []}), 400, "secrets"),
+    ];
+    for (body, status, field) in bad {
+        let r = s.post(&path, body.clone());
+        r.expect_error(status, "invalid_input");
+        assert_eq!(r.body["error"]["field"], json!(field), "{body}: {}", r.text);
+    }
+    s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "taken", "value": "y"}]}))
+        .expect_error(409, "secret_exists");
+    let twice = s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x"}, {"name": "a_key", "value": "y"}]}));
+    twice.expect_error(409, "secret_exists");
+    assert_eq!(twice.body["error"]["field"], json!("secrets[1].name"));
+    s.post(&path, json!({"secrets": [{"name": "a_key", "value": "x", "agents": ["agt_doesnotexist0000"]}]}))
+        .expect_error(422, "unknown_agent");
+    assert_eq!(count(&s), 1);
+    assert!(s.audit(&ws, "action=secret.create").len() == 1, "refused imports leave no audit record");
+
+    // A good one: every secret created at once, readable at once.
+    let r = s.post(
+        &path,
+        json!({"secrets": [
+            {"name": "stripe_api_key", "value": "sk_live_IMPORT", "agents": [agent]},
+            {"name": "booking_oauth", "value": {"client_id": "cid", "client_secret": "cs"}, "description": "Booking"},
+        ]}),
+    );
+    let items = r.expect(201)["items"].clone();
+    assert_eq!(
+        items.as_array().unwrap().iter().map(|i| i["name"].clone()).collect::<Vec<_>>(),
+        [json!("stripe_api_key"), json!("booking_oauth")]
+    );
+    assert!(!r.text.contains("sk_live_IMPORT"));
+    assert_eq!(count(&s), 3);
+    assert_eq!(s.read(&key, &agent, "stripe_api_key").expect(200)["value"], json!("sk_live_IMPORT"));
+    let created = s.audit(&ws, "action=secret.create");
+    assert_eq!(created.len(), 3);
+    assert!(created[0]["detail"].as_str().unwrap().ends_with("import"), "{created:?}");
+}
+
+#[test]
+fn a_member_requests_access_and_an_admin_approves_or_declines() {
+    let (s, _tmp) = crate::support::with_admin(crate::support::Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    s.create_secret(&ws, "stripe_api_key", json!("sk_REQ"), &[]);
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+    let member = s.personal_token("grace@example.com", "cobol compiler 1959");
+    let as_member =
+        |method: &str, path: &str, body: Option<Value>| s.request(method, path, Some(&member), body.as_ref());
+    let ask = format!("/api/v1/workspaces/{ws}/agents/{agent}/access-requests");
+
+    let r = as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"})));
+    let req = r.expect(201).clone();
+    assert_eq!((req["status"].clone(), req["secret"].clone()), (json!("pending"), json!("stripe_api_key")));
+    as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"}))).expect_error(409, "access_request_pending");
+    as_member("POST", &ask, Some(json!({"secret": "Not A Name"}))).expect_error(400, "invalid_input");
+    // Only admins see requests.
+    as_member("GET", &format!("/api/v1/workspaces/{ws}/access-requests"), None).expect_error(403, "forbidden");
+    let listed = s.get(&format!("/api/v1/workspaces/{ws}/access-requests")).expect(200)["items"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    s.read(&key, &agent, "stripe_api_key").expect_error(403, "missing_access");
+
+    // Approved: the agent reads it at once; the request cannot be answered twice.
+    let id = req["id"].as_str().unwrap();
+    let approved = s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{id}/approve"), json!({}));
+    assert_eq!(approved.expect(200)["status"], json!("approved"));
+    assert_eq!(s.read(&key, &agent, "stripe_api_key").expect(200)["value"], json!("sk_REQ"));
+    s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{id}/decline"), json!({}))
+        .expect_error(404, "access_request_not_found");
+    as_member("POST", &ask, Some(json!({"secret": "stripe_api_key"}))).expect_error(409, "access_already_granted");
+
+    // Declined: nothing changes but the request.
+    let other = as_member("POST", &ask, Some(json!({"secret": "zendesk_token"}))).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{other}/approve"), json!({}))
+        .expect_error(404, "secret_not_found");
+    let declined = s.post(&format!("/api/v1/workspaces/{ws}/access-requests/{other}/decline"), json!({}));
+    assert_eq!(declined.expect(200)["status"], json!("declined"));
+    let actions: Vec<String> = s
+        .audit(&ws, "")
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .filter(|a| a.starts_with("access."))
+        .collect();
+    assert_eq!(actions, ["access.decline", "access.request", "access.approve", "access.request"]);
+}

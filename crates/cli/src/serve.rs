@@ -85,15 +85,17 @@ pub async fn run(args: ConfigArgs) -> Result<(), String> {
         }
         Bootstrap::Existing => {}
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(code) = setup_code {
+        // A browser cannot open 0.0.0.0 or [::] everywhere: name this machine instead.
+        let shown = if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() };
         let _ = writeln!(
             out,
-            "agentvault: no user exists yet. Create the first admin with the setup code {code}\n\
-             (POST /api/v1/setup, or `agentvault user create --email ... --role admin` with the server stopped)."
+            "agentvault: no user exists yet. Create the first admin at {scheme}://{shown}/setup with the setup code {code}\n\
+             (or POST /api/v1/setup, or `agentvault user create --email ... --role admin` with the server stopped)."
         );
     }
     let shutdown = shutdown_signal()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = writeln!(out, "agentvault listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);

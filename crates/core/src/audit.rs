@@ -39,10 +39,13 @@ pub enum Action {
     EgressConnect,
     EgressInject,
     SecretInjectionSet,
+    AccessRequest,
+    AccessApprove,
+    AccessDecline,
 }
 
 impl Action {
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 37] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -77,6 +80,9 @@ impl Action {
         Action::EgressConnect,
         Action::EgressInject,
         Action::SecretInjectionSet,
+        Action::AccessRequest,
+        Action::AccessApprove,
+        Action::AccessDecline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +121,9 @@ impl Action {
             Action::EgressConnect => "egress.connect",
             Action::EgressInject => "egress.inject",
             Action::SecretInjectionSet => "secret.injection_set",
+            Action::AccessRequest => "access.request",
+            Action::AccessApprove => "access.approve",
+            Action::AccessDecline => "access.decline",
         }
     }
 
@@ -219,6 +228,8 @@ pub struct AuditRecord {
 pub struct AuditFilter {
     pub action: Option<Action>,
     pub secret_name: Option<String>,
+    /// `secret_name` is a prefix: records of every secret whose name starts with it.
+    pub secret_prefix: bool,
     pub agent_id: Option<String>,
     /// The id of the actor (a user, API key, admin token or agent).
     pub actor_id: Option<String>,

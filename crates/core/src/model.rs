@@ -13,6 +13,7 @@ pub type Millis = i64;
 pub const WORKSPACE_PREFIX: &str = "ws_";
 pub const AGENT_PREFIX: &str = "agt_";
 pub const SECRET_PREFIX: &str = "sec_";
+pub const ACCESS_REQUEST_PREFIX: &str = "req_";
 pub const API_KEY_PREFIX: &str = "key_";
 pub const ADMIN_TOKEN_ID_PREFIX: &str = "adm_";
 pub const USER_PREFIX: &str = "usr_";
@@ -225,6 +226,9 @@ pub struct FunctionParam {
     pub name: String,
     pub description: String,
     pub kind: ParamType,
+    /// The definition gives it no default: an invocation must pass it (found by the code check;
+    /// false for functions saved before agentvault recorded it).
+    pub required: bool,
 }
 
 /// An agent's Python function.
@@ -244,6 +248,40 @@ pub struct Function {
     pub version: u32,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// The secrets the code names (`get_secret('<literal>')`), found when it was saved.
+    pub secret_refs: Vec<SecretRef>,
+}
+
+/// A `get_secret('<name>')` call with a literal name in a function's code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub secret: String,
+    /// 1-based.
+    pub line: u32,
+}
+
+/// A member's request that an agent may read a secret, for an admin to approve or decline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub id: String,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub secret_name: String,
+    /// The user who asked.
+    pub requested_by: String,
+    pub requested_at: Millis,
+    /// `pending`, `approved` or `declined`.
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Millis>,
+}
+
+/// A function that names a secret: where a change to the secret shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    pub agent_id: String,
+    pub function_name: String,
+    pub line: u32,
 }
 
 /// A person who signs in to the console or uses a personal access token.

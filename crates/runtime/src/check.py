@@ -1,14 +1,32 @@
 # Checks an agent function without running it: it compiles, and it defines
-# `def <name>(conv, <declared parameters>...)` at the top level.
+# `def <name>(conv, <declared parameters>...)` at the top level. Also lists the secrets the code
+# names: every `get_secret('<literal>')` call (`conv.utils.get_secret`, `utils.get_secret`,
+# `get_secret`) with its line.
 # argv: name, JSON list of declared parameter names. stdin: the code. stdout: one JSON object.
 import ast
 import json
 import sys
 
 
-def answer(ok, message="", line=None):
-    print(json.dumps({"ok": ok, "message": message, "line": line}))
+def answer(ok, message="", line=None, refs=(), required=()):
+    print(json.dumps({"ok": ok, "message": message, "line": line, "refs": list(refs), "required": list(required)}))
     sys.exit(0)
+
+
+def secret_refs(tree):
+    """[name, line] of each get_secret call whose first argument is a string literal."""
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        f = node.func
+        named = (isinstance(f, ast.Attribute) and f.attr == "get_secret") or (
+            isinstance(f, ast.Name) and f.id == "get_secret"
+        )
+        arg = node.args[0]
+        if named and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            found.add((arg.value, node.lineno))
+    return sorted(found, key=lambda r: (r[1], r[0]))
 
 
 name = sys.argv[1]
@@ -43,4 +61,5 @@ required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is No
 for p in required:
     if p not in declared:
         answer(False, f"the parameter {p} of {name} has no default and is not declared as an LLM parameter", fn.lineno)
-answer(True)
+# The declared parameters without a default: a call must pass them.
+answer(True, refs=secret_refs(tree), required=[p for p in declared if p in required])

@@ -45,7 +45,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets, workspaces,
+    access, agents, audit as audit_api, auth as auth_api, functions, invoke, keys, me, members, ops, read, secrets,
+    workspaces,
 };
 use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
@@ -313,6 +314,13 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::reveal_secret))
         .routes(routes!(api::injection::get_injection, api::injection::set_injection))
         .routes(routes!(secrets::list_versions))
+        .routes(routes!(secrets::secret_usage))
+        .routes(routes!(secrets::restore_version))
+        .routes(routes!(secrets::import_secrets))
+        .routes(routes!(access::request_access))
+        .routes(routes!(access::list_access_requests))
+        .routes(routes!(access::approve_access_request))
+        .routes(routes!(access::decline_access_request))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit_api::list_audit))
@@ -357,8 +365,17 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_route() -> ApiError {
+/// An unknown URL: a page for a browser outside the API, JSON for everything else.
+async fn no_route(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")));
+    if wants_html && !uri.path().starts_with("/api/") {
+        return console::not_found_page();
+    }
     ApiError(Error::not_found("no_route", "no such route; the API is described at /api/v1/openapi.json"))
+        .into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -387,7 +404,8 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-/// Counts requests per route and status, and marks every response as not cacheable.
+/// Counts requests per route and status, and marks every response as not cacheable unless it
+/// says otherwise (the console's content-hashed assets are cached for a year).
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let method = method_name(req.method());
     let route = req
@@ -398,7 +416,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     let mut resp = next.run(req).await;
     st.metrics.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
@@ -439,6 +457,19 @@ pub async fn serve(
     };
     if let Ok(addr) = listener.local_addr() {
         state.egress.set_listening(vec![addr]);
+    }
+    {
+        // Functions saved by an earlier agentvault: what the code check finds is recorded now.
+        let st = state.clone();
+        tokio::spawn(async move {
+            match service::functions::recheck_saved(&st).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(functions = n, "recorded the secrets and required parameters of saved functions")
+                }
+                Err(e) => tracing::warn!(error = %e, "checking saved functions again failed"),
+            }
+        });
     }
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let limits = &state.options.connections;

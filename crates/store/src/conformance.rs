@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, Session, User, Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis,
+    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User, Workspace,
 };
 use agentvault_core::{Error, ErrorKind, Result, SecretKind};
 
@@ -29,6 +29,9 @@ pub async fn run_all(store: &dyn Store) {
     the_last_admin_stays(store).await;
     stale_versions_are_conflicts(store).await;
     deleting_an_agent_cascades(store).await;
+    secret_uses_follow_function_changes(store).await;
+    secrets_are_created_all_or_none(store).await;
+    access_requests_are_decided_once(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
     api_key_scopes_round_trip(store).await;
@@ -126,12 +129,21 @@ fn function(ws: &str, agent_id: &str, name: &str, version: u32) -> Function {
         agent_id: agent_id.into(),
         name: name.into(),
         description: "does things".into(),
-        parameters: vec![FunctionParam { name: "n".into(), description: "a number".into(), kind: ParamType::Integer }],
+        parameters: vec![
+            FunctionParam {
+                name: "n".into(),
+                description: "a number".into(),
+                kind: ParamType::Integer,
+                required: true,
+            },
+            FunctionParam { name: "m".into(), description: String::new(), kind: ParamType::String, required: false },
+        ],
         code: "def f(conv, n):\n    return n\n".into(),
         timeout_ms: Some(1500),
         version,
         created_at: NOW,
         updated_at: NOW + i64::from(version),
+        secret_refs: vec![SecretRef { secret: "stripe_api_key".into(), line: 2 }],
     }
 }
 
@@ -375,6 +387,147 @@ pub async fn stale_versions_are_conflicts(store: &dyn Store) {
     assert_eq!(stored, Some(function(ws, "agt_ver", "calc", 2)), "the function round-trips");
 }
 
+/// The functions naming a secret follow each create, update and delete of a function, and of its
+/// agent.
+pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
+    let ws = "ws_uses";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_uses_a").await;
+    agent(store, ws, "agt_uses_b").await;
+    let uses = |name: &'static str| async move {
+        ok(store.secret_uses(ws, name).await, "secret_uses")
+            .into_iter()
+            .map(|u| (u.agent_id, u.function_name, u.line))
+            .collect::<Vec<_>>()
+    };
+    let mut pay = function(ws, "agt_uses_a", "pay", 1);
+    pay.secret_refs = vec![
+        SecretRef { secret: "stripe_api_key".into(), line: 2 },
+        SecretRef { secret: "booking_oauth".into(), line: 3 },
+        SecretRef { secret: "stripe_api_key".into(), line: 7 },
+    ];
+    ok(store.create_function(&pay, &event(ws, Action::FunctionCreate)).await, "create pay");
+    ok(store.create_function(&function(ws, "agt_uses_b", "refund", 1), &event(ws, Action::FunctionCreate)).await, "b");
+    let a = || "agt_uses_a".to_owned();
+    let b = || "agt_uses_b".to_owned();
+    assert_eq!(
+        uses("stripe_api_key").await,
+        [(a(), "pay".into(), 2), (a(), "pay".into(), 7), (b(), "refund".into(), 2)]
+    );
+    assert_eq!(uses("booking_oauth").await, [(a(), "pay".into(), 3)]);
+    let listed = ok(store.list_functions(ws, "agt_uses_a").await, "list_functions");
+    assert_eq!(listed[0].secret_refs, pay.secret_refs, "list_functions carries the references");
+
+    // A new version replaces the references; a refused one leaves them.
+    let mut v2 = function(ws, "agt_uses_a", "pay", 2);
+    v2.secret_refs = vec![SecretRef { secret: "booking_oauth".into(), line: 4 }];
+    ok(store.update_function(&v2, &event(ws, Action::FunctionUpdate)).await, "update");
+    let mut stale = function(ws, "agt_uses_a", "pay", 2);
+    stale.secret_refs = vec![SecretRef { secret: "other".into(), line: 1 }];
+    assert!(store.update_function(&stale, &event(ws, Action::FunctionUpdate)).await.is_err());
+    assert_eq!(uses("booking_oauth").await, [(a(), "pay".into(), 4)]);
+    assert_eq!(uses("stripe_api_key").await, [(b(), "refund".into(), 2)]);
+    assert!(uses("other").await.is_empty());
+
+    // A check recorded later (for a function saved before references were kept) fills them in
+    // for the stored version only, with no audit record.
+    let audit_before = audit_of(store, ws).await.len();
+    let mut old = function(ws, "agt_uses_a", "pay", 2);
+    old.secret_refs = vec![SecretRef { secret: "later".into(), line: 9 }];
+    ok(store.record_function_check(&old).await, "record_function_check");
+    assert_eq!(uses("later").await, [(a(), "pay".into(), 9)]);
+    assert_eq!(uses("booking_oauth").await, Vec::<(String, String, u32)>::new(), "replaced");
+    let mut stale_check = function(ws, "agt_uses_a", "pay", 1);
+    stale_check.secret_refs = vec![SecretRef { secret: "stale".into(), line: 1 }];
+    ok(store.record_function_check(&stale_check).await, "a check of an older version");
+    assert!(uses("stale").await.is_empty(), "an older version's check is dropped");
+    assert_eq!(audit_of(store, ws).await.len(), audit_before);
+
+    // Deleting the function, or its agent, takes its references.
+    ok(store.delete_function(ws, "agt_uses_a", "pay", &event(ws, Action::FunctionDelete)).await, "delete");
+    assert!(uses("later").await.is_empty());
+    ok(store.delete_agent(ws, "agt_uses_b", &event(ws, Action::AgentDelete)).await, "delete_agent");
+    assert!(uses("stripe_api_key").await.is_empty());
+}
+
+/// An access request is pending once per agent and secret; deciding it once, with its grant, in
+/// one transaction.
+pub async fn access_requests_are_decided_once(store: &dyn Store) {
+    let ws = "ws_req";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_req").await;
+    let s = secret(store, ws, "sec_req", &[]).await;
+    let request = AccessRequest {
+        id: "req_1".into(),
+        workspace_id: ws.into(),
+        agent_id: "agt_req".into(),
+        secret_name: s.name.clone(),
+        requested_by: "usr_member".into(),
+        requested_at: NOW,
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+    };
+    ok(store.create_access_request(&request, &event(ws, Action::AccessRequest)).await, "request");
+    let again = AccessRequest { id: "req_2".into(), ..request.clone() };
+    refused(
+        store.create_access_request(&again, &event(ws, Action::AccessRequest)).await,
+        ErrorKind::Conflict,
+        "access_request_pending",
+        "a second pending request",
+    );
+    assert_eq!(ok(store.list_access_requests(ws).await, "list"), std::slice::from_ref(&request));
+
+    let grant = vec!["agt_req".to_owned()];
+    let events = [event(ws, Action::AccessApprove), event(ws, Action::SecretAccessSet)];
+    let decided = ok(
+        store
+            .decide_access_request(ws, "req_1", "approved", "usr_admin", NOW + 5, Some((&s.id, &grant)), &events)
+            .await,
+        "approve",
+    );
+    assert_eq!(
+        (decided.status.as_str(), decided.decided_by.as_deref(), decided.decided_at),
+        ("approved", Some("usr_admin"), Some(NOW + 5))
+    );
+    assert_eq!(ok(store.get_secret(ws, &s.name).await, "get").map(|m| m.agents), Some(grant.clone()));
+    let r = store.decide_access_request(ws, "req_1", "declined", "usr_admin", NOW + 6, None, &[]).await;
+    refused(r, ErrorKind::NotFound, "access_request_not_found", "a request decided twice");
+    // Once decided, the same request may be made again.
+    ok(store.create_access_request(&again, &event(ws, Action::AccessRequest)).await, "asked again");
+}
+
+/// Several secrets are created together or not at all.
+pub async fn secrets_are_created_all_or_none(store: &dyn Store) {
+    let ws = "ws_many";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_many").await;
+    secret(store, ws, "sec_taken", &[]).await;
+    let before = audit_of(store, ws).await.len();
+    let mut one = secret_meta(ws, "sec_one", &["agt_many"]);
+    one.name = "one".into();
+    let mut two = secret_meta(ws, "sec_two", &[]);
+    two.name = "two".into();
+    let taken = secret_meta(ws, "sec_taken_again", &[]);
+    let mut clash = taken.clone();
+    clash.name = secret_meta(ws, "sec_taken", &[]).name;
+    let events = |n: usize| (0..n).map(|_| event(ws, Action::SecretCreate)).collect::<Vec<_>>();
+    let r = store.create_secrets(&[(one.clone(), sealed("one")), (clash, sealed("clash"))], &events(2)).await;
+    refused(r, ErrorKind::Conflict, "secret_exists", "a batch with a taken name");
+    assert!(ok(store.get_secret(ws, "one").await, "get").is_none(), "nothing of the batch is stored");
+    assert_eq!(audit_of(store, ws).await.len(), before, "and no audit record");
+    let mut stranger = two.clone();
+    stranger.agents = vec!["agt_elsewhere".into()];
+    let r = store.create_secrets(&[(one.clone(), sealed("one")), (stranger, sealed("two"))], &events(2)).await;
+    assert!(r.is_err(), "an unknown agent refuses the batch");
+    assert!(ok(store.get_secret(ws, "one").await, "get").is_none());
+
+    ok(store.create_secrets(&[(one.clone(), sealed("one")), (two, sealed("two"))], &events(2)).await, "batch");
+    assert_eq!(ok(store.get_secret(ws, "one").await, "get").map(|m| m.agents), Some(vec!["agt_many".to_owned()]));
+    assert!(ok(store.get_secret(ws, "two").await, "get").is_some());
+    assert_eq!(audit_of(store, ws).await.len(), before + 2);
+}
+
 /// Deleting an agent takes its grants, API key scopes and functions with it.
 pub async fn deleting_an_agent_cascades(store: &dyn Store) {
     let ws = "ws_cascade";
@@ -418,7 +571,15 @@ pub async fn deleting_a_secret_removes_its_versions(store: &dyn Store) {
         actor_id: "usr_conformance",
     };
     ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "update");
+    // Each version's sealed value can be read back, in its own workspace only.
+    let v1 = ok(store.sealed_version(ws, "sec_del", 1).await, "sealed_version 1");
+    assert_eq!(v1.map(|v| v.sealed), Some(sealed("sec_del")), "version 1 as created");
+    let v2 = ok(store.sealed_version(ws, "sec_del", 2).await, "sealed_version 2");
+    assert_eq!(v2.map(|v| (v.version, v.sealed)), Some((2, next.clone())));
+    assert!(ok(store.sealed_version(ws, "sec_del", 3).await, "no version 3").is_none());
+    assert!(ok(store.sealed_version("ws_elsewhere", "sec_del", 1).await, "another workspace").is_none());
     ok(store.delete_secret(ws, "sec_del", &event(ws, Action::SecretDelete)).await, "delete_secret");
+    assert!(ok(store.sealed_version(ws, "sec_del", 1).await, "deleted").is_none());
     assert!(ok(store.get_secret(ws, &s.name).await, "get_secret").is_none());
     assert!(ok(store.list_versions(ws, "sec_del").await, "list_versions").is_empty());
     let sealed_left = ok(store.all_sealed_versions().await, "all_sealed_versions");
@@ -467,6 +628,11 @@ pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
     );
     assert_eq!(list(AuditFilter { outcome: Some(Outcome::Denied), ..Default::default() }).await, [12]);
     assert_eq!(list(AuditFilter { secret_name: Some("odd".into()), ..Default::default() }).await, [13, 11]);
+    assert!(list(AuditFilter { secret_name: Some("od".into()), ..Default::default() }).await.is_empty(), "exact");
+    let prefix = |p: &str| AuditFilter { secret_name: Some(p.into()), secret_prefix: true, ..Default::default() };
+    assert_eq!(list(prefix("od")).await, [13, 11]);
+    assert_eq!(list(prefix("e")).await, [14, 12, 10]);
+    assert!(list(prefix("_")).await.is_empty(), "an underscore is no wildcard");
     assert_eq!(list(AuditFilter { agent_id: Some("agt_audit".into()), ..Default::default() }).await.len(), 5);
     assert_eq!(list(AuditFilter { actor_id: Some("key_audit".into()), ..Default::default() }).await.len(), 5);
     assert_eq!(

@@ -9,8 +9,8 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
-    SecretMeta, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken,
+    Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -19,6 +19,9 @@ use async_trait::async_trait;
 /// `Backend`, `Conn` and `Db` types that module names (the same files, once per backend).
 macro_rules! shared_sql {
     () => {
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../sql/access.rs"]
+        mod access;
         #[allow(clippy::duplicate_mod)]
         #[path = "../sql/agents.rs"]
         mod agents;
@@ -239,6 +242,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a secret at version 1 with its access list. 409 `secret_exists` on a duplicate
     /// name; 422 `unknown_agent` if an agent is not in the workspace (nothing is stored).
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()>;
+    /// Creates several secrets (each at version 1) in one transaction, with their audit records:
+    /// all of them or, on any refusal (as for `create_secret`), none.
+    async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()>;
     /// Applies a change; returns the new metadata.
     async fn update_secret(
         &self,
@@ -258,6 +264,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret, its versions (and so their key material) and grants.
     async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()>;
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>>;
+    /// One version's sealed value (to restore it as a new version); `None` if the secret of the
+    /// workspace has no such version.
+    async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>>;
     /// Every secret (of one workspace, or all) with its current sealed version, for the read model.
     async fn load_current_secrets(&self, workspace_id: Option<&str>) -> Result<Vec<SecretRecord>>;
 
@@ -376,6 +385,28 @@ pub trait Store: Send + Sync + 'static {
         audit: &[AuditEvent],
     ) -> Result<()>;
 
+    // --- access requests ----------------------------------------------------------------------
+
+    /// Stores a pending request; 409 `access_request_pending` if one for the same agent and
+    /// secret is still pending, 422 `unknown_agent` if the agent is not in the workspace.
+    async fn create_access_request(&self, request: &AccessRequest, audit: &AuditEvent) -> Result<()>;
+    /// The workspace's requests, newest first (at most 500).
+    async fn list_access_requests(&self, workspace_id: &str) -> Result<Vec<AccessRequest>>;
+    /// Marks a pending request `approved` or `declined`; with `grant` (`secret_id`, the new
+    /// access list) the secret's access list is replaced in the same transaction. 404
+    /// `access_request_not_found` unless the request is pending. Returns the decided request.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_access_request(
+        &self,
+        workspace_id: &str,
+        request_id: &str,
+        status: &str,
+        decided_by: &str,
+        at: Millis,
+        grant: Option<(&str, &[String])>,
+        audit: &[AuditEvent],
+    ) -> Result<AccessRequest>;
+
     // --- functions ----------------------------------------------------------------------------
 
     async fn list_functions(&self, workspace_id: &str, agent_id: &str) -> Result<Vec<Function>>;
@@ -389,6 +420,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_function(&self, function: &Function, audit: &AuditEvent) -> Result<()>;
     /// 404 `function_not_found` if there is none.
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()>;
+    /// Records what the code check found in a stored function (its parameters' `required` flags
+    /// and its `secret_refs`) without changing its definition or version, if `function.version`
+    /// is still the stored one (else nothing happens: a newer version was checked when saved).
+    /// Derived data for functions saved before agentvault recorded it; no audit record.
+    async fn record_function_check(&self, function: &Function) -> Result<()>;
+    /// The functions of a workspace whose code names `secret_name` (`Function::secret_refs`, stored
+    /// with each create and update), ordered by agent id, function name and line.
+    async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>>;
 
     // --- root key rotation ------------------------------------------------------------------
 

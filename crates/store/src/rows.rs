@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditRecord, Outcome};
 use agentvault_core::model::{
-    Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis, ParamType,
-    PersonalToken, Role, Sealed, SecretMeta, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis,
+    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User,
+    Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 
@@ -494,11 +495,18 @@ row! {
     }
 }
 
-/// A function's parameters, as stored (a JSON array of `{name, description, type}`).
+/// A function's parameters, as stored (a JSON array of `{name, description, type}`, with
+/// `"required": true` for those a call must pass).
 pub(crate) fn params_json(params: &[FunctionParam]) -> String {
     let list: Vec<serde_json::Value> = params
         .iter()
-        .map(|p| serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()}))
+        .map(|p| {
+            let mut v = serde_json::json!({"name": p.name, "description": p.description, "type": p.kind.as_str()});
+            if p.required {
+                v["required"] = serde_json::Value::Bool(true);
+            }
+            v
+        })
         .collect();
     serde_json::Value::from(list).to_string()
 }
@@ -516,6 +524,7 @@ impl TryFrom<FunctionRow> for Function {
                     description: p["description"].as_str().unwrap_or_default().to_owned(),
                     kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
                         .ok_or_else(|| Error::internal("bad function parameter type"))?,
+                    required: p["required"].as_bool().unwrap_or(false),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -531,7 +540,69 @@ impl TryFrom<FunctionRow> for Function {
             code: r.code,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            secret_refs: Vec::new(),
         })
+    }
+}
+
+row! {
+    /// One `get_secret('<name>')` of a function.
+    pub(crate) struct SecretRefRow {
+        function_id: String,
+        secret_name: String,
+        line: i64,
+    }
+}
+
+row! {
+    /// A function that names a secret.
+    pub(crate) struct SecretUseRow {
+        agent_id: String,
+        function_name: String,
+        line: i64,
+    }
+}
+
+row! {
+    pub(crate) struct AccessRequestRow {
+        id: String,
+        workspace_id: String,
+        agent_id: String,
+        secret_name: String,
+        requested_by: String,
+        requested_at: Millis,
+        status: String,
+        decided_by: Option<String>,
+        decided_at: Option<Millis>,
+    }
+}
+
+impl From<AccessRequestRow> for AccessRequest {
+    fn from(r: AccessRequestRow) -> Self {
+        AccessRequest {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            secret_name: r.secret_name,
+            requested_by: r.requested_by,
+            requested_at: r.requested_at,
+            status: r.status,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+        }
+    }
+}
+
+impl SecretRefRow {
+    /// The function's id and the reference.
+    pub(crate) fn into_parts(self) -> (String, SecretRef) {
+        (self.function_id, SecretRef { secret: self.secret_name, line: u32::try_from(self.line).unwrap_or(0) })
+    }
+}
+
+impl From<SecretUseRow> for SecretUse {
+    fn from(r: SecretUseRow) -> Self {
+        SecretUse { agent_id: r.agent_id, function_name: r.function_name, line: u32::try_from(r.line).unwrap_or(0) }
     }
 }
 

@@ -139,6 +139,11 @@ impl Browser {
         self.visible_text(css).unwrap_or_default()
     }
 
+    /// The rendered text of the first element matching `css`, if there is one now.
+    pub fn try_text(&self, css: &str) -> Option<String> {
+        self.visible_text(css)
+    }
+
     fn visible_text(&self, css: &str) -> Option<String> {
         let v =
             self.script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null", json!([css]));
@@ -192,6 +197,28 @@ impl Browser {
         }
     }
 
+    /// The text of the open dialog (alert, confirm), waiting for it to appear.
+    pub fn dialog_text(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let url = format!("{}{}", self.base, self.s("/alert/text"));
+            if let Ok(mut r) = self.http.get(&url).call()
+                && r.status().is_success()
+                && let Ok(v) = r.body_mut().read_json::<Value>()
+                && let Some(text) = v["value"].as_str()
+            {
+                return text.to_owned();
+            }
+            assert!(started.elapsed() < PATIENCE, "no dialog open");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Dismisses (cancels) the open dialog.
+    pub fn dismiss_dialog(&self) {
+        self.call("POST", &self.s("/alert/dismiss"), Some(json!({})));
+    }
+
     /// Signs in through the sign-in page and waits for the workspace.
     pub fn sign_in(&self, s: &Server, email: &str, password: &str) {
         self.goto(&format!("{}/", s.base));
@@ -204,6 +231,24 @@ impl Browser {
 
     pub fn delete_cookies(&self) {
         self.call("DELETE", &self.s("/cookie"), None);
+    }
+
+    /// Makes pages see the system's dark mode (`prefers-color-scheme: dark`), over Chromium's
+    /// DevTools protocol.
+    pub fn emulate_dark_mode(&self) {
+        let params = json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]});
+        self.call(
+            "POST",
+            &self.s("/goog/cdp/execute"),
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})),
+        );
+    }
+
+    /// Presses Tab once (keyboard navigation).
+    pub fn press_tab(&self) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}]}]});
+        self.call("POST", &self.s("/actions"), Some(actions));
     }
 
     /// Saves a screenshot as test-output/screenshots/NAME.png.

@@ -18,7 +18,8 @@ pub const MAX_LIMIT: u32 = 500;
 pub struct AuditQuery {
     /// e.g. `secret.read`, `secret.create`, `api_key.revoke`
     pub action: Option<String>,
-    /// A secret name.
+    /// A secret name, or the start of one followed by `*` (`stripe*`: every secret whose name
+    /// starts with `stripe`).
     pub secret: Option<String>,
     /// An agent id.
     #[param(pattern = "^agt_[A-Za-z0-9]{1,60}$")]

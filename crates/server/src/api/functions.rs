@@ -72,11 +72,26 @@ pub struct FunctionOut {
     pub version: u32,
     pub created_at: String,
     pub updated_at: String,
+    /// The secrets the code names (`get_secret('<literal>')` calls), with their lines, in line
+    /// order; found by the code check when the function was saved.
+    pub secret_refs: Vec<SecretRefOut>,
+    /// The parameters the definition gives no default: an invocation must pass them (400
+    /// otherwise, before the code runs).
+    pub required: Vec<String>,
+}
+
+/// A `get_secret('<name>')` call in a function's code.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct SecretRefOut {
+    pub secret: String,
+    /// 1-based.
+    pub line: u32,
 }
 
 impl From<Function> for FunctionOut {
     fn from(f: Function) -> Self {
         FunctionOut {
+            required: f.parameters.iter().filter(|p| p.required).map(|p| p.name.clone()).collect(),
             parameters: f
                 .parameters
                 .into_iter()
@@ -91,6 +106,7 @@ impl From<Function> for FunctionOut {
             version: f.version,
             created_at: rfc3339(f.created_at),
             updated_at: rfc3339(f.updated_at),
+            secret_refs: f.secret_refs.into_iter().map(|r| SecretRefOut { secret: r.secret, line: r.line }).collect(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The JSON API (README "A walk through the API"; layers in docs/architecture.md): request and
 //! response shapes, and the handlers.
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod auth;

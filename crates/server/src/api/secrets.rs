@@ -3,13 +3,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::doc::AgentId;
 use super::{List, SecretOut, SecretType, SecretValueSchema, VersionOut};
 use crate::auth::Auth;
+use crate::error::ApiError;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiPath, JsonBody, body};
+use crate::extract::{ApiPath, ApiQuery, JsonBody, body, query};
 use crate::service::secrets;
 use crate::{AppState, Json};
 
@@ -63,8 +64,12 @@ pub struct RevealOut {
     #[serde(rename = "type")]
     pub kind: SecretType,
     pub version: u32,
+    /// The whole value, or with `?key=` that key's value (a string).
     #[schema(value_type = SecretValueSchema)]
     pub value: SecretValue,
+    /// The key revealed, with `?key=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The secrets of a workspace: metadata only, never values.
@@ -156,14 +161,111 @@ pub async fn list_versions(
     Ok(Json(secrets::versions(&st, &p, &ws, &name).await?.into()))
 }
 
-/// Reveals the current value to an admin. Audited before the value is returned.
-#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/reveal", tag = "secrets",
+/// Several new secrets, created together.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecrets {
+    /// 1–100 secrets, each as for creating one; names unique among them and in the workspace.
+    #[schema(min_items = 1, max_items = 100)]
+    pub secrets: Vec<CreateSecret>,
+}
+
+/// Creates several secrets at once (e.g. from a `.env` file): every one is checked first, and
+/// either all are created or none.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secret-imports", tag = "secrets", request_body = ImportSecrets,
+    params(("ws" = String, Path)),
+    responses((status = 201, body = List<SecretOut>), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn import_secrets(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(ws): ApiPath<String>,
+    b: JsonBody<ImportSecrets>,
+) -> ApiResult<(StatusCode, Json<List<SecretOut>>)> {
+    Ok((StatusCode::CREATED, Json(secrets::import(&st, &p, &ws, body(b)).await?.into())))
+}
+
+/// Restores an earlier version: its value becomes a new version, the current one (the history is
+/// kept). The value is never returned.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/versions/{version}/restore", tag = "secrets",
+    params(("ws" = String, Path), ("name" = String, Path), ("version" = u32, Path, minimum = 1)),
+    responses((status = 200, body = SecretOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn restore_version(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, name, version)): ApiPath<(String, String, u32)>,
+) -> ApiResult<Json<SecretOut>> {
+    Ok(Json(secrets::restore(&st, &p, &ws, &name, version).await?))
+}
+
+/// A function whose code names a secret.
+#[derive(Serialize, ToSchema)]
+pub struct FunctionUseOut {
+    pub agent_id: String,
+    pub agent_name: String,
+    pub function: String,
+    /// The line of the `get_secret` call (1-based).
+    pub line: u32,
+    /// Whether the function's agent may read the secret now.
+    pub can_read: bool,
+}
+
+/// An agent that can read a secret or whose functions name it.
+#[derive(Serialize, ToSchema)]
+pub struct AgentUseOut {
+    pub agent_id: String,
+    pub agent_name: String,
+    /// On the secret's access list.
+    pub has_access: bool,
+    /// The agent's last successful read of the secret (from the audit log), if any.
+    pub last_read_at: Option<String>,
+}
+
+/// Who uses a secret: what would break if it were revoked or deleted.
+#[derive(Serialize, ToSchema)]
+pub struct SecretUsageOut {
+    /// The functions whose code names the secret (`get_secret('<name>')`, found when each was
+    /// saved), by agent, function and line.
+    pub functions: Vec<FunctionUseOut>,
+    /// The agents that can read it or whose functions name it, by name.
+    pub agents: Vec<AgentUseOut>,
+}
+
+/// Who uses a secret: the functions that name it and, for each agent that can read it or whose
+/// functions name it, its last successful read.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/secrets/{name}/usage", tag = "secrets",
     params(("ws" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = RevealOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = SecretUsageOut), (status = 404, body = ErrorBody)))]
+pub async fn secret_usage(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+) -> ApiResult<Json<SecretUsageOut>> {
+    Ok(Json(secrets::usage(&st, &p, &ws, &name).await?))
+}
+
+/// What to reveal.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RevealQuery {
+    /// For a key/value secret: reveal only this key's value (the audit record names the key).
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
+    pub key: Option<String>,
+}
+
+/// Reveals the current value to an admin, or one key's value with `?key=`. Audited before the
+/// value is returned.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/secrets/{name}/reveal", tag = "secrets",
+    params(("ws" = String, Path), ("name" = String, Path), RevealQuery),
+    responses((status = 200, body = RevealOut), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reveal_secret(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
+    q: Result<ApiQuery<RevealQuery>, ApiError>,
 ) -> ApiResult<Json<RevealOut>> {
-    Ok(Json(secrets::reveal(&st, &p, &ws, &name).await?))
+    Ok(Json(secrets::reveal(&st, &p, &ws, &name, query(q)).await?))
 }

@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::api::AgentOut;
 use crate::api::agents::{AgentSecretOut, EgressOut};
 use crate::api::functions::{FunctionOut, ParamBody};
-use crate::service::{agents, functions};
+use crate::service::{access, agents, functions};
 
 #[derive(Template)]
 #[template(path = "agents.html")]
@@ -35,6 +35,17 @@ struct AgentPage {
     functions: Vec<FunctionOut>,
     secrets: Vec<AgentSecretOut>,
     egress: EgressOut,
+}
+
+impl AgentPage {
+    /// The names of this agent's functions whose code names `secret`.
+    fn functions_naming(&self, secret: &str) -> Vec<String> {
+        self.functions
+            .iter()
+            .filter(|f| f.secret_refs.iter().any(|r| r.secret == secret))
+            .map(|f| f.name.clone())
+            .collect()
+    }
 }
 
 pub(super) async fn agent_page(
@@ -68,6 +79,83 @@ struct FunctionPage {
     code: String,
     timeout_ms: String,
     secrets: Vec<AgentSecretOut>,
+    /// The saved code's `get_secret('<name>')` calls, each with whether the agent can read it.
+    marks: Vec<SecretMark>,
+    /// `[{line, title}]` of the calls the agent cannot read, for the code editor's line marks.
+    marks_json: String,
+    /// The Test panel's first arguments: every declared parameter with a value of its type.
+    test_args: String,
+}
+
+/// `{"amount": 0, ...}`: each parameter with a placeholder of its type, to edit before a run.
+fn example_args(params: &[ParamBody]) -> String {
+    if params.is_empty() {
+        return "{}".to_owned();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|p| {
+            let v = match p.kind.as_str() {
+                "integer" | "number" => serde_json::json!(0),
+                "boolean" => serde_json::json!(false),
+                _ => serde_json::json!(""),
+            };
+            (p.name.clone(), v)
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A `get_secret('<name>')` call of the saved code.
+pub struct SecretMark {
+    pub line: u32,
+    pub secret: String,
+    pub readable: bool,
+    /// For admins: whether the secret exists (so access can be granted); members cannot tell
+    /// a missing secret from one the agent may not read.
+    pub exists: Option<bool>,
+    /// The status of the viewer's latest request for this agent to read it ("" when none).
+    pub request_status: String,
+    /// When that request was answered.
+    pub request_decided_at: Option<String>,
+}
+
+/// Marks each `get_secret` call of `function` with whether its agent can read that secret
+/// (`readable`: the secrets the agent can read).
+async fn secret_marks(
+    st: &AppState,
+    p: &agentvault_core::model::Principal,
+    chrome: &Chrome,
+    function: Option<&FunctionOut>,
+    readable: &[AgentSecretOut],
+) -> Result<Vec<SecretMark>, super::PageError> {
+    let Some(f) = function else { return Ok(Vec::new()) };
+    let existing: Option<Vec<String>> = if chrome.is_admin {
+        Some(st.store.list_secrets(&chrome.ws_id).await.or_refuse(chrome)?.into_iter().map(|s| s.name).collect())
+    } else {
+        None
+    };
+    let requests = if chrome.is_admin {
+        Vec::new()
+    } else {
+        access::mine(st, p, &chrome.ws_id, &f.agent_id).await.or_refuse(chrome)?
+    };
+    Ok(f.secret_refs
+        .iter()
+        .map(|r| SecretMark {
+            line: r.line,
+            secret: r.secret.clone(),
+            readable: readable.iter().any(|s| s.name == r.secret),
+            exists: existing.as_ref().map(|names| names.contains(&r.secret)),
+            // Newest first: the first one for this secret is the latest.
+            request_status: requests
+                .iter()
+                .find(|q| q.secret == r.secret)
+                .map(|q| q.status.clone())
+                .unwrap_or_default(),
+            request_decided_at: requests.iter().find(|q| q.secret == r.secret).and_then(|q| q.decided_at.clone()),
+        })
+        .collect())
 }
 
 const NEW_FUNCTION_CODE: &str =
@@ -82,6 +170,22 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
         Some(name) => Some(functions::get(&st, p, &ws, &agent_id, &name).await.or_refuse(&chrome)?),
         None => None,
     };
+    let marks = secret_marks(&st, &v.principal, &chrome, function.as_ref(), &secrets).await?;
+    let marks_json = serde_json::Value::from(
+        marks
+            .iter()
+            .filter(|m| !m.readable)
+            .map(|m| {
+                let why = match m.exists {
+                    Some(false) => format!("no secret named {} exists", m.secret),
+                    _ => format!("{} cannot read {}", agent.name, m.secret),
+                };
+                serde_json::json!({"line": m.line, "title": why})
+            })
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
+    let test_args = function.as_ref().map(|f| example_args(&f.parameters)).unwrap_or_else(|| "{}".to_owned());
     let page = match &function {
         Some(f) => FunctionPage {
             name: f.name.clone(),
@@ -94,6 +198,9 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             chrome: Some(chrome),
             agent,
             secrets,
+            marks,
+            marks_json,
+            test_args,
         },
         None => FunctionPage {
             name: String::new(),
@@ -106,6 +213,9 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             chrome: Some(chrome),
             agent,
             secrets,
+            marks,
+            marks_json,
+            test_args: "{}".to_owned(),
         },
     };
     Ok(render(StatusCode::OK, &page))

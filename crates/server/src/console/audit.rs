@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 
+use super::names::{Named, Names};
 use super::{Chrome, OrRefuse, PageResult, Viewer, encode, render};
 use crate::AppState;
 use crate::api::AgentOut;
@@ -28,7 +29,8 @@ fn audit_query(q: &HashMap<String, String>, limit: u32) -> AuditQuery {
     };
     AuditQuery {
         action: get("action"),
-        secret: get("secret"),
+        // The page's Secret field matches names by their start.
+        secret: get("secret").map(|s| if s.ends_with('*') { s } else { format!("{s}*") }),
         agent: get("agent"),
         actor: get("actor"),
         outcome: get("outcome"),
@@ -52,12 +54,20 @@ pub struct AuditFilters {
     pub query: String,
 }
 
+/// An audit record with names for its ids.
+pub struct AuditRow {
+    pub i: AuditOut,
+    pub actor: Named,
+    pub agent: Option<Named>,
+    pub target: Option<Named>,
+}
+
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPageView {
     chrome: Option<Chrome>,
     ws: String,
-    items: Vec<AuditOut>,
+    items: Vec<AuditRow>,
     next_cursor: Option<String>,
     filters: AuditFilters,
     actions: Vec<&'static str>,
@@ -98,6 +108,23 @@ pub(super) async fn audit_page(
         Err(e) if e.kind == ErrorKind::InvalidInput => (Vec::new(), None, Some(e.message.to_string())),
         Err(e) => return Err(e).or_refuse(&chrome),
     };
+    let mut names = Names::load(&st, &chrome.ws_id).await.or_refuse(&chrome)?;
+    let ids = items.iter().flat_map(|i| [Some(i.actor.id.clone()), i.target_id.clone()]).flatten().collect();
+    names.add_users(&st, ids).await;
+    let items = items
+        .into_iter()
+        .map(|i| AuditRow {
+            actor: names.actor(i.actor.kind, &i.actor.id),
+            agent: i.agent_id.as_deref().map(|a| names.of(a)),
+            // The target is worth a column when it is not the agent or secret already shown.
+            target: i
+                .target_id
+                .as_deref()
+                .filter(|t| Some(*t) != i.agent_id.as_deref() && !t.starts_with(agentvault_core::model::SECRET_PREFIX))
+                .map(|t| names.of(t)),
+            i,
+        })
+        .collect();
     let view = AuditPageView {
         ws: chrome.ws_id.clone(),
         chrome: Some(chrome),

@@ -16,16 +16,22 @@ use crate::{AppState, now_millis};
 struct LoginPage {
     chrome: Option<Chrome>,
     next: String,
+    /// No user exists yet: point to the setup page instead.
+    needs_setup: bool,
+    /// Sent here from a page whose session had ended.
+    expired: bool,
 }
 
-pub(super) async fn login_page(uri: Uri) -> Response {
-    let next = uri
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("next=")))
-        .map(percent_decode)
-        .filter(|n| is_local_path(n))
-        .unwrap_or_else(|| "/".to_owned());
-    render(StatusCode::OK, &LoginPage { chrome: None, next })
+pub(super) async fn login_page(State(st): State<AppState>, uri: Uri) -> Response {
+    let param = |name: &str| {
+        uri.query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned)))
+    };
+    let next = param("next").map(|n| percent_decode(&n)).filter(|n| is_local_path(n)).unwrap_or_else(|| "/".to_owned());
+    let expired = param("expired").is_some();
+    // When the count cannot be read, the sign-in form is what most visitors need.
+    let needs_setup = st.store.count_users().await.is_ok_and(|n| n == 0);
+    render(StatusCode::OK, &LoginPage { chrome: None, next, needs_setup, expired })
 }
 
 /// Whether `next` is a path of this console: exactly one leading slash, and no whitespace, control

@@ -3,9 +3,12 @@
 //! session's CSRF token and shows each error beside its field. Every asset is embedded in the
 //! binary; the Content-Security-Policy allows scripts and styles from this server only.
 
+mod account;
 mod agents;
+pub mod assets;
 mod audit;
 mod auth;
+pub mod names;
 mod people;
 mod secrets;
 pub mod setup;
@@ -29,18 +32,21 @@ use crate::{AppState, now_millis};
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
                    connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes (outside the JSON API and its OpenAPI document).
+/// The console's routes (outside the JSON API and its OpenAPI document). Each one is listed with
+/// who may open it in the console matrix of tests/integration/authz.rs.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/login", get(auth::login_page))
         .route("/invite/{code}", get(auth::invite_page))
-        .route("/assets/{file}", get(asset))
+        .route("/assets/{file}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/w/{ws}", get(workspace_home))
         .route("/w/{ws}/agents", get(agents::agents_page))
         .route("/w/{ws}/agents/{agent_id}", get(agents::agent_page))
         .route("/w/{ws}/agents/{agent_id}/functions/new", get(agents::new_function_page))
         .route("/w/{ws}/agents/{agent_id}/functions/{name}", get(agents::function_page))
+        .route("/w/{ws}/account", get(account::account_page))
         .route("/w/{ws}/users", get(people::users_page))
         .route("/w/{ws}/api-keys", get(people::keys_page))
         .route("/w/{ws}/audit", get(audit::audit_page))
@@ -48,29 +54,6 @@ pub fn routes() -> Router<AppState> {
         .route("/w/{ws}/secrets", get(secrets::secrets_page))
         .route("/w/{ws}/secrets/new", get(secrets::new_secret_page))
         .route("/w/{ws}/secrets/{name}", get(secrets::secret_page))
-}
-
-/// Embedded assets: (name, content type, bytes).
-const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("console.css", "text/css; charset=utf-8", include_bytes!("../../assets/console.css")),
-    ("console.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/console.js")),
-    // CodeMirror 6 with Python, bundled by assets/editor/build.sh.
-    ("editor.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/editor.js")),
-];
-
-async fn asset(Path(file): Path<String>) -> Response {
-    match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, kind, bytes)) => (
-            [
-                (header::CONTENT_TYPE, *kind),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            *bytes,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
-    }
 }
 
 /// An HTML response with the console's security headers.
@@ -109,14 +92,15 @@ pub struct Chrome {
     pub ws_id: String,
     pub ws_name: String,
     pub is_admin: bool,
-    /// The active tab: agents, users, keys, secrets, audit.
+    /// The active tab: agents, users, keys, secrets, audit, account.
     pub tab: &'static str,
 }
 
 /// Why a page is not shown.
 pub enum PageError {
-    /// Not signed in: to the sign-in page, then back to this URL.
-    SignIn(String),
+    /// Not signed in: to the sign-in page, then back to this URL; `true` when a session cookie
+    /// was sent but its session has ended (expired, signed out elsewhere).
+    SignIn(String, bool),
     /// An error page, in the chrome of the page's workspace when it is known.
     Refused(Option<Box<Chrome>>, Error),
 }
@@ -124,7 +108,10 @@ pub enum PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
-            PageError::SignIn(next) => Redirect::to(&format!("/login?next={}", encode(&next))).into_response(),
+            PageError::SignIn(next, ended) => {
+                let flag = if ended { "expired=1&" } else { "" };
+                Redirect::to(&format!("/login?{flag}next={}", encode(&next))).into_response()
+            }
             PageError::Refused(chrome, e) => error_page(chrome.map(|c| *c), &e),
         }
     }
@@ -148,6 +135,8 @@ struct Viewer {
     principal: Principal,
     user: UserOut,
     csrf: String,
+    /// The id of the session showing the page.
+    session_id: String,
     workspaces: Vec<(String, String, Role)>,
 }
 
@@ -161,9 +150,10 @@ impl FromRequestParts<AppState> for Viewer {
 
 impl Viewer {
     async fn of(st: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, PageError> {
-        let to_login = || PageError::SignIn(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned());
+        let here = || uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+        let to_login = || PageError::SignIn(here(), false);
         let Some(cookie) = session_cookie(headers) else { return Err(to_login()) };
-        let session = st.session_of(&cookie, now_millis()).await.map_err(|_| to_login())?;
+        let session = st.session_of(&cookie, now_millis()).await.map_err(|_| PageError::SignIn(here(), true))?;
         let principal = st.user_principal(&session.user_id).await.map_err(|e| PageError::Refused(None, e))?;
         let user = match st.store.get_user(&session.user_id).await {
             Ok(Some(u)) => UserOut::from(u),
@@ -176,7 +166,7 @@ impl Viewer {
             .into_iter()
             .map(|w| (w.id, w.name, if w.role == "admin" { Role::Admin } else { Role::Member }))
             .collect();
-        Ok(Viewer { principal, user, csrf: csrf_token(&cookie), workspaces })
+        Ok(Viewer { principal, user, csrf: csrf_token(&cookie), session_id: session.id, workspaces })
     }
 
     /// The chrome of a page in workspace `ws`; 404 when the user is not in it.
@@ -228,6 +218,14 @@ fn error_page(chrome: Option<Chrome>, e: &Error) -> Response {
         e.message.to_string()
     };
     render(status, &ErrorPage { chrome, status: status.as_u16(), heading, message })
+}
+
+/// The page for a URL the console does not have.
+pub fn not_found_page() -> Response {
+    error_page(
+        None,
+        &Error::not_found("no_page", "there is no page at this address; check the link, or go back to the console"),
+    )
 }
 
 impl Viewer {

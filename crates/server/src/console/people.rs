@@ -56,6 +56,13 @@ struct KeysPage {
     agents: Vec<AgentOut>,
 }
 
+impl KeysPage {
+    /// Whether any key is revoked or expired (then they can be hidden).
+    fn any_inactive(&self) -> bool {
+        self.keys.iter().any(|r| r.key.status != "active")
+    }
+}
+
 pub(super) async fn keys_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
     let chrome = v.open(&ws, "keys", Perm::ViewPeople)?;
     let agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;

@@ -29,8 +29,21 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter> {
             })
         })
         .transpose()?;
-    if let Some(s) = &q.secret {
-        validate::secret_name(s).map_err(|e| e.with_field("secret"))?;
+    // `name*` is a prefix: every secret whose name starts with `name`.
+    let (secret_name, secret_prefix) = match q.secret {
+        Some(s) => match s.strip_suffix('*') {
+            Some(prefix) => (Some(prefix.to_owned()), true),
+            None => (Some(s), false),
+        },
+        None => (None, false),
+    };
+    if let Some(s) = &secret_name {
+        validate::secret_name(s).map_err(|_| {
+            Error::invalid(
+                "secret",
+                "secret is a secret name, or the start of one followed by * (e.g. stripe*): a-z, 0-9 and _, starting with a letter",
+            )
+        })?;
     }
     if let Some(a) = &q.agent {
         validate::id_with_prefix("agent", agentvault_core::model::AGENT_PREFIX, a)?;
@@ -55,7 +68,8 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter> {
     }
     Ok(AuditFilter {
         action,
-        secret_name: q.secret,
+        secret_name,
+        secret_prefix,
         agent_id: q.agent,
         actor_id: q.actor,
         outcome,

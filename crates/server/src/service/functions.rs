@@ -5,6 +5,7 @@
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{
     CONVERSATION_PREFIX, FUNCTION_PREFIX, Function, FunctionParam, INVOCATION_PREFIX, ParamType, Perm, Principal,
+    SecretRef,
 };
 use agentvault_core::{Error, Result, validate};
 use agentvault_runtime::Invocation;
@@ -55,7 +56,7 @@ fn check_definition(
         let kind = ParamType::parse(&p.kind).ok_or_else(|| {
             Error::invalid("parameters", format!("the type of {} must be string, number, integer or boolean", p.name))
         })?;
-        out.push(FunctionParam { name: p.name, description: p.description, kind });
+        out.push(FunctionParam { name: p.name, description: p.description, kind, required: false });
     }
     if code.trim().is_empty() {
         return Err(Error::invalid("code", "the function definition is empty"));
@@ -73,9 +74,14 @@ fn check_definition(
     Ok(out)
 }
 
-async fn check_code(code: &str, name: &str, params: &[FunctionParam]) -> Result<()> {
+/// Checks the code; returns the secrets it names, and marks the parameters a call must pass.
+async fn check_code(code: &str, name: &str, params: &mut [FunctionParam]) -> Result<Vec<SecretRef>> {
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-    agentvault_runtime::check_function(code, name, &names).await
+    let checked = agentvault_runtime::check_function(code, name, &names).await?;
+    for p in params.iter_mut() {
+        p.required = checked.required.contains(&p.name);
+    }
+    Ok(checked.refs)
 }
 
 fn function_not_found(name: &str) -> Error {
@@ -102,8 +108,8 @@ pub async fn create(
     let body = body?;
     let agent = st.agent_of(&ws.id, agent_id).await?;
     validate::python_name("name", "function name", &body.name)?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &body.name, &params).await?;
+    let mut params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    let secret_refs = check_code(&body.code, &body.name, &mut params).await?;
     let now = now_millis();
     let function = Function {
         id: new_id(FUNCTION_PREFIX)?,
@@ -117,6 +123,7 @@ pub async fn create(
         version: 1,
         created_at: now,
         updated_at: now,
+        secret_refs,
     };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
         .agent(&agent.id)
@@ -130,6 +137,44 @@ pub async fn create(
     // Nothing an earlier function left in the agent's workers outlives a change of its functions.
     st.runtime.forget_agent(&agent.id);
     Ok(function.into())
+}
+
+/// Checks again the stored functions that may have been saved before agentvault recorded what
+/// the check finds (the secrets they name, the parameters a call must pass), and records it.
+/// Run in the background at start; returns how many functions it updated.
+pub async fn recheck_saved(st: &AppState) -> Result<usize> {
+    let mut updated = 0;
+    for ws in st.store.list_workspaces().await? {
+        for agent in st.store.list_agents(&ws.id).await? {
+            for mut f in st.store.list_functions(&ws.id, &agent.id).await? {
+                let maybe_old = (f.secret_refs.is_empty() && f.code.contains("get_secret"))
+                    || (!f.parameters.is_empty() && f.parameters.iter().all(|p| !p.required));
+                if !maybe_old {
+                    continue;
+                }
+                let names: Vec<String> = f.parameters.iter().map(|p| p.name.clone()).collect();
+                let Ok(checked) = agentvault_runtime::check_function(&f.code, &f.name, &names).await else {
+                    continue;
+                };
+                let required_now: Vec<&String> = f.parameters.iter().filter(|p| p.required).map(|p| &p.name).collect();
+                if checked.refs == f.secret_refs && checked.required.iter().collect::<Vec<_>>() == required_now {
+                    continue;
+                }
+                for p in &mut f.parameters {
+                    p.required = checked.required.contains(&p.name);
+                }
+                f.secret_refs = checked.refs;
+                let _w = st.write_lock.lock().await;
+                st.store.record_function_check(&f).await?;
+                // Invocations read the definition from the read model: it gets the findings too.
+                if st.model.function(&f.workspace_id, &f.agent_id, &f.name).is_some_and(|m| m.version == f.version) {
+                    st.model.put_function(f);
+                }
+                updated += 1;
+            }
+        }
+    }
+    Ok(updated)
 }
 
 /// One function.
@@ -153,10 +198,11 @@ pub async fn replace(
     let body = body?;
     let agent = st.agent_of(&ws.id, agent_id).await?;
     let current = st.store.get_function(&ws.id, &agent.id, name).await?.ok_or_else(|| function_not_found(name))?;
-    let params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
-    check_code(&body.code, &current.name, &params).await?;
+    let mut params = check_definition(&body.description, body.parameters, &body.code, body.timeout_ms)?;
+    let secret_refs = check_code(&body.code, &current.name, &mut params).await?;
     let now = now_millis();
     let function = Function {
+        secret_refs,
         description: body.description,
         parameters: params,
         code: body.code,
@@ -297,8 +343,27 @@ fn audit_name(kind: &str) -> &str {
     if plain { kind } else { "Error" }
 }
 
-/// Every argument is a declared parameter of the declared type.
+/// Every argument is a declared parameter of the declared type, and every required parameter is
+/// given (before any code runs).
 fn check_args(function: &Function, args: &Map<String, Value>) -> Result<()> {
+    if let Some(p) = function.parameters.iter().find(|p| p.required && !args.contains_key(&p.name)) {
+        return Err(Error::invalid(
+            format!("args.{}", p.name),
+            format!(
+                "{} needs the argument {} ({}); add it to args, e.g. {{\"{}\": {}}}",
+                function.name,
+                p.name,
+                article(p.kind),
+                p.name,
+                match p.kind {
+                    ParamType::String => "\"...\"",
+                    ParamType::Number => "1.5",
+                    ParamType::Integer => "1",
+                    ParamType::Boolean => "true",
+                }
+            ),
+        ));
+    }
     for (name, value) in args {
         let field = format!("args.{name}");
         let Some(param) = function.parameters.iter().find(|p| &p.name == name) else {

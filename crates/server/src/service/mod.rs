@@ -7,6 +7,7 @@
 //!
 //! Inputs and outputs are the API's request and response shapes (plain serde types).
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod auth;

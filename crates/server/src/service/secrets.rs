@@ -1,15 +1,18 @@
 //! Secrets: metadata, versions, access lists, and the admin's reveal.
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::audit::{Action, AuditEvent, AuditFilter, Outcome};
 use agentvault_core::model::{Binding, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
 use agentvault_core::{Error, Result, SecretValue, validate};
 use agentvault_store::{NewVersion, SecretChange};
 
 use super::{Body, agent_list, secret_name_param};
-use crate::api::secrets::{CreateSecret, RevealOut, SetAccess, UpdateSecret};
+use crate::api::secrets::{
+    AgentUseOut, CreateSecret, FunctionUseOut, ImportSecrets, RevealOut, RevealQuery, SecretUsageOut, SetAccess,
+    UpdateSecret,
+};
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
-use crate::{AppState, now_millis};
+use crate::{AppState, now_millis, rfc3339};
 
 impl AppState {
     /// The metadata of a secret of the workspace, or 404.
@@ -67,6 +70,72 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSec
     st.model.put_secret(&meta, sealed);
     st.refresh_gauges();
     Ok(meta.into())
+}
+
+/// Most secrets one import creates.
+const IMPORT_MAX: usize = 100;
+
+/// Creates several secrets in one transaction: each is validated first (its field named
+/// `secrets[i].<field>`), names must be unique among them and in the workspace; all or none.
+pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSecrets>) -> Result<Vec<SecretOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let body = body?;
+    if body.secrets.is_empty() || body.secrets.len() > IMPORT_MAX {
+        return Err(Error::invalid(
+            "secrets",
+            format!("give 1 to {IMPORT_MAX} secrets to import; {} given", body.secrets.len()),
+        ));
+    }
+    let at = |i: usize, e: Error| {
+        let field = format!("secrets[{i}].{}", e.public_field().unwrap_or("value"));
+        Error { field: Some(field.into()), ..e }
+    };
+    let mut checked = Vec::with_capacity(body.secrets.len());
+    for (i, s) in body.secrets.into_iter().enumerate() {
+        validate::secret_name(&s.name).map_err(|e| at(i, e))?;
+        validate::description(&s.description).map_err(|e| at(i, e))?;
+        if checked.iter().any(|(c, _, _): &(CreateSecret, _, _)| c.name == s.name) {
+            return Err(Error::conflict("secret_exists", format!("{} is given twice in this import", s.name))
+                .with_field(format!("secrets[{i}].name")));
+        }
+        let encoded = s.value.validate_and_encode().map_err(|e| at(i, e))?;
+        let agents = agent_list("agents", s.agents.clone()).map_err(|e| at(i, e))?;
+        checked.push((s, encoded, agents));
+    }
+    let _w = st.write_lock.lock().await;
+    let now = now_millis();
+    let mut batch = Vec::with_capacity(checked.len());
+    let mut audit = Vec::with_capacity(checked.len());
+    for (s, encoded, agents) in checked {
+        let meta = SecretMeta {
+            id: new_id(SECRET_PREFIX)?,
+            workspace_id: ws.id.clone(),
+            kind: s.value.kind(),
+            keys: s.value.keys(),
+            name: s.name,
+            description: s.description,
+            version: 1,
+            agents,
+            created_at: now,
+            updated_at: now,
+        };
+        let sealed = st.seal(&meta, 1, &encoded)?;
+        audit.push(
+            AuditEvent::new(now, &ws.id, p.actor(), Action::SecretCreate, Outcome::Success)
+                .secret(&meta.name)
+                .target(&meta.id)
+                .detail(format!("version=1 type={} {} import", meta.kind.as_str(), agents_detail(&meta.agents))),
+        );
+        batch.push((meta, sealed));
+    }
+    st.store.create_secrets(&batch, &audit).await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (meta, sealed) in batch {
+        st.model.put_secret(&meta, sealed);
+        out.push(meta.into());
+    }
+    st.refresh_gauges();
+    Ok(out)
 }
 
 /// A secret's metadata: type, key names, access list, current version. Never the value.
@@ -215,19 +284,136 @@ pub async fn versions(st: &AppState, p: &Principal, ws: &str, name: &str) -> Res
     Ok(versions.into_iter().map(VersionOut::from).collect())
 }
 
-/// Reveals the current value to an admin. Audited before the value is returned.
-pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<RevealOut> {
+/// Restores an earlier version: its value becomes a new version (the history is kept). The value
+/// is opened and sealed again inside the server; it is never returned.
+pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version: u32) -> Result<SecretOut> {
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    secret_name_param(name)?;
+    let _w = st.write_lock.lock().await;
+    let current = st.secret_of(&ws.id, name).await?;
+    if version == current.version {
+        return Err(Error::conflict("version_is_current", format!("version {version} is the current version already"))
+            .with_field("version"));
+    }
+    let not_found = || {
+        Error::not_found(
+            "version_not_found",
+            format!("{name} has no version {version}; its versions are 1 to {}", current.version),
+        )
+    };
+    let old_meta = st
+        .store
+        .list_versions(&ws.id, &current.id)
+        .await?
+        .into_iter()
+        .find(|v| v.version == version)
+        .ok_or_else(not_found)?;
+    let old = st.store.sealed_version(&ws.id, &current.id, version).await?.ok_or_else(not_found)?;
+    let binding = Binding { workspace_id: &ws.id, secret_id: &current.id, version };
+    let plaintext = st
+        .keyring
+        .open(binding, &old.sealed)
+        .map_err(|e| Error::internal(format!("opening secret {} version {version} failed: {e}", current.id)))?;
+    let value = SecretValue::decode(old_meta.kind, &plaintext)?;
+    let encoded = value.validate_and_encode()?;
+    let now = now_millis();
+    let next = current.version + 1;
+    let sealed = st.seal(&current, next, &encoded)?;
+    let keys = value.keys();
+    let actor = p.actor();
+    let change = SecretChange {
+        secret_id: &current.id,
+        expected_version: current.version,
+        description: None,
+        value: Some(NewVersion { kind: value.kind(), keys: keys.as_deref(), sealed: &sealed }),
+        now,
+        actor_id: actor.id(),
+    };
+    let audit = AuditEvent::new(now, &ws.id, actor.clone(), Action::SecretUpdate, Outcome::Success)
+        .secret(name)
+        .target(&current.id)
+        .detail(format!("version={next} restored_from={version}"));
+    let meta = st.store.update_secret(&ws.id, &change, &audit).await?;
+    st.model.update_secret(&meta, Some(sealed));
+    Ok(meta.into())
+}
+
+/// Reveals the current value to an admin. Audited before the value is returned.
+pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Result<RevealQuery>) -> Result<RevealOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let key = q?.key;
     secret_name_param(name)?;
     let entry = st.model.secret(&ws.id, name).ok_or_else(|| Error::secret_not_found(name))?;
     let value = st.open(&entry)?;
+    let value = match (&key, &value) {
+        (None, _) => value,
+        (Some(k), SecretValue::Kv(pairs)) => {
+            let found = pairs.iter().find(|(pk, _)| pk == k);
+            let (_, v) = found.ok_or_else(|| {
+                Error::not_found("key_not_found", format!("{name} has no key '{}'", k.escape_default()))
+                    .with_field("key")
+            })?;
+            SecretValue::Single(v.clone())
+        }
+        (Some(_), SecretValue::Single(_)) => {
+            return Err(Error::conflict("not_key_value", format!("{name} is a single value; reveal it without key"))
+                .with_field("key"));
+        }
+    };
+    let detail = match &key {
+        Some(k) => format!("version={} key={k}", entry.version),
+        None => format!("version={}", entry.version),
+    };
     st.audit
         .append(
             AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretReveal, Outcome::Success)
                 .secret(name)
                 .target(&entry.id)
-                .detail(format!("version={}", entry.version)),
+                .detail(detail),
         )
         .await?;
-    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value })
+    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value, key })
+}
+
+/// Who uses a secret: the functions whose code names it, and for each agent that can read it or
+/// whose functions name it, its last successful read (from the audit log).
+pub async fn usage(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<SecretUsageOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let meta = st.secret_of(&ws.id, name).await?;
+    let uses = st.store.secret_uses(&ws.id, &meta.name).await?;
+    let agents = st.store.list_agents(&ws.id).await?;
+    let agent_name = |id: &str| agents.iter().find(|a| a.id == id).map(|a| a.name.clone()).unwrap_or_default();
+    let mut functions: Vec<FunctionUseOut> = uses
+        .iter()
+        .map(|u| FunctionUseOut {
+            agent_name: agent_name(&u.agent_id),
+            can_read: meta.agents.contains(&u.agent_id),
+            agent_id: u.agent_id.clone(),
+            function: u.function_name.clone(),
+            line: u.line,
+        })
+        .collect();
+    functions.sort_by(|a, b| (&a.agent_name, &a.function, a.line).cmp(&(&b.agent_name, &b.function, b.line)));
+    // Reads by agents are written in groups: what was read a moment ago counts.
+    st.audit.flush().await;
+    let mut out = Vec::new();
+    for a in agents.iter().filter(|a| meta.agents.contains(&a.id) || uses.iter().any(|u| u.agent_id == a.id)) {
+        let filter = AuditFilter {
+            action: Some(Action::SecretRead),
+            secret_name: Some(meta.name.clone()),
+            agent_id: Some(a.id.clone()),
+            outcome: Some(Outcome::Success),
+            limit: 1,
+            ..AuditFilter::default()
+        };
+        let last = st.store.list_audit(&ws.id, &filter).await?;
+        out.push(AgentUseOut {
+            agent_id: a.id.clone(),
+            agent_name: a.name.clone(),
+            has_access: meta.agents.contains(&a.id),
+            last_read_at: last.first().map(|r| rfc3339(r.event.at)),
+        });
+    }
+    out.sort_by(|a, b| a.agent_name.cmp(&b.agent_name));
+    Ok(SecretUsageOut { functions, agents: out })
 }

@@ -39,6 +39,8 @@ const MIGRATIONS: &Migrations = &[
     (6, "settings", include_str!("../../migrations/postgres/0006_settings.sql")),
     (7, "changes", include_str!("../../migrations/postgres/0007_changes.sql")),
     (8, "egress", include_str!("../../migrations/postgres/0008_egress.sql")),
+    (9, "function secret refs", include_str!("../../migrations/postgres/0009_function_secret_refs.sql")),
+    (10, "access requests", include_str!("../../migrations/postgres/0010_access_requests.sql")),
 ];
 
 /// At most this many audit records go into one `INSERT` (PostgreSQL takes at most 65,535

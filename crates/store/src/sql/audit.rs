@@ -21,8 +21,18 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, filter: &AuditFilter) 
     if let Some(o) = filter.outcome {
         qb.push(" AND outcome = ").push_bind(o.as_str());
     }
-    if let Some(s) = &filter.secret_name {
-        qb.push(" AND secret_name = ").push_bind(s.as_str());
+    match (&filter.secret_name, filter.secret_prefix) {
+        // SUBSTR rather than LIKE: `_`, common in secret names, is a LIKE wildcard.
+        (Some(s), true) => {
+            qb.push(" AND SUBSTR(secret_name, 1, ")
+                .push_bind(i64::try_from(s.chars().count()).unwrap_or(i64::MAX))
+                .push(") = ")
+                .push_bind(s.as_str());
+        }
+        (Some(s), false) => {
+            qb.push(" AND secret_name = ").push_bind(s.as_str());
+        }
+        (None, _) => {}
     }
     if let Some(a) = &filter.agent_id {
         qb.push(" AND agent_id = ").push_bind(a.as_str());

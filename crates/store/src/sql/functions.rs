@@ -1,11 +1,11 @@
 //! Agents' Python functions.
 
 use agentvault_core::audit::AuditEvent;
-use agentvault_core::model::Function;
+use agentvault_core::model::{Function, SecretUse};
 
-use super::Backend;
+use super::{Backend, WriteTx};
 use crate::errors::{self, DbResult, OnUnique};
-use crate::rows::{FunctionRow, columns, convert, params_json};
+use crate::rows::{FunctionRow, SecretRefRow, SecretUseRow, columns, convert, params_json};
 
 pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbResult<Vec<Function>> {
     let rows: Vec<FunctionRow> = sqlx::query_as(concat!(
@@ -17,7 +17,71 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbR
     .bind(agent_id)
     .fetch_all(&s.read)
     .await?;
-    Ok(convert(rows)?)
+    let mut functions: Vec<Function> = convert(rows)?;
+    let refs: Vec<SecretRefRow> = sqlx::query_as(
+        "SELECT r.function_id, r.secret_name, r.line FROM function_secret_refs r \
+         JOIN functions f ON f.id = r.function_id \
+         WHERE f.workspace_id = $1 AND f.agent_id = $2 ORDER BY r.line, r.secret_name",
+    )
+    .bind(workspace_id)
+    .bind(agent_id)
+    .fetch_all(&s.read)
+    .await?;
+    for (function_id, r) in refs.into_iter().map(SecretRefRow::into_parts) {
+        if let Some(f) = functions.iter_mut().find(|f| f.id == function_id) {
+            f.secret_refs.push(r);
+        }
+    }
+    Ok(functions)
+}
+
+/// The functions of a workspace that name `secret_name`, by agent, function and line.
+pub(super) async fn uses_of_secret(s: &Backend, workspace_id: &str, secret_name: &str) -> DbResult<Vec<SecretUse>> {
+    let rows: Vec<SecretUseRow> = sqlx::query_as(
+        "SELECT f.agent_id AS agent_id, f.name AS function_name, r.line AS line FROM function_secret_refs r \
+         JOIN functions f ON f.id = r.function_id \
+         WHERE r.workspace_id = $1 AND r.secret_name = $2 ORDER BY f.agent_id, f.name, r.line",
+    )
+    .bind(workspace_id)
+    .bind(secret_name)
+    .fetch_all(&s.read)
+    .await?;
+    Ok(rows.into_iter().map(SecretUse::from).collect())
+}
+
+/// Stores the check's findings (parameters, references) for `f` if its version is the stored one.
+pub(super) async fn record_check(s: &Backend, f: &Function) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let done = sqlx::query("UPDATE functions SET parameters = $1 WHERE id = $2 AND workspace_id = $3 AND version = $4")
+        .bind(params_json(&f.parameters))
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(i64::from(f.version))
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(());
+    }
+    write_refs(&mut tx, f).await?;
+    tx.commit(&[]).await
+}
+
+/// Replaces the stored references of `f` with `f.secret_refs`, in the transaction of its change.
+async fn write_refs(tx: &mut WriteTx<'_>, f: &Function) -> DbResult<()> {
+    sqlx::query("DELETE FROM function_secret_refs WHERE function_id = $1").bind(&f.id).execute(&mut **tx).await?;
+    for r in &f.secret_refs {
+        sqlx::query(
+            "INSERT INTO function_secret_refs (function_id, workspace_id, secret_name, line) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(&r.secret)
+        .bind(i64::from(r.line))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Every function (of one workspace, or all), for the read model.
@@ -45,7 +109,16 @@ pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &
     .bind(name)
     .fetch_optional(&s.read)
     .await?;
-    Ok(row.map(Function::try_from).transpose()?)
+    let Some(mut f) = row.map(Function::try_from).transpose()? else { return Ok(None) };
+    let refs: Vec<SecretRefRow> = sqlx::query_as(
+        "SELECT function_id, secret_name, line FROM function_secret_refs WHERE function_id = $1 \
+         ORDER BY line, secret_name",
+    )
+    .bind(&f.id)
+    .fetch_all(&s.read)
+    .await?;
+    f.secret_refs = refs.into_iter().map(|r| r.into_parts().1).collect();
+    Ok(Some(f))
 }
 
 pub(super) async fn create(s: &Backend, f: &Function, audit: &AuditEvent) -> DbResult<()> {
@@ -68,6 +141,7 @@ pub(super) async fn create(s: &Backend, f: &Function, audit: &AuditEvent) -> DbR
     .execute(&mut *tx)
     .await
     .on_unique(|| errors::function_exists(&f.name))?;
+    write_refs(&mut tx, f).await?;
     tx.commit_one(audit).await
 }
 
@@ -90,6 +164,7 @@ pub(super) async fn update(s: &Backend, f: &Function, audit: &AuditEvent) -> DbR
     .execute(&mut *tx)
     .await?;
     errors::changed(done.rows_affected(), errors::function_moved_on)?;
+    write_refs(&mut tx, f).await?;
     tx.commit_one(audit).await
 }
 

@@ -134,6 +134,26 @@ pub(super) async fn all_sealed_versions(s: &Backend) -> DbResult<Vec<SealedVersi
     Ok(convert(rows)?)
 }
 
+/// One sealed version of a secret of the workspace.
+pub(super) async fn sealed_version(
+    s: &Backend,
+    workspace_id: &str,
+    secret_id: &str,
+    version: u32,
+) -> DbResult<Option<SealedVersion>> {
+    let row: Option<SealedVersionRow> = sqlx::query_as(
+        "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
+         FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
+         WHERE s.workspace_id = $1 AND v.secret_id = $2 AND v.version = $3",
+    )
+    .bind(workspace_id)
+    .bind(secret_id)
+    .bind(i64::from(version))
+    .fetch_optional(&s.read)
+    .await?;
+    Ok(row.map(SealedVersion::try_from).transpose()?)
+}
+
 /// Stores re-wrapped data keys; refuses the whole rotation if any version changed meanwhile.
 pub(super) async fn replace_wrapped_keys(
     s: &Backend,

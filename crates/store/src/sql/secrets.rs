@@ -7,7 +7,7 @@ use agentvault_core::SecretKind;
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{Millis, Sealed, SecretMeta, SecretVersionMeta};
 
-use super::{Backend, agents};
+use super::{Backend, WriteTx, agents};
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{SecretRow, VersionRow, columns, convert, keys_json};
 use crate::{SecretChange, SecretRecord, rules};
@@ -100,7 +100,7 @@ async fn with_agents(conn: &mut Conn, row: SecretRow) -> DbResult<SecretMeta> {
     Ok(row.into_record(agents)?.0)
 }
 
-async fn replace_access(conn: &mut Conn, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
+pub(super) async fn replace_access(conn: &mut Conn, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
     sqlx::query("DELETE FROM secret_access WHERE secret_id = $1").bind(secret_id).execute(&mut *conn).await?;
     for agent in agents {
         sqlx::query(
@@ -149,7 +149,26 @@ async fn insert_version(conn: &mut Conn, v: NewRow<'_>) -> DbResult<()> {
 
 pub(super) async fn create(s: &Backend, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
     let mut tx = s.begin().await?;
-    agents::check_known(&mut tx, &meta.workspace_id, &meta.agents).await?;
+    insert_secret(&mut tx, meta, sealed, audit.actor.id()).await?;
+    tx.commit_one(audit).await
+}
+
+/// Creates several secrets in one transaction: all of them, or none.
+pub(super) async fn create_many(
+    s: &Backend,
+    secrets: &[(SecretMeta, Sealed)],
+    audit: &[AuditEvent],
+) -> DbResult<()> {
+    let mut tx = s.begin().await?;
+    let actor = audit.first().map(|e| e.actor.id()).unwrap_or_default();
+    for (meta, sealed) in secrets {
+        insert_secret(&mut tx, meta, sealed, actor).await?;
+    }
+    tx.commit(audit).await
+}
+
+async fn insert_secret(tx: &mut WriteTx<'_>, meta: &SecretMeta, sealed: &Sealed, created_by: &str) -> DbResult<()> {
+    agents::check_known(tx, &meta.workspace_id, &meta.agents).await?;
     sqlx::query(
         "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -161,7 +180,7 @@ pub(super) async fn create(s: &Backend, meta: &SecretMeta, sealed: &Sealed, audi
     .bind(i64::from(meta.version))
     .bind(meta.created_at)
     .bind(meta.updated_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .on_unique(|| errors::secret_exists(&meta.name))?;
     let version = NewRow {
@@ -171,11 +190,10 @@ pub(super) async fn create(s: &Backend, meta: &SecretMeta, sealed: &Sealed, audi
         keys: meta.keys.as_deref(),
         sealed,
         now: meta.created_at,
-        created_by: audit.actor.id(),
+        created_by,
     };
-    insert_version(&mut tx, version).await?;
-    replace_access(&mut tx, &meta.id, &meta.agents, meta.created_at).await?;
-    tx.commit_one(audit).await
+    insert_version(tx, version).await?;
+    replace_access(tx, &meta.id, &meta.agents, meta.created_at).await
 }
 
 pub(super) async fn update(

@@ -5,12 +5,14 @@
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken, Role, Sealed,
-    SecretMeta, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken,
+    Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
-use super::{Backend, agents, changes, audit, credentials, functions, invitations, keys, people, secrets, workspaces};
+use super::{
+    Backend, access, agents, audit, changes, credentials, functions, invitations, keys, people, secrets, workspaces,
+};
 use crate::errors::DbError;
 use crate::{Change, NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
 
@@ -151,6 +153,10 @@ impl Store for Backend {
 
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()> {
         Ok(secrets::create(self, meta, sealed, audit).await?)
+    }
+
+    async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()> {
+        Ok(secrets::create_many(self, secrets, audit).await?)
     }
 
     async fn update_secret(
@@ -386,6 +392,40 @@ impl Store for Backend {
 
     async fn delete_function(&self, workspace_id: &str, agent_id: &str, name: &str, audit: &AuditEvent) -> Result<()> {
         Ok(functions::delete(self, workspace_id, agent_id, name, audit).await?)
+    }
+
+    async fn create_access_request(&self, request: &AccessRequest, audit: &AuditEvent) -> Result<()> {
+        Ok(access::create(self, request, audit).await?)
+    }
+
+    async fn list_access_requests(&self, workspace_id: &str) -> Result<Vec<AccessRequest>> {
+        Ok(access::list(self, workspace_id).await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_access_request(
+        &self,
+        workspace_id: &str,
+        request_id: &str,
+        status: &str,
+        decided_by: &str,
+        at: Millis,
+        grant: Option<(&str, &[String])>,
+        audit: &[AuditEvent],
+    ) -> Result<AccessRequest> {
+        Ok(access::decide(self, workspace_id, request_id, status, decided_by, at, grant, audit).await?)
+    }
+
+    async fn record_function_check(&self, function: &Function) -> Result<()> {
+        Ok(functions::record_check(self, function).await?)
+    }
+
+    async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>> {
+        Ok(functions::uses_of_secret(self, workspace_id, secret_name).await?)
+    }
+
+    async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>> {
+        Ok(keys::sealed_version(self, workspace_id, secret_id, version).await?)
     }
 
     async fn all_sealed_versions(&self) -> Result<Vec<SealedVersion>> {

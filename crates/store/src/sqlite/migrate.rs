@@ -25,6 +25,8 @@ const MIGRATIONS: &Migrations = &[
     (6, "settings", include_str!("../../migrations/sqlite/0006_settings.sql")),
     (7, "changes", include_str!("../../migrations/sqlite/0007_changes.sql")),
     (8, "egress", include_str!("../../migrations/sqlite/0008_egress.sql")),
+    (9, "function secret refs", include_str!("../../migrations/sqlite/0009_function_secret_refs.sql")),
+    (10, "access requests", include_str!("../../migrations/sqlite/0010_access_requests.sql")),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(MIGRATIONS));
