@@ -22,10 +22,11 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, filter: &AuditFilter) 
         qb.push(" AND outcome = ").push_bind(o.as_str());
     }
     match (&filter.secret_name, filter.secret_prefix) {
-        // SUBSTR rather than LIKE: `_`, common in secret names, is a LIKE wildcard.
+        // SUBSTR rather than LIKE: `_`, common in secret names, is a LIKE wildcard. The length is
+        // an i32: PostgreSQL's substr takes an integer, not a bigint.
         (Some(s), true) => {
             qb.push(" AND SUBSTR(secret_name, 1, ")
-                .push_bind(i64::try_from(s.chars().count()).unwrap_or(i64::MAX))
+                .push_bind(i32::try_from(s.chars().count()).unwrap_or(i32::MAX))
                 .push(") = ")
                 .push_bind(s.as_str());
         }
