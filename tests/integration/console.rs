@@ -132,3 +132,29 @@ fn the_sign_in_page_offers_setup_only_until_the_first_admin_exists() {
     assert_eq!(after.status, 200);
     assert!(!after.text.contains("/setup"), "the sign-in page still offers setup: {}", after.text);
 }
+
+/// Every page's `<title>` is plain text: a page's content never ends up in its title block.
+#[test]
+fn page_titles_are_plain_text() {
+    let (s, _data) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_TITLE"), &[&agent]);
+    let (cookie, _) = s.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    for path in [
+        format!("/w/{ws}/agents"),
+        format!("/w/{ws}/agents/{agent}"),
+        format!("/w/{ws}/secrets"),
+        format!("/w/{ws}/secrets/stripe_api_key"),
+        format!("/w/{ws}/users"),
+        format!("/w/{ws}/api-keys"),
+        format!("/w/{ws}/audit"),
+        format!("/w/{ws}/account"),
+    ] {
+        let page = s.request_with("GET", &path, &[("Cookie", &cookie)], None);
+        assert_eq!(page.status, 200, "{path}");
+        let start = page.text.find("<title>").unwrap_or_else(|| panic!("{path} has no title")) + "<title>".len();
+        let title = &page.text[start..start + page.text[start..].find("</title>").unwrap()];
+        assert!(!title.contains('<') && !title.contains("&lt;") && title.len() < 120, "{path}: title {title:?}");
+    }
+}
