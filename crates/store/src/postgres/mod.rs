@@ -10,6 +10,13 @@
 //!   a record with a lower number is never committed after one with a higher number: a client
 //!   paging the log by `seq` never skips a record that commits late. Agent reads append their
 //!   records with one multi-row `INSERT` per group commit.
+//! - *Agent reads' records commit asynchronously* (`synchronous_commit = off` on the audit
+//!   writer's own connections): a read is answered once PostgreSQL has committed its record —
+//!   durable against a crash of agentvault, as SQLite's audit journal is — without waiting for
+//!   the WAL flush. The `audit` counter's row lock is then held for microseconds rather than
+//!   through a flush, so group commits no longer queue behind each other's disk writes. A crash
+//!   of PostgreSQL's own machine can lose the last fraction of a second of read records
+//!   (`wal_writer_delay`), never a mutation: mutations and their records commit synchronously.
 //! - *Migrations* run under sqlx's advisory lock, so replicas starting together apply them once.
 
 use std::str::FromStr;
@@ -116,6 +123,8 @@ pub struct PostgresStore {
     /// named apart so that the shared SQL reads the same on both backends).
     read: PgPool,
     write: PgPool,
+    /// The audit writer's connections: `synchronous_commit = off` (see the module's notes).
+    audit: PgPool,
     /// The newest change committed by this process, and its local wake-up.
     committed: AtomicI64,
     changed: tokio::sync::Notify,
@@ -144,9 +153,21 @@ impl PostgresStore {
             })?;
         let migrator = migrations::migrator(MIGRATIONS);
         migrator.run(&pool).await.map_err(|e| migrations::migrate_err(&migrator, e))?;
+        // One group commit runs at a time; the second connection serves a batch finished on its
+        // own task while a new leader starts.
+        let audit = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(url.options()?.options([("synchronous_commit", "off")]))
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!("cannot connect to the database {url}: {}", url.redact(&e.to_string())))
+            })?;
         Ok(PostgresStore {
             read: pool.clone(),
             write: pool,
+            audit,
             committed: AtomicI64::new(0),
             changed: tokio::sync::Notify::new(),
             origin: crate::new_origin(),
@@ -203,7 +224,7 @@ impl PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.audit.begin().await?;
         insert_audit(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -221,6 +242,7 @@ impl PostgresStore {
     /// Closes every connection (the listening one first: the pool's close waits for it).
     pub async fn close(&self) {
         self.listener.lock().await.take();
+        self.audit.close().await;
         self.write.close().await;
     }
 }
@@ -323,6 +345,21 @@ mod tests {
         for s in &stores {
             s.close().await;
         }
+    }
+
+    /// Agent reads' records commit without waiting for the WAL flush; mutations (and every other
+    /// connection) keep PostgreSQL's synchronous commit.
+    #[tokio::test]
+    async fn only_agent_read_records_commit_asynchronously() {
+        let db = crate::testing::TestPostgres::shared().database().await;
+        let store = PostgresStore::open(&db, 2).await.unwrap();
+        let show = |pool: PgPool| async move {
+            sqlx::query_scalar::<_, String>("SHOW synchronous_commit").fetch_one(&pool).await.unwrap()
+        };
+        assert_eq!(show(store.audit.clone()).await, "off");
+        assert_eq!(show(store.write.clone()).await, "on");
+        assert_eq!(show(store.read.clone()).await, "on");
+        store.close().await;
     }
 
     #[tokio::test]
