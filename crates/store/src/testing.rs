@@ -117,6 +117,16 @@ pub struct Cluster {
 impl Cluster {
     /// Initializes and starts a new cluster.
     pub fn start_new() -> Result<Cluster, String> {
+        Cluster::start_new_with(None)
+    }
+
+    /// Initializes and starts a new cluster that also accepts TLS, with this certificate chain
+    /// and key (PEM).
+    pub fn start_new_with_tls(cert_pem: &str, key_pem: &str) -> Result<Cluster, String> {
+        Cluster::start_new_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_new_with(tls: Option<(&str, &str)>) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let dir = std::env::temp_dir().join(format!("agentvault-pg-{}-{}", std::process::id(), now_nanos()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -134,9 +144,28 @@ impl Cluster {
             .map_err(|e| format!("no free port: {e}"))?
             .port();
         // A throwaway cluster: durability of PostgreSQL itself is not under test.
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {dir_s} -c fsync=off -c full_page_writes=off -c max_connections=300"
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+            std::fs::write(&key_path, key).map_err(|e| format!("{}: {e}", key_path.display()))?;
+            // PostgreSQL refuses a key that others may read.
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", key_path.display()))?;
+            if is_root() {
+                let mut c = Command::new("chown");
+                c.arg("postgres:postgres").arg(&cert_path).arg(&key_path);
+                run(c, "chown of the certificate to postgres")?;
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
         let cluster = Cluster { log: format!("{dir_s}/log"), bin, data, options, port };
         cluster.start()?;
         // Stops the cluster and removes its folder once this process has ended.

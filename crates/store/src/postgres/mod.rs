@@ -9,7 +9,7 @@
 //! - *Audit records are numbered by the `audit` counter* in the transaction that inserts them, so
 //!   a record with a lower number is never committed after one with a higher number: a client
 //!   paging the log by `seq` never skips a record that commits late. Agent reads append their
-//!   records with one multi-row `INSERT` per group commit.
+//!   records with one `INSERT … SELECT … FROM unnest(…)` statement per group commit.
 //! - *Agent reads' records commit asynchronously* (`synchronous_commit = off` on the audit
 //!   writer's own connections): a read is answered once PostgreSQL has committed its record —
 //!   durable against a crash of agentvault, as SQLite's audit journal is — without waiting for
@@ -26,9 +26,9 @@ use std::time::Duration;
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres};
 
-use crate::errors::{DbError, DbResult};
+use crate::errors::DbResult;
 use crate::migrations::{self, Migrations};
 
 // The SQL every backend shares (`crate::sql`), compiled here for PostgreSQL.
@@ -49,10 +49,6 @@ const MIGRATIONS: &Migrations = &[
     (9, "function secret refs", include_str!("../../migrations/postgres/0009_function_secret_refs.sql")),
     (10, "access requests", include_str!("../../migrations/postgres/0010_access_requests.sql")),
 ];
-
-/// At most this many audit records go into one `INSERT` (PostgreSQL takes at most 65,535
-/// parameters in a statement, and a record has 11).
-const AUDIT_ROWS_PER_INSERT: usize = 1000;
 
 /// Where a PostgreSQL database is, as a `postgres://user:password@host:port/db?sslmode=…` URL.
 /// Its `Debug` and `Display` never show the password.
@@ -219,15 +215,13 @@ impl PostgresStore {
         Ok(WriteTx { tx, store: self, change })
     }
 
-    /// Appends agent-read audit records in one transaction (the audit writer's group commit).
+    /// Appends agent-read audit records in one statement (the audit writer's group commit).
     async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.audit.begin().await?;
-        insert_audit(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.audit.acquire().await?;
+        insert_audit(&mut conn, events).await
     }
 
     /// Nothing waits outside the table: an acknowledged record is committed.
@@ -247,33 +241,56 @@ impl PostgresStore {
     }
 }
 
-/// Numbers `events` with the `audit` counter and inserts them, in `tx`.
-async fn insert_audit(tx: &mut PgConnection, events: &[AuditEvent]) -> DbResult<()> {
-    let count = i64::try_from(events.len()).map_err(|_| DbError::from(Error::internal("too many audit records")))?;
-    let last: i64 = sqlx::query_scalar("UPDATE counters SET value = value + $1 WHERE name = 'audit' RETURNING value")
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await?;
-    let mut seq = last - count;
-    for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(concat!("INSERT INTO audit_log (", crate::rows::columns!(audit), ") "));
-        qb.push_values(chunk, |mut row, e| {
-            seq += 1;
-            row.push_bind(seq)
-                .push_bind(e.at)
-                .push_bind(e.workspace_id.as_str())
-                .push_bind(e.actor.kind())
-                .push_bind(e.actor.id())
-                .push_bind(e.action.as_str())
-                .push_bind(e.outcome.as_str())
-                .push_bind(e.secret_name.as_deref())
-                .push_bind(e.agent_id.as_deref())
-                .push_bind(e.target_id.as_deref())
-                .push_bind(e.detail.as_deref());
-        });
-        qb.build().execute(&mut *tx).await?;
+/// Numbers `events` with the `audit` counter and inserts them: one statement, whatever the
+/// number of records (the columns travel as arrays, so the statement is prepared once per
+/// connection). A single statement is atomic on its own, so the audit writer runs it without
+/// `BEGIN`/`COMMIT`: one round trip per group commit. A mutation runs it inside its transaction.
+async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> DbResult<()> {
+    let mut at = Vec::with_capacity(events.len());
+    let mut workspace = Vec::with_capacity(events.len());
+    let mut actor_type = Vec::with_capacity(events.len());
+    let mut actor_id = Vec::with_capacity(events.len());
+    let mut action = Vec::with_capacity(events.len());
+    let mut outcome = Vec::with_capacity(events.len());
+    let mut secret = Vec::with_capacity(events.len());
+    let mut agent = Vec::with_capacity(events.len());
+    let mut target = Vec::with_capacity(events.len());
+    let mut detail = Vec::with_capacity(events.len());
+    for e in events {
+        at.push(e.at);
+        workspace.push(e.workspace_id.as_str());
+        actor_type.push(e.actor.kind());
+        actor_id.push(e.actor.id());
+        action.push(e.action.as_str());
+        outcome.push(e.outcome.as_str());
+        secret.push(e.secret_name.as_deref());
+        agent.push(e.agent_id.as_deref());
+        target.push(e.target_id.as_deref());
+        detail.push(e.detail.as_deref());
     }
+    sqlx::query(concat!(
+        "WITH numbered AS (UPDATE counters SET value = value + cardinality($1::BIGINT[]) WHERE name = 'audit' \
+           RETURNING value - cardinality($1::BIGINT[]) AS base) \
+         INSERT INTO audit_log (",
+        crate::rows::columns!(audit),
+        ") SELECT numbered.base + r.n, r.at, r.workspace_id, r.actor_type, r.actor_id, r.action, r.outcome, \
+                  r.secret_name, r.agent_id, r.target_id, r.detail \
+           FROM numbered, unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+                                 $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[]) WITH ORDINALITY \
+             AS r(at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail, n)"
+    ))
+    .bind(at)
+    .bind(workspace)
+    .bind(actor_type)
+    .bind(actor_id)
+    .bind(action)
+    .bind(outcome)
+    .bind(secret)
+    .bind(agent)
+    .bind(target)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -360,6 +377,46 @@ mod tests {
         assert_eq!(show(store.write.clone()).await, "on");
         assert_eq!(show(store.read.clone()).await, "on");
         store.close().await;
+    }
+
+    /// `?sslmode=` is honoured: `require` encrypts, `verify-full` with the cluster's CA
+    /// (`sslrootcert`) connects, and without that CA it refuses the certificate, saying so.
+    #[tokio::test]
+    async fn tls_to_postgresql_follows_sslmode() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "agentvault test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let cluster = crate::testing::Cluster::start_new_with_tls(&leaf.pem(), &key.serialize_pem()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        let url = |query: &str| {
+            let server = cluster.server().replace("127.0.0.1", "localhost");
+            DatabaseUrl::parse(&format!("{server}/postgres?{query}")).unwrap()
+        };
+        let encrypted = |store: PostgresStore| async move {
+            let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&store.read)
+                .await
+                .unwrap();
+            store.close().await;
+            ssl
+        };
+        assert!(!encrypted(PostgresStore::open(&url("sslmode=disable"), 2).await.unwrap()).await);
+        assert!(encrypted(PostgresStore::open(&url("sslmode=require"), 2).await.unwrap()).await);
+        let verified = url(&format!("sslmode=verify-full&sslrootcert={}", ca_path.display()));
+        assert!(encrypted(PostgresStore::open(&verified, 2).await.unwrap()).await);
+        let e = PostgresStore::open(&url("sslmode=verify-full"), 2).await.err().unwrap();
+        assert_eq!(e.kind, agentvault_core::ErrorKind::Unavailable);
+        assert!(e.message.contains("cannot connect to the database"), "{}", e.message);
     }
 
     #[tokio::test]
