@@ -270,3 +270,55 @@ fn a_function_changed_on_one_server_runs_its_new_version_on_the_other() {
     assert!(r.status < 300, "{r:?}");
     invoke_with_index(&p.b, &p.ws, &p.agent, "hello", &index_of(&r)).expect_error(404, "function_not_found");
 }
+
+/// Both servers audit agent reads (each with group commits of its own) while a client pages the
+/// audit log over HTTP, each page from the other server: no pass skips a record that commits late
+/// or repeats one. Every pass must hold exactly the records, as finally listed, up to its first.
+#[test]
+fn paging_the_audit_log_across_servers_never_skips_or_repeats_while_both_audit_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let p = pair();
+    let stop = AtomicBool::new(false);
+    let page = |s: &Server, cursor: &Option<String>| {
+        let mut q = format!("/api/v1/workspaces/{}/audit?limit=40", p.ws);
+        if let Some(c) = cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        s.get(&q).expect(200).clone()
+    };
+    let passes: Vec<Vec<i64>> = std::thread::scope(|scope| {
+        for server in [&p.a, &p.b, &p.a, &p.b] {
+            let (stop, key, agent) = (&stop, &p.key, &p.agent);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    server.read(key, agent, "stripe").expect(200);
+                }
+            });
+        }
+        let mut passes = Vec::new();
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(100));
+            let (mut ids, mut cursor, mut n) = (Vec::new(), None, 0);
+            loop {
+                let body = page(if n % 2 == 0 { &p.a } else { &p.b }, &cursor);
+                n += 1;
+                ids.extend(body["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()));
+                match body["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            passes.push(ids);
+        }
+        stop.store(true, Ordering::Relaxed);
+        passes
+    });
+    assert!(passes[5].len() > 100, "the servers audited reads meanwhile: {}", passes[5].len());
+    let all: Vec<i64> = p.a.audit(&p.ws, "").iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "the log is listed newest first, each record once");
+    for ids in &passes {
+        let top = ids[0];
+        let expected: Vec<i64> = all.iter().copied().filter(|id| *id <= top).collect();
+        assert_eq!(ids, &expected, "a pass from {top} holds every record up to it, once");
+    }
+}
