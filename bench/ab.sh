@@ -18,9 +18,8 @@ CONNECTIONS=${AB_CONNECTIONS:-32 1}
 [[ $# == 2 ]] || { echo "usage: bash bench/ab.sh REV_OR_BINARY_A REV_OR_BINARY_B" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/agentvault-ab.XXXXXX)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+source "$ROOT/bench/lib.sh"
+bench_init ab
 TOKEN="ab_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
 
 # Prints the path of the agentvault binary for a revision or a binary path.
@@ -37,20 +36,9 @@ binary_of() {
     echo "$src/target/release/agentvault"
 }
 
-# Starts a server with one agent, one secret and a key; prints "URL KEY PATH".
-start() {
-    local bin=$1 dir=$WORK/$2 url=
-    mkdir -p "$dir"
-    AGENTVAULT_BOOTSTRAP_TOKEN=$TOKEN AGENTVAULT_LOG=warn "$bin" serve --listen 127.0.0.1:0 \
-        --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
-    PIDS+=($!)
-    for _ in $(seq 1 200); do
-        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
-        [[ -n $url ]] && break
-        sleep 0.1
-    done
-    [[ -n $url ]] || { echo "$2 did not start: $(cat "$dir/stderr")" >&2; exit 1; }
-    python3 - "$url" "$TOKEN" <<'PY'
+# setup URL: one agent, one secret and a key on a started server; prints "KEY PATH".
+setup() {
+    python3 - "$1" "$TOKEN" <<'PY'
 import json, sys, urllib.request
 url, token = sys.argv[1], sys.argv[2]
 def api(method, path, body=None):
@@ -61,14 +49,16 @@ ws = api("GET", "/api/v1/workspaces")["items"][0]["id"]
 agent = api("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
 api("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_51HbenchAbCdEf", "agents": [agent]})
 key = api("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
-print(url, key, f"/api/v1/agents/{agent}/secrets/stripe_api_key")
+print(key, f"/api/v1/agents/{agent}/secrets/stripe_api_key")
 PY
 }
 
 BIN_A=$(binary_of "$1")
 BIN_B=$(binary_of "$2")
-read -r URL_A KEY_A PATH_A < <(start "$BIN_A" a)
-read -r URL_B KEY_B PATH_B < <(start "$BIN_B" b)
+start_server a "$BIN_A" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn && URL_A=$URL
+start_server b "$BIN_B" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn && URL_B=$URL
+read -r KEY_A PATH_A < <(setup "$URL_A")
+read -r KEY_B PATH_B < <(setup "$URL_B")
 
 measure() { # url key path connections -> requests/s
     local threads=$(( $4 < 2 ? 1 : 2 ))

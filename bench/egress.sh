@@ -15,16 +15,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${BENCH_OUT:-$ROOT/bench/out}
 PROFILE=${BENCH_PROFILE:-release}
 ADMIN_TOKEN="bench_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
-WORK=$(mktemp -d /tmp/agentvault-egbench.XXXXXX)
-PIDS=()
-
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/bench/lib.sh"
+bench_init egbench
 
 command -v bwrap >/dev/null || die "bubblewrap (bwrap) is required: apt-get install bubblewrap"
 command -v openssl >/dev/null || die "openssl is required (the upstream's certificate)"
@@ -68,22 +60,12 @@ for _ in $(seq 1 50); do [[ -s $WORK/ports ]] && break; sleep 0.1; done
 read -r UP PLAIN_UP <"$WORK/ports"
 
 start() {
-    local dir=$WORK/$1 url
-    mkdir -p "$dir"
-    AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN AGENTVAULT_SANDBOX=$2 AGENTVAULT_LOG=warn \
-        AGENTVAULT_EGRESS_ALLOW="127.0.0.1:$UP,127.0.0.1:$PLAIN_UP" AGENTVAULT_EGRESS_CA="$WORK/ca.pem" \
-        "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
-    PIDS+=("$!")
-    for _ in $(seq 1 200); do
-        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
-        [[ -n $url ]] && { echo "$url"; return; }
-        sleep 0.1
-    done
-    die "$1 did not start; see $dir/stderr"
+    start_server "$1" "$BIN" AGENTVAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" AGENTVAULT_SANDBOX="$2" AGENTVAULT_LOG=warn \
+        AGENTVAULT_EGRESS_ALLOW="127.0.0.1:$UP,127.0.0.1:$PLAIN_UP" AGENTVAULT_EGRESS_CA="$WORK/ca.pem"
 }
 
-SANDBOXED=$(start sandboxed bwrap)
-UNSANDBOXED=$(start unsandboxed off)
+start sandboxed bwrap && SANDBOXED=$URL
+start unsandboxed off && UNSANDBOXED=$URL
 mkdir -p "$OUT"
 python3 "$ROOT/bench/egress.py" "$ADMIN_TOKEN" "$SANDBOXED" "$UNSANDBOXED" "$UP" "$PLAIN_UP" "$OUT/egress.json" >/dev/null
 python3 - "$OUT/egress.json" "$COMMIT" "$PROFILE" <<'PY'

@@ -13,16 +13,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${BENCH_OUT:-$ROOT/bench/out}
 REV=${BENCH_REV:-}
 ADMIN_TOKEN="bench_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
-WORK=$(mktemp -d /tmp/agentvault-fnbench.XXXXXX)
-PIDS=()
-
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/bench/lib.sh"
+bench_init fnbench
 
 command -v bwrap >/dev/null || die "bubblewrap (bwrap) is required: apt-get install bubblewrap"
 command -v python3 >/dev/null || die "python3 is required"
@@ -39,24 +31,14 @@ else
 fi
 (cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p agentvault)
 
-# start NAME SANDBOX: a server on a fresh data directory; prints its URL.
+# start NAME SANDBOX: a server on a fresh data directory; sets URL.
 start() {
-    local dir=$WORK/$1 url
-    mkdir -p "$dir"
-    AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN AGENTVAULT_SANDBOX=$2 AGENTVAULT_LOG=warn \
-        "$TARGET_DIR/release/agentvault" serve --listen 127.0.0.1:0 --data-dir "$dir/data" \
-        >"$dir/stdout" 2>"$dir/stderr" &
-    PIDS+=("$!")
-    for _ in $(seq 1 200); do
-        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
-        [[ -n $url ]] && { echo "$url"; return; }
-        sleep 0.1
-    done
-    die "$1 did not start; see $dir/stderr"
+    start_server "$1" "$TARGET_DIR/release/agentvault" AGENTVAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" \
+        AGENTVAULT_SANDBOX="$2" AGENTVAULT_LOG=warn
 }
 
-SANDBOXED=$(start sandboxed bwrap)
-PLAIN=$(start unsandboxed off)
+start sandboxed bwrap && SANDBOXED=$URL
+start unsandboxed off && PLAIN=$URL
 mkdir -p "$OUT"
 python3 "$ROOT/bench/functions.py" "$ADMIN_TOKEN" "$SANDBOXED" "$PLAIN" "$OUT/functions.json" >/dev/null
 python3 - "$OUT/functions.json" "$COMMIT" <<'EOF'

@@ -25,19 +25,16 @@ BIN=$TARGET_DIR/release/agentvault
 PGBIN=${AGENTVAULT_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 ADMIN_TOKEN="bench_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
 ROOT_KEY=$(openssl rand -base64 32)
-WORK=$(mktemp -d /tmp/agentvault-pgbench.XXXXXX)
+source "$ROOT/bench/lib.sh"
+bench_init pgbench
 chmod 755 "$WORK"
-PIDS=()
 PGDATA=$WORK/pg/data
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    bench_stop_all
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -58,20 +55,10 @@ PG=postgres://postgres@127.0.0.1:$PORT
 createdb() { as_pg "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -c "CREATE DATABASE $1" postgres; }
 
 # start NAME [DATABASE]: a server on SQLite (no database) or on the given PostgreSQL database;
-# prints its URL.
+# sets URL and PID.
 start() {
-    local dir=$WORK/$1 url
-    mkdir -p "$dir"
-    AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN AGENTVAULT_ROOT_KEY=$ROOT_KEY \
-        AGENTVAULT_DATABASE_URL=${2:+$PG/$2} "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir/data" \
-        >"$dir/stdout" 2>"$dir/stderr" &
-    PIDS+=($!)
-    for _ in $(seq 1 200); do
-        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$dir/stdout")
-        if [[ -n $url ]]; then echo "$url"; return; fi
-        sleep 0.1
-    done
-    die "server $1 did not start: $(cat "$dir/stderr")"
+    start_server "$1" "$BIN" AGENTVAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" AGENTVAULT_ROOT_KEY="$ROOT_KEY" \
+        AGENTVAULT_DATABASE_URL="${2:+$PG/$2}"
 }
 
 # setup URL: an agent, its secret and a key; prints "AGENT KEY WS".
@@ -93,24 +80,34 @@ EOF
 
 createdb bench_one
 createdb bench_two
-SQLITE=$(start sqlite)
-PG1=$(start pg1 bench_one)
-PG2A=$(start pg2a bench_two)
-PG2B=$(start pg2b bench_two)
+start sqlite && SQLITE=$URL SQLITE_PID=$PID
+start pg1 bench_one && PG1=$URL PG1_PID=$PID
+start pg2a bench_two && PG2A=$URL
+start pg2b bench_two && PG2B=$URL
 read -r S_AGENT S_KEY S_WS < <(setup "$SQLITE")
 read -r P_AGENT P_KEY P_WS < <(setup "$PG1")
 read -r Q_AGENT Q_KEY Q_WS < <(setup "$PG2A")
 sleep 1 # B follows A's setup
 
 rps() { awk '/Requests\/sec/ { print $2 }' "$1"; }
+# CPU ticks (1/100 s) used so far by one process, and by every PostgreSQL process.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+pg_ticks() { local p t=0; for p in $(pgrep -u postgres); do t=$((t + $(ticks "$p" 2>/dev/null || echo 0))); done; echo "$t"; }
+requests() { awk '/requests in/ { print $1 }' "$1"; }
+# µs of CPU per read: ticks over requests.
+per_read() { awk -v t="$1" -v r="$2" 'BEGIN { printf "%.1f", t * 10000 / r }'; }
 p99() { awk '$1 == "99%" { print $2 }' "$1"; }
 read_path() { echo "/api/v1/agents/$1/secrets/stripe_api_key"; }
 
 : >"$OUT/reads.txt"
 for round in $(seq 1 "$ROUNDS"); do
     log "reads, round $round/$ROUNDS ($DURATION each, 32 connections)"
+    s_before=$(ticks "$SQLITE_PID")
     wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $S_KEY" "$SQLITE$(read_path "$S_AGENT")" >"$OUT/sqlite.r$round.txt"
+    s_used=$(($(ticks "$SQLITE_PID") - s_before))
+    p_before=$(ticks "$PG1_PID") db_before=$(pg_ticks)
     wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $P_KEY" "$PG1$(read_path "$P_AGENT")" >"$OUT/pg1.r$round.txt"
+    p_used=$(($(ticks "$PG1_PID") - p_before)) db_used=$(($(pg_ticks) - db_before))
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2A$(read_path "$Q_AGENT")" >"$OUT/pg2a.r$round.txt" &
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2B$(read_path "$Q_AGENT")" >"$OUT/pg2b.r$round.txt"
     wait %1
@@ -122,6 +119,11 @@ for round in $(seq 1 "$ROUNDS"); do
         "$(awk -v a="$(rps "$OUT/pg2a.r$round.txt")" -v b="$(rps "$OUT/pg2b.r$round.txt")" 'BEGIN { print a + b }')" \
         "$(p99 "$OUT/sqlite.r$round.txt")" "$(p99 "$OUT/pg1.r$round.txt")" \
         "$(p99 "$OUT/pg2a.r$round.txt")" "$(p99 "$OUT/pg2b.r$round.txt")" | tee -a "$OUT/reads.txt"
+    # CPU per read: agentvault's own, and on PostgreSQL also the database's (same machine).
+    printf 'round=%s cpu_us_per_read sqlite=%s pg1_agentvault=%s pg1_postgresql=%s\n' "$round" \
+        "$(per_read "$s_used" "$(requests "$OUT/sqlite.r$round.txt")")" \
+        "$(per_read "$p_used" "$(requests "$OUT/pg1.r$round.txt")")" \
+        "$(per_read "$db_used" "$(requests "$OUT/pg1.r$round.txt")")" | tee -a "$OUT/reads.txt"
 done
 
 log "writes and propagation ($CHANGES changes)"

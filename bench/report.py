@@ -83,6 +83,10 @@ def main():
         batches = sum(int(v) for k, v in run.items() if k.startswith(f"audit_batches_{case}.r"))
         if batches:
             r["audit_records_per_commit"] = round(records / batches, 1)
+        # The server's CPU per request (ticks are 1/100 s), the median over the rounds.
+        ticks = [int(run[f"server_ticks_{case}.r{i + 1}"]) for i in range(len(rounds)) if f"server_ticks_{case}.r{i + 1}" in run]
+        if ticks:
+            r["cpu_us_per_request"] = round(statistics.median(t * 10_000 / x["requests"] for t, x in zip(ticks, rounds)), 1)
         other = [max(int(v), 0) for k, v in run.items() if k.startswith(f"other_cpu_pct_{case}.r")]
         r["other_cpu_pct_max"] = max(other, default=None)
         results[case] = r
@@ -122,8 +126,8 @@ def main():
         "in % of one core.",
         "",
         "| case | server | conns | secrets / agents | req/s | p50 ms | p50 range | p99 ms | p99 range "
-        "| audit records per commit | other CPU |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs per request | audit records per commit | other CPU |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case, r in results.items():
         data = f"{r['secrets']:,} / {r['agents']:,}" if "secrets" in r else "-"
@@ -133,8 +137,19 @@ def main():
             f"| {case} | {r['server']} | {r['connections']} | {data} | {r['requests_per_s']:,.0f} "
             f"| {r['p50_ms']:.3f} | {min(p50s):.3f}–{max(p50s):.3f} "
             f"| {r['p99_ms']:.3f} | {min(p99s):.3f}–{max(p99s):.3f} "
-            f"| {r.get('audit_records_per_commit', '-')} | {r['other_cpu_pct_max']}% |"
+            f"| {r.get('cpu_us_per_request', '-')} | {r.get('audit_records_per_commit', '-')} | {r['other_cpu_pct_max']}% |"
         )
+    records = int(run.get("audit_records_single", 0))
+    if records:
+        lines += ["", f"Disk per read record: the data directory grew by {int(run['data_bytes_single']):,} bytes over "
+                  f"{records:,} audited reads, **{int(run['data_bytes_single']) / records:.1f} bytes** each."]
+        summary["bytes_per_read_record"] = round(int(run["data_bytes_single"]) / records, 1)
+    if "audit_stage_append_records_per_s" in run:
+        lines += ["", "Audit stage alone (bench/audit_stage.rs, 1,000,000 records in batches of 32): "
+                  f"append {float(run['audit_stage_append_records_per_s']):,.0f} records/s, into the table "
+                  f"{float(run['audit_stage_into_table_records_per_s']):,.0f} records/s, "
+                  f"{run['audit_stage_cpu_us_per_record']} CPU µs and {run['audit_stage_bytes_per_record']} bytes per record."]
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     busy = [case for case, r in results.items() if (r["other_cpu_pct_max"] or 0) > QUIET_PCT]
     if busy:
         lines += ["", f"**Warning:** the machine was not quiet (other CPU above {QUIET_PCT}% of a core) during "

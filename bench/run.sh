@@ -196,6 +196,7 @@ measure() {
         log "other work took ${other}% of a core during $case round $round (attempt $attempt/$ATTEMPTS)"
     done
     record "other_cpu_pct_$run" "$other"
+    record "server_ticks_$run" "$server"
     if [[ -n $vault ]]; then
         record "audit_records_$run" "$records"
         record "audit_batches_$run" "$batches"
@@ -242,7 +243,7 @@ if [[ $BUILD != 0 ]]; then
     log "building (release, target dir $TARGET_DIR)"
     (cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p agentvault -p agentvault-bench)
 fi
-for bin in agentvault floor; do
+for bin in agentvault floor audit_stage; do
     [[ -x $TARGET_DIR/release/$bin ]] || die "$TARGET_DIR/release/$bin is missing; build it or drop BENCH_BUILD=0"
 done
 record binary_built "$(date -u -r "$TARGET_DIR/release/agentvault" +%Y-%m-%dT%H:%M:%SZ)"
@@ -260,6 +261,10 @@ PIDS+=("$FLOOR_PID")
 FLOOR_URL=$(wait_listening "$WORK/floor.stdout" "$FLOOR_PID" floor)
 verify_read "$FLOOR_URL$READ_PATH"
 
+# Bytes on disk per read record: the data directory's growth over the measured runs.
+DATA_BYTES_BEFORE=$(du -sb "$WORK/single/data" | cut -f1)
+RECORDS_BEFORE=$(metric agentvault_audit_records_total)
+
 # Rounds alternate between the two servers, so a slow spell of the machine hits both.
 for round in $(seq 1 "$ROUNDS"); do
     measure floor_c32 "$round" "$FLOOR_PID" "$FLOOR_URL$READ_PATH" 32 2
@@ -270,8 +275,19 @@ for round in $(seq 1 "$ROUNDS"); do
     measure vault_c1 "$round" "$VAULT_PID" "$VAULT_URL$READ_PATH" 1 1 vault
 done
 record rss_kb_single_after_load "$(rss_kb "$VAULT_PID")"
+record audit_records_single "$(($(metric agentvault_audit_records_total) - RECORDS_BEFORE))"
 stop "$FLOOR_PID"
 stop "$VAULT_PID"
+# After the server's stop, so that every record is in the database (its journal moved, the WAL
+# checkpointed).
+record data_bytes_single "$(($(du -sb "$WORK/single/data" | cut -f1) - DATA_BYTES_BEFORE))"
+
+# --- the audit stage alone ---------------------------------------------------------------------
+
+log "the audit pipeline's serial stage, without HTTP (bench/audit_stage.rs)"
+wait_quiet
+"$TARGET_DIR/release/audit_stage" 1000000 32 | tee "$OUT/audit_stage.txt" >&2
+sed -n 's/^\([a-z_]*\)=\(.*\)$/audit_stage_\1=\2/p' "$OUT/audit_stage.txt" >>"$OUT/run.txt"
 
 # --- a seeded vault ----------------------------------------------------------------------------
 

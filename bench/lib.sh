@@ -1,0 +1,52 @@
+# Shared by the benchmark scripts (sourced): a temporary folder and the servers they start, both
+# cleaned up at exit, and starting agentvault on a free loopback port.
+#
+#   source "$ROOT/bench/lib.sh"; bench_init NAME
+#
+# sets WORK (removed at exit) and PIDS (every process in it is stopped at exit).
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+bench_stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
+
+bench_cleanup() {
+    bench_stop_all
+    rm -rf "$WORK"
+}
+
+bench_init() {
+    WORK=$(mktemp -d "/tmp/agentvault-$1.XXXXXX")
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+# wait_url STDOUT PID NAME: waits until a server announces "… listening on http://ADDR" on its
+# stdout (30 s at most) and sets URL.
+wait_url() {
+    for _ in $(seq 1 300); do
+        URL=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$1" 2>/dev/null)
+        [[ -n $URL ]] && return
+        kill -0 "$2" 2>/dev/null || die "$3 exited before listening: $(tail -n 3 "$1" "${1%/*}/stderr" 2>/dev/null)"
+        sleep 0.1
+    done
+    die "$3 did not start listening within 30 s"
+}
+
+# start_server NAME BINARY [VAR=VALUE ...]: `agentvault serve` on 127.0.0.1 (a free port) with a
+# fresh data directory $WORK/NAME/data and the given environment, run under SERVER_PREFIX (a
+# command such as `taskset -c 0-3`, if set); sets URL and PID. Call it directly, never in
+# $(...): the cleanup must know every server it started.
+start_server() {
+    local name=$1 bin=$2 dir=$WORK/$1
+    shift 2
+    mkdir -p "$dir"
+    # shellcheck disable=SC2086 # the prefix is words
+    env "$@" ${SERVER_PREFIX:-} "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+    PID=$!
+    PIDS+=("$PID")
+    wait_url "$dir/stdout" "$PID" "$name"
+}
