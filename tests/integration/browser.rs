@@ -959,7 +959,7 @@ fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
 
     // The agent's page says which of its functions use each secret it can read.
     b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
-    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "used by create_payment");
+    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "create_payment");
     b.goto(&page);
     b.find(".cm-editor");
 
@@ -1230,4 +1230,117 @@ fn a_member_requests_access_from_the_editor_and_an_admin_approves_it() {
     b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
     b.goto(&editor);
     b.wait_text("[data-mark-secret=booking_oauth]", "can read it");
+}
+
+#[test]
+fn the_secrets_list_and_the_agent_page_say_when_each_secret_was_last_read() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_LASTREAD"), &[&billing, &support]);
+    s.create_secret(&ws, "unused_token", json!("u"), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "charge",
+        json!([]),
+        "def charge(conv: Conversation):\n    return conv.utils.get_secret('stripe_api_key')[:3]\n",
+    );
+    let (_, key) = s.create_key(&ws, json!("all"));
+    s.read(&key, &support, "stripe_api_key").expect(200);
+    // A refused read is no read.
+    s.read(&key, &support, "unused_token").expect_error(403, "missing_access");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // The Secrets list: relative, the exact time on hover; "never" when no agent read it.
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    let last_read = |b: &Browser, table: &str, secret: &str| {
+        b.script(
+            "const r = document.querySelector(arguments[0] + ' tr[data-secret=\"' + arguments[1] + '\"]'); \
+             const c = r.querySelector('td[data-label=\"Last read\"]'); const t = c.querySelector('time'); \
+             return [c.innerText, t ? t.title : null, t ? t.getAttribute('datetime') : null]",
+            json!([table, secret]),
+        )
+    };
+    b.wait_text("#secrets-table", "stripe_api_key");
+    let stripe = last_read(&b, "#secrets-table", "stripe_api_key");
+    assert_eq!(stripe[0], json!("just now"), "{stripe}");
+    assert!(stripe[1].as_str().unwrap().contains(stripe[2].as_str().unwrap()), "the exact time on hover: {stripe}");
+    assert_eq!(last_read(&b, "#secrets-table", "unused_token")[0], json!("never"));
+    b.screenshot("secrets-last-read");
+
+    // The agent's page: each secret it can read, the functions naming it, its own last read.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert_eq!(
+        last_read(&b, "#agent-secrets", "stripe_api_key")[0],
+        json!("never"),
+        "Support bot read it, not Billing bot"
+    );
+    crate::support::invoke(&s, Some(&key), &ws, &billing, "charge", json!({})).expect(200);
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert_eq!(last_read(&b, "#agent-secrets", "stripe_api_key")[0], json!("just now"));
+    assert_eq!(last_read(&b, "#agent-secrets", "unused_token")[0], json!("never"));
+    assert!(b.text("#agent-secrets [data-secret=unused_token]").contains("no function of this agent names it"));
+    b.screenshot("agent-secrets-last-read");
+
+    // A member sees the agent's secrets, not when they were read (that is the audit log's).
+    s.add_user(&ws, "member@example.com", "member", "quiet lantern orchard 42");
+    b.click("[data-sign-out]");
+    b.wait_until("the sign-in page", |b| b.url().ends_with("/login"));
+    b.sign_in(&s, "member@example.com", "quiet lantern orchard 42");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert!(!b.text("#agent-secrets").contains("Last read"));
+}
+
+#[test]
+fn the_audit_page_shows_newest_or_oldest_first() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    for i in 0..55 {
+        s.create_agent(&ws, &format!("Agent {i:02}"));
+    }
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/audit?action=agent.create", s.base));
+    let agents = |b: &Browser| -> Vec<String> {
+        let v = b.script(
+            "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.cells[5].innerText)",
+            json!([]),
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().trim_start_matches("agent ").trim_matches('"').to_owned())
+            .collect()
+    };
+    let sort =
+        |b: &Browser| b.script("return document.querySelector('#audit-table th').getAttribute('aria-sort')", json!([]));
+    b.wait_text("#audit-table", "agent.create");
+    assert_eq!(sort(&b), json!("descending"));
+    let first = agents(&b);
+    assert_eq!((first.len(), first[0].as_str(), first[49].as_str()), (50, "Agent 54", "Agent 05"), "{first:?}");
+    // The time column's toggle: oldest first, the filter kept; the next page goes on from there.
+    b.click("#audit-order");
+    b.wait_until("oldest first", |b| sort(b) == json!("ascending"));
+    assert!(b.url().contains("order=oldest") && b.url().contains("action=agent.create"), "{}", b.url());
+    let up = agents(&b);
+    assert_eq!((up.len(), up[0].as_str(), up[49].as_str()), (50, "Agent 00", "Agent 49"), "{up:?}");
+    assert_eq!(b.text("#audit-next"), "Newer");
+    b.screenshot("audit-oldest-first");
+    b.click("#audit-next");
+    b.wait_until("the next page", |b| b.url().contains("cursor="));
+    assert_eq!(agents(&b), ["Agent 50", "Agent 51", "Agent 52", "Agent 53", "Agent 54"]);
+    // The filter form keeps the order; the toggle goes back to newest first.
+    b.click("form.filters button[type=submit]");
+    b.wait_until("the filtered page", |b| !b.url().contains("cursor="));
+    assert_eq!(sort(&b), json!("ascending"));
+    b.click("#audit-order");
+    b.wait_until("newest first", |b| sort(b) == json!("descending"));
+    assert_eq!(agents(&b)[0], "Agent 54");
 }
