@@ -1299,6 +1299,53 @@ fn the_secrets_list_and_the_agent_page_say_when_each_secret_was_last_read() {
 }
 
 #[test]
+fn form_pages_focus_their_first_field_and_removing_a_row_keeps_the_focus() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let b = Browser::start();
+    let focused = |b: &Browser| b.script("return document.activeElement.id", json!([]));
+    b.goto(&format!("{}/login", s.base));
+    b.find("#email");
+    assert_eq!(focused(&b), json!("email"));
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // No agent yet: the Agents page is its create form.
+    b.goto(&format!("{}/w/{ws}/agents", s.base));
+    b.find("#agent-name");
+    assert_eq!(focused(&b), json!("agent-name"));
+    let billing = s.create_agent(&ws, "Billing bot");
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+    b.find("#secret-name");
+    assert_eq!(focused(&b), json!("secret-name"));
+    // With the name given (the Function Editor's "Create it"), the next field.
+    b.goto(&format!("{}/w/{ws}/secrets/new?name=stripe_api_key", s.base));
+    b.find("#secret-name");
+    assert_eq!(focused(&b), json!("secret-description"));
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    b.find("#key-name");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/new", s.base));
+    b.find(".cm-editor");
+    assert_eq!(focused(&b), json!("fn-name"));
+
+    // Parameters: removing one moves the focus to the next row, else the previous, else Add.
+    for _ in 0..3 {
+        b.click("[data-param-add]");
+    }
+    let rows = |b: &Browser| {
+        b.script("return Array.from(document.querySelectorAll('[data-param-rows] tbody tr')).map(r => r.querySelector('[data-param-name]').id)", json!([]))
+    };
+    let ids = rows(&b);
+    let ids: Vec<&str> = ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    b.click("[data-param-rows] tbody tr:nth-child(2) [data-param-remove]");
+    assert_eq!(focused(&b), json!(ids[2]), "the next row");
+    b.click("[data-param-rows] tbody tr:nth-child(2) [data-param-remove]");
+    assert_eq!(focused(&b), json!(ids[0]), "the previous row");
+    b.click("[data-param-rows] tbody tr:nth-child(1) [data-param-remove]");
+    assert_eq!(b.script("return document.activeElement.matches('[data-param-add]')", json!([])), json!(true));
+    b.screenshot("function-new-focus");
+}
+
+#[test]
 fn the_audit_page_shows_newest_or_oldest_first() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();

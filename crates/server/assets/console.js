@@ -515,7 +515,13 @@
     } else if (el.matches("[data-param-add]")) {
       addParam(el.form.querySelector("[data-param-rows] tbody")).querySelector("input").focus();
     } else if (el.matches("[data-param-remove]")) {
-      el.closest("tr").remove();
+      // As for pairs: focus stays in the parameters (next row, else previous, else Add).
+      const tr = el.closest("tr");
+      const next = tr.nextElementSibling || tr.previousElementSibling;
+      const form = el.form;
+      tr.remove();
+      const target = next ? next.querySelector("[data-param-name]") : form.querySelector("[data-param-add]");
+      if (target) target.focus();
     } else if (el.matches("[data-copy-from]")) {
       const input = document.getElementById(el.dataset.copyFrom);
       try { await navigator.clipboard.writeText(input.value); toast("Copied"); } catch (_) { input.select(); toast("Press Ctrl+C to copy"); }
