@@ -1346,6 +1346,67 @@ fn form_pages_focus_their_first_field_and_removing_a_row_keeps_the_focus() {
 }
 
 #[test]
+fn long_emails_wrap_only_at_sensible_points_at_1280_and_390_px() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let email = "maximiliana.featherstonehaugh-smythe@research.example.org.uk";
+    assert_eq!(email.len(), 60);
+    s.add_user(&ws, email, "member", "quiet lantern orchard 42");
+    s.invite(&ws, "another.long.invitee.address@subsidiary.example.co.uk", "member");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // The text of each rendered line of the email's cell (characters grouped by their line box).
+    let lines = |b: &Browser, table: &str, email: &str| -> Vec<String> {
+        let v = b.script(
+            "const td = Array.from(document.querySelectorAll(arguments[0] + ' td.email')).find(c => c.title == arguments[1]); \
+             const lines = []; let top = null; \
+             const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT); let n; \
+             while ((n = walker.nextNode())) { for (let i = 0; i < n.length; i++) { \
+               const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1); \
+               const box = r.getClientRects()[0]; if (!box) continue; \
+               if (top === null || box.top > top + 2) { lines.push(''); top = box.top; } \
+               lines[lines.length - 1] += n.data[i]; } } \
+             return lines",
+            json!([table, email]),
+        );
+        v.as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect()
+    };
+    let check = |b: &Browser, width: u32| {
+        b.resize(width, 900);
+        b.goto(&format!("{}/w/{ws}/users", s.base));
+        b.wait_text("#members-table", "featherstonehaugh");
+        for (table, address) in
+            [("#members-table", email), ("#invitations-table", "another.long.invitee.address@subsidiary.example.co.uk")]
+        {
+            let got = lines(b, table, address);
+            assert_eq!(got.concat(), address, "{width} px: the whole address is shown: {got:?}");
+            // Each line but the last ends after the @ or before a dot.
+            for pair in got.windows(2) {
+                assert!(
+                    pair[0].ends_with('@') || pair[1].starts_with('.'),
+                    "{width} px: {address} breaks mid-word: {got:?}"
+                );
+            }
+            let right = b.script(
+                "const td = Array.from(document.querySelectorAll(arguments[0] + ' td.email')).find(c => c.title == arguments[1]); \
+                 return td.getBoundingClientRect().right",
+                json!([table, address]),
+            );
+            assert!(right.as_f64().unwrap() <= width as f64, "{width} px: the cell ends at {right}");
+            if width >= 1280 {
+                assert_eq!(got.len(), 1, "room enough for one line at {width} px: {got:?}");
+            }
+        }
+        let scroll = b.script("return [document.documentElement.scrollWidth, window.innerWidth]", json!([]));
+        assert!(scroll[0].as_u64() <= scroll[1].as_u64(), "{width} px: the page scrolls sideways: {scroll}");
+    };
+    check(&b, 1280);
+    b.screenshot("users-long-email");
+    check(&b, 390);
+    b.screenshot("users-long-email-narrow");
+}
+
+#[test]
 fn the_audit_page_shows_newest_or_oldest_first() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
