@@ -1452,3 +1452,69 @@ fn the_audit_page_shows_newest_or_oldest_first() {
     b.wait_until("newest first", |b| sort(b) == json!("descending"));
     assert_eq!(agents(&b)[0], "Agent 54");
 }
+
+#[test]
+fn the_test_panel_runs_unsaved_changes_as_a_draft_and_says_which_it_ran() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_DRAFT_UI"), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "charge",
+        json!([]),
+        "def charge(conv: Conversation):\n    return 'saved'\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/charge", s.base));
+    b.find(".cm-editor");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let run = |b: &Browser| {
+        b.script("document.querySelector('[data-out=result]').textContent = ''", json!([]));
+        b.click("form[data-form=function-test] button[type=submit]");
+    };
+
+    // Nothing changed: the saved version runs, and the panel says so.
+    run(&b);
+    b.wait_text("[data-out=result]", "saved");
+    assert_eq!(b.text("[data-out=ran]"), "Ran the saved version 1.");
+
+    // Changed in the editor: what is there runs as a draft, redacted like any run, not saved.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!([
+            "def charge(conv: Conversation):\n    return 'draft with ' + conv.utils.get_secret('stripe_api_key')\n"
+        ]),
+    );
+    b.wait_shown("the note that Run runs the draft", "[data-test-unsaved]");
+    assert_eq!(b.script("return document.querySelector('[data-test-note]').hidden", json!([])), json!(true));
+    run(&b);
+    b.wait_text("[data-out=result]", "draft with [redacted:stripe_api_key]");
+    let ran = b.text("[data-out=ran]");
+    assert!(ran.starts_with("Ran the unsaved draft in the editor (code SHA-256 "), "{ran}");
+    assert!(ran.contains("not saved as a version"), "{ran}");
+    assert!(!b.text("main").contains("sk_live_DRAFT_UI"));
+    let f = s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}/functions/charge")).expect(200).clone();
+    assert_eq!(f["version"], json!(1));
+    assert!(
+        b.script("return !document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true),
+        "still unsaved"
+    );
+    let audited = s.audit(&ws, "action=function.invoke");
+    assert!(audited[0]["detail"].as_str().unwrap().contains("draft code_sha256="), "{audited:?}");
+    b.script("document.querySelector('#test-title').scrollIntoView()", json!([]));
+    b.screenshot("function-test-draft");
+
+    // A draft that would not save does not run: the error at the code, and in the panel.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!(["def charge(conv: Conversation):\n    return (\n"]),
+    );
+    run(&b);
+    b.wait_text("form[data-form=function-test] [data-error-for='']", "The draft did not run");
+    assert!(b.text("form[data-form=function-save] [data-error-for=code]").contains("line 2"));
+    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 2);
+}
