@@ -181,3 +181,62 @@ fn the_secret_filter_takes_a_prefix_ending_in_a_star() {
     assert_eq!(csv.status, 200, "{}", csv.text);
     assert_eq!(csv.text.lines().count(), 3, "{}", csv.text);
 }
+
+#[test]
+fn the_log_pages_oldest_first_or_newest_first_without_skipping_or_repeating() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_ORDER"), &[&agent]);
+    let (_, key) = s.create_key(&ws, json!("all"));
+    for _ in 0..6 {
+        s.read(&key, &agent, "stripe_api_key").expect(200);
+    }
+    // Every page of `limit` records in `order`, following next_cursor; records written between
+    // two pages are found by the pages after them (oldest first) or not at all (newest first).
+    let walk = |order: &str, filter: &str, limit: u32, between: &dyn Fn(usize)| {
+        let mut walked: Vec<i64> = Vec::new();
+        let mut cursor = String::new();
+        for page_no in 0.. {
+            let body = s
+                .get(&format!("/api/v1/workspaces/{ws}/audit?limit={limit}{order}{filter}{cursor}"))
+                .expect(200)
+                .clone();
+            let items = body["items"].as_array().unwrap();
+            assert!(items.len() <= limit as usize);
+            walked.extend(items.iter().map(|r| r["id"].as_i64().unwrap()));
+            between(page_no);
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        walked
+    };
+    let none = |_: usize| {};
+    let newest = walk("", "", 4, &none);
+    assert!(newest.windows(2).all(|w| w[0] > w[1]), "newest first by default: {newest:?}");
+    assert_eq!(walk("&order=newest", "", 4, &none), newest);
+    let mut oldest = walk("&order=oldest", "", 4, &none);
+    assert!(oldest.windows(2).all(|w| w[0] < w[1]), "oldest first: {oldest:?}");
+    oldest.reverse();
+    assert_eq!(oldest, newest, "the same records both ways");
+    // Every page size, filtered: each record once.
+    let reads = walk("", "&action=secret.read", 100, &none);
+    assert_eq!(reads.len(), 6);
+    for limit in 1..=7 {
+        let mut up = walk("&order=oldest", "&action=secret.read", limit, &none);
+        assert_eq!(walk("&order=newest", "&action=secret.read", limit, &none), reads, "newest, pages of {limit}");
+        up.reverse();
+        assert_eq!(up, reads, "oldest, pages of {limit}");
+    }
+    // Reads while paging oldest first: each new one is found once, after the others.
+    let grown = walk("&order=oldest", "&action=secret.read", 2, &|page| {
+        if page < 2 {
+            s.read(&key, &agent, "stripe_api_key").expect(200);
+        }
+    });
+    assert_eq!(grown.len(), 8, "{grown:?}");
+    assert!(grown.windows(2).all(|w| w[0] < w[1]), "{grown:?}");
+    s.get(&format!("/api/v1/workspaces/{ws}/audit?order=sideways")).expect_error(400, "invalid_input");
+}

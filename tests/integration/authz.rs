@@ -147,6 +147,7 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("PUT", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}/invoke", Policy::Invoke),
+    ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/draft-runs", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceMember),

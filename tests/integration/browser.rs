@@ -959,7 +959,7 @@ fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
 
     // The agent's page says which of its functions use each secret it can read.
     b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
-    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "used by create_payment");
+    b.wait_text("#agent-secrets [data-secret=booking_oauth]", "create_payment");
     b.goto(&page);
     b.find(".cm-editor");
 
@@ -1230,4 +1230,291 @@ fn a_member_requests_access_from_the_editor_and_an_admin_approves_it() {
     b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
     b.goto(&editor);
     b.wait_text("[data-mark-secret=booking_oauth]", "can read it");
+}
+
+#[test]
+fn the_secrets_list_and_the_agent_page_say_when_each_secret_was_last_read() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    let support = s.create_agent(&ws, "Support bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_LASTREAD"), &[&billing, &support]);
+    s.create_secret(&ws, "unused_token", json!("u"), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "charge",
+        json!([]),
+        "def charge(conv: Conversation):\n    return conv.utils.get_secret('stripe_api_key')[:3]\n",
+    );
+    let (_, key) = s.create_key(&ws, json!("all"));
+    s.read(&key, &support, "stripe_api_key").expect(200);
+    // A refused read is no read.
+    s.read(&key, &support, "unused_token").expect_error(403, "missing_access");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+
+    // The Secrets list: relative, the exact time on hover; "never" when no agent read it.
+    b.goto(&format!("{}/w/{ws}/secrets", s.base));
+    let last_read = |b: &Browser, table: &str, secret: &str| {
+        b.script(
+            "const r = document.querySelector(arguments[0] + ' tr[data-secret=\"' + arguments[1] + '\"]'); \
+             const c = r.querySelector('td[data-label=\"Last read\"]'); const t = c.querySelector('time'); \
+             return [c.innerText, t ? t.title : null, t ? t.getAttribute('datetime') : null]",
+            json!([table, secret]),
+        )
+    };
+    b.wait_text("#secrets-table", "stripe_api_key");
+    let stripe = last_read(&b, "#secrets-table", "stripe_api_key");
+    assert_eq!(stripe[0], json!("just now"), "{stripe}");
+    assert!(stripe[1].as_str().unwrap().contains(stripe[2].as_str().unwrap()), "the exact time on hover: {stripe}");
+    assert_eq!(last_read(&b, "#secrets-table", "unused_token")[0], json!("never"));
+    b.screenshot("secrets-last-read");
+
+    // The agent's page: each secret it can read, the functions naming it, its own last read.
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert_eq!(
+        last_read(&b, "#agent-secrets", "stripe_api_key")[0],
+        json!("never"),
+        "Support bot read it, not Billing bot"
+    );
+    crate::support::invoke(&s, Some(&key), &ws, &billing, "charge", json!({})).expect(200);
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert_eq!(last_read(&b, "#agent-secrets", "stripe_api_key")[0], json!("just now"));
+    assert_eq!(last_read(&b, "#agent-secrets", "unused_token")[0], json!("never"));
+    assert!(b.text("#agent-secrets [data-secret=unused_token]").contains("no function of this agent names it"));
+    b.screenshot("agent-secrets-last-read");
+
+    // A member sees the agent's secrets, not when they were read (that is the audit log's).
+    s.add_user(&ws, "member@example.com", "member", "quiet lantern orchard 42");
+    b.click("[data-sign-out]");
+    b.wait_until("the sign-in page", |b| b.url().ends_with("/login"));
+    b.sign_in(&s, "member@example.com", "quiet lantern orchard 42");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}", s.base));
+    b.wait_text("#agent-secrets [data-secret=stripe_api_key]", "charge");
+    assert!(!b.text("#agent-secrets").contains("Last read"));
+}
+
+#[test]
+fn form_pages_focus_their_first_field_and_removing_a_row_keeps_the_focus() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let b = Browser::start();
+    let focused = |b: &Browser| b.script("return document.activeElement.id", json!([]));
+    b.goto(&format!("{}/login", s.base));
+    b.find("#email");
+    assert_eq!(focused(&b), json!("email"));
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // No agent yet: the Agents page is its create form.
+    b.goto(&format!("{}/w/{ws}/agents", s.base));
+    b.find("#agent-name");
+    assert_eq!(focused(&b), json!("agent-name"));
+    let billing = s.create_agent(&ws, "Billing bot");
+    b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
+    b.find("#secret-name");
+    assert_eq!(focused(&b), json!("secret-name"));
+    // With the name given (the Function Editor's "Create it"), the next field.
+    b.goto(&format!("{}/w/{ws}/secrets/new?name=stripe_api_key", s.base));
+    b.find("#secret-name");
+    assert_eq!(focused(&b), json!("secret-description"));
+    b.goto(&format!("{}/w/{ws}/api-keys", s.base));
+    b.find("#key-name");
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/new", s.base));
+    b.find(".cm-editor");
+    assert_eq!(focused(&b), json!("fn-name"));
+
+    // Parameters: removing one moves the focus to the next row, else the previous, else Add.
+    for _ in 0..3 {
+        b.click("[data-param-add]");
+    }
+    let rows = |b: &Browser| {
+        b.script("return Array.from(document.querySelectorAll('[data-param-rows] tbody tr')).map(r => r.querySelector('[data-param-name]').id)", json!([]))
+    };
+    let ids = rows(&b);
+    let ids: Vec<&str> = ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    b.click("[data-param-rows] tbody tr:nth-child(2) [data-param-remove]");
+    assert_eq!(focused(&b), json!(ids[2]), "the next row");
+    b.click("[data-param-rows] tbody tr:nth-child(2) [data-param-remove]");
+    assert_eq!(focused(&b), json!(ids[0]), "the previous row");
+    b.click("[data-param-rows] tbody tr:nth-child(1) [data-param-remove]");
+    assert_eq!(b.script("return document.activeElement.matches('[data-param-add]')", json!([])), json!(true));
+    b.screenshot("function-new-focus");
+}
+
+#[test]
+fn long_emails_wrap_only_at_sensible_points_at_1280_and_390_px() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let email = "maximiliana.featherstonehaugh-smythe@research.example.org.uk";
+    assert_eq!(email.len(), 60);
+    s.add_user(&ws, email, "member", "quiet lantern orchard 42");
+    s.invite(&ws, "another.long.invitee.address@subsidiary.example.co.uk", "member");
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    // The text of each rendered line of the email's cell (characters grouped by their line box).
+    let lines = |b: &Browser, table: &str, email: &str| -> Vec<String> {
+        let v = b.script(
+            "const td = Array.from(document.querySelectorAll(arguments[0] + ' td.email')).find(c => c.title == arguments[1]); \
+             const lines = []; let top = null; \
+             const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT); let n; \
+             while ((n = walker.nextNode())) { for (let i = 0; i < n.length; i++) { \
+               const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1); \
+               const box = r.getClientRects()[0]; if (!box) continue; \
+               if (top === null || box.top > top + 2) { lines.push(''); top = box.top; } \
+               lines[lines.length - 1] += n.data[i]; } } \
+             return lines",
+            json!([table, email]),
+        );
+        v.as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect()
+    };
+    let check = |b: &Browser, width: u32| {
+        b.resize(width, 900);
+        b.goto(&format!("{}/w/{ws}/users", s.base));
+        b.wait_text("#members-table", "featherstonehaugh");
+        for (table, address) in
+            [("#members-table", email), ("#invitations-table", "another.long.invitee.address@subsidiary.example.co.uk")]
+        {
+            let got = lines(b, table, address);
+            assert_eq!(got.concat(), address, "{width} px: the whole address is shown: {got:?}");
+            // Each line but the last ends after the @ or before a dot.
+            for pair in got.windows(2) {
+                assert!(
+                    pair[0].ends_with('@') || pair[1].starts_with('.'),
+                    "{width} px: {address} breaks mid-word: {got:?}"
+                );
+            }
+            let right = b.script(
+                "const td = Array.from(document.querySelectorAll(arguments[0] + ' td.email')).find(c => c.title == arguments[1]); \
+                 return td.getBoundingClientRect().right",
+                json!([table, address]),
+            );
+            assert!(right.as_f64().unwrap() <= width as f64, "{width} px: the cell ends at {right}");
+            if width >= 1280 {
+                assert_eq!(got.len(), 1, "room enough for one line at {width} px: {got:?}");
+            }
+        }
+        let scroll = b.script("return [document.documentElement.scrollWidth, window.innerWidth]", json!([]));
+        assert!(scroll[0].as_u64() <= scroll[1].as_u64(), "{width} px: the page scrolls sideways: {scroll}");
+    };
+    check(&b, 1280);
+    b.screenshot("users-long-email");
+    check(&b, 390);
+    b.screenshot("users-long-email-narrow");
+}
+
+#[test]
+fn the_audit_page_shows_newest_or_oldest_first() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    for i in 0..55 {
+        s.create_agent(&ws, &format!("Agent {i:02}"));
+    }
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/audit?action=agent.create", s.base));
+    let agents = |b: &Browser| -> Vec<String> {
+        let v = b.script(
+            "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.cells[5].innerText)",
+            json!([]),
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().trim_start_matches("agent ").trim_matches('"').to_owned())
+            .collect()
+    };
+    let sort =
+        |b: &Browser| b.script("return document.querySelector('#audit-table th').getAttribute('aria-sort')", json!([]));
+    b.wait_text("#audit-table", "agent.create");
+    assert_eq!(sort(&b), json!("descending"));
+    let first = agents(&b);
+    assert_eq!((first.len(), first[0].as_str(), first[49].as_str()), (50, "Agent 54", "Agent 05"), "{first:?}");
+    // The time column's toggle: oldest first, the filter kept; the next page goes on from there.
+    b.click("#audit-order");
+    b.wait_until("oldest first", |b| sort(b) == json!("ascending"));
+    assert!(b.url().contains("order=oldest") && b.url().contains("action=agent.create"), "{}", b.url());
+    let up = agents(&b);
+    assert_eq!((up.len(), up[0].as_str(), up[49].as_str()), (50, "Agent 00", "Agent 49"), "{up:?}");
+    assert_eq!(b.text("#audit-next"), "Newer");
+    b.screenshot("audit-oldest-first");
+    b.click("#audit-next");
+    b.wait_until("the next page", |b| b.url().contains("cursor="));
+    assert_eq!(agents(&b), ["Agent 50", "Agent 51", "Agent 52", "Agent 53", "Agent 54"]);
+    // The filter form keeps the order; the toggle goes back to newest first.
+    b.click("form.filters button[type=submit]");
+    b.wait_until("the filtered page", |b| !b.url().contains("cursor="));
+    assert_eq!(sort(&b), json!("ascending"));
+    b.click("#audit-order");
+    b.wait_until("newest first", |b| sort(b) == json!("descending"));
+    assert_eq!(agents(&b)[0], "Agent 54");
+}
+
+#[test]
+fn the_test_panel_runs_unsaved_changes_as_a_draft_and_says_which_it_ran() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let billing = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_DRAFT_UI"), &[&billing]);
+    crate::support::define(
+        &s,
+        &ws,
+        &billing,
+        "charge",
+        json!([]),
+        "def charge(conv: Conversation):\n    return 'saved'\n",
+    );
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/charge", s.base));
+    b.find(".cm-editor");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let run = |b: &Browser| {
+        b.script("document.querySelector('[data-out=result]').textContent = ''", json!([]));
+        b.click("form[data-form=function-test] button[type=submit]");
+    };
+
+    // Nothing changed: the saved version runs, and the panel says so.
+    run(&b);
+    b.wait_text("[data-out=result]", "saved");
+    assert_eq!(b.text("[data-out=ran]"), "Ran the saved version 1.");
+
+    // Changed in the editor: what is there runs as a draft, redacted like any run, not saved.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!([
+            "def charge(conv: Conversation):\n    return 'draft with ' + conv.utils.get_secret('stripe_api_key')\n"
+        ]),
+    );
+    b.wait_shown("the note that Run runs the draft", "[data-test-unsaved]");
+    assert_eq!(b.script("return document.querySelector('[data-test-note]').hidden", json!([])), json!(true));
+    run(&b);
+    b.wait_text("[data-out=result]", "draft with [redacted:stripe_api_key]");
+    let ran = b.text("[data-out=ran]");
+    assert!(ran.starts_with("Ran the unsaved draft in the editor (code SHA-256 "), "{ran}");
+    assert!(ran.contains("not saved as a version"), "{ran}");
+    assert!(!b.text("main").contains("sk_live_DRAFT_UI"));
+    let f = s.get(&format!("/api/v1/workspaces/{ws}/agents/{billing}/functions/charge")).expect(200).clone();
+    assert_eq!(f["version"], json!(1));
+    assert!(
+        b.script("return !document.querySelector('[data-unsaved]').hidden", json!([])) == json!(true),
+        "still unsaved"
+    );
+    let audited = s.audit(&ws, "action=function.invoke");
+    assert!(audited[0]["detail"].as_str().unwrap().contains("draft code_sha256="), "{audited:?}");
+    b.script("document.querySelector('#test-title').scrollIntoView()", json!([]));
+    b.screenshot("function-test-draft");
+
+    // A draft that would not save does not run: the error at the code, and in the panel.
+    b.script(
+        "document.querySelector('[data-code-editor]').agentvaultEditor.setValue(arguments[0])",
+        json!(["def charge(conv: Conversation):\n    return (\n"]),
+    );
+    run(&b);
+    b.wait_text("form[data-form=function-test] [data-error-for='']", "The draft did not run");
+    assert!(b.text("form[data-form=function-save] [data-error-for=code]").contains("line 2"));
+    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 2);
 }

@@ -242,3 +242,106 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
     let r = crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": {}}));
     r.expect_error(400, "invalid_input");
 }
+
+#[test]
+fn a_draft_runs_checked_like_a_save_and_is_never_stored() {
+    let (s, _tmp) = crate::support::with_admin(crate::support::Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_DRAFT"), &[&agent]);
+    crate::support::define(
+        &s,
+        &ws,
+        &agent,
+        "charge",
+        json!([]),
+        "def charge(conv: Conversation):\n    return 'saved'\n",
+    );
+    let drafts = format!("/api/v1/workspaces/{ws}/agents/{agent}/draft-runs");
+    let draft = |name: &str, code: &str, params: serde_json::Value, args: serde_json::Value| {
+        json!({"function": {"name": name, "description": "Charge the caller", "parameters": params, "code": code},
+               "args": args, "conversation": {"env": "sandbox", "state": {"n": 1}}})
+    };
+    let code = "def charge(conv: Conversation, amount: int):\n    conv.state['n'] += 1\n    \
+                return conv.utils.get_secret('stripe_api_key') + ' draft ' + str(amount)\n";
+    let param = json!([{"name": "amount", "description": "in cents", "type": "integer"}]);
+
+    // What the draft says runs, with the secret redacted as in any invocation.
+    let out = s.post(&drafts, draft("charge", code, param.clone(), json!({"amount": 250}))).expect(200).clone();
+    assert_eq!(out["run"]["result"], json!("[redacted:stripe_api_key] draft 250"), "{out}");
+    assert_eq!(out["run"]["state"], json!({"n": 2}));
+    assert!(out["run"]["cold"].as_bool().unwrap(), "a draft gets a worker of its own");
+    assert!(!out.to_string().contains("sk_live_DRAFT"));
+    let hash = {
+        let o = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(code.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().split(' ').next().unwrap().to_owned()
+    };
+    assert_eq!(out["code_sha256"], json!(hash));
+
+    // Never stored: the saved version is unchanged and still what an invocation runs.
+    let saved = s.get(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/charge")).expect(200).clone();
+    assert_eq!((saved["version"].clone(), saved["parameters"].clone()), (json!(1), json!([])));
+    let invoked = crate::support::invoke(&s, None, &ws, &agent, "charge", json!({})).expect(200).clone();
+    assert_eq!(invoked["result"], json!("saved"));
+    // A draft of a function not saved yet runs too, and leaves no function behind.
+    let new = draft("refund", "def refund(conv: Conversation):\n    return 'refunded'\n", json!([]), json!({}));
+    assert_eq!(s.post(&drafts, new).expect(200)["run"]["result"], json!("refunded"));
+    let listed = s.get(&format!("/api/v1/workspaces/{ws}/agents/{agent}/functions")).expect(200).clone();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+
+    // Audited as a draft run, with the code's hash; its reads say so too.
+    let runs = s.audit(&ws, "action=function.invoke");
+    let detail = runs[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("function=refund draft code_sha256="), "{detail}");
+    let detail = runs[2]["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("function=charge draft code_sha256={hash}")), "{detail}");
+    let reads = s.audit(&ws, "action=secret.read");
+    assert!(reads[0]["detail"].as_str().unwrap().contains(&format!("draft code_sha256={hash}")), "{reads:?}");
+
+    // Checked like a save, before anything runs; the field names the draft's part.
+    let bad = s.post(&drafts, draft("charge", "def charge(conv):\n    return (\n", json!([]), json!({})));
+    bad.expect_error(422, "invalid_code");
+    assert_eq!(bad.body["error"]["field"], json!("function.code"));
+    let mut blank = draft("charge", code, param.clone(), json!({"amount": 1}));
+    blank["function"]["description"] = json!(" ");
+    let r = s.post(&drafts, blank);
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], json!("function.description"));
+    let r = s.post(&drafts, draft("charge", code, param.clone(), json!({})));
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], json!("args.amount"), "its own parameters are checked: {}", r.text);
+    s.post(&drafts, draft("Bad-Name", code, param.clone(), json!({}))).expect_error(400, "invalid_input");
+    assert_eq!(s.audit(&ws, "action=function.invoke").len(), 3, "refused drafts never ran");
+
+    // The same limits: the draft's own timeout ends it.
+    let mut slow =
+        draft("slow", "import time\ndef slow(conv: Conversation):\n    time.sleep(5)\n", json!([]), json!({}));
+    slow["function"]["timeout_ms"] = json!(300);
+    let out = s.post(&drafts, slow).expect(200).clone();
+    assert_eq!(out["run"]["error"]["type"], json!("Timeout"), "{out}");
+
+    // Only those who may save functions: a member may, an API key may not (though it may invoke).
+    s.add_user(&ws, "member@example.com", "member", "quiet lantern orchard 42");
+    let member = s.personal_token("member@example.com", "quiet lantern orchard 42");
+    let ok =
+        s.request("POST", &drafts, Some(&member), Some(&draft("charge", code, param.clone(), json!({"amount": 1}))));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let (_, key) = s.create_key(&ws, json!([agent]));
+    let r = s.request("POST", &drafts, Some(&key), Some(&draft("charge", code, param, json!({"amount": 1}))));
+    r.expect_error(403, "forbidden");
+    let missing = "/draft-runs".to_owned();
+    let r = s.post(&format!("/api/v1/workspaces/{ws}/agents/agt_00000000000000000000{missing}"), json!({}));
+    r.expect_error(400, "invalid_input");
+    let body = draft("charge", code, json!([]), json!({}));
+    let r = s.post(&format!("/api/v1/workspaces/{ws}/agents/agt_00000000000000000000{missing}"), body);
+    r.expect_error(404, "agent_not_found");
+}

@@ -236,8 +236,12 @@ pub struct AuditFilter {
     pub outcome: Option<Outcome>,
     pub since: Option<Millis>,
     pub until: Option<Millis>,
-    /// Only records older than this position (the cursor).
+    /// Only records older than this position (the cursor of a newest-first listing).
     pub before_seq: Option<i64>,
+    /// Only records newer than this position (the cursor of an oldest-first listing).
+    pub after_seq: Option<i64>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
     pub limit: u32,
 }
 

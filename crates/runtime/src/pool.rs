@@ -100,6 +100,9 @@ pub struct Invocation<'a> {
     /// [`Runtime::generation`], taken before `code` was read: a worker started for this code
     /// is never reused once the agent's functions change after that point.
     pub generation: u64,
+    /// Runs in a worker of its own, started for it and stopped after it (an unsaved draft: its
+    /// code never shares a worker with the agent's saved functions, before or after).
+    pub own_worker: bool,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -326,7 +329,8 @@ impl Runtime {
                 ))
             })?
             .map_err(|_| Error::unavailable("the function runtime is stopping"))?;
-        let (mut worker, cold) = match self.take_idle(inv.agent_id) {
+        let idle = if inv.own_worker { None } else { self.take_idle(inv.agent_id) };
+        let (mut worker, cold) = match idle {
             Some(w) => (w, false),
             None => {
                 let egress = self.egress.get();
@@ -371,7 +375,7 @@ impl Runtime {
         }
         // Everything any invocation of this worker read, not only this one's.
         outcome.redact(&worker.redactor);
-        if reusable {
+        if reusable && !inv.own_worker {
             self.put_idle(inv.agent_id, worker);
         }
         outcome.duration = started.elapsed();

@@ -61,6 +61,7 @@ async fn run_as(rt: &Runtime, agent: &str, name: &str, version: u32, code: &str,
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": state}),
         timeout: Some(std::time::Duration::from_secs(3)),
         generation: rt.generation(),
+        own_worker: false,
     };
     rt.invoke(inv, &vault()).await.unwrap()
 }
@@ -250,6 +251,7 @@ async fn invoke_in(rt: &Runtime, ws: &str, agent: &str, id: &str, code: &str, se
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
         timeout: Some(std::time::Duration::from_secs(10)),
         generation: rt.generation(),
+        own_worker: false,
     };
     rt.invoke(inv, secrets).await
 }
@@ -283,6 +285,7 @@ def f(conv, read=False):
         conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
         timeout: Some(std::time::Duration::from_secs(3)),
         generation: rt.generation(),
+        own_worker: false,
     };
     let second = rt.invoke(inv, &vault).await.unwrap();
     assert!(!second.cold);
@@ -474,4 +477,34 @@ async fn the_proxy_knows_each_worker_by_its_socket() {
         assert!(out.error.is_none(), "{:?}", out.error);
         assert_eq!(out.result, format!("{agent} inv_test GET http://api.example.com/x?y=1 HTTP/1.1"));
     }
+}
+
+/// A draft runs in a worker of its own: never a warm one, never kept, so nothing it leaves
+/// behind reaches the agent's saved functions.
+#[tokio::test]
+async fn a_draft_runs_in_a_worker_of_its_own() {
+    let rt = runtime(RuntimeOptions::default()).await;
+    let saved = "import builtins\ndef f(conv: Conversation):\n    return str(hasattr(builtins, 'draft_mark'))\n";
+    let first = run(&rt, saved, json!({}), json!({})).await;
+    assert_eq!((first.result.clone(), first.cold), (json!("False"), true), "{:?}", first.error);
+    let draft = "import builtins\nbuiltins.draft_mark = 1\ndef f(conv: Conversation):\n    return 'draft'\n";
+    for _ in 0..2 {
+        let inv = Invocation {
+            id: "inv_draft",
+            workspace_id: "ws_test",
+            agent_id: "agt_1",
+            function: "f",
+            version: 0,
+            code: draft,
+            args: Map::new(),
+            conversation: json!({"id": "conv_1", "env": "sandbox", "state": {}}),
+            timeout: Some(std::time::Duration::from_secs(3)),
+            generation: rt.generation(),
+            own_worker: true,
+        };
+        let out = rt.invoke(inv, &vault()).await.unwrap();
+        assert_eq!((out.result, out.cold), (json!("draft"), true), "a new worker each time");
+    }
+    let after = run(&rt, saved, json!({}), json!({})).await;
+    assert_eq!((after.result, after.cold), (json!("False"), false), "the saved function's warm worker, untouched");
 }

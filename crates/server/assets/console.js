@@ -252,13 +252,45 @@
     "function-test": async (form) => {
       const args = parseJson(form, "args", value(form, "args"), "the arguments");
       const state = parseJson(form, "conversation", value(form, "state"), "the state");
-      const out = await api(
-        "POST",
-        "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions/" + form.dataset.name + "/invoke",
-        { args, conversation: { env: value(form, "env"), state } },
-      );
+      const agentBase = "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent;
+      const conversation = { env: value(form, "env"), state };
+      let out;
+      let ran;
+      if (isUnsaved()) {
+        // What the editor holds, as an unsaved draft: checked like a save, never stored.
+        const saveForm = document.querySelector('form[data-form="function-save"]');
+        const timeout = value(saveForm, "timeout_ms").trim();
+        const draft = {
+          name: form.dataset.name, description: value(saveForm, "description"),
+          parameters: parameters(saveForm), code: value(saveForm, "code"),
+        };
+        if (timeout) {
+          if (!/^\d+$/.test(timeout)) throw { message: "The draft did not run: the timeout is a whole number of milliseconds" };
+          draft.timeout_ms = Number(timeout);
+        }
+        let res;
+        try {
+          res = await api("POST", agentBase + "/draft-runs", { function: draft, args, conversation });
+        } catch (err) {
+          // A definition that would not save: shown at its field in the editor too.
+          if (err.field && err.field.startsWith("function.")) {
+            clearErrors(saveForm);
+            showError(saveForm, { field: err.field.slice("function.".length), message: err.message });
+            const m = /^line (\d+):/.exec(err.message || "");
+            if (err.field === "function.code" && m && editor) editor.goToLine(Number(m[1]));
+            throw { message: "The draft did not run: " + err.message };
+          }
+          throw err;
+        }
+        out = res.run;
+        ran = "Ran the unsaved draft in the editor (code SHA-256 " + res.code_sha256.slice(0, 12) + "…); it was not saved as a version.";
+      } else {
+        out = await api("POST", agentBase + "/functions/" + form.dataset.name + "/invoke", { args, conversation });
+        ran = "Ran the saved version " + form.dataset.version + ".";
+      }
       const panel = document.querySelector("[data-test-output]");
       const o = (k) => panel.querySelector('[data-out="' + k + '"]');
+      o("ran").textContent = ran;
       show(o("result"), out.result === null ? "None" : typeof out.result === "string" ? out.result : JSON.stringify(out.result, null, 2));
       show(o("utterances"), out.utterances.join("\n") || "—");
       show(o("logs"), out.logs.map((l) => "[" + l.level + (l.is_pii ? ", pii" : "") + "] " + l.content).join("\n") || "—");
@@ -515,7 +547,13 @@
     } else if (el.matches("[data-param-add]")) {
       addParam(el.form.querySelector("[data-param-rows] tbody")).querySelector("input").focus();
     } else if (el.matches("[data-param-remove]")) {
-      el.closest("tr").remove();
+      // As for pairs: focus stays in the parameters (next row, else previous, else Add).
+      const tr = el.closest("tr");
+      const next = tr.nextElementSibling || tr.previousElementSibling;
+      const form = el.form;
+      tr.remove();
+      const target = next ? next.querySelector("[data-param-name]") : form.querySelector("[data-param-add]");
+      if (target) target.focus();
     } else if (el.matches("[data-copy-from]")) {
       const input = document.getElementById(el.dataset.copyFrom);
       try { await navigator.clipboard.writeText(input.value); toast("Copied"); } catch (_) { input.select(); toast("Press Ctrl+C to copy"); }
@@ -730,10 +768,13 @@
     const mark = form.querySelector("[data-unsaved]");
     // The code editor writes into its textarea without input events: look every half second.
     const testNote = document.querySelector("[data-test-unsaved]");
+    const savedNote = document.querySelector("[data-test-note]");
     setInterval(() => {
       const unsaved = isUnsaved();
       if (mark) mark.hidden = !unsaved;
       if (testNote) testNote.hidden = !unsaved;
+      // Run says which it runs: the saved version, or (with changes) the draft.
+      if (savedNote) savedNote.hidden = unsaved;
     }, 500);
   }
   function isUnsaved() { return unsavedForm !== null && snapshot(unsavedForm) !== savedState; }

@@ -308,6 +308,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(functions::list_functions, functions::create_function))
         .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
         .routes(routes!(invoke::invoke_function))
+        .routes(routes!(invoke::run_draft))
         .routes(routes!(secrets::list_secrets, secrets::create_secret))
         .routes(routes!(secrets::get_secret, secrets::update_secret, secrets::delete_secret))
         .routes(routes!(secrets::set_access))

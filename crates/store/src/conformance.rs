@@ -34,6 +34,7 @@ pub async fn run_all(store: &dyn Store) {
     access_requests_are_decided_once(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
+    last_reads_come_from_successful_agent_reads(store).await;
     api_key_scopes_round_trip(store).await;
     root_key_rewrap(store).await;
     invitations_are_single_use(store).await;
@@ -652,6 +653,62 @@ pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
         seen.extend(page.iter().map(|r| r.event.at - NOW));
     }
     assert_eq!(seen, [14, 13, 12, 11, 10], "every record once, in order");
+
+    // Oldest first: the same records the other way round, paged by the `after_seq` cursor.
+    let oldest = AuditFilter { action: Some(Action::SecretRead), oldest_first: true, ..Default::default() };
+    assert_eq!(list(oldest.clone()).await, [10, 11, 12, 13, 14]);
+    let mut seen = Vec::new();
+    let mut after_seq = None;
+    loop {
+        let filter = AuditFilter { after_seq, limit: 2, ..oldest.clone() };
+        let page = ok(store.list_audit(ws, &filter).await, "a page, oldest first");
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after_seq = Some(last.seq);
+        seen.extend(page.iter().map(|r| r.event.at - NOW));
+    }
+    assert_eq!(seen, [10, 11, 12, 13, 14], "every record once, oldest first");
+}
+
+/// The last successful read of each secret by an agent, from the audit log: by any agent, or
+/// by one; denied reads, other actions and other workspaces do not count.
+pub async fn last_reads_come_from_successful_agent_reads(store: &dyn Store) {
+    let ws = "ws_last_read";
+    workspace(store, ws).await;
+    workspace(store, "ws_last_read_other").await;
+    let read = |ws: &str, at: Millis, secret: &str, agent: &str, outcome: Outcome| {
+        AuditEvent::new(NOW + at, ws, Actor::ApiKey("key_lr".into()), Action::SecretRead, outcome)
+            .secret(secret)
+            .agent(agent)
+    };
+    let events = [
+        read(ws, 10, "stripe", "agt_a", Outcome::Success),
+        read(ws, 30, "stripe", "agt_b", Outcome::Success),
+        read(ws, 20, "stripe", "agt_a", Outcome::Success),
+        read(ws, 40, "stripe", "agt_a", Outcome::Denied),
+        read(ws, 50, "openai", "agt_c", Outcome::NotFound),
+        read("ws_last_read_other", 60, "openai", "agt_c", Outcome::Success),
+        AuditEvent::new(NOW + 70, ws, Actor::User("usr_lr".into()), Action::SecretReveal, Outcome::Success)
+            .secret("openai"),
+        read(ws, 5, "twilio", "agt_c", Outcome::Success),
+    ];
+    ok(store.append_audit(&events).await, "append_audit");
+    let names: Vec<String> = ["stripe", "openai", "twilio", "never"].map(String::from).to_vec();
+    let last = |agent: Option<&'static str>| {
+        let names = names.clone();
+        async move {
+            let mut got = ok(store.last_reads(ws, agent, &names).await, "last_reads");
+            got.sort();
+            got.into_iter().map(|(n, at)| (n, at - NOW)).collect::<Vec<_>>()
+        }
+    };
+    let pair = |n: &str, at: Millis| (n.to_owned(), at);
+    assert_eq!(last(None).await, [pair("stripe", 30), pair("twilio", 5)], "by any agent");
+    // An agent's newest record (the highest seq) counts; its later denied read does not.
+    assert_eq!(last(Some("agt_a")).await, [pair("stripe", 20)], "by agt_a");
+    assert_eq!(last(Some("agt_b")).await, [pair("stripe", 30)]);
+    assert_eq!(last(Some("agt_c")).await, [pair("twilio", 5)], "not another workspace's read");
+    assert!(ok(store.last_reads(ws, None, &[]).await, "no names").is_empty());
 }
 
 /// API keys keep their scope, hash and times; revoking is idempotent; uses never go back.

@@ -291,8 +291,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends records in one transaction (the group commit of the audit writer).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
-    /// Newest first.
+    /// Newest first (oldest first with `filter.oldest_first`).
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// When each of `secret_names` was last read successfully by an agent (a `secret.read`
+    /// record with outcome `success`): by `agent_id` when given, else by any agent. Names never
+    /// read are left out. A few index probes per name, however long the log is.
+    async fn last_reads(
+        &self,
+        workspace_id: &str,
+        agent_id: Option<&str>,
+        secret_names: &[String],
+    ) -> Result<Vec<(String, Millis)>>;
 
     // --- people -----------------------------------------------------------------------------
 

@@ -59,8 +59,8 @@ enabled = false
 expected-statuses = ["2XX", "401", "403", "404", "409", "422", "429"]
 
 # Where validity depends on more than the schema can say, the positive-data check is off: a
-# function's code must compile and its description say when to call it; an invocation's
-# arguments must be its declared parameters; `keep` names keys of the current value; the audit
+# function's code must compile and its description say when to call it (drafts too); an
+# invocation's arguments must be its declared parameters; `keep` names keys of the current value; the audit
 # filters name known actions and times; an update needs something to change.
 # Agents read with an API key.
 [[operations]]
@@ -84,7 +84,7 @@ include-path-regex = "/secrets/"
 parameters = {{ name = "{secret}" }}
 
 [[operations]]
-include-path-regex = "/functions$|/audit$|/agents/[^/]+$|/api-keys$|/members/[^/]+$|/me/tokens$"
+include-path-regex = "/functions$|/draft-runs$|/audit$|/agents/[^/]+$|/api-keys$|/members/[^/]+$|/me/tokens$"
 checks.positive_data_acceptance.enabled = false
 "#
     )

@@ -34,7 +34,10 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// RFC 3339; records before this time.
     pub until: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `newest` (the default): newest first; `oldest`: oldest first.
+    #[param(value_type = Option<crate::api::doc::AuditOrder>)]
+    pub order: Option<String>,
+    /// `next_cursor` of the previous page (of the same order).
     pub cursor: Option<String>,
     /// 1–500, default 50.
     #[param(minimum = 1, maximum = 500)]
@@ -82,11 +85,12 @@ impl From<AuditRecord> for AuditOut {
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditOut>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    /// Pass as `cursor` (with the same `order`) to get the next page: older records when newest
+    /// first, newer ones when oldest first; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
-/// The audit log of a workspace, newest first, filtered and paginated by cursor.
+/// The audit log of a workspace, newest first (or oldest first), filtered and paginated by cursor.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/audit", tag = "audit",
     params(("ws" = String, Path), AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]

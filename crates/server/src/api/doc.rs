@@ -102,6 +102,15 @@ pub enum Outcome {
     Failed,
 }
 
+/// The order of an audit listing.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum AuditOrder {
+    Newest,
+    Oldest,
+}
+
 const ERROR_REF: &str = "#/components/schemas/ErrorBody";
 
 fn error_response(description: &str) -> Value {

@@ -117,3 +117,49 @@ pub async fn invoke_function(
 ) -> ApiResult<Json<InvokeOut>> {
     Ok(Json(functions::invoke(&st, &p, &ws, &agent_id, &name, body(b)).await?))
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftRunBody {
+    /// The definition to run, as for creating a function: checked the same way, never stored.
+    pub function: super::functions::CreateFunction,
+    /// The LLM parameters, by name; checked against the draft's declared types.
+    #[serde(default, deserialize_with = "super::unique_keys::map")]
+    #[schema(value_type = Object)]
+    pub args: Map<String, Value>,
+    #[serde(default, deserialize_with = "conversation_object")]
+    pub conversation: ConversationIn,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DraftRunOut {
+    /// SHA-256 (hex) of the code that ran, as its audit record names it.
+    pub code_sha256: String,
+    /// The run, as an invocation of a saved function answers it.
+    pub run: InvokeOut,
+}
+
+/// Runs an unsaved draft of a function (what the Function Editor holds): checked as saving it
+/// would be, run in a worker of its own with the same sandbox, limits and redaction, never
+/// stored; audited as `function.invoke` with `draft` and the code's SHA-256. For those who may
+/// save the agent's functions (members and admins; not API keys).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/agents/{agent_id}/draft-runs", tag = "functions",
+    request_body = DraftRunBody,
+    params(("ws" = String, Path), ("agent_id" = String, Path)),
+    responses(
+        (status = 200, description = "It ran; a failure of the function itself is in `run.error`", body = DraftRunOut),
+        (status = 400, description = "invalid_input: the definition would not be saved (its field is `function.<field>`), or the arguments or conversation are wrong", body = ErrorBody),
+        (status = 403, description = "an API key: running drafts needs a user who may save functions", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, description = "code_too_large: the code is over 64 KiB, or payload_too_large: the body is", body = ErrorBody),
+        (status = 422, description = "invalid_code: the Python error and its line (field `function.code`)", body = ErrorBody),
+        (status = 429, description = "too_many_invocations", body = ErrorBody),
+        (status = 503, description = "functions cannot run on this server (no Python), or too many are running", body = ErrorBody)))]
+pub async fn run_draft(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((ws, agent_id)): ApiPath<(String, String)>,
+    b: JsonBody<DraftRunBody>,
+) -> ApiResult<Json<DraftRunOut>> {
+    Ok(Json(functions::run_draft(&st, &p, &ws, &agent_id, body(b)).await?))
+}

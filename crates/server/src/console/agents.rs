@@ -33,19 +33,24 @@ struct AgentPage {
     ws: String,
     agent: AgentOut,
     functions: Vec<FunctionOut>,
-    secrets: Vec<AgentSecretOut>,
+    secrets: Vec<AgentSecretRow>,
+    /// Whether the viewer sees when the agent last read each secret (admins: it comes from the
+    /// audit log).
+    show_last_read: bool,
     egress: EgressOut,
 }
 
-impl AgentPage {
-    /// The names of this agent's functions whose code names `secret`.
-    fn functions_naming(&self, secret: &str) -> Vec<String> {
-        self.functions
-            .iter()
-            .filter(|f| f.secret_refs.iter().any(|r| r.secret == secret))
-            .map(|f| f.name.clone())
-            .collect()
-    }
+/// A secret the agent can read, with the agent's functions that name it and its last read.
+pub struct AgentSecretRow {
+    pub s: AgentSecretOut,
+    pub functions: Vec<String>,
+    /// When this agent last read it successfully (RFC 3339), if ever.
+    pub last_read: Option<String>,
+}
+
+/// The names of the functions whose code names `secret`.
+fn functions_naming(functions: &[FunctionOut], secret: &str) -> Vec<String> {
+    functions.iter().filter(|f| f.secret_refs.iter().any(|r| r.secret == secret)).map(|f| f.name.clone()).collect()
 }
 
 pub(super) async fn agent_page(
@@ -59,9 +64,32 @@ pub(super) async fn agent_page(
     let functions = functions::list(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let secrets = agents::secrets(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
     let egress = agents::egress(&st, p, &ws, &agent_id).await.or_refuse(&chrome)?;
+    let show_last_read = p.require(&chrome.ws_id, Perm::ReadAudit).is_ok();
+    let mut last_reads = if show_last_read {
+        let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+        crate::service::secrets::last_reads(&st, p, &ws, Some(&agent.id), &names).await.or_refuse(&chrome)?
+    } else {
+        Default::default()
+    };
+    let secrets = secrets
+        .into_iter()
+        .map(|s| AgentSecretRow {
+            functions: functions_naming(&functions, &s.name),
+            last_read: last_reads.remove(&s.name),
+            s,
+        })
+        .collect();
     Ok(render(
         StatusCode::OK,
-        &AgentPage { ws: chrome.ws_id.clone(), chrome: Some(chrome), agent, functions, secrets, egress },
+        &AgentPage {
+            ws: chrome.ws_id.clone(),
+            chrome: Some(chrome),
+            agent,
+            functions,
+            secrets,
+            show_last_read,
+            egress,
+        },
     ))
 }
 

@@ -36,6 +36,7 @@ fn audit_query(q: &HashMap<String, String>, limit: u32) -> AuditQuery {
         outcome: get("outcome"),
         since: time("since"),
         until: time("until"),
+        order: get("order"),
         cursor: get("cursor"),
         limit: Some(limit),
     }
@@ -52,6 +53,10 @@ pub struct AuditFilters {
     pub until: String,
     /// The query string without the cursor (for the export links and the next page).
     pub query: String,
+    /// Oldest first (`?order=oldest`) rather than newest first.
+    pub oldest_first: bool,
+    /// The query string without the cursor and the order (for the order toggle).
+    pub query_without_order: String,
 }
 
 /// An audit record with names for its ids.
@@ -80,7 +85,11 @@ fn filters_of(q: &HashMap<String, String>) -> AuditFilters {
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let mut pairs: Vec<(&String, &String)> = q.iter().filter(|(k, v)| *k != "cursor" && !v.is_empty()).collect();
     pairs.sort();
-    let query = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+    let join = |pairs: &[&(&String, &String)]| {
+        pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+    };
+    let query = join(&pairs.iter().collect::<Vec<_>>());
+    let query_without_order = join(&pairs.iter().filter(|(k, _)| *k != "order").collect::<Vec<_>>());
     AuditFilters {
         action: get("action"),
         secret: get("secret"),
@@ -90,6 +99,8 @@ fn filters_of(q: &HashMap<String, String>) -> AuditFilters {
         since: get("since"),
         until: get("until"),
         query,
+        oldest_first: q.get("order").map(|o| o.trim()) == Some("oldest"),
+        query_without_order,
     }
 }
 
@@ -142,7 +153,8 @@ pub(super) async fn audit_page(
 /// Most records one export holds.
 const EXPORT_MAX: usize = 100_000;
 
-/// The filtered audit log as a CSV or JSON download (newest first).
+/// The filtered audit log as a CSV or JSON download, in the page's order (newest first unless
+/// `order=oldest`).
 pub(super) async fn audit_export(
     State(st): State<AppState>,
     Path(ws): Path<String>,

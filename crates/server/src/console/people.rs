@@ -22,6 +22,27 @@ struct UsersPage {
     me: String,
 }
 
+/// An email address in pieces that may end a line: after the `@`, and before each `.` (the
+/// template keeps each piece on one line and puts a `<wbr>` between them), so a long address
+/// wraps there and never mid-word, nor after a hyphen.
+fn email_pieces(email: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, c) in email.char_indices() {
+        let cut = match c {
+            '@' => i + 1,
+            '.' if i > start => i,
+            _ => continue,
+        };
+        if cut > start {
+            pieces.push(&email[start..cut]);
+            start = cut;
+        }
+    }
+    pieces.push(&email[start..]);
+    pieces
+}
+
 pub(super) async fn users_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
     let chrome = v.open(&ws, "users", Perm::ViewPeople)?;
     let invitations =
@@ -82,4 +103,18 @@ pub(super) async fn keys_page(State(st): State<AppState>, Path(ws): Path<String>
         StatusCode::OK,
         &KeysPage { ws: chrome.ws_id.clone(), admin: chrome.is_admin, chrome: Some(chrome), keys, agents },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emails_break_after_the_at_and_before_dots() {
+        assert_eq!(
+            super::email_pieces("ada.lovelace@mail.example.org"),
+            ["ada", ".lovelace@", "mail", ".example", ".org"]
+        );
+        assert_eq!(super::email_pieces("plain"), ["plain"]);
+        assert_eq!(super::email_pieces(".x@y"), [".x@", "y"]);
+        assert_eq!(super::email_pieces("a@"), ["a@", ""]);
+    }
 }

@@ -19,6 +19,8 @@ pub struct SecretRow {
     pub kind: &'static str,
     /// The names of the agents that can read it.
     pub agents: Vec<String>,
+    /// When an agent last read it (RFC 3339), if ever.
+    pub last_read: Option<String>,
 }
 
 #[derive(Template)]
@@ -38,15 +40,16 @@ fn kind_label(s: &SecretOut) -> &'static str {
 pub(super) async fn secrets_page(State(st): State<AppState>, Path(ws): Path<String>, v: Viewer) -> PageResult {
     let chrome = v.open(&ws, "secrets", Perm::ManageSecrets)?;
     let all_agents = agents::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
-    let secrets = secrets::list(&st, &v.principal, &ws)
-        .await
-        .or_refuse(&chrome)?
+    let secrets = secrets::list(&st, &v.principal, &ws).await.or_refuse(&chrome)?;
+    let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+    let mut last_reads = secrets::last_reads(&st, &v.principal, &ws, None, &names).await.or_refuse(&chrome)?;
+    let secrets = secrets
         .into_iter()
         .map(|s| {
             let mut agents: Vec<String> =
                 all_agents.iter().filter(|a| s.agents.contains(&a.id)).map(|a| a.name.clone()).collect();
             agents.sort();
-            SecretRow { kind: kind_label(&s), agents, s }
+            SecretRow { kind: kind_label(&s), agents, last_read: last_reads.remove(&s.name), s }
         })
         .collect();
     Ok(render(

@@ -53,7 +53,12 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter> {
     {
         return Err(Error::invalid("actor", "actor is an id such as usr_…, key_…, adm_… or agt_…"));
     }
-    let before_seq = q
+    let oldest_first = match q.order.as_deref() {
+        None | Some("newest") => false,
+        Some("oldest") => true,
+        Some(_) => return Err(Error::invalid("order", "order must be newest (the default) or oldest")),
+    };
+    let cursor = q
         .cursor
         .map(|c| {
             c.parse::<i64>()
@@ -75,12 +80,14 @@ fn filter_from(q: AuditQuery) -> Result<AuditFilter> {
         outcome,
         since: q.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?,
         until: q.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?,
-        before_seq,
+        before_seq: cursor.filter(|_| !oldest_first),
+        after_seq: cursor.filter(|_| oldest_first),
+        oldest_first,
         limit,
     })
 }
 
-/// The audit log of a workspace, newest first, filtered and paginated by cursor.
+/// The audit log of a workspace, newest first (or oldest first), filtered and paginated by cursor.
 pub async fn list(st: &AppState, p: &Principal, ws: &str, q: Body<AuditQuery>) -> Result<AuditPage> {
     let ws = st.workspace_for(p, ws, Perm::ReadAudit)?;
     let filter = filter_from(q?)?;

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::Body;
 use super::read::FunctionReads;
 use crate::api::functions::{CreateFunction, FunctionOut, ParamBody, ReplaceFunction};
-use crate::api::invoke::{ConversationIn, InvokeBody, InvokeErrorOut, InvokeOut, LogOut};
+use crate::api::invoke::{ConversationIn, DraftRunBody, DraftRunOut, InvokeBody, InvokeErrorOut, InvokeOut, LogOut};
 use crate::auth::new_id;
 use crate::{AppState, now_millis};
 
@@ -270,29 +270,117 @@ pub async fn invoke(
     }
     let generation = st.runtime.generation();
     let function = st.model.function(&ws.id, agent_id, name).ok_or_else(|| function_not_found(name))?;
-    check_args(&function, &body.args)?;
-    let conversation = conversation(body.conversation)?;
+    check_args(&function.name, &function.parameters, &body.args)?;
+    let run = Run {
+        name: &function.name,
+        code: &function.code,
+        timeout_ms: function.timeout_ms,
+        what: Ran::Saved(function.version),
+        generation,
+    };
+    execute(st, p, &ws.id, agent_id, run, body.args, body.conversation).await
+}
+
+/// Runs what the Function Editor holds as an unsaved draft: the definition is checked as a save
+/// would check it, then runs like an invocation (the same sandbox, limits and redaction) in a
+/// worker of its own, and is never stored. Audited as `function.invoke` with `draft` and the
+/// SHA-256 of the code. Only those who may save the agent's functions may run a draft.
+pub async fn run_draft(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    body: Body<DraftRunBody>,
+) -> Result<DraftRunOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageAgents)?;
+    let body = body?;
+    if !st.model.agent_in(&ws.id, agent_id) {
+        return Err(super::agents::not_found(agent_id));
+    }
+    let f = body.function;
+    validate::python_name("function.name", "function name", &f.name)?;
+    let checked = check_definition(&f.description, f.parameters, &f.code, f.timeout_ms)
+        .map_err(|e| prefix_field(e, "function"))?;
+    let mut params = checked;
+    check_code(&f.code, &f.name, &mut params).await.map_err(|e| prefix_field(e, "function"))?;
+    check_args(&f.name, &params, &body.args)?;
+    let code_sha256: String = agentvault_crypto::sha256(f.code.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let run = Run {
+        name: &f.name,
+        code: &f.code,
+        timeout_ms: f.timeout_ms,
+        what: Ran::Draft(&code_sha256),
+        generation: st.runtime.generation(),
+    };
+    let run = execute(st, p, &ws.id, agent_id, run, body.args, body.conversation).await?;
+    Ok(DraftRunOut { code_sha256, run })
+}
+
+/// The field of an error about the draft's definition, within the request (`function.code`).
+fn prefix_field(e: Error, prefix: &str) -> Error {
+    match e.public_field().map(str::to_owned) {
+        Some(field) if !field.is_empty() => e.with_field(format!("{prefix}.{field}")),
+        _ => e,
+    }
+}
+
+/// What runs: a saved version, or a draft (by the SHA-256 of its code).
+enum Ran<'a> {
+    Saved(u32),
+    Draft(&'a str),
+}
+
+/// A function's code to run, for [`execute`].
+struct Run<'a> {
+    name: &'a str,
+    code: &'a str,
+    timeout_ms: Option<u32>,
+    what: Ran<'a>,
+    /// [`agentvault_runtime::Runtime::generation`], taken before the code was read.
+    generation: u64,
+}
+
+/// Runs checked code with its arguments: `get_secret` answered for the agent, the answer
+/// redacted, the run audited.
+async fn execute(
+    st: &AppState,
+    p: &Principal,
+    ws_id: &str,
+    agent_id: &str,
+    run: Run<'_>,
+    args: Map<String, Value>,
+    conversation: ConversationIn,
+) -> Result<InvokeOut> {
+    let conversation = self::conversation(conversation)?;
     let invocation_id = new_id(INVOCATION_PREFIX)?;
     let conversation_id = conversation["id"].as_str().unwrap_or_default().to_owned();
-
+    let (what, version, own_worker) = match run.what {
+        Ran::Saved(v) => (format!("version={v}"), v, false),
+        // Version 0 is never a saved one; the worker is the draft's alone anyway.
+        Ran::Draft(hash) => (format!("draft code_sha256={hash}"), 0, true),
+    };
     let source = FunctionReads {
         st: st.clone(),
-        workspace_id: ws.id.clone(),
+        workspace_id: ws_id.to_owned(),
         agent_id: agent_id.to_owned(),
-        context: format!("function={} function_version={} invocation={invocation_id}", function.name, function.version),
+        context: match run.what {
+            Ran::Saved(v) => format!("function={} function_version={v} invocation={invocation_id}", run.name),
+            Ran::Draft(_) => format!("function={} {what} invocation={invocation_id}", run.name),
+        },
         invocation_id: invocation_id.clone(),
     };
     let inv = Invocation {
         id: &invocation_id,
-        workspace_id: &ws.id,
+        workspace_id: ws_id,
         agent_id,
-        function: &function.name,
-        version: function.version,
-        code: &function.code,
-        args: body.args,
+        function: run.name,
+        version,
+        code: run.code,
+        args,
         conversation,
-        timeout: function.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
-        generation,
+        timeout: run.timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        generation: run.generation,
+        own_worker,
     };
     let outcome = st.runtime.invoke(inv, &source).await;
     // The invocation's placeholders are worth nothing from now on; the connections the egress
@@ -305,13 +393,13 @@ pub async fn invoke(
         is_pii: false,
     }));
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
-    let mut detail = format!("function={} version={} duration_ms={duration_ms:.1}", function.name, function.version);
+    let mut detail = format!("function={} {what} duration_ms={duration_ms:.1}", run.name);
     if let Some(e) = &outcome.error {
         detail.push_str(&format!(" error={}", audit_name(&e.kind)));
     }
     let audit_outcome = if outcome.error.is_some() { Outcome::Failed } else { Outcome::Success };
     st.audit.append_nowait(
-        AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::FunctionInvoke, audit_outcome)
+        AuditEvent::new(now_millis(), ws_id, p.actor(), Action::FunctionInvoke, audit_outcome)
             .agent(agent_id)
             .target(&invocation_id)
             .detail(detail),
@@ -345,13 +433,13 @@ fn audit_name(kind: &str) -> &str {
 
 /// Every argument is a declared parameter of the declared type, and every required parameter is
 /// given (before any code runs).
-fn check_args(function: &Function, args: &Map<String, Value>) -> Result<()> {
-    if let Some(p) = function.parameters.iter().find(|p| p.required && !args.contains_key(&p.name)) {
+fn check_args(function: &str, parameters: &[FunctionParam], args: &Map<String, Value>) -> Result<()> {
+    if let Some(p) = parameters.iter().find(|p| p.required && !args.contains_key(&p.name)) {
         return Err(Error::invalid(
             format!("args.{}", p.name),
             format!(
                 "{} needs the argument {} ({}); add it to args, e.g. {{\"{}\": {}}}",
-                function.name,
+                function,
                 p.name,
                 article(p.kind),
                 p.name,
@@ -366,13 +454,13 @@ fn check_args(function: &Function, args: &Map<String, Value>) -> Result<()> {
     }
     for (name, value) in args {
         let field = format!("args.{name}");
-        let Some(param) = function.parameters.iter().find(|p| &p.name == name) else {
-            let declared: Vec<&str> = function.parameters.iter().map(|p| p.name.as_str()).collect();
+        let Some(param) = parameters.iter().find(|p| &p.name == name) else {
+            let declared: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
             return Err(Error::invalid(
                 field,
                 format!(
                     "{} has no parameter '{}'; its parameters are: {}",
-                    function.name,
+                    function,
                     name.escape_default(),
                     if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
                 ),

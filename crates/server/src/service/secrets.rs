@@ -1,6 +1,6 @@
 //! Secrets: metadata, versions, access lists, and the admin's reveal.
 
-use agentvault_core::audit::{Action, AuditEvent, AuditFilter, Outcome};
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{Binding, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
 use agentvault_core::{Error, Result, SecretValue, validate};
 use agentvault_store::{NewVersion, SecretChange};
@@ -397,23 +397,33 @@ pub async fn usage(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result
     // Reads by agents are written in groups: what was read a moment ago counts.
     st.audit.flush().await;
     let mut out = Vec::new();
+    let names = [meta.name.clone()];
     for a in agents.iter().filter(|a| meta.agents.contains(&a.id) || uses.iter().any(|u| u.agent_id == a.id)) {
-        let filter = AuditFilter {
-            action: Some(Action::SecretRead),
-            secret_name: Some(meta.name.clone()),
-            agent_id: Some(a.id.clone()),
-            outcome: Some(Outcome::Success),
-            limit: 1,
-            ..AuditFilter::default()
-        };
-        let last = st.store.list_audit(&ws.id, &filter).await?;
+        let last = st.store.last_reads(&ws.id, Some(&a.id), &names).await?;
         out.push(AgentUseOut {
             agent_id: a.id.clone(),
             agent_name: a.name.clone(),
             has_access: meta.agents.contains(&a.id),
-            last_read_at: last.first().map(|r| rfc3339(r.event.at)),
+            last_read_at: last.first().map(|(_, at)| rfc3339(*at)),
         });
     }
     out.sort_by(|a, b| a.agent_name.cmp(&b.agent_name));
     Ok(SecretUsageOut { functions, agents: out })
+}
+
+/// When agents last read secrets, from the audit log's successful reads: each of `names` (that
+/// was ever read) with the time of its newest read by `agent_id`, or by any agent when `None`.
+/// Admins only, as the audit log is.
+pub async fn last_reads(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: Option<&str>,
+    names: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let ws = st.workspace_for(p, ws, Perm::ReadAudit)?;
+    // Reads by agents are written in groups: what was read a moment ago counts.
+    st.audit.flush().await;
+    let reads = st.store.last_reads(&ws.id, agent_id, names).await?;
+    Ok(reads.into_iter().map(|(name, at)| (name, rfc3339(at))).collect())
 }

@@ -225,6 +225,15 @@ impl Store for Backend {
         Ok(audit::list(self, workspace_id, filter).await?)
     }
 
+    async fn last_reads(
+        &self,
+        workspace_id: &str,
+        agent_id: Option<&str>,
+        secret_names: &[String],
+    ) -> Result<Vec<(String, Millis)>> {
+        Ok(audit::last_reads(self, workspace_id, agent_id, secret_names).await?)
+    }
+
     async fn count_users(&self) -> Result<u64> {
         Ok(people::count_users(self).await?)
     }
