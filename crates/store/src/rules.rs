@@ -1,6 +1,8 @@
 //! The domain rules a store enforces inside its transactions, as pure functions: a backend reads
 //! what a rule needs, asks it, and writes nothing when it refuses.
 
+use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::model::Millis;
 use agentvault_core::model::{ADMIN_TOKEN_ID_PREFIX, KeyScope, PERSONAL_TOKEN_ID_PREFIX, Role};
 use agentvault_core::{Error, Result};
 
@@ -58,9 +60,60 @@ pub fn bootstrap_token_id(admin_token_id: &str) -> String {
     format!("{PERSONAL_TOKEN_ID_PREFIX}{random}")
 }
 
+/// A secret's last successful read by an agent, as `secret_last_reads` keeps it.
+pub struct LastRead<'a> {
+    pub workspace_id: &'a str,
+    pub secret_name: &'a str,
+    pub agent_id: &'a str,
+    pub at: Millis,
+}
+
+/// The updates a batch of audit records makes to `secret_last_reads`: for every agent's
+/// successful read, the newest time per workspace, secret and agent (a batch of reads of a few
+/// secrets by a few agents makes a few updates, however many reads it holds).
+pub fn last_reads_in<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Vec<LastRead<'a>> {
+    let mut out: Vec<LastRead<'a>> = Vec::new();
+    for e in events {
+        let (Action::SecretRead, Outcome::Success, Some(secret_name), Some(agent_id)) =
+            (e.action, e.outcome, e.secret_name.as_deref(), e.agent_id.as_deref())
+        else {
+            continue;
+        };
+        match out.iter_mut().find(|r| {
+            r.secret_name == secret_name && r.agent_id == agent_id && r.workspace_id == e.workspace_id.as_str()
+        }) {
+            Some(r) => r.at = r.at.max(e.at),
+            None => out.push(LastRead { workspace_id: &e.workspace_id, secret_name, agent_id, at: e.at }),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_reads_makes_one_last_read_update_per_reader() {
+        use agentvault_core::model::Actor;
+        let read = |at: Millis, secret: &str, agent: &str, outcome: Outcome| {
+            AuditEvent::new(at, "ws_1", Actor::ApiKey("key_1".into()), Action::SecretRead, outcome)
+                .secret(secret)
+                .agent(agent)
+        };
+        let batch = [
+            read(3, "stripe", "agt_a", Outcome::Success),
+            read(9, "stripe", "agt_a", Outcome::Success),
+            read(5, "stripe", "agt_a", Outcome::Success),
+            read(11, "stripe", "agt_a", Outcome::Denied),
+            read(4, "stripe", "agt_b", Outcome::Success),
+            read(6, "openai", "agt_a", Outcome::NotFound),
+            AuditEvent::new(7, "ws_1", Actor::User("usr_1".into()), Action::SecretReveal, Outcome::Success)
+                .secret("openai"),
+        ];
+        let got: Vec<_> = last_reads_in(&batch).iter().map(|r| (r.secret_name, r.agent_id, r.at)).collect();
+        assert_eq!(got, [("stripe", "agt_a", 9), ("stripe", "agt_b", 4)]);
+    }
 
     #[test]
     fn the_last_admin_stays() {

@@ -4,9 +4,8 @@ use agentvault_core::audit::{AuditFilter, AuditRecord};
 use agentvault_core::model::Millis;
 use sqlx::QueryBuilder;
 
-use std::sync::LazyLock;
 
-use super::{Backend, Db, READ_INDEX_HINT};
+use super::{Backend, Db};
 use crate::errors::DbResult;
 use crate::rows::{AuditRow, columns, convert};
 
@@ -62,40 +61,6 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, filter: &AuditFilter) 
     Ok(convert(rows)?)
 }
 
-/// The newest successful agent read of secret `$2` by agent `$3`: the highest `seq` is one probe
-/// of the `audit_log_reads` index (a partial index: `action` and `outcome` must be these
-/// literals), its record one more.
-pub(super) static LAST_READ_BY_AGENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT at FROM audit_log WHERE workspace_id = $1 AND seq = ( \
-           SELECT MAX(a.seq) FROM audit_log AS a {READ_INDEX_HINT} \
-            WHERE a.workspace_id = $1 AND a.secret_name = $2 AND a.agent_id = $3 \
-              AND a.action = 'secret.read' AND a.outcome = 'success')"
-    )
-});
-
-/// The newest successful agent read of secret `$2` by any agent. The index is ordered by agent
-/// within a secret, so the agents that read it are found one index probe each (a loose index
-/// scan: the next agent id after the last one), and each one's newest read is one more probe.
-pub(super) static LAST_READ_BY_ANY_AGENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH RECURSIVE readers(agent_id) AS ( \
-           SELECT MIN(a.agent_id) FROM audit_log AS a {READ_INDEX_HINT} \
-            WHERE a.workspace_id = $1 AND a.secret_name = $2 AND a.action = 'secret.read' \
-              AND a.outcome = 'success' \
-           UNION ALL \
-           SELECT (SELECT MIN(a.agent_id) FROM audit_log AS a {READ_INDEX_HINT} \
-                    WHERE a.workspace_id = $1 AND a.secret_name = $2 AND a.action = 'secret.read' \
-                      AND a.outcome = 'success' AND a.agent_id > r.agent_id) \
-             FROM readers r WHERE r.agent_id IS NOT NULL \
-         ) \
-         SELECT MAX(l.at) FROM readers r JOIN audit_log l ON l.workspace_id = $1 AND l.seq = ( \
-           SELECT MAX(a.seq) FROM audit_log AS a {READ_INDEX_HINT} \
-            WHERE a.workspace_id = $1 AND a.secret_name = $2 AND a.agent_id = r.agent_id \
-              AND a.action = 'secret.read' AND a.outcome = 'success')"
-    )
-});
-
 /// When each of `secret_names` was last read successfully by an agent (by `agent_id` when
 /// given, else by any agent); names never read are left out.
 pub(super) async fn last_reads(
@@ -104,30 +69,28 @@ pub(super) async fn last_reads(
     agent_id: Option<&str>,
     secret_names: &[String],
 ) -> DbResult<Vec<(String, Millis)>> {
-    s.settle_audit()?;
-    let mut conn = s.read.acquire().await?;
-    let mut out = Vec::new();
-    for name in secret_names {
-        let at: Option<Millis> = match agent_id {
-            Some(agent) => {
-                sqlx::query_scalar(LAST_READ_BY_AGENT.as_str())
-                    .bind(workspace_id)
-                    .bind(name)
-                    .bind(agent)
-                    .fetch_optional(&mut *conn)
-                    .await?
-            }
-            None => {
-                sqlx::query_scalar(LAST_READ_BY_ANY_AGENT.as_str())
-                    .bind(workspace_id)
-                    .bind(name)
-                    .fetch_one(&mut *conn)
-                    .await?
-            }
-        };
-        if let Some(at) = at {
-            out.push((name.clone(), at));
-        }
+    if secret_names.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    // Reads still in the journal (SQLite) count once they are in `secret_last_reads`.
+    s.settle_audit()?;
+    // One row per secret and reader in the workspace: all of them, then the names asked for.
+    let rows: Vec<(String, Millis)> = match agent_id {
+        Some(agent) => {
+            sqlx::query_as("SELECT secret_name, at FROM secret_last_reads WHERE workspace_id = $1 AND agent_id = $2")
+                .bind(workspace_id)
+                .bind(agent)
+                .fetch_all(&s.read)
+                .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT secret_name, MAX(at) FROM secret_last_reads WHERE workspace_id = $1 GROUP BY secret_name",
+            )
+            .bind(workspace_id)
+            .fetch_all(&s.read)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().filter(|(name, _)| secret_names.contains(name)).collect())
 }

@@ -327,6 +327,13 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
             ])
             .map_err(|e| journal_err("inserting", e))?;
         }
+        let mut upsert =
+            tx.prepare_cached(super::LAST_READ_UPSERT).map_err(|e| journal_err("preparing the last-read update", e))?;
+        for r in crate::rules::last_reads_in(records.iter().map(|(_, e)| e)) {
+            upsert
+                .execute(rusqlite::params![r.workspace_id, r.secret_name, r.agent_id, r.at])
+                .map_err(|e| journal_err("updating last reads", e))?;
+        }
     }
     tx.commit().map_err(|e| journal_err("committing", e))
 }

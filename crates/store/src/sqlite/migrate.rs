@@ -27,7 +27,7 @@ const MIGRATIONS: &Migrations = &[
     (8, "egress", include_str!("../../migrations/sqlite/0008_egress.sql")),
     (9, "function secret refs", include_str!("../../migrations/sqlite/0009_function_secret_refs.sql")),
     (10, "access requests", include_str!("../../migrations/sqlite/0010_access_requests.sql")),
-    (12, "audit read index", include_str!("../../migrations/sqlite/0012_audit_read_index.sql")),
+    (12, "secret last reads", include_str!("../../migrations/sqlite/0012_secret_last_reads.sql")),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(MIGRATIONS));
