@@ -4,10 +4,9 @@
 use agentvault_core::Error;
 use axum::body::HttpBody;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -32,20 +31,21 @@ fn body_too_large() -> Error {
 /// reads any other body whole within the body timeout (a client that trickles its body gets a
 /// 408 and its connection closed, instead of holding it). Requests without a body pass as they are.
 /// (Bodies over the limit without a declared length are refused once the limit is reached.)
-pub async fn refuse_large_bodies(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Returns the request to serve, or the answer that refuses it.
+pub async fn read_body(st: &AppState, req: Request) -> Result<Request, Response> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return closing(ApiError(body_too_large()).into_response());
+        return Err(closing(ApiError(body_too_large()).into_response()));
     }
     if req.body().size_hint().exact() == Some(0) {
-        return next.run(req).await;
+        return Ok(req);
     }
     let limit = st.options.connections.body_timeout;
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(limit, axum::body::to_bytes(body, BODY_LIMIT)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Ok(Err(_)) => closing(ApiError(body_too_large()).into_response()),
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(_)) => Err(closing(ApiError(body_too_large()).into_response())),
         Err(_) => {
             let e = Error::new(
                 agentvault_core::ErrorKind::InvalidInput,
@@ -54,7 +54,7 @@ pub async fn refuse_large_bodies(State(st): State<AppState>, req: Request, next:
             );
             let mut resp = ApiError(e).into_response();
             *resp.status_mut() = StatusCode::REQUEST_TIMEOUT;
-            closing(resp)
+            Err(closing(resp))
         }
     }
 }

@@ -359,9 +359,7 @@ pub fn app(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), replication::consistency))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(middleware::from_fn_with_state(state.clone(), extract::refuse_large_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }
@@ -405,16 +403,23 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-/// Counts requests per route and status, and marks every response as not cacheable unless it
-/// says otherwise (the console's content-hashed assets are cached for a year).
-async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// What every request passes through, as one layer (a layer of its own costs allocations on
+/// every request): the body limit (`extract::read_body`; a refused request is answered at once),
+/// then read-your-writes (`replication::consistency`); and around those, each request is counted
+/// per route and status and every response marked as not cacheable unless it says otherwise (the
+/// console's content-hashed assets are cached for a year).
+async fn edge(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let req = match extract::read_body(&st, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     let method = method_name(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .and_then(|m| st.route_names.get().and_then(|names| names.get(m.as_str()).copied()))
         .unwrap_or("unmatched");
-    let mut resp = next.run(req).await;
+    let mut resp = replication::consistency(&st, req, next).await;
     st.metrics.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
     let h = resp.headers_mut();
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));

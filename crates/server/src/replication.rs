@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use agentvault_core::{Error, ErrorKind, Result};
 use agentvault_store::{Change, Store};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -91,7 +91,7 @@ const INDEX_WAIT: Duration = Duration::from_secs(2);
 /// once this server has applied change N (else, after two seconds, `503 index_not_reached`); every
 /// response to a change carries the number of the newest change this server has committed (its
 /// own write's, or a later one), for the client to send along.
-pub async fn consistency(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn consistency(st: &AppState, req: Request, next: Next) -> Response {
     if let Some(value) = req.headers().get(INDEX_HEADER) {
         let index = value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).filter(|n| *n >= 0);
         let Some(index) = index else {
