@@ -29,7 +29,7 @@ pub struct SecretEntry {
 
 impl SecretEntry {
     pub fn from_record(r: SecretRecord) -> SecretEntry {
-        let SecretRecord { meta, sealed } = r;
+        let SecretRecord { meta, sealed, .. } = r;
         SecretEntry {
             access: meta.agents.into_iter().collect(),
             id: meta.id,
@@ -319,7 +319,7 @@ impl ReadModel {
 
     /// Sets a secret's current version and access list from its metadata.
     pub fn put_secret(&self, meta: &SecretMeta, sealed: Sealed) {
-        let entry = SecretEntry::from_record(SecretRecord { meta: meta.clone(), sealed });
+        let entry = SecretEntry::from_record(SecretRecord { meta: meta.clone(), sealed, envs: Vec::new() });
         self.write().secrets.entry(entry.workspace_id.clone()).or_default().insert(entry.name.clone(), Arc::new(entry));
     }
 

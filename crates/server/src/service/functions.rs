@@ -124,6 +124,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         secret_refs,
+        deployments: Vec::new(),
     };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
         .agent(&agent.id)

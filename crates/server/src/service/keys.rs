@@ -53,6 +53,7 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateApi
         revoked_at: None,
         last_used_at: None,
         created_by: p.actor().id().to_owned(),
+        env: None,
     };
     let scope_detail = match &key.scope {
         KeyScope::All => "agents=all".to_owned(),

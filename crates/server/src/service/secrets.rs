@@ -60,6 +60,8 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSec
         agents,
         created_at: now,
         updated_at: now,
+        protected: false,
+        envs: Vec::new(),
     };
     let sealed = st.seal(&meta, 1, &encoded)?;
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::SecretCreate, Outcome::Success)
@@ -118,6 +120,8 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
             agents,
             created_at: now,
             updated_at: now,
+            protected: false,
+            envs: Vec::new(),
         };
         let sealed = st.seal(&meta, 1, &encoded)?;
         audit.push(
@@ -178,6 +182,8 @@ pub async fn update(st: &AppState, p: &Principal, ws: &str, name: &str, body: Bo
             (Some(v), Some(s)) => Some(NewVersion { kind: v.kind(), keys: keys.as_deref(), sealed: s }),
             _ => None,
         },
+        envs: &[],
+        protected: None,
         now,
         actor_id: actor.id(),
     };
@@ -326,6 +332,8 @@ pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version
         expected_version: current.version,
         description: None,
         value: Some(NewVersion { kind: value.kind(), keys: keys.as_deref(), sealed: &sealed }),
+        envs: &[],
+        protected: None,
         now,
         actor_id: actor.id(),
     };

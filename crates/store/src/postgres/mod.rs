@@ -41,6 +41,7 @@ const MIGRATIONS: &Migrations = &[
     (8, "egress", include_str!("../../migrations/postgres/0008_egress.sql")),
     (9, "function secret refs", include_str!("../../migrations/postgres/0009_function_secret_refs.sql")),
     (10, "access requests", include_str!("../../migrations/postgres/0010_access_requests.sql")),
+    (11, "environments", include_str!("../../migrations/postgres/0011_environments.sql")),
 ];
 
 /// At most this many audit records go into one `INSERT` (PostgreSQL takes at most 65,535
