@@ -1001,8 +1001,12 @@ pub async fn environment_values_round_trip(store: &dyn Store) {
     // A new live value, no sandbox value any more, not protected: the default stays at version 1.
     let live2 = sealed("envs-live-2");
     let changes = [
-        EnvChange { env: Env::Live, value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &live2 }) },
-        EnvChange { env: Env::Sandbox, value: None },
+        EnvChange {
+            env: Env::Live,
+            version: 2,
+            value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &live2 }),
+        },
+        EnvChange { env: Env::Sandbox, version: 0, value: None },
     ];
     let change = SecretChange {
         secret_id: "sec_envs",
@@ -1031,8 +1035,17 @@ pub async fn environment_values_round_trip(store: &dyn Store) {
 
     // A sandbox value again: its versions go on from the removed one's.
     let sandbox2 = sealed("envs-sandbox-2");
+    let stale = [EnvChange {
+        env: Env::Sandbox,
+        version: 1,
+        value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &sandbox2 }),
+    }];
+    let stale_change = SecretChange { envs: &stale, ..change.clone() };
+    let r = store.update_secret(ws, &stale_change, &event(ws, Action::SecretUpdate)).await;
+    refused(r, ErrorKind::Conflict, "version_conflict", "a sandbox version 1 again");
     let again = [EnvChange {
         env: Env::Sandbox,
+        version: 2,
         value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &sandbox2 }),
     }];
     let change = SecretChange { envs: &again, protected: None, now: NOW + 20, ..change };

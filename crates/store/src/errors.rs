@@ -157,6 +157,13 @@ pub(crate) fn function_version_not_found(name: &str, version: u32, latest: u32) 
     .with_field("version")
 }
 
+pub(crate) fn env_value_moved_on(env: agentvault_core::model::Env) -> Error {
+    Error::conflict(
+        "version_conflict",
+        format!("the secret's {env} value was changed meanwhile; reload it and try again"),
+    )
+}
+
 pub(crate) fn function_moved_on() -> Error {
     Error::conflict("version_conflict", "the function was changed or deleted meanwhile; reload it and try again")
 }

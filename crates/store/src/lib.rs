@@ -91,6 +91,10 @@ pub struct SecretRecord {
 #[derive(Clone, Debug)]
 pub struct EnvChange<'a> {
     pub env: Env,
+    /// The number of the new version (the caller sealed the value for it): one more than the
+    /// newest of this environment's versions, also a removed value's, or the store refuses with
+    /// a conflict. Unused for a removal.
+    pub version: u32,
     pub value: Option<NewVersion<'a>>,
 }
 

@@ -30,6 +30,48 @@ pub struct CreateSecret {
     #[serde(default)]
     #[schema(inline, value_type = Vec<AgentId>)]
     pub agents: Vec<String>,
+    /// Environments' own values (each single or key/value, at version 1): an environment
+    /// without one reads `value`.
+    #[serde(default)]
+    pub values: EnvValuesIn,
+    /// Hand its value only to function versions an admin deployed (pre-release, live); code in
+    /// sandbox gets only its own sandbox value.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Environments' own values.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvValuesIn {
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub sandbox: Option<SecretValue>,
+    #[serde(rename = "pre-release")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub pre_release: Option<SecretValue>,
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub live: Option<SecretValue>,
+}
+
+/// Changes to environments' own values: a value is stored as a new version of that
+/// environment's value; `null` removes it (the environment reads the default again).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvValuesChange {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub sandbox: Option<Option<SecretValue>>,
+    #[serde(rename = "pre-release", default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub pre_release: Option<Option<SecretValue>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub live: Option<Option<SecretValue>>,
+}
+
+/// A field that is present: `Some(None)` for `null`, absent stays `None` (by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<SecretValue>>, D::Error> {
+    Option::<SecretValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -44,6 +86,10 @@ pub struct UpdateSecret {
     /// next to the pairs in `value` (so changing one pair needs no other value retyped).
     #[serde(default)]
     pub keep: Vec<String>,
+    /// Environments' own values: a new version of each given, `null` removes one.
+    pub values: Option<EnvValuesChange>,
+    /// Switches the protected flag.
+    pub protected: Option<bool>,
     /// Not allowed: names are immutable.
     #[schema(ignore)]
     pub name: Option<IgnoredAny>,
@@ -70,6 +116,10 @@ pub struct RevealOut {
     /// The key revealed, with `?key=`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The environment whose own value was revealed, with `?env=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
 }
 
 /// The secrets of a workspace: metadata only, never values.
@@ -253,6 +303,10 @@ pub struct RevealQuery {
     /// For a key/value secret: reveal only this key's value (the audit record names the key).
     #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub key: Option<String>,
+    /// Reveal this environment's own value (404 `env_value_not_found` if it has none) instead of
+    /// the default value.
+    #[param(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
 }
 
 /// Reveals the current value to an admin, or one key's value with `?key=`. Audited before the

@@ -343,10 +343,13 @@ pub(super) async fn update(
     for c in change.envs {
         match &c.value {
             Some(v) => {
-                let version = next_env_version(&mut tx, change.secret_id, c.env).await?;
+                let next = next_env_version(&mut tx, change.secret_id, c.env).await?;
+                if c.version != next {
+                    return Err(errors::env_value_moved_on(c.env).into());
+                }
                 let row = NewRow {
                     secret_id: change.secret_id,
-                    version,
+                    version: next,
                     kind: v.kind,
                     keys: v.keys,
                     sealed: v.sealed,
