@@ -168,6 +168,13 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
             return Err(Error::conflict("secret_exists", format!("{} is given twice in this import", s.name))
                 .with_field(format!("secrets[{i}].name")));
         }
+        if s.values.sandbox.is_some() || s.values.pre_release.is_some() || s.values.live.is_some() || s.protected {
+            return Err(Error::invalid(
+                format!("secrets[{i}].values"),
+                "an import creates secrets with their default value only; give environment values and the \
+                 protected flag afterwards with PATCH .../secrets/{name}",
+            ));
+        }
         let encoded = s.value.validate_and_encode().map_err(|e| at(i, e))?;
         let agents = agent_list("agents", s.agents.clone()).map_err(|e| at(i, e))?;
         checked.push((s, encoded, agents));
