@@ -355,14 +355,19 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     b.click("input[name=scope][value=chosen]");
     b.click(&format!("input[name=agents][value={billing}]"));
     b.script("document.querySelector('#key-expires').value = '2030-01-31T12:00'", json!([]));
+    b.script("document.querySelector('#key-env').value = 'live'", json!([]));
     b.click("form[data-form=key-create] button[type=submit]");
     b.wait_until("the new token", |b| b.value("#new-token").starts_with("avk_"));
     let token = b.value("#new-token");
     s.read(&token, &billing, "stripe_api_key").expect(200);
+    // A key for live: it never reads another environment's value.
+    let path = format!("/api/v1/agents/{billing}/secrets/stripe_api_key?env=sandbox");
+    s.request("GET", &path, Some(&token), None).expect_error(403, "wrong_environment");
     b.screenshot("api-key-created");
     b.click("[data-new-token] a");
     b.wait_text("#keys-table", "voice engine");
     assert!(b.text("#keys-table").contains("Billing bot") && b.text("#keys-table").contains("2030-01-31T12:00:00"));
+    assert!(b.text("#keys-table tbody tr:first-child").contains("live"));
     assert!(!b.text("main").contains(&token), "the token is shown again");
     b.click("form[data-form=key-revoke] button[type=submit]");
     b.accept_dialog();

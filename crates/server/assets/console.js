@@ -153,6 +153,7 @@
     "key-create": async (form) => {
       const scope = (form.querySelector('input[name="scope"]:checked') || {}).value;
       const body = { name: value(form, "name").trim(), agents: scope === "chosen" ? checked(form, "agents") : "all" };
+      if (value(form, "env")) body.env = value(form, "env");
       const exp = value(form, "expires_at");
       if (exp) body.expires_at = (exp.length === 16 ? exp + ":00" : exp) + "Z";
       const key = await api("POST", ws(form) + "/api-keys", body);
