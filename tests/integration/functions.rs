@@ -207,9 +207,12 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
         json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": code}),
     )
     .expect(201);
+    let deploy = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/create_payment/deploy");
+    s.post(&deploy, json!({"env": "live", "version": 1})).expect(200);
     s.stop();
 
-    // What an earlier agentvault stored: no references, no required flags.
+    // What an earlier agentvault stored: no references, no required flags (the saved version
+    // that live runs included).
     let script = "import json, sqlite3, sys\n\
         c = sqlite3.connect(sys.argv[1])\n\
         c.execute('DELETE FROM function_secret_refs')\n\
@@ -217,6 +220,7 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
         \x20   ps = json.loads(params)\n\
         \x20   [p.pop('required', None) for p in ps]\n\
         \x20   c.execute('UPDATE functions SET parameters = ? WHERE id = ?', (json.dumps(ps), fid))\n\
+        \x20   c.execute('UPDATE function_versions SET parameters = ? WHERE function_id = ?', (json.dumps(ps), fid))\n\
         c.commit()\n";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
@@ -241,4 +245,6 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
     assert_eq!(usage["functions"][0]["function"], json!("create_payment"));
     let r = crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": {}}));
     r.expect_error(400, "invalid_input");
+    let live = json!({"args": {}, "conversation": {"env": "live"}});
+    crate::support::invoke(&s, None, &ws, &agent, "create_payment", live).expect_error(400, "invalid_input");
 }

@@ -453,6 +453,10 @@ pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
     ok(store.record_function_check(&old).await, "record_function_check");
     assert_eq!(uses("later").await, [(a(), "pay".into(), 9)]);
     assert_eq!(uses("booking_oauth").await, Vec::<(String, String, u32)>::new(), "replaced");
+    old.parameters[1].required = true;
+    ok(store.record_function_check(&old).await, "record_function_check, a parameter now required");
+    let saved = ok(store.list_function_versions(ws, "agt_uses_a", "pay").await, "versions");
+    assert_eq!(saved[0].parameters, old.parameters, "the saved version gets the findings too");
     let mut stale_check = function(ws, "agt_uses_a", "pay", 1);
     stale_check.secret_refs = vec![SecretRef { secret: "stale".into(), line: 1 }];
     ok(store.record_function_check(&stale_check).await, "a check of an older version");

@@ -276,6 +276,15 @@ pub async fn recheck_saved(st: &AppState) -> Result<usize> {
                 let _w = st.write_lock.lock().await;
                 st.store.record_function_check(&f).await?;
                 // Invocations read the definition from the read model: it gets the findings too.
+                for env in [Env::PreRelease, Env::Live] {
+                    if let Some(d) = st.model.deployed(&f.workspace_id, &f.agent_id, &f.name, env)
+                        && d.function.version == f.version
+                    {
+                        let mut d = DeployedFunction::clone(&d);
+                        d.function.parameters = f.parameters.clone();
+                        st.model.put_deployed(d);
+                    }
+                }
                 if st.model.function(&f.workspace_id, &f.agent_id, &f.name).is_some_and(|m| m.version == f.version) {
                     st.model.put_function(f);
                 }

@@ -211,6 +211,13 @@ pub(super) async fn record_check(s: &Backend, f: &Function) -> DbResult<()> {
     if done.rows_affected() == 0 {
         return Ok(());
     }
+    // The saved version (which pre-release or live may run) gets the findings too.
+    sqlx::query("UPDATE function_versions SET parameters = $1 WHERE function_id = $2 AND version = $3")
+        .bind(params_json(&f.parameters))
+        .bind(&f.id)
+        .bind(i64::from(f.version))
+        .execute(&mut *tx)
+        .await?;
     write_refs(&mut tx, f).await?;
     tx.commit(&[]).await
 }
