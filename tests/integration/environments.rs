@@ -83,6 +83,13 @@ fn get_secret_returns_the_value_of_the_conversations_environment() {
     assert_eq!(envs, ["sandbox"]);
     assert_eq!(run(&s, None, &ws, &agent, "peek", "live")["result"]["len"], DEFAULT.len());
     s.patch(&path, json!({"values": {"live": null}})).expect_error(400, "invalid_input");
+    // The live value's versions stay after its removal, numbered apart from the default's.
+    let live_versions = s.get(&format!("{path}/versions?env=live")).expect(200).clone();
+    let numbers: Vec<u64> =
+        live_versions["items"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [2, 1]);
+    assert_eq!(s.get(&format!("{path}/versions")).expect(200)["items"].as_array().unwrap().len(), 1);
+    s.get(&format!("{path}/versions?env=prod")).expect_error(400, "invalid_input");
 
     // An admin reveals each environment's own value.
     let reveal = s.post(&format!("{path}/reveal?env=sandbox"), json!({})).expect(200).clone();

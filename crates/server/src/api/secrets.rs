@@ -200,15 +200,27 @@ pub async fn delete_secret(
 }
 
 /// The versions of a secret, newest first (metadata only).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    /// List the versions of this environment's own value (also of a removed one) instead of the
+    /// default value's.
+    #[param(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/secrets/{name}/versions", tag = "secrets",
-    params(("ws" = String, Path), ("name" = String, Path)),
+    params(("ws" = String, Path), ("name" = String, Path), VersionsQuery),
     responses((status = 200, body = List<VersionOut>), (status = 404, body = ErrorBody)))]
 pub async fn list_versions(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
+    q: Result<ApiQuery<VersionsQuery>, ApiError>,
 ) -> ApiResult<Json<List<VersionOut>>> {
-    Ok(Json(secrets::versions(&st, &p, &ws, &name).await?.into()))
+    let env = query(q)?.env;
+    Ok(Json(secrets::versions_in(&st, &p, &ws, &name, env.as_deref()).await?.into()))
 }
 
 /// Several new secrets, created together.

@@ -403,12 +403,35 @@ pub async fn delete(st: &AppState, p: &Principal, ws: &str, name: &str) -> Resul
     Ok(())
 }
 
-/// The versions of a secret, newest first (metadata only).
+/// The versions of a secret's default value, newest first (metadata only).
 pub async fn versions(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<Vec<VersionOut>> {
+    versions_in(st, p, ws, name, None).await
+}
+
+/// The versions of a secret's default value, or with `env` of that environment's own value,
+/// newest first (metadata only).
+pub async fn versions_in(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    name: &str,
+    env: Option<&str>,
+) -> Result<Vec<VersionOut>> {
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let env = env.map(parse_env).transpose()?;
     let current = st.secret_of(&ws.id, name).await?;
-    let versions = st.store.list_versions(&ws.id, &current.id).await?;
+    let versions = match env {
+        None => st.store.list_versions(&ws.id, &current.id).await?,
+        Some(e) => st.store.list_env_versions(&ws.id, &current.id, e).await?,
+    };
     Ok(versions.into_iter().map(VersionOut::from).collect())
+}
+
+/// `?env=` of a secret route.
+fn parse_env(e: &str) -> Result<Env> {
+    Env::parse(e).ok_or_else(|| {
+        Error::invalid("env", format!("env is '{}'; it must be sandbox, pre-release or live", e.escape_default()))
+    })
 }
 
 /// Restores an earlier version: its value becomes a new version (the history is kept). The value
@@ -472,12 +495,7 @@ pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Resul
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
     let q = q?;
     let key = q.key;
-    let env = match q.env.as_deref() {
-        None => None,
-        Some(e) => Some(Env::parse(e).ok_or_else(|| {
-            Error::invalid("env", format!("env is '{}'; it must be sandbox, pre-release or live", e.escape_default()))
-        })?),
-    };
+    let env = q.env.as_deref().map(parse_env).transpose()?;
     secret_name_param(name)?;
     let entry = st.model.secret(&ws.id, name).ok_or_else(|| Error::secret_not_found(name))?;
     let chosen = match env {
