@@ -227,9 +227,30 @@ pub async fn list_versions(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportSecrets {
-    /// 1–100 secrets, each as for creating one; names unique among them and in the workspace.
+    /// 1–100 secrets, each as for creating one (default values only); names unique among them
+    /// and in the workspace.
     #[schema(min_items = 1, max_items = 100)]
-    pub secrets: Vec<CreateSecret>,
+    pub secrets: Vec<ImportSecret>,
+}
+
+/// A secret to import: created with its default value (environment values and the protected
+/// flag are set afterwards with PATCH).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecret {
+    /// 1–64 characters of `a-z`, `0-9` and `_`, starting with a letter; immutable.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub description: String,
+    /// A string (single value) or an object of strings (key/value pairs).
+    #[schema(value_type = SecretValueSchema)]
+    pub value: SecretValue,
+    /// The agents allowed to read it.
+    #[serde(default)]
+    #[schema(inline, value_type = Vec<AgentId>)]
+    pub agents: Vec<String>,
 }
 
 /// Creates several secrets at once (e.g. from a `.env` file): every one is checked first, and

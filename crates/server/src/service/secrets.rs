@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use super::{Body, agent_list, secret_name_param};
 use crate::api::secrets::{
-    AgentUseOut, CreateSecret, EnvValuesChange, EnvValuesIn, FunctionUseOut, ImportSecrets, RevealOut, RevealQuery,
-    SecretUsageOut, SetAccess, UpdateSecret,
+    AgentUseOut, CreateSecret, EnvValuesChange, EnvValuesIn, FunctionUseOut, ImportSecret, ImportSecrets, RevealOut,
+    RevealQuery, SecretUsageOut, SetAccess, UpdateSecret,
 };
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
@@ -164,16 +164,9 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
     for (i, s) in body.secrets.into_iter().enumerate() {
         validate::secret_name(&s.name).map_err(|e| at(i, e))?;
         validate::description(&s.description).map_err(|e| at(i, e))?;
-        if checked.iter().any(|(c, _, _): &(CreateSecret, _, _)| c.name == s.name) {
+        if checked.iter().any(|(c, _, _): &(ImportSecret, _, _)| c.name == s.name) {
             return Err(Error::conflict("secret_exists", format!("{} is given twice in this import", s.name))
                 .with_field(format!("secrets[{i}].name")));
-        }
-        if s.values.sandbox.is_some() || s.values.pre_release.is_some() || s.values.live.is_some() || s.protected {
-            return Err(Error::invalid(
-                format!("secrets[{i}].values"),
-                "an import creates secrets with their default value only; give environment values and the \
-                 protected flag afterwards with PATCH .../secrets/{name}",
-            ));
         }
         let encoded = s.value.validate_and_encode().map_err(|e| at(i, e))?;
         let agents = agent_list("agents", s.agents.clone()).map_err(|e| at(i, e))?;
