@@ -148,6 +148,10 @@ const MATRIX: &[(&str, &str, Policy)] = &[
     ("DELETE", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}", Policy::WorkspaceMember),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}/invoke", Policy::Invoke),
     ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/draft-runs", Policy::WorkspaceMember),
+    ("GET", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}/versions", Policy::WorkspaceMember),
+    // Members deploy to pre-release only; deploying to live needs an admin (a body-dependent
+    // rule, checked in environments.rs: members_cannot_deploy_to_live_nor_reach_protected_values).
+    ("POST", "/api/v1/workspaces/{ws}/agents/{agent_id}/functions/{name}/deploy", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/members", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys", Policy::WorkspaceMember),
     ("GET", "/api/v1/workspaces/{ws}/api-keys/{key_id}", Policy::WorkspaceMember),

@@ -355,14 +355,19 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     b.click("input[name=scope][value=chosen]");
     b.click(&format!("input[name=agents][value={billing}]"));
     b.script("document.querySelector('#key-expires').value = '2030-01-31T12:00'", json!([]));
+    b.script("document.querySelector('#key-env').value = 'live'", json!([]));
     b.click("form[data-form=key-create] button[type=submit]");
     b.wait_until("the new token", |b| b.value("#new-token").starts_with("avk_"));
     let token = b.value("#new-token");
     s.read(&token, &billing, "stripe_api_key").expect(200);
+    // A key for live: it never reads another environment's value.
+    let path = format!("/api/v1/agents/{billing}/secrets/stripe_api_key?env=sandbox");
+    s.request("GET", &path, Some(&token), None).expect_error(403, "wrong_environment");
     b.screenshot("api-key-created");
     b.click("[data-new-token] a");
     b.wait_text("#keys-table", "voice engine");
     assert!(b.text("#keys-table").contains("Billing bot") && b.text("#keys-table").contains("2030-01-31T12:00:00"));
+    assert!(b.text("#keys-table tbody tr:first-child").contains("live"));
     assert!(!b.text("main").contains(&token), "the token is shown again");
     b.click("form[data-form=key-revoke] button[type=submit]");
     b.accept_dialog();
@@ -1517,4 +1522,136 @@ fn the_test_panel_runs_unsaved_changes_as_a_draft_and_says_which_it_ran() {
     b.wait_text("form[data-form=function-test] [data-error-for='']", "The draft did not run");
     assert!(b.text("form[data-form=function-save] [data-error-for=code]").contains("line 2"));
     assert_eq!(s.audit(&ws, "action=function.invoke").len(), 2);
+}
+
+#[test]
+fn an_admin_gives_a_secret_its_own_live_value_and_protects_it_in_the_console() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    s.create_secret(&ws, "stripe_api_key", json!("sk_DEFAULT_CONSOLE"), &[]);
+    let b = Browser::start();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
+    b.wait_text("#env-values", "live");
+    for env in ["sandbox", "pre-release", "live"] {
+        assert!(b.text(&format!("#env-values tr[data-env='{env}']")).contains("reads the default value"));
+    }
+
+    // A live value of its own, typed into a masked field.
+    b.script("document.querySelector('#env-value-env').value = 'live'", json!([]));
+    assert_eq!(b.script("return document.querySelector('#env-value').type", json!([])), json!("password"));
+    b.type_into("#env-value", "sk_LIVE_CONSOLE");
+    b.click("form[data-form=secret-env-value] button[type=submit]");
+    b.wait_text("#notice", "Saved the live value as its version 1.");
+    assert!(b.text("#env-values tr[data-env='live']").contains("version 1"));
+    assert!(b.text("#env-values tr[data-env='sandbox']").contains("reads the default value"));
+    assert!(!b.text("main").contains("sk_LIVE_CONSOLE"), "the value stays masked");
+    // Revealed on focus, for that environment only, and audited so.
+    let masked = "••••••••••••";
+    assert_eq!(b.value("#reveal-env-live"), masked);
+    b.click("#reveal-env-live");
+    b.wait_until("the live value revealed", |b| b.value("#reveal-env-live") == "sk_LIVE_CONSOLE");
+    b.click("main h1");
+    b.wait_until("masked again", |b| b.value("#reveal-env-live") == masked);
+    let reveals = s.audit(&ws, "action=secret.reveal&secret=stripe_api_key");
+    assert_eq!(reveals[0]["detail"], json!("version=1 env=live"));
+
+    // Protected: the switch saves, and the page says so.
+    b.click("#secret-protected");
+    b.click("form[data-form=secret-protected] button[type=submit]");
+    b.wait_text("#notice", "Protected.");
+    assert!(b.text("#secret-protection").starts_with("yes"));
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
+    assert_eq!(meta["protected"], true);
+    assert_eq!(meta["environments"][0]["env"], "live");
+    b.screenshot("secret-environments");
+
+    // Removing the live value (confirmed): live reads the default again.
+    b.click("form[data-form=secret-env-remove][data-env=live] button[type=submit]");
+    assert!(b.dialog_text().contains("reads the default value"));
+    b.accept_dialog();
+    b.wait_text("#notice", "Removed the live value");
+    assert!(b.text("#env-values tr[data-env='live']").contains("reads the default value"));
+    let meta = s.get(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key")).expect(200).clone();
+    assert_eq!(meta["environments"], json!([]));
+}
+
+#[test]
+fn a_member_deploys_to_pre_release_and_an_admin_rolls_live_back_in_the_function_editor() {
+    let (s, _tmp) = with_admin(Options::default());
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Billing bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_DEFAULT_9"), &[&agent]);
+    s.patch(
+        &format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"),
+        json!({"values": {"live": "sk_LIVE_ONLY", "sandbox": "sk_T"}, "protected": true}),
+    )
+    .expect(200);
+    let base = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions");
+    let code = |v: &str| {
+        format!(
+            "def answer(conv):\n    key = conv.utils.get_secret('stripe_api_key')\n    return '{v} ' + str(len(key))\n"
+        )
+    };
+    s.post(&base, json!({"name": "answer", "description": "d", "parameters": [], "code": code("v1")})).expect(201);
+    s.put(&format!("{base}/answer"), json!({"description": "d", "parameters": [], "code": code("v2")})).expect(200);
+    s.add_user(&ws, "grace@example.com", "member", "cobol compiler 1959");
+
+    let b = Browser::start();
+    b.sign_in(&s, "grace@example.com", "cobol compiler 1959");
+    b.goto(&format!("{}/w/{ws}/agents/{agent}/functions/answer", s.base));
+    b.wait_text("#deployments", "nothing deployed");
+    assert!(b.text("#deployments tr[data-env='sandbox']").contains("version 2"));
+    // The Secrets box says which environments have their own value, and that it is protected.
+    let secrets_box = b.text("[data-secrets-box]");
+    assert!(secrets_box.contains("protected") && secrets_box.contains("live") && secrets_box.contains("sandbox"));
+    // The diff between the two versions.
+    let diff = b.text("#function-diff");
+    assert!(diff.contains("- ") && diff.contains("'v1 '") && diff.contains("+ ") && diff.contains("'v2 '"), "{diff}");
+    // A member deploys to pre-release; there is no way to deploy to live.
+    assert!(!b.exists("form[data-form=function-deploy][data-env=live]"));
+    b.click("#function-versions tr[data-version='1'] form[data-env=pre-release] button[type=submit]");
+    assert!(b.dialog_text().contains("Deploy version 1 of answer to pre-release"));
+    b.accept_dialog();
+    b.wait_text("#notice", "Version 1 runs in pre-release now.");
+    assert!(b.text("#deployments tr[data-env='pre-release']").contains("version 1"));
+    // The Test panel's environment: live has nothing deployed, and says so.
+    b.script(
+        "const s = document.querySelector('#test-env'); s.value = 'live'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    );
+    b.wait_text("[data-test-note]", "Nothing is deployed to live");
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("form[data-form=function-test] [data-error-for='']", "no version of answer is deployed to live");
+    // In sandbox the protected secret's sandbox value is what the code gets.
+    b.script(
+        "const s = document.querySelector('#test-env'); s.value = 'sandbox'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    );
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=result]", "v2 4");
+
+    // An admin deploys version 2 to live, then rolls back to version 1.
+    b.delete_cookies();
+    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    b.goto(&format!("{}/w/{ws}/agents/{agent}/functions/answer", s.base));
+    b.click("#function-versions tr[data-version='2'] form[data-env=live] button[type=submit]");
+    b.accept_dialog();
+    b.wait_text("#notice", "Version 2 runs in live now.");
+    b.click("#function-versions tr[data-version='1'] form[data-env=live] button[type=submit]");
+    assert!(b.dialog_text().contains("Roll live back to version 1"));
+    b.accept_dialog();
+    b.wait_text("#notice", "Version 1 runs in live now.");
+    assert!(b.text("#deployments tr[data-env='live']").contains("version 1"));
+    b.screenshot("function-environments");
+    b.script(
+        "const s = document.querySelector('#test-env'); s.value = 'live'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    );
+    b.wait_text("[data-test-note]", "Runs version 1, deployed to live");
+    b.click("form[data-form=function-test] button[type=submit]");
+    b.wait_text("[data-out=result]", &format!("v1 {}", "sk_LIVE_ONLY".len()));
+    let deploys = s.audit(&ws, "action=function.deploy");
+    assert_eq!(deploys.len(), 3);
+    assert!(deploys[0]["detail"].as_str().unwrap().ends_with("rollback"));
 }

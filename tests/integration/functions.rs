@@ -207,9 +207,12 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
         json!({"name": "create_payment", "description": "Charge", "parameters": [{"name": "amount", "type": "integer"}], "code": code}),
     )
     .expect(201);
+    let deploy = format!("/api/v1/workspaces/{ws}/agents/{agent}/functions/create_payment/deploy");
+    s.post(&deploy, json!({"env": "live", "version": 1})).expect(200);
     s.stop();
 
-    // What an earlier agentvault stored: no references, no required flags.
+    // What an earlier agentvault stored: no references, no required flags (the saved version
+    // that live runs included).
     let script = "import json, sqlite3, sys\n\
         c = sqlite3.connect(sys.argv[1])\n\
         c.execute('DELETE FROM function_secret_refs')\n\
@@ -217,6 +220,7 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
         \x20   ps = json.loads(params)\n\
         \x20   [p.pop('required', None) for p in ps]\n\
         \x20   c.execute('UPDATE functions SET parameters = ? WHERE id = ?', (json.dumps(ps), fid))\n\
+        \x20   c.execute('UPDATE function_versions SET parameters = ? WHERE function_id = ?', (json.dumps(ps), fid))\n\
         c.commit()\n";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
@@ -241,6 +245,8 @@ fn functions_saved_before_references_were_kept_are_checked_again_at_start() {
     assert_eq!(usage["functions"][0]["function"], json!("create_payment"));
     let r = crate::support::invoke(&s, None, &ws, &agent, "create_payment", json!({"args": {}}));
     r.expect_error(400, "invalid_input");
+    let live = json!({"args": {}, "conversation": {"env": "live"}});
+    crate::support::invoke(&s, None, &ws, &agent, "create_payment", live).expect_error(400, "invalid_input");
 }
 
 #[test]
@@ -320,7 +326,20 @@ fn a_draft_runs_checked_like_a_save_and_is_never_stored() {
     r.expect_error(400, "invalid_input");
     assert_eq!(r.body["error"]["field"], json!("args.amount"), "its own parameters are checked: {}", r.text);
     s.post(&drafts, draft("Bad-Name", code, param.clone(), json!({}))).expect_error(400, "invalid_input");
+    // A draft is unreviewed code: sandbox only, and a protected secret without a sandbox value
+    // never reaches it.
+    let mut live = draft("charge", code, param.clone(), json!({"amount": 1}));
+    live["conversation"]["env"] = json!("live");
+    let r = s.post(&drafts, live);
+    r.expect_error(400, "invalid_input");
+    assert_eq!(r.body["error"]["field"], json!("conversation.env"), "{}", r.text);
+    assert!(r.text.contains("sandbox only"), "{}", r.text);
     assert_eq!(s.audit(&ws, "action=function.invoke").len(), 3, "refused drafts never ran");
+    s.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"), json!({"protected": true})).expect(200);
+    let out = s.post(&drafts, draft("charge", code, param.clone(), json!({"amount": 5}))).expect(200).clone();
+    assert_eq!(out["run"]["error"]["type"], json!("MissingAccess"), "{out}");
+    assert!(!out.to_string().contains("sk_live_DRAFT"));
+    s.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe_api_key"), json!({"protected": false})).expect(200);
 
     // The same limits: the draft's own timeout ends it.
     let mut slow =

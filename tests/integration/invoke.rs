@@ -43,6 +43,9 @@ fn a_function_reads_secrets_and_everything_it_returns_is_redacted() {
     );
     let params = json!([{"name": "amount", "type": "integer"}, {"name": "note", "type": "string"}]);
     define(&s, &ws, &billing, "create_payment", params, PAY);
+    // A live conversation runs the version deployed to live.
+    let deploy = format!("/api/v1/workspaces/{ws}/agents/{billing}/functions/create_payment/deploy");
+    s.post(&deploy, json!({"env": "live", "version": 1})).expect(200);
 
     let body = json!({"args": {"amount": 250, "note": "Ada"}, "conversation": {"id": "call-1", "env": "live", "state": {"charged": 100}}});
     let r = invoke(&s, None, &ws, &billing, "create_payment", body.clone());

@@ -88,6 +88,10 @@ fn rotating_the_root_key_keeps_every_value_readable() {
             .expect(200);
     }
     s.create_secret(&ws, "oauth", json!({"client_id": "id-1", "client_secret": "shh"}), &[&agent]);
+    // An environment's own value is sealed apart, with versions of its own: rotated too.
+    let staged = json!({"name": "staged", "value": "default-v1", "values": {"live": "live-v1"}, "agents": [agent]});
+    s.post(&format!("/api/v1/workspaces/{ws}/secrets"), staged).expect(201);
+    s.patch(&format!("/api/v1/workspaces/{ws}/secrets/staged"), json!({"values": {"live": "live-v2"}})).expect(200);
     let (_, key) = s.create_key(&ws, json!("all"));
 
     // Refused while the server runs: it holds the data directory.
@@ -110,7 +114,7 @@ fn rotating_the_root_key_keeps_every_value_readable() {
     let out = rotate.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("re-wrapped 11 of 11 data keys"), "{stdout}");
+    assert!(stdout.contains("re-wrapped 14 of 14 data keys"), "{stdout}");
     let new_key = std::fs::read_to_string(dir.join("root.key")).unwrap();
     let keys =
         |t: &str| t.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
@@ -130,6 +134,9 @@ fn rotating_the_root_key_keeps_every_value_readable() {
         s.post(&format!("/api/v1/workspaces/{ws}/secrets/secret_0/reveal"), json!({})).expect(200)["value"],
         "value-0-v2"
     );
+    let live = s.request("GET", &format!("/api/v1/agents/{agent}/secrets/staged?env=live"), Some(&key), None);
+    assert_eq!(live.expect(200)["value"], "live-v2");
+    assert_eq!(s.read(&key, &agent, "staged").expect(200)["value"], "default-v1");
     assert_eq!(s.audit(&ws, "action=root_key.rotate").len(), 1);
     drop(s);
 

@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod console;
 mod egress;
+mod environments;
 mod functions;
 mod hardening;
 mod invitations;

@@ -74,7 +74,8 @@ fn agent_secrets_listing_shows_metadata_and_snippets_only() {
     let b = s.create_agent(&ws, "other");
     s.post(
         &format!("/api/v1/workspaces/{ws}/secrets"),
-        json!({"name": "stripe_api_key", "description": "Stripe", "value": "sk_live_LISTING", "agents": [a]}),
+        json!({"name": "stripe_api_key", "description": "Stripe", "value": "sk_test_LISTING", "agents": [a],
+            "values": {"live": "sk_live_LISTING"}, "protected": true}),
     )
     .expect(201);
     s.create_secret(&ws, "oauth", json!({"client_id": "i", "client_secret": "LISTINGKV"}), &[&a, &b]);
@@ -83,8 +84,8 @@ fn agent_secrets_listing_shows_metadata_and_snippets_only() {
     assert_eq!(
         r.expect(200)["items"],
         json!([
-            {"name": "oauth", "description": "", "type": "kv", "keys": ["client_id", "client_secret"], "snippet": "conv.utils.get_secret('oauth')", "injected_only": false, "hosts": []},
-            {"name": "stripe_api_key", "description": "Stripe", "type": "single", "snippet": "conv.utils.get_secret('stripe_api_key')", "injected_only": false, "hosts": []},
+            {"name": "oauth", "description": "", "type": "kv", "keys": ["client_id", "client_secret"], "snippet": "conv.utils.get_secret('oauth')", "injected_only": false, "hosts": [], "environments": [], "protected": false},
+            {"name": "stripe_api_key", "description": "Stripe", "type": "single", "snippet": "conv.utils.get_secret('stripe_api_key')", "injected_only": false, "hosts": [], "environments": ["live"], "protected": true},
         ])
     );
     assert!(!r.text.contains("LISTING"));

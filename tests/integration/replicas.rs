@@ -322,3 +322,39 @@ fn paging_the_audit_log_across_servers_never_skips_or_repeats_while_both_audit_r
         assert_eq!(ids, &expected, "a pass from {top} holds every record up to it, once");
     }
 }
+
+#[test]
+fn deploys_and_environment_values_made_on_one_server_apply_on_the_other() {
+    let p = pair();
+    let path = format!("/api/v1/workspaces/{}/agents/{}/functions", p.ws, p.agent);
+    let code = |v: &str| format!("def hello(conv):\n    return 'version {v} ' + conv.utils.get_secret('stripe')\n");
+    p.a.post(&path, json!({"name": "hello", "description": "d", "parameters": [], "code": code("one")})).expect(201);
+    p.a.put(&format!("{path}/hello"), json!({"description": "d", "parameters": [], "code": code("two")})).expect(200);
+    let live = |s: &Server, index: &str| {
+        let auth = format!("Bearer {}", s.admin);
+        s.request_with(
+            "POST",
+            &format!("{path}/hello/invoke"),
+            &[("Authorization", &auth), ("X-Agentvault-Index", index)],
+            Some(&json!({"args": {}, "conversation": {"env": "live"}})),
+        )
+    };
+    let r = p.a.post(&format!("{path}/hello/deploy"), json!({"env": "live", "version": 1}));
+    r.expect(200);
+    assert_eq!(live(&p.b, &index_of(&r)).expect(200)["result"], json!("version one [redacted:stripe]"));
+    let r = p.a.post(&format!("{path}/hello/deploy"), json!({"env": "live", "version": 2}));
+    r.expect(200);
+    assert_eq!(live(&p.b, &index_of(&r)).expect(200)["result"], json!("version two [redacted:stripe]"));
+
+    // A live value set on A is what a live key reads on B.
+    let body = json!({"name": "live key", "agents": "all", "env": "live"});
+    let key = p.a.post(&format!("/api/v1/workspaces/{}/api-keys", p.ws), body).expect(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = p.a.patch(&format!("/api/v1/workspaces/{}/secrets/stripe", p.ws), json!({"values": {"live": "v_LIVE"}}));
+    r.expect(200);
+    let read = read_with_index(&p.b, &key, &p.agent, "stripe", &index_of(&r));
+    assert_eq!(read.expect(200)["value"], "v_LIVE");
+    assert_eq!(read_with_index(&p.b, &p.key, &p.agent, "stripe", &index_of(&r)).expect(200)["value"], "v1");
+}

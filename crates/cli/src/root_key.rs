@@ -104,7 +104,9 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
         if v.sealed.root_key_id == ring.active_id() {
             continue;
         }
-        let binding = Binding { workspace_id: &v.workspace_id, secret_id: &v.secret_id, version: v.version };
+        let env_id = v.env.map(|e| e.binding_id(&v.secret_id));
+        let secret_id = env_id.as_deref().unwrap_or(&v.secret_id);
+        let binding = Binding { workspace_id: &v.workspace_id, secret_id, version: v.version };
         let sealed = ring
             .rewrap(binding, &v.sealed)
             .map_err(|e| format!("secret {} version {}: {e}; nothing was changed", v.secret_id, v.version))?;

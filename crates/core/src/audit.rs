@@ -31,6 +31,7 @@ pub enum Action {
     FunctionCreate,
     FunctionUpdate,
     FunctionDelete,
+    FunctionDeploy,
     FunctionInvoke,
     InvitationCreate,
     InvitationRevoke,
@@ -45,7 +46,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 37] = [
+    pub const ALL: [Action; 38] = [
         Action::WorkspaceCreate,
         Action::AgentCreate,
         Action::AgentUpdate,
@@ -72,6 +73,7 @@ impl Action {
         Action::FunctionCreate,
         Action::FunctionUpdate,
         Action::FunctionDelete,
+        Action::FunctionDeploy,
         Action::FunctionInvoke,
         Action::InvitationCreate,
         Action::InvitationRevoke,
@@ -113,6 +115,7 @@ impl Action {
             Action::FunctionCreate => "function.create",
             Action::FunctionUpdate => "function.update",
             Action::FunctionDelete => "function.delete",
+            Action::FunctionDeploy => "function.deploy",
             Action::FunctionInvoke => "function.invoke",
             Action::InvitationCreate => "invitation.create",
             Action::InvitationRevoke => "invitation.revoke",

@@ -94,6 +94,62 @@ impl Default for EgressPolicy {
     }
 }
 
+/// An environment an agent runs in. A conversation (and an API key) belongs to one; a secret may
+/// have its own value in each, and a function runs the version deployed to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Env {
+    /// Building and testing: runs the latest saved version of each function.
+    Sandbox,
+    /// Runs the version deployed to it (by a member or an admin).
+    PreRelease,
+    /// Runs the version deployed to it (by an admin).
+    Live,
+}
+
+impl Env {
+    pub const ALL: [Env; 3] = [Env::Sandbox, Env::PreRelease, Env::Live];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Sandbox => "sandbox",
+            Env::PreRelease => "pre-release",
+            Env::Live => "live",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Env> {
+        Env::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// Its place in [`Env::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The secret id an environment's own value is sealed for (its versions are numbered apart
+    /// from the default value's, so the binding names the environment too).
+    pub fn binding_id(self, secret_id: &str) -> String {
+        format!("{secret_id}@{}", self.as_str())
+    }
+}
+
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret's own value for one environment (its metadata): it replaces the default value there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvValueMeta {
+    pub env: Env,
+    pub kind: SecretKind,
+    pub keys: Option<Vec<String>>,
+    /// The current version of this environment's value (numbered from 1, apart from the default's).
+    pub version: u32,
+    pub updated_at: Millis,
+}
+
 /// Everything about a secret except its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretMeta {
@@ -109,6 +165,18 @@ pub struct SecretMeta {
     pub agents: Vec<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Its value reaches only function versions an admin deployed (to pre-release or live), and
+    /// code in sandbox only through the secret's own sandbox value.
+    pub protected: bool,
+    /// The environments with their own value, in [`Env::ALL`] order.
+    pub envs: Vec<EnvValueMeta>,
+}
+
+impl SecretMeta {
+    /// The environment's own value, if it has one.
+    pub fn env_value(&self, env: Env) -> Option<&EnvValueMeta> {
+        self.envs.iter().find(|e| e.env == env)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +243,9 @@ pub struct ApiKeyMeta {
     pub revoked_at: Option<Millis>,
     pub last_used_at: Option<Millis>,
     pub created_by: String,
+    /// The environment it reads values for; `None`: every environment (the read chooses with
+    /// `?env=`, and reads the default value without it).
+    pub env: Option<Env>,
 }
 
 impl ApiKeyMeta {
@@ -250,6 +321,43 @@ pub struct Function {
     pub updated_at: Millis,
     /// The secrets the code names (`get_secret('<literal>')`), found when it was saved.
     pub secret_refs: Vec<SecretRef>,
+    /// Which version pre-release and live run (sandbox runs `version`), in [`Env::ALL`] order.
+    pub deployments: Vec<Deployment>,
+}
+
+/// A function version deployed to an environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    pub env: Env,
+    pub version: u32,
+    /// The actor id of who deployed it (`system` for the deployments made on upgrade).
+    pub deployed_by: String,
+    pub deployed_at: Millis,
+    /// Deployed by an admin (or by agentvault on upgrade): such a version may read protected
+    /// secrets.
+    pub by_admin: bool,
+}
+
+/// One saved version of a function: immutable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionVersion {
+    pub version: u32,
+    pub description: String,
+    pub parameters: Vec<FunctionParam>,
+    pub code: String,
+    pub timeout_ms: Option<u32>,
+    pub created_at: Millis,
+    /// The actor id of who saved it.
+    pub created_by: String,
+}
+
+/// A function as deployed to an environment: its definition at the deployed version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployedFunction {
+    pub deployment: Deployment,
+    /// `version`, `description`, `parameters`, `code` and `timeout_ms` are the deployed
+    /// version's; `secret_refs` and `deployments` are empty.
+    pub function: Function,
 }
 
 /// A `get_secret('<name>')` call with a literal name in a function's code.
@@ -558,6 +666,7 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             created_by: "adm_1".into(),
+            env: None,
         };
         assert!(key.is_usable(99));
         assert!(!key.is_usable(100));

@@ -81,6 +81,8 @@ pub enum SecretAnswer {
     Value(SecretValue),
     NotFound,
     MissingAccess,
+    /// `MissingAccess` with its reason: a protected secret, and what to do about it.
+    Protected(String),
     Invalid(String),
 }
 
@@ -735,6 +737,7 @@ impl Worker {
             }
             SecretAnswer::NotFound => refusal(id, "secret_not_found", ""),
             SecretAnswer::MissingAccess => refusal(id, "missing_access", ""),
+            SecretAnswer::Protected(message) => refusal(id, "missing_access", &message),
             SecretAnswer::Invalid(message) => refusal(id, "invalid_input", &message),
         };
         self.send(&frame).await

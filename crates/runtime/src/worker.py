@@ -120,10 +120,11 @@ class SecretNotFound(Exception):
 
 
 class MissingAccess(Exception):
-    """The secret exists, but this agent is not on its access list."""
+    """The secret exists, but this agent is not on its access list (or the secret is protected
+    and this code may not have its value: the message says why and what to do)."""
 
-    def __init__(self, agent_id, secret_name):
-        super().__init__(f"agent {agent_id} has no access to secret '{secret_name}'")
+    def __init__(self, agent_id, secret_name, message=None):
+        super().__init__(message or f"agent {agent_id} has no access to secret '{secret_name}'")
         self.agent_id = agent_id
         self.secret_name = secret_name
 
@@ -203,7 +204,7 @@ class _Utils:
         if kind == "secret_not_found":
             raise SecretNotFound(name)
         if kind == "missing_access":
-            raise MissingAccess(self._agent_id, name)
+            raise MissingAccess(self._agent_id, name, answer.get("message") or None)
         raise InvalidInput(answer.get("message") or "invalid secret name")
 
 

@@ -153,6 +153,7 @@
     "key-create": async (form) => {
       const scope = (form.querySelector('input[name="scope"]:checked') || {}).value;
       const body = { name: value(form, "name").trim(), agents: scope === "chosen" ? checked(form, "agents") : "all" };
+      if (value(form, "env")) body.env = value(form, "env");
       const exp = value(form, "expires_at");
       if (exp) body.expires_at = (exp.length === 16 ? exp + ":00" : exp) + "Z";
       const key = await api("POST", ws(form) + "/api-keys", body);
@@ -256,8 +257,9 @@
       const conversation = { env: value(form, "env"), state };
       let out;
       let ran;
-      if (isUnsaved()) {
-        // What the editor holds, as an unsaved draft: checked like a save, never stored.
+      if (isUnsaved() && conversation.env === "sandbox") {
+        // What the editor holds, as an unsaved draft: checked like a save, never stored. Drafts
+        // run in sandbox only; pre-release and live run what was deployed there.
         const saveForm = document.querySelector('form[data-form="function-save"]');
         const timeout = value(saveForm, "timeout_ms").trim();
         const draft = {
@@ -286,7 +288,11 @@
         ran = "Ran the unsaved draft in the editor (code SHA-256 " + res.code_sha256.slice(0, 12) + "…); it was not saved as a version.";
       } else {
         out = await api("POST", agentBase + "/functions/" + form.dataset.name + "/invoke", { args, conversation });
-        ran = "Ran the saved version " + form.dataset.version + ".";
+        const picked = form.querySelector("[data-test-env]");
+        const deployed = picked && picked.selectedOptions[0] ? picked.selectedOptions[0].dataset.version : null;
+        ran = conversation.env === "sandbox"
+          ? "Ran the saved version " + form.dataset.version + "."
+          : "Ran version " + deployed + ", deployed to " + conversation.env + ".";
       }
       const panel = document.querySelector("[data-test-output]");
       const o = (k) => panel.querySelector('[data-out="' + k + '"]');
@@ -302,6 +308,17 @@
       panel.hidden = false;
       // The state carries over to the next run until it is reset.
       form.querySelector('[name="state"]').value = JSON.stringify(out.state);
+    },
+    "function-deploy": async (form) => {
+      const env = form.dataset.env;
+      const version = Number(form.dataset.version);
+      const row = document.querySelector('#deployments tr[data-env="' + env + '"] [data-runs]');
+      const rollback = row && /version (\d+)/.test(row.textContent) && Number(/version (\d+)/.exec(row.textContent)[1]) > version;
+      if (!window.confirm((rollback ? "Roll " + env + " back to" : "Deploy") + " version " + version + " of " + form.dataset.name +
+          (rollback ? "" : " to " + env) + "? Conversations in " + env + " run it from their next call.")) return;
+      await api("POST", "/api/v1/workspaces/" + form.dataset.ws + "/agents/" + form.dataset.agent + "/functions/" + form.dataset.name + "/deploy",
+        { env, version });
+      window.location.assign(withNotice(window.location.pathname, "Version " + version + " runs in " + env + " now."));
     },
     login: async (form) => {
       await api("POST", "/api/v1/auth/login", { email: value(form, "email"), password: value(form, "password") });
@@ -352,6 +369,33 @@
       const updated = await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, body);
       window.location.assign(withNotice(window.location.pathname,
         body.value === undefined ? "Saved." : "Saved as version " + updated.version + "."));
+    },
+    "secret-env-value": async (form) => {
+      const env = value(form, "env");
+      let v = value(form, "value");
+      if (!v) throw { field: "values", message: "type the " + env + " value" };
+      if (v.trim().startsWith("{")) {
+        try { v = JSON.parse(v); } catch (_) { throw { field: "values", message: "key/value pairs are a JSON object, e.g. {\"client_id\": \"...\"}" }; }
+      } else if (!confirmWhitespace(v)) return;
+      const values = {};
+      values[env] = v;
+      const out = await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, { values });
+      const own = out.environments.find((e) => e.env === env);
+      window.location.assign(withNotice(window.location.pathname,
+        "Saved the " + env + " value" + (own ? " as its version " + own.version : "") + "."));
+    },
+    "secret-env-remove": async (form) => {
+      const env = form.dataset.env;
+      if (!window.confirm("Remove the " + env + " value of " + form.dataset.name + "? " + env + " reads the default value from its next read.")) return;
+      const values = {};
+      values[env] = null;
+      await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, { values });
+      window.location.assign(withNotice(window.location.pathname, "Removed the " + env + " value: " + env + " reads the default."));
+    },
+    "secret-protected": async (form) => {
+      const on = form.querySelector('input[name="protected"]').checked;
+      await api("PATCH", ws(form) + "/secrets/" + form.dataset.name, { protected: on });
+      window.location.assign(withNotice(window.location.pathname, on ? "Protected." : "No longer protected."));
     },
     "secret-access": async (form) => {
       await api("PUT", "/api/v1/workspaces/" + form.dataset.ws + "/secrets/" + form.dataset.name + "/access", {
@@ -772,9 +816,11 @@
     setInterval(() => {
       const unsaved = isUnsaved();
       if (mark) mark.hidden = !unsaved;
-      if (testNote) testNote.hidden = !unsaved;
-      // Run says which it runs: the saved version, or (with changes) the draft.
-      if (savedNote) savedNote.hidden = unsaved;
+      // Run says which it runs: the saved or deployed version, or (with changes, in sandbox) the draft.
+      const env = document.querySelector("[data-test-env]");
+      const draft = unsaved && (!env || env.value === "sandbox");
+      if (testNote) testNote.hidden = !draft;
+      if (savedNote) savedNote.hidden = draft;
     }, 500);
   }
   function isUnsaved() { return unsavedForm !== null && snapshot(unsavedForm) !== savedState; }
@@ -817,6 +863,63 @@
     }
     if (el.matches("[data-switch-workspace]")) {
       window.location.assign("/w/" + el.value + "/agents");
+    }
+  });
+
+  // The diff between two saved versions of a function: a line diff (longest common subsequence).
+  function lineDiff(a, b) {
+    const x = a.split("\n");
+    const y = b.split("\n");
+    const n = x.length;
+    const m = y.length;
+    const lcs = Array.from({ length: n + 1 }, () => new Array(m + 1).fill(0));
+    for (let i = n - 1; i >= 0; i--) {
+      for (let j = m - 1; j >= 0; j--) {
+        lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+      }
+    }
+    const out = [];
+    let i = 0;
+    let j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push(["same", x[i]]); i++; j++; }
+      else if (lcs[i + 1][j] >= lcs[i][j + 1]) { out.push(["del", x[i]]); i++; }
+      else { out.push(["add", y[j]]); j++; }
+    }
+    while (i < n) out.push(["del", x[i++]]);
+    while (j < m) out.push(["add", y[j++]]);
+    return out;
+  }
+  function showDiff(box) {
+    let versions = [];
+    try { versions = JSON.parse(box.dataset.versions || "[]"); } catch (_) { versions = []; }
+    const code = (v) => (versions.find((x) => String(x.version) === v) || { code: "" }).code;
+    const from = box.querySelector("[data-diff-from]").value;
+    const to = box.querySelector("[data-diff-to]").value;
+    const pre = box.querySelector("[data-diff-out]");
+    pre.textContent = "";
+    for (const [kind, line] of lineDiff(code(from), code(to))) {
+      const span = document.createElement("span");
+      span.className = "diff-" + kind;
+      span.textContent = (kind === "add" ? "+ " : kind === "del" ? "- " : "  ") + line + "\n";
+      pre.append(span);
+    }
+  }
+  window.addEventListener("DOMContentLoaded", () => document.querySelectorAll("[data-diff]").forEach(showDiff));
+  document.addEventListener("change", (ev) => {
+    const box = ev.target.closest("[data-diff]");
+    if (box) showDiff(box);
+    // The Test panel says which version the chosen environment runs.
+    if (ev.target.matches("[data-test-env]")) {
+      const opt = ev.target.selectedOptions[0];
+      const note = ev.target.form.querySelector("[data-test-note]");
+      if (!note || !opt) return;
+      const env = opt.value;
+      note.textContent = !opt.dataset.version
+        ? "Nothing is deployed to " + env + ": Run answers not_deployed. Deploy a version first."
+        : env === "sandbox"
+          ? "Runs the latest saved version (version " + opt.dataset.version + ") with sandbox values."
+          : "Runs version " + opt.dataset.version + ", deployed to " + env + ", with " + env + " values.";
     }
   });
 

@@ -238,13 +238,21 @@ impl AppState {
         Ok(state)
     }
 
-    /// Opens the current version of a secret.
+    /// Opens the current version of a secret's default value.
     pub fn open(&self, entry: &SecretEntry) -> Result<SecretValue> {
-        let binding = Binding { workspace_id: &entry.workspace_id, secret_id: &entry.id, version: entry.version };
-        let plaintext = self.keyring.open(binding, &entry.sealed).map_err(|e| {
-            Error::internal(format!("opening secret {} version {} failed: {e}", entry.id, entry.version))
+        self.open_value(entry, entry.default_value())
+    }
+
+    /// Opens the current version of one of a secret's values (the default, or an environment's).
+    pub fn open_value(&self, entry: &SecretEntry, v: read_model::ValueRef<'_>) -> Result<SecretValue> {
+        let binding = Binding { workspace_id: &entry.workspace_id, secret_id: v.binding_id, version: v.version };
+        let plaintext = self.keyring.open(binding, v.sealed).map_err(|e| {
+            Error::internal(format!(
+                "opening secret {} value {} version {} failed: {e}",
+                entry.id, v.binding_id, v.version
+            ))
         })?;
-        SecretValue::decode(entry.kind, &plaintext)
+        SecretValue::decode(v.kind, &plaintext)
     }
 
     pub fn refresh_gauges(&self) {
@@ -307,6 +315,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::get_egress, agents::set_egress))
         .routes(routes!(functions::list_functions, functions::create_function))
         .routes(routes!(functions::get_function, functions::replace_function, functions::delete_function))
+        .routes(routes!(functions::function_versions))
+        .routes(routes!(functions::deploy_function))
         .routes(routes!(invoke::invoke_function))
         .routes(routes!(invoke::run_draft))
         .routes(routes!(secrets::list_secrets, secrets::create_secret))

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use agentvault_core::SecretKind;
 use agentvault_core::model::{
-    AdminToken, Agent, ApiKeyMeta, Function, KeyScope, Millis, Sealed, SecretMeta, Workspace,
+    AdminToken, Agent, ApiKeyMeta, DeployedFunction, Env, Function, KeyScope, Millis, Sealed, SecretMeta, Workspace,
 };
 use agentvault_store::SecretRecord;
 
@@ -25,11 +25,44 @@ pub struct SecretEntry {
     pub version: u32,
     pub sealed: Sealed,
     pub access: HashSet<String>,
+    /// Handed only to function versions an admin deployed; in sandbox only its own sandbox value.
+    pub protected: bool,
+    /// Each environment's own value, at [`Env::index`].
+    pub envs: [Option<EnvEntry>; 3],
+}
+
+/// An environment's own value of a secret.
+#[derive(Clone, Debug)]
+pub struct EnvEntry {
+    pub kind: SecretKind,
+    pub version: u32,
+    pub sealed: Sealed,
+    /// The secret id its versions are sealed for ([`Env::binding_id`]).
+    pub binding_id: String,
+}
+
+/// The value one environment reads: its own, or the default.
+#[derive(Clone, Copy, Debug)]
+pub struct ValueRef<'a> {
+    pub kind: SecretKind,
+    pub version: u32,
+    pub sealed: &'a Sealed,
+    /// The secret id it is sealed for.
+    pub binding_id: &'a str,
+    /// The environment whose own value it is; `None`: the default value.
+    pub own: Option<Env>,
 }
 
 impl SecretEntry {
     pub fn from_record(r: SecretRecord) -> SecretEntry {
-        let SecretRecord { meta, sealed } = r;
+        let SecretRecord { meta, sealed, envs } = r;
+        let mut own: [Option<EnvEntry>; 3] = [None, None, None];
+        for (env, sealed) in envs {
+            if let Some(m) = meta.env_value(env) {
+                own[env.index()] =
+                    Some(EnvEntry { kind: m.kind, version: m.version, sealed, binding_id: env.binding_id(&meta.id) });
+            }
+        }
         SecretEntry {
             access: meta.agents.into_iter().collect(),
             id: meta.id,
@@ -38,7 +71,30 @@ impl SecretEntry {
             kind: meta.kind,
             version: meta.version,
             sealed,
+            protected: meta.protected,
+            envs: own,
         }
+    }
+
+    /// The default value.
+    pub fn default_value(&self) -> ValueRef<'_> {
+        ValueRef { kind: self.kind, version: self.version, sealed: &self.sealed, binding_id: &self.id, own: None }
+    }
+
+    /// The environment's own value, if it has one.
+    pub fn own_value(&self, env: Env) -> Option<ValueRef<'_>> {
+        self.envs[env.index()].as_ref().map(|e| ValueRef {
+            kind: e.kind,
+            version: e.version,
+            sealed: &e.sealed,
+            binding_id: &e.binding_id,
+            own: Some(env),
+        })
+    }
+
+    /// What `env` reads (its own value, else the default); the default without an environment.
+    pub fn value_for(&self, env: Option<Env>) -> ValueRef<'_> {
+        env.and_then(|e| self.own_value(e)).unwrap_or_else(|| self.default_value())
     }
 }
 
@@ -81,7 +137,12 @@ struct Inner {
     admin_tokens: HashMap<TokenHash, Arc<AdminToken>>,
     /// workspace id → (agent id, function name) → definition: an invocation runs no SQL.
     functions: HashMap<String, HashMap<(String, String), Arc<Function>>>,
+    /// workspace id → (agent id, function name, environment) → the version deployed there.
+    deployed: HashMap<String, HashMap<DeployedKey, Arc<DeployedFunction>>>,
 }
+
+/// (agent id, function name, environment)
+type DeployedKey = (String, String, Env);
 
 /// Shared, lock-protected; readers take the lock only long enough to clone an `Arc`.
 #[derive(Default)]
@@ -97,12 +158,18 @@ pub struct WorkspaceSlice {
     pub secrets: Vec<SecretRecord>,
     pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
     pub functions: Vec<Function>,
+    pub deployed: Vec<DeployedFunction>,
 }
 
 impl Inner {
     fn put_function(&mut self, f: Function) {
         let key = (f.agent_id.clone(), f.name.clone());
         self.functions.entry(f.workspace_id.clone()).or_default().insert(key, Arc::new(f));
+    }
+
+    fn put_deployed(&mut self, d: DeployedFunction) {
+        let key = (d.function.agent_id.clone(), d.function.name.clone(), d.deployment.env);
+        self.deployed.entry(d.function.workspace_id.clone()).or_default().insert(key, Arc::new(d));
     }
 
     /// Adds agents, secrets and keys; a key already known in `old_keys` keeps its usage counters.
@@ -112,10 +179,14 @@ impl Inner {
         secrets: Vec<SecretRecord>,
         keys: Vec<(ApiKeyMeta, Vec<u8>)>,
         functions: Vec<Function>,
+        deployed: Vec<DeployedFunction>,
         old_keys: &HashMap<TokenHash, Arc<KeyEntry>>,
     ) {
         for f in functions {
             self.put_function(f);
+        }
+        for d in deployed {
+            self.put_deployed(d);
         }
         for a in agents {
             self.agents.insert(a.id, a.workspace_id);
@@ -148,6 +219,7 @@ pub struct Snapshot {
     pub api_keys: Vec<(ApiKeyMeta, Vec<u8>)>,
     pub admin_tokens: Vec<(AdminToken, Vec<u8>)>,
     pub functions: Vec<Function>,
+    pub deployed: Vec<DeployedFunction>,
 }
 
 fn hash_of(bytes: &[u8]) -> Option<TokenHash> {
@@ -170,7 +242,7 @@ impl ReadModel {
         for ws in s.workspaces {
             fresh.workspaces.insert(ws.id.clone(), ws);
         }
-        fresh.fill(s.agents, s.secrets, s.api_keys, s.functions, &old_keys);
+        fresh.fill(s.agents, s.secrets, s.api_keys, s.functions, s.deployed, &old_keys);
         for (t, h) in s.admin_tokens {
             if let Some(h) = hash_of(&h) {
                 fresh.admin_tokens.insert(h, Arc::new(t));
@@ -193,6 +265,7 @@ impl ReadModel {
         inner.agents.retain(|_, ws| ws != workspace_id);
         inner.secrets.remove(workspace_id);
         inner.functions.remove(workspace_id);
+        inner.deployed.remove(workspace_id);
         match slice.workspace {
             Some(ws) => {
                 inner.workspaces.insert(ws.id.clone(), ws);
@@ -201,7 +274,7 @@ impl ReadModel {
                 inner.workspaces.remove(workspace_id);
             }
         }
-        inner.fill(slice.agents, slice.secrets, slice.api_keys, slice.functions, &old_keys);
+        inner.fill(slice.agents, slice.secrets, slice.api_keys, slice.functions, slice.deployed, &old_keys);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -282,9 +355,23 @@ impl ReadModel {
     }
 
     pub fn remove_function(&self, workspace_id: &str, agent_id: &str, name: &str) {
-        if let Some(m) = self.write().functions.get_mut(workspace_id) {
+        let mut inner = self.write();
+        if let Some(m) = inner.functions.get_mut(workspace_id) {
             m.remove(&(agent_id.to_owned(), name.to_owned()));
         }
+        if let Some(m) = inner.deployed.get_mut(workspace_id) {
+            m.retain(|(agent, function, _), _| agent != agent_id || function != name);
+        }
+    }
+
+    /// The version of a function deployed to `env` (pre-release or live), with its definition.
+    pub fn deployed(&self, workspace_id: &str, agent_id: &str, name: &str, env: Env) -> Option<Arc<DeployedFunction>> {
+        let inner = self.read();
+        inner.deployed.get(workspace_id)?.get(&(agent_id.to_owned(), name.to_owned(), env)).cloned()
+    }
+
+    pub fn put_deployed(&self, d: DeployedFunction) {
+        self.write().put_deployed(d);
     }
 
     /// Removes an agent with its functions, its grants and its place in API key scopes.
@@ -293,6 +380,9 @@ impl ReadModel {
         inner.agents.remove(agent_id);
         if let Some(m) = inner.functions.get_mut(workspace_id) {
             m.retain(|(agent, _), _| agent != agent_id);
+        }
+        if let Some(m) = inner.deployed.get_mut(workspace_id) {
+            m.retain(|(agent, _, _), _| agent != agent_id);
         }
         if let Some(secrets) = inner.secrets.get_mut(workspace_id) {
             for entry in secrets.values_mut() {
@@ -317,23 +407,32 @@ impl ReadModel {
         }
     }
 
-    /// Sets a secret's current version and access list from its metadata.
-    pub fn put_secret(&self, meta: &SecretMeta, sealed: Sealed) {
-        let entry = SecretEntry::from_record(SecretRecord { meta: meta.clone(), sealed });
+    /// Sets a secret's current version, access list and environments' values from its metadata
+    /// (`envs`: the sealed value of each environment in `meta.envs`).
+    pub fn put_secret(&self, meta: &SecretMeta, sealed: Sealed, envs: Vec<(Env, Sealed)>) {
+        let entry = SecretEntry::from_record(SecretRecord { meta: meta.clone(), sealed, envs });
         self.write().secrets.entry(entry.workspace_id.clone()).or_default().insert(entry.name.clone(), Arc::new(entry));
     }
 
-    /// Replaces the metadata-derived parts (access, version) keeping the sealed bytes unless
-    /// new ones are given.
+    /// Replaces the metadata-derived parts (access, version, protected, which environments have
+    /// their own value) keeping the sealed bytes unless new ones are given.
     pub fn update_secret(&self, meta: &SecretMeta, sealed: Option<Sealed>) {
-        let sealed = match sealed {
-            Some(s) => s,
-            None => match self.secret(&meta.workspace_id, &meta.name) {
-                Some(e) => e.sealed.clone(),
-                None => return,
-            },
-        };
-        self.put_secret(meta, sealed);
+        self.update_secret_envs(meta, sealed, Vec::new());
+    }
+
+    /// As [`ReadModel::update_secret`], with new sealed values for some environments (`envs`);
+    /// the other environments in `meta.envs` keep theirs.
+    pub fn update_secret_envs(&self, meta: &SecretMeta, sealed: Option<Sealed>, mut envs: Vec<(Env, Sealed)>) {
+        let Some(old) = self.secret(&meta.workspace_id, &meta.name) else { return };
+        let sealed = sealed.unwrap_or_else(|| old.sealed.clone());
+        for m in &meta.envs {
+            if !envs.iter().any(|(e, _)| *e == m.env)
+                && let Some(kept) = &old.envs[m.env.index()]
+            {
+                envs.push((m.env, kept.sealed.clone()));
+            }
+        }
+        self.put_secret(meta, sealed, envs);
     }
 
     pub fn remove_secret(&self, workspace_id: &str, name: &str) {

@@ -132,6 +132,7 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot> {
         api_keys: store.load_api_keys(None).await?,
         admin_tokens: store.load_admin_tokens().await?,
         functions: store.load_functions(None).await?,
+        deployed: store.load_deployed_functions(None).await?,
     })
 }
 
@@ -142,6 +143,7 @@ async fn load_workspace(store: &dyn Store, workspace_id: &str) -> Result<Workspa
         secrets: store.load_current_secrets(Some(workspace_id)).await?,
         api_keys: store.load_api_keys(Some(workspace_id)).await?,
         functions: store.load_functions(Some(workspace_id)).await?,
+        deployed: store.load_deployed_functions(Some(workspace_id)).await?,
     })
 }
 

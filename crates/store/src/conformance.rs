@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditFilter, AuditRecord, Outcome};
 use agentvault_core::model::{
-    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Millis,
-    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User, Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Deployment, Env, EnvValueMeta, Function, FunctionParam,
+    Invitation, KeyScope, Millis, ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, Session, User,
+    Workspace,
 };
 use agentvault_core::{Error, ErrorKind, Result, SecretKind};
 
-use crate::{NewAccount, NewVersion, PasswordChange, SealedVersion, SecretChange, Store};
+use crate::{EnvChange, NewAccount, NewVersion, PasswordChange, SealedVersion, SecretChange, Store};
 
 const NOW: Millis = 1_700_000_000_000;
 const DAY: Millis = 86_400_000;
@@ -42,6 +43,8 @@ pub async fn run_all(store: &dyn Store) {
     egress_policies_round_trip(store).await;
     injections_and_the_egress_ca(store).await;
     changes_are_numbered_in_commit_order(store).await;
+    environment_values_round_trip(store).await;
+    functions_are_versioned_and_deployed(store).await;
 }
 
 // --- helpers ------------------------------------------------------------------------------------
@@ -50,6 +53,13 @@ fn ok<T>(r: Result<T>, what: &str) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("{what}: unexpected error {e} ({:?})", e.internal_context()),
+    }
+}
+
+fn some<T>(v: Option<T>, what: &str) -> T {
+    match v {
+        Some(v) => v,
+        None => panic!("{what}: found nothing"),
     }
 }
 
@@ -110,6 +120,8 @@ fn secret_meta(ws: &str, id: &str, agents: &[&str]) -> SecretMeta {
         agents: agents.iter().map(|a| (*a).to_owned()).collect(),
         created_at: NOW,
         updated_at: NOW,
+        protected: false,
+        envs: Vec::new(),
     }
 }
 
@@ -145,6 +157,7 @@ fn function(ws: &str, agent_id: &str, name: &str, version: u32) -> Function {
         created_at: NOW,
         updated_at: NOW + i64::from(version),
         secret_refs: vec![SecretRef { secret: "stripe_api_key".into(), line: 2 }],
+        deployments: Vec::new(),
     }
 }
 
@@ -160,6 +173,7 @@ fn api_key(ws: &str, id: &str, scope: KeyScope) -> ApiKeyMeta {
         revoked_at: None,
         last_used_at: None,
         created_by: "usr_conformance".into(),
+        env: None,
     }
 }
 
@@ -358,6 +372,8 @@ pub async fn stale_versions_are_conflicts(store: &dyn Store) {
         expected_version: 1,
         description: Some("second"),
         value: Some(NewVersion { kind: SecretKind::Kv, keys: Some(&keys), sealed: &next }),
+        envs: &[],
+        protected: None,
         now: NOW + 5,
         actor_id: "usr_conformance",
     };
@@ -438,6 +454,10 @@ pub async fn secret_uses_follow_function_changes(store: &dyn Store) {
     ok(store.record_function_check(&old).await, "record_function_check");
     assert_eq!(uses("later").await, [(a(), "pay".into(), 9)]);
     assert_eq!(uses("booking_oauth").await, Vec::<(String, String, u32)>::new(), "replaced");
+    old.parameters[1].required = true;
+    ok(store.record_function_check(&old).await, "record_function_check, a parameter now required");
+    let saved = ok(store.list_function_versions(ws, "agt_uses_a", "pay").await, "versions");
+    assert_eq!(saved[0].parameters, old.parameters, "the saved version gets the findings too");
     let mut stale_check = function(ws, "agt_uses_a", "pay", 1);
     stale_check.secret_refs = vec![SecretRef { secret: "stale".into(), line: 1 }];
     ok(store.record_function_check(&stale_check).await, "a check of an older version");
@@ -568,6 +588,8 @@ pub async fn deleting_a_secret_removes_its_versions(store: &dyn Store) {
         expected_version: 1,
         description: None,
         value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &next }),
+        envs: &[],
+        protected: None,
         now: NOW + 1,
         actor_id: "usr_conformance",
     };
@@ -1010,4 +1032,196 @@ pub async fn injections_and_the_egress_ca(store: &dyn Store) {
     ok(store.rewrap_egress_ca(&sealed("ca-3")).await, "rewrap");
     let now = ok(store.get_egress_ca().await, "get_egress_ca");
     assert_eq!(now.map(|(pem, s)| (pem, s.wrapped_dek)), Some(("CERT-1".to_owned(), b"dek-ca-3".to_vec())));
+}
+
+/// A secret's own values per environment: created with the secret, changed and removed apart
+/// from the default value (each with its own versions), loaded for the read model, re-wrapped by
+/// a root key rotation and deleted with the secret; the protected flag round-trips.
+pub async fn environment_values_round_trip(store: &dyn Store) {
+    let ws = "ws_envs";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_envs").await;
+    let mut meta = secret_meta(ws, "sec_envs", &["agt_envs"]);
+    meta.protected = true;
+    let keys = vec!["client_id".to_owned(), "client_secret".to_owned()];
+    meta.envs = vec![
+        EnvValueMeta { env: Env::Sandbox, kind: SecretKind::Single, keys: None, version: 1, updated_at: NOW },
+        EnvValueMeta { env: Env::Live, kind: SecretKind::Kv, keys: Some(keys.clone()), version: 1, updated_at: NOW },
+    ];
+    let envs = [(Env::Sandbox, sealed("envs-sandbox")), (Env::Live, sealed("envs-live"))];
+    let create = event(ws, Action::SecretCreate).secret(&meta.name);
+    ok(store.create_secret_with_envs(&meta, &sealed("envs-default"), &envs, &create).await, "create with envs");
+    let got = some(ok(store.get_secret(ws, &meta.name).await, "get_secret"), "the secret exists");
+    assert_eq!(got, meta, "metadata with the environments and the protected flag round-trips");
+    let record = |records: Vec<crate::SecretRecord>| records.into_iter().find(|r| r.meta.id == "sec_envs");
+    let loaded = some(record(ok(store.load_current_secrets(Some(ws)).await, "load")), "loaded");
+    assert_eq!(loaded.sealed, sealed("envs-default"));
+    assert_eq!(loaded.envs, envs.to_vec(), "each environment's sealed value, in environment order");
+    assert_eq!(loaded.meta, meta);
+
+    // A new live value, no sandbox value any more, not protected: the default stays at version 1.
+    let live2 = sealed("envs-live-2");
+    let changes = [
+        EnvChange {
+            env: Env::Live,
+            version: 2,
+            value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &live2 }),
+        },
+        EnvChange { env: Env::Sandbox, version: 0, value: None },
+    ];
+    let change = SecretChange {
+        secret_id: "sec_envs",
+        expected_version: 1,
+        description: None,
+        value: None,
+        envs: &changes,
+        protected: Some(false),
+        now: NOW + 10,
+        actor_id: "usr_conformance",
+    };
+    let after = ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "update envs");
+    assert_eq!((after.version, after.protected), (1, false));
+    assert_eq!(
+        after.envs,
+        [EnvValueMeta { env: Env::Live, kind: SecretKind::Single, keys: None, version: 2, updated_at: NOW + 10 }]
+    );
+    let live_versions: Vec<(u32, SecretKind)> =
+        ok(store.list_env_versions(ws, "sec_envs", Env::Live).await, "live versions")
+            .into_iter()
+            .map(|v| (v.version, v.kind))
+            .collect();
+    assert_eq!(live_versions, [(2, SecretKind::Single), (1, SecretKind::Kv)], "newest first");
+    let loaded = some(record(ok(store.load_current_secrets(None).await, "load all")), "loaded");
+    assert_eq!(loaded.envs, [(Env::Live, live2.clone())]);
+
+    // A sandbox value again: its versions go on from the removed one's.
+    let sandbox2 = sealed("envs-sandbox-2");
+    let stale = [EnvChange {
+        env: Env::Sandbox,
+        version: 1,
+        value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &sandbox2 }),
+    }];
+    let stale_change = SecretChange { envs: &stale, ..change.clone() };
+    let r = store.update_secret(ws, &stale_change, &event(ws, Action::SecretUpdate)).await;
+    refused(r, ErrorKind::Conflict, "version_conflict", "a sandbox version 1 again");
+    let again = [EnvChange {
+        env: Env::Sandbox,
+        version: 2,
+        value: Some(NewVersion { kind: SecretKind::Single, keys: None, sealed: &sandbox2 }),
+    }];
+    let change = SecretChange { envs: &again, protected: None, now: NOW + 20, ..change };
+    let after = ok(store.update_secret(ws, &change, &event(ws, Action::SecretUpdate)).await, "sandbox again");
+    assert_eq!(after.env_value(Env::Sandbox).map(|e| e.version), Some(2));
+    assert!(!after.protected, "an unchanged flag stays");
+
+    // A root key rotation re-wraps the environments' versions too.
+    let mine: Vec<SealedVersion> = ok(store.all_sealed_versions().await, "all_sealed_versions")
+        .into_iter()
+        .filter(|v| v.secret_id == "sec_envs")
+        .collect();
+    let mut listed: Vec<(Option<Env>, u32)> = mine.iter().map(|v| (v.env, v.version)).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [(None, 1), (Some(Env::Sandbox), 1), (Some(Env::Sandbox), 2), (Some(Env::Live), 1), (Some(Env::Live), 2)]
+    );
+    let rewrapped: Vec<SealedVersion> = mine
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.sealed.root_key_id = "root-envs".into();
+            v.sealed.wrapped_dek = format!("rewrapped-{:?}-{}", v.env, v.version).into_bytes();
+            v
+        })
+        .collect();
+    ok(store.replace_wrapped_keys(&rewrapped, "root-1", &[event(ws, Action::RootKeyRotate)]).await, "rotate");
+    let loaded = some(record(ok(store.load_current_secrets(Some(ws)).await, "load")), "loaded");
+    assert!(loaded.envs.iter().all(|(_, s)| s.root_key_id == "root-envs"), "{:?}", loaded.envs);
+    assert_eq!(loaded.sealed.root_key_id, "root-envs");
+
+    // Deleting the secret takes every environment's versions with it.
+    ok(store.delete_secret(ws, "sec_envs", &event(ws, Action::SecretDelete)).await, "delete");
+    assert!(ok(store.all_sealed_versions().await, "after delete").iter().all(|v| v.secret_id != "sec_envs"));
+    assert!(ok(store.list_env_versions(ws, "sec_envs", Env::Live).await, "live versions").is_empty());
+
+    // An API key for one environment keeps it.
+    let mut key = api_key(ws, "key_envs_live", KeyScope::All);
+    key.env = Some(Env::Live);
+    ok(store.create_api_key(&key, b"hash-envs-live", &event(ws, Action::ApiKeyCreate)).await, "create key");
+    let keys = ok(store.list_api_keys(ws).await, "list keys");
+    assert_eq!(keys.iter().find(|k| k.id == "key_envs_live").map(|k| k.env), Some(Some(Env::Live)));
+}
+
+/// Every save of a function is a version kept with its author; a deployment points pre-release or
+/// live at one of them (rollback: an older one), is audited, and is what the read model loads.
+pub async fn functions_are_versioned_and_deployed(store: &dyn Store) {
+    let ws = "ws_deploy";
+    workspace(store, ws).await;
+    agent(store, ws, "agt_dep").await;
+    let v1 = function(ws, "agt_dep", "pay", 1);
+    ok(store.create_function(&v1, &event(ws, Action::FunctionCreate)).await, "create");
+    let mut v2 = function(ws, "agt_dep", "pay", 2);
+    v2.code = "def pay(conv, n):\n    return n * 2\n".into();
+    ok(store.update_function(&v2, &event(ws, Action::FunctionUpdate)).await, "update");
+    let versions = ok(store.list_function_versions(ws, "agt_dep", "pay").await, "versions");
+    let listed: Vec<(u32, &str, &str)> =
+        versions.iter().map(|v| (v.version, v.code.as_str(), v.created_by.as_str())).collect();
+    assert_eq!(listed, [(2, v2.code.as_str(), "usr_conformance"), (1, v1.code.as_str(), "usr_conformance")]);
+    assert_eq!((versions[1].parameters.clone(), versions[1].timeout_ms), (v1.parameters.clone(), v1.timeout_ms));
+    refused(
+        store.list_function_versions(ws, "agt_dep", "nope").await,
+        ErrorKind::NotFound,
+        "function_not_found",
+        "versions of no function",
+    );
+    let stored = some(ok(store.get_function(ws, "agt_dep", "pay").await, "get"), "stored");
+    assert!(stored.deployments.is_empty(), "a new function is deployed nowhere");
+
+    let before = audit_of(store, ws).await.len();
+    let live = Deployment {
+        env: Env::Live,
+        version: 2,
+        deployed_by: "usr_admin".into(),
+        deployed_at: NOW + 5,
+        by_admin: true,
+    };
+    let deployed =
+        ok(store.deploy_function(ws, "agt_dep", "pay", &live, &event(ws, Action::FunctionDeploy)).await, "deploy");
+    assert_eq!(deployed.deployments, std::slice::from_ref(&live));
+    let pre = Deployment {
+        env: Env::PreRelease,
+        version: 1,
+        deployed_by: "usr_member".into(),
+        deployed_at: NOW + 6,
+        by_admin: false,
+    };
+    ok(store.deploy_function(ws, "agt_dep", "pay", &pre, &event(ws, Action::FunctionDeploy)).await, "deploy pre");
+    // Rollback: live runs version 1 again.
+    let back = Deployment { version: 1, deployed_at: NOW + 7, ..live.clone() };
+    let rolled =
+        ok(store.deploy_function(ws, "agt_dep", "pay", &back, &event(ws, Action::FunctionDeploy)).await, "rollback");
+    assert_eq!(rolled.deployments, [pre.clone(), back.clone()], "in environment order");
+    assert_eq!(rolled.version, 2, "the latest version stays the latest");
+    let listed = ok(store.list_functions(ws, "agt_dep").await, "list");
+    assert_eq!(listed[0].deployments, [pre.clone(), back.clone()]);
+
+    let missing = Deployment { version: 9, ..live.clone() };
+    let r = store.deploy_function(ws, "agt_dep", "pay", &missing, &event(ws, Action::FunctionDeploy)).await;
+    refused(r, ErrorKind::NotFound, "version_not_found", "a version never saved");
+    let r = store.deploy_function(ws, "agt_dep", "nope", &live, &event(ws, Action::FunctionDeploy)).await;
+    refused(r, ErrorKind::NotFound, "function_not_found", "no such function");
+    assert_eq!(audit_of(store, ws).await.len(), before + 3, "the three deployments are recorded");
+
+    let mut loaded = ok(store.load_deployed_functions(Some(ws)).await, "load_deployed");
+    loaded.sort_by_key(|d| d.deployment.env);
+    let got: Vec<(Env, u32, &str, bool)> = loaded
+        .iter()
+        .map(|d| (d.deployment.env, d.function.version, d.function.code.as_str(), d.deployment.by_admin))
+        .collect();
+    assert_eq!(got, [(Env::PreRelease, 1, v1.code.as_str(), false), (Env::Live, 1, v1.code.as_str(), true)]);
+    assert_eq!(loaded[0].function.parameters, v1.parameters);
+    assert!(ok(store.load_deployed_functions(None).await, "all").len() >= 2);
+
+    ok(store.delete_function(ws, "agt_dep", "pay", &event(ws, Action::FunctionDelete)).await, "delete");
+    assert!(ok(store.load_deployed_functions(Some(ws)).await, "after delete").is_empty());
 }

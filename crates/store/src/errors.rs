@@ -149,6 +149,21 @@ pub(crate) fn function_not_found(name: &str) -> Error {
     Error::not_found("function_not_found", format!("this agent has no function named '{name}'"))
 }
 
+pub(crate) fn function_version_not_found(name: &str, version: u32, latest: u32) -> Error {
+    Error::not_found(
+        "version_not_found",
+        format!("the function '{name}' has no version {version}; the latest is {latest}, and GET .../functions/{name}/versions lists those saved"),
+    )
+    .with_field("version")
+}
+
+pub(crate) fn env_value_moved_on(env: agentvault_core::model::Env) -> Error {
+    Error::conflict(
+        "version_conflict",
+        format!("the secret's {env} value was changed meanwhile; reload it and try again"),
+    )
+}
+
 pub(crate) fn function_moved_on() -> Error {
     Error::conflict("version_conflict", "the function was changed or deleted meanwhile; reload it and try again")
 }

@@ -9,8 +9,9 @@
 
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AccessRequest, AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken,
-    Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, DeployedFunction, Deployment, EgressPolicy, Env, Function,
+    FunctionVersion, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta,
+    Session, User, Workspace,
 };
 use agentvault_core::{Result, SecretKind};
 use async_trait::async_trait;
@@ -80,6 +81,21 @@ pub use sqlite::SqliteStore;
 pub struct SecretRecord {
     pub meta: SecretMeta,
     pub sealed: Sealed,
+    /// The sealed current version of each environment's own value (`meta.envs` describes them),
+    /// in the same order.
+    pub envs: Vec<(Env, Sealed)>,
+}
+
+/// A change to one environment's own value: a new version of it, or (None) no own value any more
+/// (the environment reads the default value again; the versions stay).
+#[derive(Clone, Debug)]
+pub struct EnvChange<'a> {
+    pub env: Env,
+    /// The number of the new version (the caller sealed the value for it): one more than the
+    /// newest of this environment's versions, also a removed value's, or the store refuses with
+    /// a conflict. Unused for a removal.
+    pub version: u32,
+    pub value: Option<NewVersion<'a>>,
 }
 
 /// A new version of a secret's value, sealed by the caller.
@@ -99,6 +115,10 @@ pub struct SecretChange<'a> {
     pub expected_version: u32,
     pub description: Option<&'a str>,
     pub value: Option<NewVersion<'a>>,
+    /// Changes to environments' own values (each at most once).
+    pub envs: &'a [EnvChange<'a>],
+    /// A new value of the protected flag.
+    pub protected: Option<bool>,
     pub now: Millis,
     pub actor_id: &'a str,
 }
@@ -129,6 +149,8 @@ fn new_origin() -> String {
 pub struct SealedVersion {
     pub workspace_id: String,
     pub secret_id: String,
+    /// The environment whose own value it is; `None` for the default value.
+    pub env: Option<Env>,
     pub version: u32,
     pub sealed: Sealed,
 }
@@ -242,6 +264,15 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a secret at version 1 with its access list. 409 `secret_exists` on a duplicate
     /// name; 422 `unknown_agent` if an agent is not in the workspace (nothing is stored).
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()>;
+    /// As `create_secret`, with environments' own values (each at version 1; `meta.envs`
+    /// describes them, `envs` holds their sealed values) and `meta.protected`, in one transaction.
+    async fn create_secret_with_envs(
+        &self,
+        meta: &SecretMeta,
+        sealed: &Sealed,
+        envs: &[(Env, Sealed)],
+        audit: &AuditEvent,
+    ) -> Result<()>;
     /// Creates several secrets (each at version 1) in one transaction, with their audit records:
     /// all of them or, on any refusal (as for `create_secret`), none.
     async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()>;
@@ -264,6 +295,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret, its versions (and so their key material) and grants.
     async fn delete_secret(&self, workspace_id: &str, secret_id: &str, audit: &AuditEvent) -> Result<()>;
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>>;
+    /// The versions of one environment's own value, newest first (also those of a removed one).
+    async fn list_env_versions(&self, workspace_id: &str, secret_id: &str, env: Env) -> Result<Vec<SecretVersionMeta>>;
     /// One version's sealed value (to restore it as a new version); `None` if the secret of the
     /// workspace has no such version.
     async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>>;
@@ -437,6 +470,26 @@ pub trait Store: Send + Sync + 'static {
     /// The functions of a workspace whose code names `secret_name` (`Function::secret_refs`, stored
     /// with each create and update), ordered by agent id, function name and line.
     async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>>;
+    /// Every saved version of a function, newest first; 404 `function_not_found` if there is none.
+    async fn list_function_versions(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> Result<Vec<FunctionVersion>>;
+    /// Makes `deployment.version` the version `deployment.env` (pre-release or live) runs; 404
+    /// `function_not_found`, 404 `version_not_found` if the function has no such version.
+    /// Returns the function with its deployments.
+    async fn deploy_function(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        name: &str,
+        deployment: &Deployment,
+        audit: &AuditEvent,
+    ) -> Result<Function>;
+    /// Every deployed function version (of one workspace, or all), for the read model.
+    async fn load_deployed_functions(&self, workspace_id: Option<&str>) -> Result<Vec<DeployedFunction>>;
 
     // --- root key rotation ------------------------------------------------------------------
 

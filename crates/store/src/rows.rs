@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use agentvault_core::audit::{Action, AuditEvent, AuditRecord, Outcome};
 use agentvault_core::model::{
-    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, Function, FunctionParam, Invitation, KeyScope, Member, Millis,
-    ParamType, PersonalToken, Role, Sealed, SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User,
-    Workspace,
+    AccessRequest, Actor, AdminToken, Agent, ApiKeyMeta, DeployedFunction, Deployment, Env, EnvValueMeta, Function,
+    FunctionParam, FunctionVersion, Invitation, KeyScope, Member, Millis, ParamType, PersonalToken, Role, Sealed,
+    SecretMeta, SecretRef, SecretUse, SecretVersionMeta, Session, User, Workspace,
 };
 use agentvault_core::{Error, Result, SecretKind};
 
@@ -27,7 +27,7 @@ macro_rules! columns {
     };
     // Secrets `s` joined with their current version `v`.
     (secret) => {
-        "s.id, s.workspace_id, s.name, s.description, s.current_version, s.created_at, s.updated_at, \
+        "s.id, s.workspace_id, s.name, s.description, s.current_version, s.created_at, s.updated_at, s.protected, \
          v.kind, v.keys, v.root_key_id, v.wrapped_dek, v.ciphertext"
     };
     (admin_token) => {
@@ -35,7 +35,17 @@ macro_rules! columns {
     };
     (api_key) => {
         "id, workspace_id, name, prefix, token_hash, all_agents, created_at, expires_at, revoked_at, last_used_at, \
-         created_by"
+         created_by, env"
+    };
+    // An environment's own value `e` (of `secret_envs`) joined with its current version `v`.
+    (env_value) => {
+        "e.secret_id, e.env, e.current_version, e.updated_at, v.kind, v.keys, v.root_key_id, v.wrapped_dek, v.ciphertext"
+    };
+    (function_version) => {
+        "version, description, parameters, code, timeout_ms, created_at, created_by"
+    };
+    (deployment) => {
+        "function_id, env, version, deployed_by, deployed_at, by_admin"
     };
     (audit) => {
         "seq, at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail"
@@ -64,6 +74,10 @@ fn version(v: i64) -> Result<u32> {
 
 fn kind(kind: &str) -> Result<SecretKind> {
     SecretKind::parse(kind).ok_or_else(|| bad_column("secret kind", kind))
+}
+
+pub(crate) fn env(env: &str) -> Result<Env> {
+    Env::parse(env).ok_or_else(|| bad_column("environment", env))
 }
 
 fn role(role: &str) -> Result<Role> {
@@ -156,6 +170,7 @@ row! {
         current_version: i64,
         created_at: Millis,
         updated_at: Millis,
+        protected: bool,
         kind: String,
         keys: Option<String>,
         root_key_id: String,
@@ -178,6 +193,8 @@ impl SecretRow {
             agents,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            protected: self.protected,
+            envs: Vec::new(),
         };
         let sealed =
             Sealed { root_key_id: self.root_key_id, wrapped_dek: self.wrapped_dek, ciphertext: self.ciphertext };
@@ -186,6 +203,37 @@ impl SecretRow {
 
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+}
+
+row! {
+    /// An environment's own value with its current version (`columns!(env_value)`).
+    pub(crate) struct EnvValueRow {
+        secret_id: String,
+        env: String,
+        current_version: i64,
+        updated_at: Millis,
+        kind: String,
+        keys: Option<String>,
+        root_key_id: String,
+        wrapped_dek: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
+}
+
+impl EnvValueRow {
+    /// `(secret id, metadata, sealed current version)`.
+    pub(crate) fn into_parts(self) -> Result<(String, EnvValueMeta, Sealed)> {
+        let meta = EnvValueMeta {
+            env: env(&self.env)?,
+            kind: kind(&self.kind)?,
+            keys: keys(self.keys)?,
+            version: version(self.current_version)?,
+            updated_at: self.updated_at,
+        };
+        let sealed =
+            Sealed { root_key_id: self.root_key_id, wrapped_dek: self.wrapped_dek, ciphertext: self.ciphertext };
+        Ok((self.secret_id, meta, sealed))
     }
 }
 
@@ -216,6 +264,7 @@ row! {
     pub(crate) struct SealedVersionRow {
         workspace_id: String,
         secret_id: String,
+        env: Option<String>,
         version: i64,
         root_key_id: String,
         wrapped_dek: Vec<u8>,
@@ -230,6 +279,7 @@ impl TryFrom<SealedVersionRow> for SealedVersion {
             version: version(r.version)?,
             workspace_id: r.workspace_id,
             secret_id: r.secret_id,
+            env: r.env.as_deref().map(env).transpose()?,
             sealed: Sealed { root_key_id: r.root_key_id, wrapped_dek: r.wrapped_dek, ciphertext: r.ciphertext },
         })
     }
@@ -264,6 +314,7 @@ row! {
         revoked_at: Option<Millis>,
         last_used_at: Option<Millis>,
         created_by: String,
+        env: Option<String>,
     }
 }
 
@@ -273,9 +324,10 @@ impl ApiKeyRow {
     }
 
     /// The key with its scope (`agents`: the agents of a limited key) and its token hash.
-    pub(crate) fn into_key(self, agents: Option<BTreeSet<String>>) -> (ApiKeyMeta, Vec<u8>) {
+    pub(crate) fn into_key(self, agents: Option<BTreeSet<String>>) -> Result<(ApiKeyMeta, Vec<u8>)> {
         let scope = if self.all_agents { KeyScope::All } else { KeyScope::Agents(agents.unwrap_or_default()) };
         let key = ApiKeyMeta {
+            env: self.env.as_deref().map(env).transpose()?,
             id: self.id,
             workspace_id: self.workspace_id,
             name: self.name,
@@ -287,7 +339,7 @@ impl ApiKeyRow {
             last_used_at: self.last_used_at,
             created_by: self.created_by,
         };
-        (key, self.token_hash)
+        Ok((key, self.token_hash))
     }
 }
 
@@ -511,23 +563,106 @@ pub(crate) fn params_json(params: &[FunctionParam]) -> String {
     serde_json::Value::from(list).to_string()
 }
 
+/// A function's parameters from their stored form ([`params_json`]).
+fn parse_params(text: &str) -> Result<Vec<FunctionParam>> {
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| Error::internal(format!("bad function parameters: {e}")))?;
+    list.iter()
+        .map(|p| {
+            Ok(FunctionParam {
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+                description: p["description"].as_str().unwrap_or_default().to_owned(),
+                kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
+                    .ok_or_else(|| Error::internal("bad function parameter type"))?,
+                required: p["required"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+row! {
+    pub(crate) struct FunctionVersionRow {
+        version: i64,
+        description: String,
+        parameters: String,
+        code: String,
+        timeout_ms: Option<i64>,
+        created_at: Millis,
+        created_by: String,
+    }
+}
+
+impl TryFrom<FunctionVersionRow> for FunctionVersion {
+    type Error = Error;
+    fn try_from(r: FunctionVersionRow) -> Result<Self> {
+        Ok(FunctionVersion {
+            version: version(r.version)?,
+            parameters: parse_params(&r.parameters)?,
+            timeout_ms: r.timeout_ms.and_then(|t| u32::try_from(t).ok()),
+            description: r.description,
+            code: r.code,
+            created_at: r.created_at,
+            created_by: r.created_by,
+        })
+    }
+}
+
+row! {
+    pub(crate) struct DeploymentRow {
+        function_id: String,
+        env: String,
+        version: i64,
+        deployed_by: String,
+        deployed_at: Millis,
+        by_admin: bool,
+    }
+}
+
+impl DeploymentRow {
+    /// `(function id, deployment)`.
+    pub(crate) fn into_parts(self) -> Result<(String, Deployment)> {
+        let d = Deployment {
+            env: env(&self.env)?,
+            version: version(self.version)?,
+            deployed_by: self.deployed_by,
+            deployed_at: self.deployed_at,
+            by_admin: self.by_admin,
+        };
+        Ok((self.function_id, d))
+    }
+}
+
+row! {
+    /// A deployed function version: its function at that version, and the deployment.
+    pub(crate) struct DeployedRow {
+        #[flatten]
+        function: FunctionRow,
+        env: String,
+        deployed_by: String,
+        deployed_at: Millis,
+        by_admin: bool,
+    }
+}
+
+impl TryFrom<DeployedRow> for DeployedFunction {
+    type Error = Error;
+    fn try_from(r: DeployedRow) -> Result<Self> {
+        let function = Function::try_from(r.function)?;
+        let deployment = Deployment {
+            env: env(&r.env)?,
+            version: function.version,
+            deployed_by: r.deployed_by,
+            deployed_at: r.deployed_at,
+            by_admin: r.by_admin,
+        };
+        Ok(DeployedFunction { deployment, function })
+    }
+}
+
 impl TryFrom<FunctionRow> for Function {
     type Error = Error;
     fn try_from(r: FunctionRow) -> Result<Self> {
-        let list: Vec<serde_json::Value> = serde_json::from_str(&r.parameters)
-            .map_err(|e| Error::internal(format!("bad function parameters: {e}")))?;
-        let parameters = list
-            .iter()
-            .map(|p| {
-                Ok(FunctionParam {
-                    name: p["name"].as_str().unwrap_or_default().to_owned(),
-                    description: p["description"].as_str().unwrap_or_default().to_owned(),
-                    kind: ParamType::parse(p["type"].as_str().unwrap_or_default())
-                        .ok_or_else(|| Error::internal("bad function parameter type"))?,
-                    required: p["required"].as_bool().unwrap_or(false),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parameters = parse_params(&r.parameters)?;
         Ok(Function {
             parameters,
             timeout_ms: r.timeout_ms.and_then(|t| u32::try_from(t).ok()),
@@ -541,6 +676,7 @@ impl TryFrom<FunctionRow> for Function {
             created_at: r.created_at,
             updated_at: r.updated_at,
             secret_refs: Vec::new(),
+            deployments: Vec::new(),
         })
     }
 }

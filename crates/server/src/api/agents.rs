@@ -117,6 +117,11 @@ pub struct AgentSecretOut {
     pub injected_only: bool,
     /// The hosts an injected-only secret's value may be sent to.
     pub hosts: Vec<String>,
+    /// The environments with a value of their own (the others read the default).
+    #[schema(value_type = Vec<super::doc::Env>)]
+    pub environments: Vec<&'static str>,
+    /// Protected: only versions an admin deployed read it; sandbox code only its sandbox value.
+    pub protected: bool,
 }
 
 /// The secrets an agent can read (metadata only): what the Function Editor's Secrets box shows.

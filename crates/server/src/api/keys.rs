@@ -23,6 +23,10 @@ pub struct CreateApiKey {
     pub agents: AgentsScope,
     /// RFC 3339 time after which the key stops working, e.g. `2027-01-31T00:00:00Z`.
     pub expires_at: Option<String>,
+    /// The environment it reads values for (`sandbox`, `pre-release`, `live`), or `all` (the
+    /// default): a read then chooses with `?env=`.
+    #[schema(pattern = "^(all|sandbox|pre-release|live)$")]
+    pub env: Option<String>,
 }
 
 /// A new key; the token is shown here once and never again.

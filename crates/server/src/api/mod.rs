@@ -107,11 +107,42 @@ pub struct SecretOut {
     pub version: u32,
     pub created_at: String,
     pub updated_at: String,
+    /// Its value reaches only function versions an admin deployed; code in sandbox gets only
+    /// its own sandbox value.
+    pub protected: bool,
+    /// The environments with their own value (the others read the default value).
+    pub environments: Vec<EnvValueOut>,
+}
+
+/// An environment's own value (metadata).
+#[derive(Serialize, ToSchema)]
+pub struct EnvValueOut {
+    #[schema(value_type = doc::Env)]
+    pub env: &'static str,
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Its current version (numbered apart from the default value's).
+    pub version: u32,
+    pub updated_at: String,
 }
 
 impl From<SecretMeta> for SecretOut {
     fn from(m: SecretMeta) -> Self {
         SecretOut {
+            protected: m.protected,
+            environments: m
+                .envs
+                .into_iter()
+                .map(|e| EnvValueOut {
+                    env: e.env.as_str(),
+                    kind: e.kind.into(),
+                    keys: e.keys,
+                    version: e.version,
+                    updated_at: rfc3339(e.updated_at),
+                })
+                .collect(),
             id: m.id,
             name: m.name,
             description: m.description,
@@ -172,6 +203,9 @@ pub struct ApiKeyOut {
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
     pub created_by: String,
+    /// The environment it reads values for, or `all` (a read chooses with `?env=`).
+    #[schema(pattern = "^(all|sandbox|pre-release|live)$")]
+    pub env: &'static str,
 }
 
 /// The state of a credential (API key, personal token, session) as shown in lists.
@@ -192,6 +226,7 @@ impl ApiKeyOut {
                 KeyScope::Agents(set) => AgentsScope::Agents(set.into_iter().collect()),
             },
             status,
+            env: k.env.map_or("all", |e| e.as_str()),
             id: k.id,
             name: k.name,
             prefix: k.prefix,

@@ -3,13 +3,13 @@
 
 use agentvault_core::SecretValue;
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{SecretType, SecretValueSchema};
 use crate::auth::Authorization;
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::ApiPath;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery, query};
 use crate::service::read;
 use crate::{AppState, Json, now_millis};
 
@@ -22,24 +22,37 @@ pub struct AgentReadOut {
     pub value: SecretValue,
 }
 
-/// Reads a secret as an agent, with an API key whose scope covers the agent.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// The environment to read the value for, with a key of every environment (its own value,
+    /// else the default; without it, the default). A key of one environment reads that one's.
+    #[param(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
+}
+
+/// Reads a secret as an agent, with an API key whose scope covers the agent: the value for the
+/// key's environment (its own value, else the default).
 #[utoipa::path(get, path = "/api/v1/agents/{agent_id}/secrets/{name}", tag = "agent read",
-    params(("agent_id" = String, Path), ("name" = String, Path)),
+    params(("agent_id" = String, Path), ("name" = String, Path), ReadQuery),
     responses(
         (status = 200, body = AgentReadOut),
         (status = 400, description = "invalid_input: malformed secret name", body = ErrorBody),
         (status = 401, description = "unauthenticated: missing, unknown, revoked or expired key", body = ErrorBody),
-        (status = 403, description = "missing_access: the agent may not read it, or the key is not scoped to the agent", body = ErrorBody),
+        (status = 403, description = "missing_access: the agent may not read it, the key is not scoped to the agent, or the secret is protected and a sandbox read finds no sandbox value; wrong_environment: `?env=` names another environment than the key's", body = ErrorBody),
         (status = 404, description = "secret_not_found", body = ErrorBody)))]
 pub async fn read_secret(
     State(st): State<AppState>,
     Authorization(auth): Authorization,
     ApiPath((agent_id, name)): ApiPath<(String, String)>,
+    q: Result<ApiQuery<ReadQuery>, ApiError>,
 ) -> ApiResult<Json<AgentReadOut>> {
     let now = now_millis();
     let key = match st.authenticate_api_key(auth.as_ref(), now) {
         Ok(key) => key,
         Err(e) => return Err(st.refuse_personal_token(auth.as_ref(), e, now).await.into()),
     };
-    Ok(Json(read::read_with_key(&st, &key, agent_id, name).await?))
+    let env = query(q)?.env;
+    Ok(Json(read::read_with_key(&st, &key, agent_id, name, env.as_deref()).await?))
 }

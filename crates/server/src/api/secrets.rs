@@ -30,6 +30,48 @@ pub struct CreateSecret {
     #[serde(default)]
     #[schema(inline, value_type = Vec<AgentId>)]
     pub agents: Vec<String>,
+    /// Environments' own values (each single or key/value, at version 1): an environment
+    /// without one reads `value`.
+    #[serde(default)]
+    pub values: EnvValuesIn,
+    /// Hand its value only to function versions an admin deployed (pre-release, live); code in
+    /// sandbox gets only its own sandbox value.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Environments' own values.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvValuesIn {
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub sandbox: Option<SecretValue>,
+    #[serde(rename = "pre-release")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub pre_release: Option<SecretValue>,
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub live: Option<SecretValue>,
+}
+
+/// Changes to environments' own values: a value is stored as a new version of that
+/// environment's value; `null` removes it (the environment reads the default again).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvValuesChange {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub sandbox: Option<Option<SecretValue>>,
+    #[serde(rename = "pre-release", default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub pre_release: Option<Option<SecretValue>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SecretValueSchema>)]
+    pub live: Option<Option<SecretValue>>,
+}
+
+/// A field that is present: `Some(None)` for `null`, absent stays `None` (by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<SecretValue>>, D::Error> {
+    Option::<SecretValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -44,6 +86,10 @@ pub struct UpdateSecret {
     /// next to the pairs in `value` (so changing one pair needs no other value retyped).
     #[serde(default)]
     pub keep: Vec<String>,
+    /// Environments' own values: a new version of each given, `null` removes one.
+    pub values: Option<EnvValuesChange>,
+    /// Switches the protected flag.
+    pub protected: Option<bool>,
     /// Not allowed: names are immutable.
     #[schema(ignore)]
     pub name: Option<IgnoredAny>,
@@ -70,6 +116,10 @@ pub struct RevealOut {
     /// The key revealed, with `?key=`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The environment whose own value was revealed, with `?env=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
 }
 
 /// The secrets of a workspace: metadata only, never values.
@@ -150,24 +200,57 @@ pub async fn delete_secret(
 }
 
 /// The versions of a secret, newest first (metadata only).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    /// List the versions of this environment's own value (also of a removed one) instead of the
+    /// default value's.
+    #[param(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/secrets/{name}/versions", tag = "secrets",
-    params(("ws" = String, Path), ("name" = String, Path)),
+    params(("ws" = String, Path), ("name" = String, Path), VersionsQuery),
     responses((status = 200, body = List<VersionOut>), (status = 404, body = ErrorBody)))]
 pub async fn list_versions(
     State(st): State<AppState>,
     Auth(p): Auth,
     ApiPath((ws, name)): ApiPath<(String, String)>,
+    q: Result<ApiQuery<VersionsQuery>, ApiError>,
 ) -> ApiResult<Json<List<VersionOut>>> {
-    Ok(Json(secrets::versions(&st, &p, &ws, &name).await?.into()))
+    let env = query(q)?.env;
+    Ok(Json(secrets::versions_in(&st, &p, &ws, &name, env.as_deref()).await?.into()))
 }
 
 /// Several new secrets, created together.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportSecrets {
-    /// 1–100 secrets, each as for creating one; names unique among them and in the workspace.
+    /// 1–100 secrets, each as for creating one (default values only); names unique among them
+    /// and in the workspace.
     #[schema(min_items = 1, max_items = 100)]
-    pub secrets: Vec<CreateSecret>,
+    pub secrets: Vec<ImportSecret>,
+}
+
+/// A secret to import: created with its default value (environment values and the protected
+/// flag are set afterwards with PATCH).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecret {
+    /// 1–64 characters of `a-z`, `0-9` and `_`, starting with a letter; immutable.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub description: String,
+    /// A string (single value) or an object of strings (key/value pairs).
+    #[schema(value_type = SecretValueSchema)]
+    pub value: SecretValue,
+    /// The agents allowed to read it.
+    #[serde(default)]
+    #[schema(inline, value_type = Vec<AgentId>)]
+    pub agents: Vec<String>,
 }
 
 /// Creates several secrets at once (e.g. from a `.env` file): every one is checked first, and
@@ -253,6 +336,10 @@ pub struct RevealQuery {
     /// For a key/value secret: reveal only this key's value (the audit record names the key).
     #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub key: Option<String>,
+    /// Reveal this environment's own value (404 `env_value_not_found` if it has none) instead of
+    /// the default value.
+    #[param(value_type = Option<super::doc::Env>)]
+    pub env: Option<String>,
 }
 
 /// Reveals the current value to an admin, or one key's value with `?key=`. Audited before the

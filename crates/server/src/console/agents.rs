@@ -5,11 +5,12 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+use super::names::{Named, Names};
 use super::{Chrome, OrRefuse, PageResult, Viewer, render};
 use crate::AppState;
 use crate::api::AgentOut;
 use crate::api::agents::{AgentSecretOut, EgressOut};
-use crate::api::functions::{FunctionOut, ParamBody};
+use crate::api::functions::{FunctionOut, FunctionVersionOut, ParamBody};
 use crate::service::{access, agents, functions};
 
 #[derive(Template)]
@@ -113,6 +114,29 @@ struct FunctionPage {
     marks_json: String,
     /// The Test panel's first arguments: every declared parameter with a value of its type.
     test_args: String,
+    /// The saved versions, newest first, with who saved each.
+    versions: Vec<VersionRow>,
+    /// `[{version, code}]` of the saved versions, for the diff view.
+    versions_json: String,
+    /// Which version each environment runs.
+    deployments: Vec<DeploymentRow>,
+    /// The viewer may deploy to live.
+    can_deploy_live: bool,
+}
+
+/// A saved version of a function with who saved it.
+pub struct VersionRow {
+    pub v: FunctionVersionOut,
+    pub by: Named,
+}
+
+/// Which version an environment runs.
+pub struct DeploymentRow {
+    pub env: &'static str,
+    /// None: nothing deployed there.
+    pub version: Option<u32>,
+    pub by: Option<Named>,
+    pub at: Option<String>,
 }
 
 /// `{"amount": 0, ...}`: each parameter with a placeholder of its type, to edit before a run.
@@ -214,6 +238,35 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
     )
     .to_string();
     let test_args = function.as_ref().map(|f| example_args(&f.parameters)).unwrap_or_else(|| "{}".to_owned());
+    let can_deploy_live = chrome.is_admin;
+    let (versions, versions_json, deployments) = match &function {
+        Some(f) => {
+            let versions = functions::versions(&st, p, &ws, &agent_id, &f.name).await.or_refuse(&chrome)?;
+            let mut names = Names::load(&st, &chrome.ws_id).await.or_refuse(&chrome)?;
+            let mut ids: Vec<String> = versions.iter().map(|v| v.created_by.clone()).collect();
+            let envs = &f.environments;
+            ids.extend([&envs.pre_release, &envs.live].into_iter().flatten().map(|d| d.deployed_by.clone()));
+            names.add_users(&st, ids).await;
+            let json = serde_json::Value::from(
+                versions.iter().map(|v| serde_json::json!({"version": v.version, "code": v.code})).collect::<Vec<_>>(),
+            )
+            .to_string();
+            let deployed = |env: &'static str, d: &Option<crate::api::functions::DeploymentOut>| DeploymentRow {
+                env,
+                version: d.as_ref().map(|d| d.version),
+                by: d.as_ref().map(|d| names.of(&d.deployed_by)),
+                at: d.as_ref().map(|d| d.deployed_at.clone()),
+            };
+            let deployments = vec![
+                DeploymentRow { env: "sandbox", version: Some(envs.sandbox.version), by: None, at: None },
+                deployed("pre-release", &envs.pre_release),
+                deployed("live", &envs.live),
+            ];
+            let versions = versions.into_iter().map(|v| VersionRow { by: names.of(&v.created_by), v }).collect();
+            (versions, json, deployments)
+        }
+        None => (Vec::new(), "[]".to_owned(), Vec::new()),
+    };
     let page = match &function {
         Some(f) => FunctionPage {
             name: f.name.clone(),
@@ -229,6 +282,10 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             marks,
             marks_json,
             test_args,
+            versions,
+            versions_json,
+            deployments,
+            can_deploy_live,
         },
         None => FunctionPage {
             name: String::new(),
@@ -244,6 +301,10 @@ async fn function_editor(st: AppState, v: Viewer, ws: String, agent_id: String, 
             marks,
             marks_json,
             test_args: "{}".to_owned(),
+            versions,
+            versions_json,
+            deployments,
+            can_deploy_live,
         },
     };
     Ok(render(StatusCode::OK, &page))

@@ -113,6 +113,12 @@ pub struct VersionRow {
     pub by: Named,
 }
 
+/// One environment on the secret page: its own value's metadata, if it has one.
+pub struct EnvRow {
+    pub env: &'static str,
+    pub own: Option<crate::api::EnvValueOut>,
+}
+
 /// An agent with whether it may read the secret shown.
 pub struct AccessRow {
     pub agent: AgentOut,
@@ -134,6 +140,8 @@ struct SecretPage {
     requests: Vec<RequestRow>,
     /// "function (agent, line N)" of each function naming the secret, for the delete confirmation.
     used_by_summary: String,
+    /// Sandbox, pre-release and live, each with its own value or none.
+    envs: Vec<EnvRow>,
 }
 
 pub(super) async fn secret_page(
@@ -177,6 +185,16 @@ pub(super) async fn secret_page(
         .collect::<Vec<_>>()
         .join("\n");
     let access = agents.into_iter().map(|a| AccessRow { granted: secret.agents.contains(&a.id), agent: a }).collect();
+    let mut own: Vec<crate::api::EnvValueOut> = Vec::new();
+    let mut secret = secret;
+    std::mem::swap(&mut own, &mut secret.environments);
+    let envs = agentvault_core::model::Env::ALL
+        .into_iter()
+        .map(|e| EnvRow {
+            env: e.as_str(),
+            own: own.iter().position(|o| o.env == e.as_str()).map(|i| own.swap_remove(i)),
+        })
+        .collect();
     Ok(render(
         StatusCode::OK,
         &SecretPage {
@@ -190,6 +208,7 @@ pub(super) async fn secret_page(
             usage,
             requests,
             used_by_summary,
+            envs,
         },
     ))
 }

@@ -128,6 +128,8 @@ pub async fn secrets(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> 
                 None => format!("conv.utils.get_secret('{}')", s.name),
             };
             AgentSecretOut {
+                environments: s.envs.iter().map(|e| e.env.as_str()).collect(),
+                protected: s.protected,
                 snippet,
                 name: s.name,
                 description: s.description,

@@ -4,8 +4,8 @@
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::{
-    CONVERSATION_PREFIX, FUNCTION_PREFIX, Function, FunctionParam, INVOCATION_PREFIX, ParamType, Perm, Principal,
-    SecretRef,
+    CONVERSATION_PREFIX, DeployedFunction, Deployment, Env, FUNCTION_PREFIX, Function, FunctionParam,
+    INVOCATION_PREFIX, ParamType, Perm, Principal, Role, SecretRef,
 };
 use agentvault_core::{Error, Result, validate};
 use agentvault_runtime::Invocation;
@@ -13,14 +13,13 @@ use serde_json::{Map, Value, json};
 
 use super::Body;
 use super::read::FunctionReads;
-use crate::api::functions::{CreateFunction, FunctionOut, ParamBody, ReplaceFunction};
+use crate::api::functions::{CreateFunction, DeployBody, FunctionOut, FunctionVersionOut, ParamBody, ReplaceFunction};
 use crate::api::invoke::{ConversationIn, DraftRunBody, DraftRunOut, InvokeBody, InvokeErrorOut, InvokeOut, LogOut};
 use crate::auth::new_id;
 use crate::{AppState, now_millis};
 
 /// The wall-clock limits a function may ask for, in milliseconds.
 const TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
-const ENVS: [&str; 3] = ["sandbox", "pre-release", "live"];
 const CONVERSATION_ID_MAX: usize = 128;
 
 /// Checks everything but the code's meaning; returns the parameters.
@@ -88,6 +87,115 @@ fn function_not_found(name: &str) -> Error {
     Error::not_found("function_not_found", format!("this agent has no function named '{}'", name.escape_default()))
 }
 
+fn not_deployed(name: &str, env: Env) -> Error {
+    Error::conflict(
+        "not_deployed",
+        format!(
+            "no version of {name} is deployed to {env}, so a conversation in {env} cannot run it; deploy one with \
+             POST .../functions/{name}/deploy {{\"env\": \"{env}\", \"version\": N}} (sandbox runs the latest \
+             saved version)"
+        ),
+    )
+}
+
+/// The versions of a function, newest first, with who saved each and when.
+pub async fn versions(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    name: &str,
+) -> Result<Vec<FunctionVersionOut>> {
+    let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    validate::python_name("name", "function name", name).map_err(|_| function_not_found(name))?;
+    let versions = st.store.list_function_versions(&ws.id, &agent.id, name).await?;
+    Ok(versions.into_iter().map(FunctionVersionOut::from).collect())
+}
+
+/// Deploys a saved version to pre-release (members and admins) or live (admins only); deploying
+/// an older version is a rollback. Audited; the agent's workers start afresh.
+pub async fn deploy(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    agent_id: &str,
+    name: &str,
+    body: Body<DeployBody>,
+) -> Result<FunctionOut> {
+    let ws = st.workspace_for(p, ws, Perm::ManageAgents)?;
+    let body = body?;
+    let env = match Env::parse(&body.env) {
+        Some(Env::Sandbox) => {
+            return Err(Error::invalid(
+                "env",
+                "sandbox always runs the latest saved version; deploy to pre-release or live",
+            ));
+        }
+        Some(env) => env,
+        None => {
+            return Err(Error::invalid(
+                "env",
+                format!("env is '{}'; deploy to pre-release or live", body.env.escape_default()),
+            ));
+        }
+    };
+    let by_admin = p.role_in(&ws.id) == Some(Role::Admin);
+    if env == Env::Live && !by_admin {
+        return Err(Error::forbidden(
+            "deploying to live needs the admin role in this workspace: live conversations get live credentials. \
+             Deploy to pre-release, and ask an admin to deploy the version to live",
+        ));
+    }
+    if body.version == 0 {
+        return Err(Error::invalid("version", "versions are numbered from 1"));
+    }
+    let agent = st.agent_of(&ws.id, agent_id).await?;
+    validate::python_name("name", "function name", name).map_err(|_| function_not_found(name))?;
+    let now = now_millis();
+    let actor = p.actor();
+    let deployment =
+        Deployment { env, version: body.version, deployed_by: actor.id().to_owned(), deployed_at: now, by_admin };
+    let _w = st.write_lock.lock().await;
+    let previous = st.model.deployed(&ws.id, &agent.id, name, env).map(|d| d.deployment.version);
+    let mut detail = format!("name={name} env={env} version={}", body.version);
+    if let Some(prev) = previous {
+        detail.push_str(&format!(" previous={prev}"));
+        if prev > body.version {
+            detail.push_str(" rollback");
+        }
+    }
+    let mut audit =
+        AuditEvent::new(now, &ws.id, actor, Action::FunctionDeploy, Outcome::Success).agent(&agent.id).detail(detail);
+    if let Some(f) = st.model.function(&ws.id, &agent.id, name) {
+        audit = audit.target(&f.id);
+    }
+    let function = st.store.deploy_function(&ws.id, &agent.id, name, &deployment, &audit).await?;
+    let version = st
+        .store
+        .list_function_versions(&ws.id, &agent.id, name)
+        .await?
+        .into_iter()
+        .find(|v| v.version == body.version)
+        .ok_or_else(|| Error::internal("a deployed version cannot be read back"))?;
+    let deployed = Function {
+        description: version.description,
+        parameters: version.parameters,
+        code: version.code,
+        timeout_ms: version.timeout_ms,
+        version: version.version,
+        updated_at: version.created_at,
+        secret_refs: Vec::new(),
+        deployments: Vec::new(),
+        ..function.clone()
+    };
+    st.model.put_deployed(DeployedFunction { deployment, function: deployed });
+    drop(_w);
+    // No worker goes on running what was deployed before.
+    st.runtime.forget_agent(&agent.id);
+    Ok(function.into())
+}
+
 /// An agent's functions.
 pub async fn list(st: &AppState, p: &Principal, ws: &str, agent_id: &str) -> Result<Vec<FunctionOut>> {
     let ws = st.workspace_for(p, ws, Perm::ViewAgents)?;
@@ -124,6 +232,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         secret_refs,
+        deployments: Vec::new(),
     };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::FunctionCreate, Outcome::Success)
         .agent(&agent.id)
@@ -167,6 +276,15 @@ pub async fn recheck_saved(st: &AppState) -> Result<usize> {
                 let _w = st.write_lock.lock().await;
                 st.store.record_function_check(&f).await?;
                 // Invocations read the definition from the read model: it gets the findings too.
+                for env in [Env::PreRelease, Env::Live] {
+                    if let Some(d) = st.model.deployed(&f.workspace_id, &f.agent_id, &f.name, env)
+                        && d.function.version == f.version
+                    {
+                        let mut d = DeployedFunction::clone(&d);
+                        d.function.parameters = f.parameters.clone();
+                        st.model.put_deployed(d);
+                    }
+                }
                 if st.model.function(&f.workspace_id, &f.agent_id, &f.name).is_some_and(|m| m.version == f.version) {
                     st.model.put_function(f);
                 }
@@ -269,7 +387,17 @@ pub async fn invoke(
         return Err(super::agents::not_found(agent_id));
     }
     let generation = st.runtime.generation();
-    let function = st.model.function(&ws.id, agent_id, name).ok_or_else(|| function_not_found(name))?;
+    let latest = st.model.function(&ws.id, agent_id, name).ok_or_else(|| function_not_found(name))?;
+    let (conversation, env) = conversation(body.conversation)?;
+    // Sandbox runs the latest saved version; pre-release and live the version deployed there.
+    let deployed;
+    let (function, trusted): (&Function, bool) = match env {
+        Env::Sandbox => (&latest, false),
+        env => {
+            deployed = st.model.deployed(&ws.id, agent_id, name, env).ok_or_else(|| not_deployed(name, env))?;
+            (&deployed.function, deployed.deployment.by_admin)
+        }
+    };
     check_args(&function.name, &function.parameters, &body.args)?;
     let run = Run {
         name: &function.name,
@@ -277,14 +405,18 @@ pub async fn invoke(
         timeout_ms: function.timeout_ms,
         what: Ran::Saved(function.version),
         generation,
+        env,
+        trusted,
     };
-    execute(st, p, &ws.id, agent_id, run, body.args, body.conversation).await
+    execute(st, p, &ws.id, agent_id, run, body.args, conversation).await
 }
 
 /// Runs what the Function Editor holds as an unsaved draft: the definition is checked as a save
 /// would check it, then runs like an invocation (the same sandbox, limits and redaction) in a
 /// worker of its own, and is never stored. Audited as `function.invoke` with `draft` and the
-/// SHA-256 of the code. Only those who may save the agent's functions may run a draft.
+/// SHA-256 of the code. Only those who may save the agent's functions may run a draft, and a
+/// draft runs in sandbox only (unreviewed code: no protected value, no other environment's
+/// values; pre-release and live run deployed versions).
 pub async fn run_draft(
     st: &AppState,
     p: &Principal,
@@ -296,6 +428,15 @@ pub async fn run_draft(
     let body = body?;
     if !st.model.agent_in(&ws.id, agent_id) {
         return Err(super::agents::not_found(agent_id));
+    }
+    let (conversation, env) = conversation(body.conversation)?;
+    if env != Env::Sandbox {
+        return Err(Error::invalid(
+            "conversation.env",
+            format!(
+                "a draft runs in sandbox only, not in {env}; save it, deploy that version to {env}, and invoke it there"
+            ),
+        ));
     }
     let f = body.function;
     validate::python_name("function.name", "function name", &f.name)?;
@@ -311,8 +452,10 @@ pub async fn run_draft(
         timeout_ms: f.timeout_ms,
         what: Ran::Draft(&code_sha256),
         generation: st.runtime.generation(),
+        env,
+        trusted: false,
     };
-    let run = execute(st, p, &ws.id, agent_id, run, body.args, body.conversation).await?;
+    let run = execute(st, p, &ws.id, agent_id, run, body.args, conversation).await?;
     Ok(DraftRunOut { code_sha256, run })
 }
 
@@ -338,6 +481,10 @@ struct Run<'a> {
     what: Ran<'a>,
     /// [`agentvault_runtime::Runtime::generation`], taken before the code was read.
     generation: u64,
+    /// The conversation's environment: which values `get_secret` answers with.
+    env: Env,
+    /// Whether an admin deployed this version (protected secrets' values reach only such code).
+    trusted: bool,
 }
 
 /// Runs checked code with its arguments: `get_secret` answered for the agent, the answer
@@ -349,9 +496,9 @@ async fn execute(
     agent_id: &str,
     run: Run<'_>,
     args: Map<String, Value>,
-    conversation: ConversationIn,
+    conversation: Value,
 ) -> Result<InvokeOut> {
-    let conversation = self::conversation(conversation)?;
+    let env = run.env;
     let invocation_id = new_id(INVOCATION_PREFIX)?;
     let conversation_id = conversation["id"].as_str().unwrap_or_default().to_owned();
     let (what, version, own_worker) = match run.what {
@@ -368,6 +515,8 @@ async fn execute(
             Ran::Draft(_) => format!("function={} {what} invocation={invocation_id}", run.name),
         },
         invocation_id: invocation_id.clone(),
+        env,
+        trusted: run.trusted,
     };
     let inv = Invocation {
         id: &invocation_id,
@@ -393,7 +542,7 @@ async fn execute(
         is_pii: false,
     }));
     let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
-    let mut detail = format!("function={} {what} duration_ms={duration_ms:.1}", run.name);
+    let mut detail = format!("function={} {what} env={env} duration_ms={duration_ms:.1}", run.name);
     if let Some(e) = &outcome.error {
         detail.push_str(&format!(" error={}", audit_name(&e.kind)));
     }
@@ -508,8 +657,8 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// The conversation as the worker gets it: `{id, env, state}`.
-fn conversation(c: ConversationIn) -> Result<Value> {
+/// The conversation as the worker gets it: `{id, env, state}`, and its environment.
+fn conversation(c: ConversationIn) -> Result<(Value, Env)> {
     let id = match c.id {
         Some(id) => {
             if id.is_empty() || id.len() > CONVERSATION_ID_MAX || id.chars().any(char::is_control) {
@@ -523,11 +672,11 @@ fn conversation(c: ConversationIn) -> Result<Value> {
         None => new_id(CONVERSATION_PREFIX)?,
     };
     let env = c.env.unwrap_or_else(|| "sandbox".to_owned());
-    if !ENVS.contains(&env.as_str()) {
+    let Some(parsed) = Env::parse(&env) else {
         return Err(Error::invalid(
             "conversation.env",
             format!("env is '{}'; it must be sandbox, pre-release or live", env.escape_default()),
         ));
-    }
-    Ok(json!({"id": id, "env": env, "state": c.state.unwrap_or_default()}))
+    };
+    Ok((json!({"id": id, "env": env, "state": c.state.unwrap_or_default()}), parsed))
 }

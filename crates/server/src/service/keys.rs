@@ -1,7 +1,7 @@
 //! API keys: the credentials agents read with.
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{API_KEY_PREFIX, ApiKeyMeta, KeyScope, Perm, Principal};
+use agentvault_core::model::{API_KEY_PREFIX, ApiKeyMeta, Env, KeyScope, Perm, Principal};
 use agentvault_core::{Error, Result, validate};
 
 use super::{Body, agent_list};
@@ -36,6 +36,15 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateApi
     let body = body?;
     let name = validate::display_name("name", &body.name)?;
     let scope = scope_of(body.agents)?;
+    let env = match body.env.as_deref() {
+        None | Some("all") => None,
+        Some(e) => Some(Env::parse(e).ok_or_else(|| {
+            Error::invalid(
+                "env",
+                format!("env is '{}'; it must be all, sandbox, pre-release or live", e.escape_default()),
+            )
+        })?),
+    };
     let now = now_millis();
     let expires_at = body.expires_at.as_deref().map(|t| parse_rfc3339("expires_at", t)).transpose()?;
     if expires_at.is_some_and(|t| t <= now) {
@@ -53,6 +62,7 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateApi
         revoked_at: None,
         last_used_at: None,
         created_by: p.actor().id().to_owned(),
+        env,
     };
     let scope_detail = match &key.scope {
         KeyScope::All => "agents=all".to_owned(),
@@ -60,7 +70,7 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateApi
     };
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::ApiKeyCreate, Outcome::Success)
         .target(&key.id)
-        .detail(scope_detail);
+        .detail(format!("{scope_detail} env={}", key.env.map_or("all", |e| e.as_str())));
     let hash = hash_token(&token);
     let _w = st.write_lock.lock().await;
     st.store.create_api_key(&key, &hash, &audit).await?;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Actor};
+use agentvault_core::model::{AGENT_PREFIX, Actor, Env};
 use agentvault_core::{Error, ErrorKind, Result, SecretValue, validate};
 use agentvault_runtime::{SecretAnswer, SecretSource};
 
@@ -30,6 +30,31 @@ pub struct AgentRead<'a> {
     /// Whether an injected-only secret may be handed over (to be replaced by a placeholder: a
     /// function's `get_secret`); over HTTP it is refused with 403 `injection_only`.
     pub injection_ok: bool,
+    /// The environment the value is read for (its own value, else the default); `None`: the
+    /// default value (an API key for every environment, read without `?env=`).
+    pub env: Option<Env>,
+    /// What a protected secret's value may reach: code an admin deployed (or an API key, which
+    /// only admins create). A function version deployed by a member, or running in sandbox, is
+    /// not trusted.
+    pub trusted: bool,
+}
+
+/// Why a protected secret is refused, and what to do: `None` when it may be read.
+fn protected_refusal(name: &str, r: &AgentRead<'_>, has_own_sandbox_value: bool) -> Option<String> {
+    match r.env {
+        Some(Env::Sandbox) if !has_own_sandbox_value => Some(format!(
+            "secret '{name}' is protected: its value reaches only function versions an admin deployed to pre-release \
+             or live, never code in sandbox. Give it a sandbox value to build and test with (an admin can, on the \
+             secret's page), or ask an admin to deploy this function"
+        )),
+        Some(Env::Sandbox) => None,
+        _ if r.trusted => None,
+        env => Some(format!(
+            "secret '{name}' is protected: its value reaches only function versions an admin deployed, and the \
+             version running in {} was deployed by a member. Ask an admin to deploy it",
+            env.map_or("this environment", Env::as_str)
+        )),
+    }
 }
 
 /// A value read, with the hosts it may be sent to when the secret is injected only.
@@ -69,20 +94,57 @@ pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<
         );
         return Err(deny(Outcome::Denied, e, "denied"));
     }
-    let value = st.open(&entry)?;
+    if entry.protected
+        && let Some(message) = protected_refusal(name, r, entry.own_value(Env::Sandbox).is_some())
+    {
+        let e = Error::new(ErrorKind::Forbidden, "missing_access", message);
+        return Err(deny(Outcome::Denied, e, "denied"));
+    }
+    let chosen = entry.value_for(r.env);
+    let value = st.open_value(&entry, chosen)?;
+    let env = r.env.map_or("none", Env::as_str);
+    let source = chosen.own.map_or("default", Env::as_str);
     let detail = match &injection {
-        Some(_) => format!("version={} placeholder", entry.version),
-        None => format!("version={}", entry.version),
+        Some(_) => format!("version={} env={env} value={source} placeholder", chosen.version),
+        None => format!("version={} env={env} value={source}", chosen.version),
     };
     st.audit.append((r.audit)(Outcome::Success, detail)).await?;
     st.metrics.read("allowed");
     Ok((entry, value, injection))
 }
 
+/// The environment an API key reads for: its own; for a key of every environment the one asked
+/// for with `?env=` (the default value without it). A key of one environment never reads
+/// another's.
+fn key_env(key: &KeyEntry, asked: Option<&str>) -> Result<Option<Env>> {
+    let asked = match asked {
+        Some(a) => Some(Env::parse(a).ok_or_else(|| {
+            Error::invalid("env", format!("env is '{}'; it must be sandbox, pre-release or live", a.escape_default()))
+        })?),
+        None => None,
+    };
+    match (key.meta.env, asked) {
+        (Some(own), Some(a)) if own != a => Err(Error::new(
+            ErrorKind::Forbidden,
+            "wrong_environment",
+            format!("this API key reads {own} values only; use a key for {a}, or one for every environment"),
+        )),
+        (Some(own), _) => Ok(Some(own)),
+        (None, a) => Ok(a),
+    }
+}
+
 /// A read over HTTP by an agent with an (authenticated) API key.
-pub async fn read_with_key(st: &AppState, key: &KeyEntry, agent_id: String, name: String) -> Result<AgentReadOut> {
+pub async fn read_with_key(
+    st: &AppState,
+    key: &KeyEntry,
+    agent_id: String,
+    name: String,
+    env: Option<&str>,
+) -> Result<AgentReadOut> {
     let now = now_millis();
     let ws = key.meta.workspace_id.as_str();
+    let env = key_env(key, env)?;
     let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
     let name_ok = validate::secret_name(&name).is_ok();
     // Only well-formed names and ids go into the log.
@@ -103,6 +165,8 @@ pub async fn read_with_key(st: &AppState, key: &KeyEntry, agent_id: String, name
         credential_covers_agent: key.meta.scope.covers(&agent_id),
         audit: &audit,
         injection_ok: false,
+        env,
+        trusted: true,
     };
     let (entry, value, _) = agent_read(st, &reader, &name).await?;
     Ok(AgentReadOut { name, kind: entry.kind.into(), value })
@@ -116,6 +180,11 @@ pub struct FunctionReads {
     pub invocation_id: String,
     /// The function and invocation, appended to every record's detail.
     pub context: String,
+    /// The conversation's environment.
+    pub env: Env,
+    /// The running version was deployed by an admin (or by agentvault on upgrade) to pre-release
+    /// or live: it may read protected secrets.
+    pub trusted: bool,
 }
 
 impl FunctionReads {
@@ -153,6 +222,8 @@ impl SecretSource for FunctionReads {
             credential_covers_agent: true,
             audit: &audit,
             injection_ok: true,
+            env: Some(self.env),
+            trusted: self.trusted,
         };
         match agent_read(&self.st, &reader, name).await {
             Ok((_, value, None)) => SecretAnswer::Value(value),
@@ -174,6 +245,12 @@ impl SecretSource for FunctionReads {
                 }
             }
             Err(e) if e.kind == ErrorKind::InvalidInput => SecretAnswer::Invalid(e.message.into_owned()),
+            Err(e)
+                if e.code == "missing_access"
+                    && self.st.model.secret(&self.workspace_id, name).is_some_and(|s| s.protected) =>
+            {
+                SecretAnswer::Protected(e.message.into_owned())
+            }
             Err(e) if e.code == "missing_access" => SecretAnswer::MissingAccess,
             Err(e) if e.code == "secret_not_found" => SecretAnswer::NotFound,
             Err(e) if e.kind == ErrorKind::Unavailable => {

@@ -1,14 +1,15 @@
 //! Secrets: metadata, versions, access lists, and the admin's reveal.
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{Binding, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
+use agentvault_core::model::{Binding, Env, EnvValueMeta, Perm, Principal, SECRET_PREFIX, Sealed, SecretMeta};
 use agentvault_core::{Error, Result, SecretValue, validate};
-use agentvault_store::{NewVersion, SecretChange};
+use agentvault_store::{EnvChange, NewVersion, SecretChange};
+use zeroize::Zeroizing;
 
 use super::{Body, agent_list, secret_name_param};
 use crate::api::secrets::{
-    AgentUseOut, CreateSecret, FunctionUseOut, ImportSecrets, RevealOut, RevealQuery, SecretUsageOut, SetAccess,
-    UpdateSecret,
+    AgentUseOut, CreateSecret, EnvValuesChange, EnvValuesIn, FunctionUseOut, ImportSecret, ImportSecrets, RevealOut,
+    RevealQuery, SecretUsageOut, SetAccess, UpdateSecret,
 };
 use crate::api::{SecretOut, VersionOut};
 use crate::auth::new_id;
@@ -26,6 +27,53 @@ impl AppState {
         let binding = Binding { workspace_id: &meta.workspace_id, secret_id: &meta.id, version };
         self.keyring.seal(binding, encoded).map_err(|e| Error::internal(format!("sealing failed: {e}")))
     }
+
+    /// Seals an encoded value as `version` of environment `env`'s own value of the secret.
+    pub fn seal_env(&self, meta: &SecretMeta, env: Env, version: u32, encoded: &[u8]) -> Result<Sealed> {
+        let id = env.binding_id(&meta.id);
+        let binding = Binding { workspace_id: &meta.workspace_id, secret_id: &id, version };
+        self.keyring.seal(binding, encoded).map_err(|e| Error::internal(format!("sealing failed: {e}")))
+    }
+}
+
+/// An environment's value given in a request, validated and encoded.
+struct EnvValueIn {
+    env: Env,
+    value: SecretValue,
+    encoded: Zeroizing<Vec<u8>>,
+}
+
+fn checked_env_value(env: Env, value: SecretValue) -> Result<EnvValueIn> {
+    let encoded = value.validate_and_encode().map_err(|e| {
+        let field = format!("values.{env}");
+        Error { field: Some(field.into()), ..e }
+    })?;
+    Ok(EnvValueIn { env, value, encoded })
+}
+
+/// The environments' values given at creation, in environment order.
+fn env_values_in(v: EnvValuesIn) -> Result<Vec<EnvValueIn>> {
+    [(Env::Sandbox, v.sandbox), (Env::PreRelease, v.pre_release), (Env::Live, v.live)]
+        .into_iter()
+        .filter_map(|(env, value)| value.map(|value| checked_env_value(env, value)))
+        .collect()
+}
+
+/// The environments' values changed by a PATCH: a new value, or (None) a removal.
+fn env_changes_in(v: EnvValuesChange) -> Result<Vec<(Env, Option<EnvValueIn>)>> {
+    let mut out = Vec::new();
+    for (env, change) in [(Env::Sandbox, v.sandbox), (Env::PreRelease, v.pre_release), (Env::Live, v.live)] {
+        match change {
+            None => {}
+            Some(None) => out.push((env, None)),
+            Some(Some(value)) => out.push((env, Some(checked_env_value(env, value)?))),
+        }
+    }
+    Ok(out)
+}
+
+fn envs_detail(envs: &[Env]) -> String {
+    envs.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",")
 }
 
 fn agents_detail(agents: &[String]) -> String {
@@ -47,9 +95,10 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSec
     validate::description(&body.description)?;
     let encoded = body.value.validate_and_encode()?;
     let agents = agent_list("agents", body.agents)?;
+    let env_values = env_values_in(body.values)?;
     let _w = st.write_lock.lock().await;
     let now = now_millis();
-    let meta = SecretMeta {
+    let mut meta = SecretMeta {
         id: new_id(SECRET_PREFIX)?,
         workspace_id: ws.id.clone(),
         name: body.name,
@@ -60,14 +109,35 @@ pub async fn create(st: &AppState, p: &Principal, ws: &str, body: Body<CreateSec
         agents,
         created_at: now,
         updated_at: now,
+        protected: body.protected,
+        envs: Vec::new(),
     };
     let sealed = st.seal(&meta, 1, &encoded)?;
+    let mut env_sealed = Vec::with_capacity(env_values.len());
+    for v in &env_values {
+        env_sealed.push((v.env, st.seal_env(&meta, v.env, 1, &v.encoded)?));
+        meta.envs.push(EnvValueMeta {
+            env: v.env,
+            kind: v.value.kind(),
+            keys: v.value.keys(),
+            version: 1,
+            updated_at: now,
+        });
+    }
+    let mut detail = format!("version=1 type={} {}", meta.kind.as_str(), agents_detail(&meta.agents));
+    if !env_values.is_empty() {
+        let envs: Vec<Env> = env_values.iter().map(|v| v.env).collect();
+        detail.push_str(&format!(" values={}", envs_detail(&envs)));
+    }
+    if meta.protected {
+        detail.push_str(" protected");
+    }
     let audit = AuditEvent::new(now, &ws.id, p.actor(), Action::SecretCreate, Outcome::Success)
         .secret(&meta.name)
         .target(&meta.id)
-        .detail(format!("version=1 type={} {}", meta.kind.as_str(), agents_detail(&meta.agents)));
-    st.store.create_secret(&meta, &sealed, &audit).await?;
-    st.model.put_secret(&meta, sealed);
+        .detail(detail);
+    st.store.create_secret_with_envs(&meta, &sealed, &env_sealed, &audit).await?;
+    st.model.put_secret(&meta, sealed, env_sealed);
     st.refresh_gauges();
     Ok(meta.into())
 }
@@ -94,7 +164,7 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
     for (i, s) in body.secrets.into_iter().enumerate() {
         validate::secret_name(&s.name).map_err(|e| at(i, e))?;
         validate::description(&s.description).map_err(|e| at(i, e))?;
-        if checked.iter().any(|(c, _, _): &(CreateSecret, _, _)| c.name == s.name) {
+        if checked.iter().any(|(c, _, _): &(ImportSecret, _, _)| c.name == s.name) {
             return Err(Error::conflict("secret_exists", format!("{} is given twice in this import", s.name))
                 .with_field(format!("secrets[{i}].name")));
         }
@@ -118,6 +188,8 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
             agents,
             created_at: now,
             updated_at: now,
+            protected: false,
+            envs: Vec::new(),
         };
         let sealed = st.seal(&meta, 1, &encoded)?;
         audit.push(
@@ -131,7 +203,7 @@ pub async fn import(st: &AppState, p: &Principal, ws: &str, body: Body<ImportSec
     st.store.create_secrets(&batch, &audit).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (meta, sealed) in batch {
-        st.model.put_secret(&meta, sealed);
+        st.model.put_secret(&meta, sealed, Vec::new());
         out.push(meta.into());
     }
     st.refresh_gauges();
@@ -155,17 +227,54 @@ pub async fn update(st: &AppState, p: &Principal, ws: &str, name: &str, body: Bo
             "secret names are immutable because functions reference them; create a new secret and delete this one instead",
         ));
     }
-    if body.description.is_none() && body.value.is_none() {
-        return Err(Error::invalid("body", "nothing to change: give a new description or value"));
+    if body.description.is_none() && body.value.is_none() && body.values.is_none() && body.protected.is_none() {
+        return Err(Error::invalid(
+            "body",
+            "nothing to change: give a new description, value, environment values or protected flag",
+        ));
     }
     if let Some(d) = &body.description {
         validate::description(d)?;
     }
+    let env_changes = env_changes_in(body.values.unwrap_or_default())?;
     let _w = st.write_lock.lock().await;
     let current = st.secret_of(&ws.id, name).await?;
+    let now = now_millis();
+    // Each environment's new version is numbered after its newest, also a removed value's.
+    let mut env_sealed: Vec<(Env, Sealed)> = Vec::new();
+    let mut env_versions: Vec<(Env, u32, Option<&EnvValueIn>)> = Vec::new();
+    for (env, change) in &env_changes {
+        match change {
+            Some(v) => {
+                let newest =
+                    st.store.list_env_versions(&ws.id, &current.id, *env).await?.first().map_or(0, |v| v.version);
+                env_sealed.push((*env, st.seal_env(&current, *env, newest + 1, &v.encoded)?));
+                env_versions.push((*env, newest + 1, Some(v)));
+            }
+            None if current.env_value(*env).is_none() => {
+                return Err(Error::invalid(
+                    format!("values.{env}"),
+                    format!("{name} has no {env} value of its own to remove; {env} reads the default value"),
+                ));
+            }
+            None => env_versions.push((*env, 0, None)),
+        }
+    }
+    let env_keys: Vec<Option<Vec<String>>> =
+        env_versions.iter().map(|(_, _, v)| v.and_then(|v| v.value.keys())).collect();
+    let mut store_changes = Vec::with_capacity(env_versions.len());
+    for (i, (env, version, v)) in env_versions.iter().enumerate() {
+        let value = match v {
+            Some(v) => {
+                let sealed = env_sealed.iter().find(|(e, _)| e == env).map(|(_, s)| s);
+                sealed.map(|s| NewVersion { kind: v.value.kind(), keys: env_keys[i].as_deref(), sealed: s })
+            }
+            None => None,
+        };
+        store_changes.push(EnvChange { env: *env, version: *version, value });
+    }
     let value = with_kept_pairs(st, &ws.id, name, body.value, body.keep)?;
     let encoded = value.as_ref().map(SecretValue::validate_and_encode).transpose()?;
-    let now = now_millis();
     let next = current.version + 1;
     let sealed = encoded.as_ref().map(|e| st.seal(&current, next, e)).transpose()?;
     let keys = value.as_ref().and_then(SecretValue::keys);
@@ -178,12 +287,23 @@ pub async fn update(st: &AppState, p: &Principal, ws: &str, name: &str, body: Bo
             (Some(v), Some(s)) => Some(NewVersion { kind: v.kind(), keys: keys.as_deref(), sealed: s }),
             _ => None,
         },
+        envs: &store_changes,
+        protected: body.protected,
         now,
         actor_id: actor.id(),
     };
     let mut detail = Vec::new();
     if sealed.is_some() {
         detail.push(format!("version={next}"));
+    }
+    for (env, version, v) in &env_versions {
+        match v {
+            Some(_) => detail.push(format!("{env}.version={version}")),
+            None => detail.push(format!("{env}.removed")),
+        }
+    }
+    if let Some(p) = body.protected {
+        detail.push(if p { "protected".to_owned() } else { "unprotected".to_owned() });
     }
     if body.description.is_some() {
         detail.push("description".to_owned());
@@ -193,7 +313,7 @@ pub async fn update(st: &AppState, p: &Principal, ws: &str, name: &str, body: Bo
         .target(&current.id)
         .detail(detail.join(" "));
     let meta = st.store.update_secret(&ws.id, &change, &audit).await?;
-    st.model.update_secret(&meta, sealed);
+    st.model.update_secret_envs(&meta, sealed, env_sealed);
     Ok(meta.into())
 }
 
@@ -276,12 +396,35 @@ pub async fn delete(st: &AppState, p: &Principal, ws: &str, name: &str) -> Resul
     Ok(())
 }
 
-/// The versions of a secret, newest first (metadata only).
+/// The versions of a secret's default value, newest first (metadata only).
 pub async fn versions(st: &AppState, p: &Principal, ws: &str, name: &str) -> Result<Vec<VersionOut>> {
+    versions_in(st, p, ws, name, None).await
+}
+
+/// The versions of a secret's default value, or with `env` of that environment's own value,
+/// newest first (metadata only).
+pub async fn versions_in(
+    st: &AppState,
+    p: &Principal,
+    ws: &str,
+    name: &str,
+    env: Option<&str>,
+) -> Result<Vec<VersionOut>> {
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
+    let env = env.map(parse_env).transpose()?;
     let current = st.secret_of(&ws.id, name).await?;
-    let versions = st.store.list_versions(&ws.id, &current.id).await?;
+    let versions = match env {
+        None => st.store.list_versions(&ws.id, &current.id).await?,
+        Some(e) => st.store.list_env_versions(&ws.id, &current.id, e).await?,
+    };
     Ok(versions.into_iter().map(VersionOut::from).collect())
+}
+
+/// `?env=` of a secret route.
+fn parse_env(e: &str) -> Result<Env> {
+    Env::parse(e).ok_or_else(|| {
+        Error::invalid("env", format!("env is '{}'; it must be sandbox, pre-release or live", e.escape_default()))
+    })
 }
 
 /// Restores an earlier version: its value becomes a new version (the history is kept). The value
@@ -326,6 +469,8 @@ pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version
         expected_version: current.version,
         description: None,
         value: Some(NewVersion { kind: value.kind(), keys: keys.as_deref(), sealed: &sealed }),
+        envs: &[],
+        protected: None,
         now,
         actor_id: actor.id(),
     };
@@ -341,10 +486,22 @@ pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version
 /// Reveals the current value to an admin. Audited before the value is returned.
 pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Result<RevealQuery>) -> Result<RevealOut> {
     let ws = st.workspace_for(p, ws, Perm::ManageSecrets)?;
-    let key = q?.key;
+    let q = q?;
+    let key = q.key;
+    let env = q.env.as_deref().map(parse_env).transpose()?;
     secret_name_param(name)?;
     let entry = st.model.secret(&ws.id, name).ok_or_else(|| Error::secret_not_found(name))?;
-    let value = st.open(&entry)?;
+    let chosen = match env {
+        None => entry.default_value(),
+        Some(e) => entry.own_value(e).ok_or_else(|| {
+            Error::not_found(
+                "env_value_not_found",
+                format!("{name} has no {e} value of its own; {e} reads the default value (reveal it without env)"),
+            )
+            .with_field("env")
+        })?,
+    };
+    let value = st.open_value(&entry, chosen)?;
     let value = match (&key, &value) {
         (None, _) => value,
         (Some(k), SecretValue::Kv(pairs)) => {
@@ -360,10 +517,13 @@ pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Resul
                 .with_field("key"));
         }
     };
-    let detail = match &key {
-        Some(k) => format!("version={} key={k}", entry.version),
-        None => format!("version={}", entry.version),
+    let mut detail = match &key {
+        Some(k) => format!("version={} key={k}", chosen.version),
+        None => format!("version={}", chosen.version),
     };
+    if let Some(e) = env {
+        detail.push_str(&format!(" env={e}"));
+    }
     st.audit
         .append(
             AuditEvent::new(now_millis(), &ws.id, p.actor(), Action::SecretReveal, Outcome::Success)
@@ -372,7 +532,14 @@ pub async fn reveal(st: &AppState, p: &Principal, ws: &str, name: &str, q: Resul
                 .detail(detail),
         )
         .await?;
-    Ok(RevealOut { name: entry.name.clone(), kind: entry.kind.into(), version: entry.version, value, key })
+    Ok(RevealOut {
+        name: entry.name.clone(),
+        kind: chosen.kind.into(),
+        version: chosen.version,
+        value,
+        key,
+        env: env.map(|e| e.as_str().to_owned()),
+    })
 }
 
 /// Who uses a secret: the functions whose code names it, and for each agent that can read it or

@@ -48,6 +48,7 @@ const MIGRATIONS: &Migrations = &[
     (8, "egress", include_str!("../../migrations/postgres/0008_egress.sql")),
     (9, "function secret refs", include_str!("../../migrations/postgres/0009_function_secret_refs.sql")),
     (10, "access requests", include_str!("../../migrations/postgres/0010_access_requests.sql")),
+    (11, "environments", include_str!("../../migrations/postgres/0011_environments.sql")),
     (12, "secret last reads", include_str!("../../migrations/postgres/0012_secret_last_reads.sql")),
 ];
 

@@ -1,11 +1,13 @@
 //! Agents' Python functions.
 
 use agentvault_core::audit::AuditEvent;
-use agentvault_core::model::{Function, SecretUse};
+use agentvault_core::model::{DeployedFunction, Deployment, Function, FunctionVersion, SecretUse};
 
 use super::{Backend, WriteTx};
 use crate::errors::{self, DbResult, OnUnique};
-use crate::rows::{FunctionRow, SecretRefRow, SecretUseRow, columns, convert, params_json};
+use crate::rows::{
+    DeployedRow, DeploymentRow, FunctionRow, FunctionVersionRow, SecretRefRow, SecretUseRow, columns, convert, params_json,
+};
 
 pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbResult<Vec<Function>> {
     let rows: Vec<FunctionRow> = sqlx::query_as(concat!(
@@ -32,7 +34,154 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, agent_id: &str) -> DbR
             f.secret_refs.push(r);
         }
     }
+    let deployments: Vec<DeploymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(deployment),
+        " FROM function_deployments WHERE function_id IN \
+         (SELECT id FROM functions WHERE workspace_id = $1 AND agent_id = $2) ORDER BY function_id, env"
+    ))
+    .bind(workspace_id)
+    .bind(agent_id)
+    .fetch_all(&s.read)
+    .await?;
+    for row in deployments {
+        let (function_id, d) = row.into_parts()?;
+        if let Some(f) = functions.iter_mut().find(|f| f.id == function_id) {
+            f.deployments.push(d);
+        }
+    }
+    for f in &mut functions {
+        f.deployments.sort_by_key(|d| d.env);
+    }
     Ok(functions)
+}
+
+/// The deployments of one function, in `Env::ALL` order.
+async fn deployments_of(conn: &mut super::Conn, function_id: &str) -> DbResult<Vec<Deployment>> {
+    let rows: Vec<DeploymentRow> =
+        sqlx::query_as(concat!("SELECT ", columns!(deployment), " FROM function_deployments WHERE function_id = $1"))
+            .bind(function_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut out = rows.into_iter().map(|r| r.into_parts().map(|(_, d)| d)).collect::<agentvault_core::Result<Vec<_>>>()?;
+    out.sort_by_key(|d| d.env);
+    Ok(out)
+}
+
+/// Stores `f`'s definition as its version `f.version` (immutable), saved by `created_by`.
+async fn insert_version(tx: &mut WriteTx<'_>, f: &Function, created_by: &str) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO function_versions (function_id, version, description, parameters, code, timeout_ms, \
+         created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&f.id)
+    .bind(i64::from(f.version))
+    .bind(&f.description)
+    .bind(params_json(&f.parameters))
+    .bind(&f.code)
+    .bind(f.timeout_ms.map(i64::from))
+    .bind(f.updated_at)
+    .bind(created_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Every saved version of a function, newest first.
+pub(super) async fn list_versions(
+    s: &Backend,
+    workspace_id: &str,
+    agent_id: &str,
+    name: &str,
+) -> DbResult<Vec<FunctionVersion>> {
+    let mut conn = s.read.acquire().await?;
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM functions WHERE workspace_id = $1 AND agent_id = $2 AND name = $3")
+            .bind(workspace_id)
+            .bind(agent_id)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let id = id.ok_or_else(|| errors::function_not_found(name))?;
+    let rows: Vec<FunctionVersionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(function_version),
+        " FROM function_versions WHERE function_id = $1 ORDER BY version DESC"
+    ))
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(convert(rows)?)
+}
+
+/// Makes `d.version` the version `d.env` runs.
+pub(super) async fn deploy(
+    s: &Backend,
+    workspace_id: &str,
+    agent_id: &str,
+    name: &str,
+    d: &Deployment,
+    audit: &AuditEvent,
+) -> DbResult<Function> {
+    let mut tx = s.begin().await?;
+    let row: Option<FunctionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(function),
+        " FROM functions WHERE workspace_id = $1 AND agent_id = $2 AND name = $3"
+    ))
+    .bind(workspace_id)
+    .bind(agent_id)
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut f = Function::try_from(row.ok_or_else(|| errors::function_not_found(name))?)?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM function_versions WHERE function_id = $1 AND version = $2")
+            .bind(&f.id)
+            .bind(i64::from(d.version))
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Err(errors::function_version_not_found(name, d.version, f.version).into());
+    }
+    sqlx::query(
+        "INSERT INTO function_deployments (function_id, env, version, deployed_by, deployed_at, by_admin) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (function_id, env) DO UPDATE SET version = excluded.version, \
+         deployed_by = excluded.deployed_by, deployed_at = excluded.deployed_at, by_admin = excluded.by_admin",
+    )
+    .bind(&f.id)
+    .bind(d.env.as_str())
+    .bind(i64::from(d.version))
+    .bind(&d.deployed_by)
+    .bind(d.deployed_at)
+    .bind(d.by_admin)
+    .execute(&mut *tx)
+    .await?;
+    f.deployments = deployments_of(&mut tx, &f.id).await?;
+    tx.commit_one(audit).await?;
+    Ok(f)
+}
+
+/// `SELECT` of deployments `d` with their function `f` and version `v`, then `$rest`.
+macro_rules! select_deployed {
+    ($rest:literal) => {
+        concat!(
+            "SELECT f.id, f.workspace_id, f.agent_id, f.name, v.description, v.parameters, v.code, v.timeout_ms, \
+             v.version, f.created_at, v.created_at AS updated_at, d.env, d.deployed_by, d.deployed_at, d.by_admin \
+             FROM function_deployments d JOIN functions f ON f.id = d.function_id \
+             JOIN function_versions v ON v.function_id = d.function_id AND v.version = d.version ",
+            $rest
+        )
+    };
+}
+
+/// Every deployed version (of one workspace, or all) with its definition.
+pub(super) async fn load_deployed(s: &Backend, workspace_id: Option<&str>) -> DbResult<Vec<DeployedFunction>> {
+    let rows: Vec<DeployedRow> = match workspace_id {
+        Some(ws) => sqlx::query_as(select_deployed!("WHERE f.workspace_id = $1")).bind(ws).fetch_all(&s.read).await?,
+        None => sqlx::query_as(select_deployed!("")).fetch_all(&s.read).await?,
+    };
+    Ok(convert(rows)?)
 }
 
 /// The functions of a workspace that name `secret_name`, by agent, function and line.
@@ -62,6 +211,13 @@ pub(super) async fn record_check(s: &Backend, f: &Function) -> DbResult<()> {
     if done.rows_affected() == 0 {
         return Ok(());
     }
+    // The saved version (which pre-release or live may run) gets the findings too.
+    sqlx::query("UPDATE function_versions SET parameters = $1 WHERE function_id = $2 AND version = $3")
+        .bind(params_json(&f.parameters))
+        .bind(&f.id)
+        .bind(i64::from(f.version))
+        .execute(&mut *tx)
+        .await?;
     write_refs(&mut tx, f).await?;
     tx.commit(&[]).await
 }
@@ -118,6 +274,8 @@ pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &
     .fetch_all(&s.read)
     .await?;
     f.secret_refs = refs.into_iter().map(|r| r.into_parts().1).collect();
+    let mut conn = s.read.acquire().await?;
+    f.deployments = deployments_of(&mut conn, &f.id).await?;
     Ok(Some(f))
 }
 
@@ -141,6 +299,7 @@ pub(super) async fn create(s: &Backend, f: &Function, audit: &AuditEvent) -> DbR
     .execute(&mut *tx)
     .await
     .on_unique(|| errors::function_exists(&f.name))?;
+    insert_version(&mut tx, f, audit.actor.id()).await?;
     write_refs(&mut tx, f).await?;
     tx.commit_one(audit).await
 }
@@ -164,6 +323,7 @@ pub(super) async fn update(s: &Backend, f: &Function, audit: &AuditEvent) -> DbR
     .execute(&mut *tx)
     .await?;
     errors::changed(done.rows_affected(), errors::function_moved_on)?;
+    insert_version(&mut tx, f, audit.actor.id()).await?;
     write_refs(&mut tx, f).await?;
     tx.commit_one(audit).await
 }

@@ -16,7 +16,7 @@ pub(super) async fn create(s: &Backend, key: &ApiKeyMeta, token_hash: &[u8], aud
     agents::check_known(&mut tx, &key.workspace_id, &agents).await?;
     sqlx::query(
         "INSERT INTO api_keys (id, workspace_id, name, prefix, token_hash, all_agents, created_at, expires_at, \
-         revoked_at, last_used_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9)",
+         revoked_at, last_used_at, created_by, env) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10)",
     )
     .bind(&key.id)
     .bind(&key.workspace_id)
@@ -27,6 +27,7 @@ pub(super) async fn create(s: &Backend, key: &ApiKeyMeta, token_hash: &[u8], aud
     .bind(key.created_at)
     .bind(key.expires_at)
     .bind(&key.created_by)
+    .bind(key.env.map(|e| e.as_str()))
     .execute(&mut *tx)
     .await?;
     for agent in &agents {
@@ -71,7 +72,7 @@ pub(super) async fn load(s: &Backend, workspace_id: Option<&str>) -> DbResult<Ve
             let scope = by_key.remove(r.id());
             r.into_key(scope)
         })
-        .collect())
+        .collect::<agentvault_core::Result<_>>()?)
 }
 
 /// Newest first.
@@ -106,7 +107,7 @@ pub(super) async fn revoke(
         .fetch_all(&mut *tx)
         .await?;
     tx.commit_one(audit).await?;
-    Ok(row.into_key(Some(agents.into_iter().collect())).0)
+    Ok(row.into_key(Some(agents.into_iter().collect()))?.0)
 }
 
 /// Records when keys were last used (never moving the time back).
@@ -124,13 +125,22 @@ pub(super) async fn record_use(s: &Backend, uses: &[(String, Millis)]) -> DbResu
     tx.commit(&[]).await
 }
 
+/// Every sealed version: the default values' (`env` None), then the environments' own.
 pub(super) async fn all_sealed_versions(s: &Backend) -> DbResult<Vec<SealedVersion>> {
-    let rows: Vec<SealedVersionRow> = sqlx::query_as(
-        "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
-         FROM secret_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.version",
+    let mut conn = s.read.acquire().await?;
+    let mut rows: Vec<SealedVersionRow> = sqlx::query_as(
+        "SELECT s.workspace_id, v.secret_id, CAST(NULL AS TEXT) AS env, v.version, v.root_key_id, v.wrapped_dek, \
+         v.ciphertext FROM secret_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.version",
     )
-    .fetch_all(&s.read)
+    .fetch_all(&mut *conn)
     .await?;
+    let envs: Vec<SealedVersionRow> = sqlx::query_as(
+        "SELECT s.workspace_id, v.secret_id, v.env, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
+         FROM secret_env_versions v JOIN secrets s ON s.id = v.secret_id ORDER BY v.secret_id, v.env, v.version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.extend(envs);
     Ok(convert(rows)?)
 }
 
@@ -142,8 +152,8 @@ pub(super) async fn sealed_version(
     version: u32,
 ) -> DbResult<Option<SealedVersion>> {
     let row: Option<SealedVersionRow> = sqlx::query_as(
-        "SELECT s.workspace_id, v.secret_id, v.version, v.root_key_id, v.wrapped_dek, v.ciphertext \
-         FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
+        "SELECT s.workspace_id, v.secret_id, CAST(NULL AS TEXT) AS env, v.version, v.root_key_id, v.wrapped_dek, \
+         v.ciphertext FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
          WHERE s.workspace_id = $1 AND v.secret_id = $2 AND v.version = $3",
     )
     .bind(workspace_id)
@@ -164,17 +174,25 @@ pub(super) async fn replace_wrapped_keys(
     let mut tx = s.begin().await?;
     set_root_key(&mut tx, active_key_id).await?;
     for v in rewrapped {
-        let done = sqlx::query(
-            "UPDATE secret_versions SET root_key_id = $1, wrapped_dek = $2 \
-             WHERE secret_id = $3 AND version = $4 AND ciphertext = $5",
-        )
-        .bind(&v.sealed.root_key_id)
-        .bind(&v.sealed.wrapped_dek)
-        .bind(&v.secret_id)
-        .bind(i64::from(v.version))
-        .bind(&v.sealed.ciphertext)
-        .execute(&mut *tx)
-        .await?;
+        let sql = match v.env {
+            None => {
+                "UPDATE secret_versions SET root_key_id = $1, wrapped_dek = $2 \
+                 WHERE secret_id = $3 AND version = $4 AND ciphertext = $5 AND $6 = ''"
+            }
+            Some(_) => {
+                "UPDATE secret_env_versions SET root_key_id = $1, wrapped_dek = $2 \
+                 WHERE secret_id = $3 AND version = $4 AND ciphertext = $5 AND env = $6"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(&v.sealed.root_key_id)
+            .bind(&v.sealed.wrapped_dek)
+            .bind(&v.secret_id)
+            .bind(i64::from(v.version))
+            .bind(&v.sealed.ciphertext)
+            .bind(v.env.map_or("", |e| e.as_str()))
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() != 1 {
             return Err(errors::rotation_moved_on(&v.secret_id, v.version).into());
         }

@@ -5,12 +5,40 @@ use std::collections::HashMap;
 use super::Conn;
 use agentvault_core::SecretKind;
 use agentvault_core::audit::AuditEvent;
-use agentvault_core::model::{Millis, Sealed, SecretMeta, SecretVersionMeta};
+use agentvault_core::model::{Env, EnvValueMeta, Millis, Sealed, SecretMeta, SecretVersionMeta};
 
 use super::{Backend, WriteTx, agents};
 use crate::errors::{self, DbResult, OnUnique};
-use crate::rows::{SecretRow, VersionRow, columns, convert, keys_json};
+use crate::rows::{EnvValueRow, SecretRow, VersionRow, columns, convert, keys_json};
 use crate::{SecretChange, SecretRecord, rules};
+
+/// `SELECT` of environments' own values `e` joined with their current version `v` and their
+/// secret `s`, then `$rest`.
+macro_rules! select_env_values {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            columns!(env_value),
+            " FROM secret_envs e JOIN secret_env_versions v ON v.secret_id = e.secret_id AND v.env = e.env \
+             AND v.version = e.current_version JOIN secrets s ON s.id = e.secret_id ",
+            $rest,
+            " ORDER BY e.secret_id, e.env"
+        )
+    };
+}
+
+/// The environments' own values by secret id, each list in [`Env::ALL`] order.
+fn env_values_by_secret(rows: Vec<EnvValueRow>) -> DbResult<HashMap<String, Vec<(EnvValueMeta, Sealed)>>> {
+    let mut out: HashMap<String, Vec<(EnvValueMeta, Sealed)>> = HashMap::new();
+    for row in rows {
+        let (secret_id, meta, sealed) = row.into_parts()?;
+        out.entry(secret_id).or_default().push((meta, sealed));
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|(m, _)| m.env);
+    }
+    Ok(out)
+}
 
 /// `SELECT` of secrets `s` joined with their current version `v`, then `$rest`.
 macro_rules! select_secrets {
@@ -47,6 +75,13 @@ pub(super) async fn list(s: &Backend, workspace_id: &str) -> DbResult<Vec<Secret
 /// Every secret (of one workspace, or all) with its current sealed version, for the read model.
 pub(super) async fn load_current(s: &Backend, workspace_id: Option<&str>) -> DbResult<Vec<SecretRecord>> {
     let mut conn = s.read.acquire().await?;
+    let env_rows: Vec<EnvValueRow> = match workspace_id {
+        Some(ws) => {
+            sqlx::query_as(select_env_values!("WHERE s.workspace_id = $1")).bind(ws).fetch_all(&mut *conn).await?
+        }
+        None => sqlx::query_as(select_env_values!("")).fetch_all(&mut *conn).await?,
+    };
+    let mut envs = env_values_by_secret(env_rows)?;
     let (rows, access): (Vec<SecretRow>, Vec<(String, String)>) = match workspace_id {
         Some(ws) => (
             sqlx::query_as(select_secrets!("WHERE s.workspace_id = $1")).bind(ws).fetch_all(&mut *conn).await?,
@@ -65,7 +100,18 @@ pub(super) async fn load_current(s: &Backend, workspace_id: Option<&str>) -> DbR
                 .await?,
         ),
     };
-    Ok(with_access(rows, access)?.into_iter().map(|(meta, sealed)| SecretRecord { meta, sealed }).collect())
+    Ok(with_access(rows, access)?
+        .into_iter()
+        .map(|(mut meta, sealed)| {
+            let own = envs.remove(&meta.id).unwrap_or_default();
+            let mut sealed_envs = Vec::with_capacity(own.len());
+            for (m, s) in own {
+                sealed_envs.push((m.env, s));
+                meta.envs.push(m);
+            }
+            SecretRecord { meta, sealed, envs: sealed_envs }
+        })
+        .collect())
 }
 
 pub(super) async fn get(s: &Backend, workspace_id: &str, name: &str) -> DbResult<Option<SecretMeta>> {
@@ -97,7 +143,12 @@ async fn with_agents(conn: &mut Conn, row: SecretRow) -> DbResult<SecretMeta> {
             .bind(row.id())
             .fetch_all(&mut *conn)
             .await?;
-    Ok(row.into_record(agents)?.0)
+    let env_rows: Vec<EnvValueRow> =
+        sqlx::query_as(select_env_values!("WHERE e.secret_id = $1")).bind(row.id()).fetch_all(&mut *conn).await?;
+    let mut meta = row.into_record(agents)?.0;
+    meta.envs = env_values_by_secret(env_rows)?.into_values().flatten().map(|(m, _)| m).collect();
+    meta.envs.sort_by_key(|m| m.env);
+    Ok(meta)
 }
 
 pub(super) async fn replace_access(conn: &mut Conn, secret_id: &str, agents: &[String], now: Millis) -> DbResult<()> {
@@ -127,6 +178,51 @@ struct NewRow<'a> {
     created_by: &'a str,
 }
 
+/// Stores version `v.version` of environment `env`'s own value and makes it the current one.
+async fn insert_env_version(conn: &mut Conn, env: Env, v: NewRow<'_>) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO secret_env_versions \
+         (secret_id, env, version, kind, keys, root_key_id, wrapped_dek, ciphertext, created_at, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(v.secret_id)
+    .bind(env.as_str())
+    .bind(i64::from(v.version))
+    .bind(v.kind.as_str())
+    .bind(keys_json(v.keys))
+    .bind(&v.sealed.root_key_id)
+    .bind(&v.sealed.wrapped_dek)
+    .bind(&v.sealed.ciphertext)
+    .bind(v.now)
+    .bind(v.created_by)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO secret_envs (secret_id, env, current_version, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (secret_id, env) DO UPDATE SET current_version = excluded.current_version, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(v.secret_id)
+    .bind(env.as_str())
+    .bind(i64::from(v.version))
+    .bind(v.now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The next version number of environment `env`'s own value (its versions outlive a removal).
+async fn next_env_version(conn: &mut Conn, secret_id: &str, env: Env) -> DbResult<u32> {
+    let max: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM secret_env_versions WHERE secret_id = $1 AND env = $2")
+            .bind(secret_id)
+            .bind(env.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+    let max = u32::try_from(max.unwrap_or(0)).map_err(|_| errors::bad_column("version", max.unwrap_or(0)))?;
+    Ok(max + 1)
+}
+
 async fn insert_version(conn: &mut Conn, v: NewRow<'_>) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO secret_versions \
@@ -147,9 +243,28 @@ async fn insert_version(conn: &mut Conn, v: NewRow<'_>) -> DbResult<()> {
     Ok(())
 }
 
-pub(super) async fn create(s: &Backend, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> DbResult<()> {
+pub(super) async fn create(
+    s: &Backend,
+    meta: &SecretMeta,
+    sealed: &Sealed,
+    envs: &[(Env, Sealed)],
+    audit: &AuditEvent,
+) -> DbResult<()> {
     let mut tx = s.begin().await?;
     insert_secret(&mut tx, meta, sealed, audit.actor.id()).await?;
+    for (env, sealed) in envs {
+        let own = meta.env_value(*env).ok_or_else(|| errors::bad_column("secret environment", env.as_str()))?;
+        let row = NewRow {
+            secret_id: &meta.id,
+            version: 1,
+            kind: own.kind,
+            keys: own.keys.as_deref(),
+            sealed,
+            now: meta.created_at,
+            created_by: audit.actor.id(),
+        };
+        insert_env_version(&mut tx, *env, row).await?;
+    }
     tx.commit_one(audit).await
 }
 
@@ -170,8 +285,8 @@ pub(super) async fn create_many(
 async fn insert_secret(tx: &mut WriteTx<'_>, meta: &SecretMeta, sealed: &Sealed, created_by: &str) -> DbResult<()> {
     agents::check_known(tx, &meta.workspace_id, &meta.agents).await?;
     sqlx::query(
-        "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at, \
+         protected) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&meta.id)
     .bind(&meta.workspace_id)
@@ -180,6 +295,7 @@ async fn insert_secret(tx: &mut WriteTx<'_>, meta: &SecretMeta, sealed: &Sealed,
     .bind(i64::from(meta.version))
     .bind(meta.created_at)
     .bind(meta.updated_at)
+    .bind(meta.protected)
     .execute(&mut **tx)
     .await
     .on_unique(|| errors::secret_exists(&meta.name))?;
@@ -224,13 +340,41 @@ pub(super) async fn update(
         };
         insert_version(&mut tx, row).await?;
     }
+    for c in change.envs {
+        match &c.value {
+            Some(v) => {
+                let next = next_env_version(&mut tx, change.secret_id, c.env).await?;
+                if c.version != next {
+                    return Err(errors::env_value_moved_on(c.env).into());
+                }
+                let row = NewRow {
+                    secret_id: change.secret_id,
+                    version: next,
+                    kind: v.kind,
+                    keys: v.keys,
+                    sealed: v.sealed,
+                    now: change.now,
+                    created_by: change.actor_id,
+                };
+                insert_env_version(&mut tx, c.env, row).await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM secret_envs WHERE secret_id = $1 AND env = $2")
+                    .bind(change.secret_id)
+                    .bind(c.env.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
     sqlx::query(
-        "UPDATE secrets SET description = COALESCE($1, description), current_version = $2, updated_at = $3 \
-         WHERE id = $4",
+        "UPDATE secrets SET description = COALESCE($1, description), current_version = $2, updated_at = $3, \
+         protected = COALESCE($4, protected) WHERE id = $5",
     )
     .bind(change.description)
     .bind(i64::from(version))
     .bind(change.now)
+    .bind(change.protected)
     .bind(change.secret_id)
     .execute(&mut *tx)
     .await?;
@@ -268,6 +412,14 @@ pub(super) async fn delete(s: &Backend, workspace_id: &str, secret_id: &str, aud
     let mut tx = s.begin().await?;
     // Versions first, explicitly: their wrapped data keys are the key material.
     sqlx::query(
+        "DELETE FROM secret_env_versions WHERE secret_id = $1 \
+         AND secret_id IN (SELECT id FROM secrets WHERE workspace_id = $2)",
+    )
+    .bind(secret_id)
+    .bind(workspace_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
         "DELETE FROM secret_versions WHERE secret_id = $1 \
          AND secret_id IN (SELECT id FROM secrets WHERE workspace_id = $2)",
     )
@@ -298,6 +450,25 @@ pub(super) async fn list_versions(
     )
     .bind(workspace_id)
     .bind(secret_id)
+    .fetch_all(&s.read)
+    .await?;
+    Ok(convert(rows)?)
+}
+
+pub(super) async fn list_env_versions(
+    s: &Backend,
+    workspace_id: &str,
+    secret_id: &str,
+    env: Env,
+) -> DbResult<Vec<SecretVersionMeta>> {
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT v.version, v.kind, v.keys, v.created_at, v.created_by FROM secret_env_versions v \
+         JOIN secrets s ON s.id = v.secret_id WHERE s.workspace_id = $1 AND v.secret_id = $2 AND v.env = $3 \
+         ORDER BY v.version DESC",
+    )
+    .bind(workspace_id)
+    .bind(secret_id)
+    .bind(env.as_str())
     .fetch_all(&s.read)
     .await?;
     Ok(convert(rows)?)

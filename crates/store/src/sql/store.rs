@@ -5,8 +5,9 @@
 use agentvault_core::Result;
 use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::{
-    AccessRequest, AdminToken, Agent, ApiKeyMeta, EgressPolicy, Function, Invitation, Member, Millis, PersonalToken,
-    Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta, Session, User, Workspace,
+    AccessRequest, AdminToken, Agent, ApiKeyMeta, DeployedFunction, Deployment, EgressPolicy, Env, Function,
+    FunctionVersion, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretUse,
+    SecretVersionMeta, Session, User, Workspace,
 };
 use async_trait::async_trait;
 
@@ -152,7 +153,17 @@ impl Store for Backend {
     }
 
     async fn create_secret(&self, meta: &SecretMeta, sealed: &Sealed, audit: &AuditEvent) -> Result<()> {
-        Ok(secrets::create(self, meta, sealed, audit).await?)
+        Ok(secrets::create(self, meta, sealed, &[], audit).await?)
+    }
+
+    async fn create_secret_with_envs(
+        &self,
+        meta: &SecretMeta,
+        sealed: &Sealed,
+        envs: &[(Env, Sealed)],
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Ok(secrets::create(self, meta, sealed, envs, audit).await?)
     }
 
     async fn create_secrets(&self, secrets: &[(SecretMeta, Sealed)], audit: &[AuditEvent]) -> Result<()> {
@@ -185,6 +196,15 @@ impl Store for Backend {
 
     async fn list_versions(&self, workspace_id: &str, secret_id: &str) -> Result<Vec<SecretVersionMeta>> {
         Ok(secrets::list_versions(self, workspace_id, secret_id).await?)
+    }
+
+    async fn list_env_versions(
+        &self,
+        workspace_id: &str,
+        secret_id: &str,
+        env: Env,
+    ) -> Result<Vec<SecretVersionMeta>> {
+        Ok(secrets::list_env_versions(self, workspace_id, secret_id, env).await?)
     }
 
     async fn load_current_secrets(&self, workspace_id: Option<&str>) -> Result<Vec<SecretRecord>> {
@@ -431,6 +451,30 @@ impl Store for Backend {
 
     async fn secret_uses(&self, workspace_id: &str, secret_name: &str) -> Result<Vec<SecretUse>> {
         Ok(functions::uses_of_secret(self, workspace_id, secret_name).await?)
+    }
+
+    async fn list_function_versions(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> Result<Vec<FunctionVersion>> {
+        Ok(functions::list_versions(self, workspace_id, agent_id, name).await?)
+    }
+
+    async fn deploy_function(
+        &self,
+        workspace_id: &str,
+        agent_id: &str,
+        name: &str,
+        deployment: &Deployment,
+        audit: &AuditEvent,
+    ) -> Result<Function> {
+        Ok(functions::deploy(self, workspace_id, agent_id, name, deployment, audit).await?)
+    }
+
+    async fn load_deployed_functions(&self, workspace_id: Option<&str>) -> Result<Vec<DeployedFunction>> {
+        Ok(functions::load_deployed(self, workspace_id).await?)
     }
 
     async fn sealed_version(&self, workspace_id: &str, secret_id: &str, version: u32) -> Result<Option<SealedVersion>> {

@@ -27,6 +27,7 @@ const MIGRATIONS: &Migrations = &[
     (8, "egress", include_str!("../../migrations/sqlite/0008_egress.sql")),
     (9, "function secret refs", include_str!("../../migrations/sqlite/0009_function_secret_refs.sql")),
     (10, "access requests", include_str!("../../migrations/sqlite/0010_access_requests.sql")),
+    (11, "environments", include_str!("../../migrations/sqlite/0011_environments.sql")),
     (12, "secret last reads", include_str!("../../migrations/sqlite/0012_secret_last_reads.sql")),
 ];
 
@@ -150,6 +151,51 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             store.close().await;
         }
+    }
+
+    /// Data of a database at version 10 behaves as before once environments arrive: functions run
+    /// their saved version in pre-release and live (deployed by the system), secrets have no
+    /// environment values and are not protected, API keys read for every environment.
+    #[tokio::test]
+    async fn existing_data_keeps_working_after_the_environments_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v10.db");
+        let mut conn = old_database(&path, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await;
+        sqlx::raw_sql(
+            "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_old', 'kept', 1);
+             INSERT INTO agents (id, workspace_id, name, created_at, updated_at) VALUES ('agt_old', 'ws_old', 'a', 1, 1);
+             INSERT INTO functions (id, workspace_id, agent_id, name, description, parameters, code, timeout_ms, version,
+                 created_at, updated_at)
+                 VALUES ('fn_old', 'ws_old', 'agt_old', 'pay', 'pays', '[]', 'def pay(conv):\n    return 3\n', NULL, 3, 1, 7);
+             INSERT INTO secrets (id, workspace_id, name, description, current_version, created_at, updated_at)
+                 VALUES ('sec_old', 'ws_old', 'stripe', '', 1, 1, 1);
+             INSERT INTO secret_versions (secret_id, version, kind, keys, root_key_id, wrapped_dek, ciphertext,
+                 created_at, created_by) VALUES ('sec_old', 1, 'single', NULL, 'r', X'01', X'02', 1, 'adm_x');
+             INSERT INTO api_keys (id, workspace_id, name, prefix, token_hash, all_agents, created_at, created_by)
+                 VALUES ('key_old', 'ws_old', 'k', 'avk_x', X'0303', 1, 1, 'adm_x');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let f = store.get_function("ws_old", "agt_old", "pay").await.unwrap().unwrap();
+        let deployed: Vec<(&str, u32, &str, bool)> =
+            f.deployments.iter().map(|d| (d.env.as_str(), d.version, d.deployed_by.as_str(), d.by_admin)).collect();
+        assert_eq!(deployed, [("pre-release", 3, "system", true), ("live", 3, "system", true)]);
+        let versions = store.list_function_versions("ws_old", "agt_old", "pay").await.unwrap();
+        assert_eq!(versions.iter().map(|v| (v.version, v.code.as_str())).collect::<Vec<_>>(), [(3, f.code.as_str())]);
+        let live = store.load_deployed_functions(Some("ws_old")).await.unwrap();
+        assert_eq!(live.len(), 2);
+        assert!(live.iter().all(|d| d.function.code == f.code && d.function.version == 3));
+        let secret = store.get_secret("ws_old", "stripe").await.unwrap().unwrap();
+        assert!(!secret.protected && secret.envs.is_empty());
+        let records = store.load_current_secrets(Some("ws_old")).await.unwrap();
+        assert!(records[0].envs.is_empty());
+        let keys = store.list_api_keys("ws_old").await.unwrap();
+        assert_eq!(keys[0].env, None, "an existing key reads for every environment");
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
