@@ -3,7 +3,7 @@
 use agentvault_core::audit::AuditEvent;
 use agentvault_core::model::{DeployedFunction, Deployment, Function, FunctionVersion, SecretUse};
 
-use super::{Backend, WriteTx};
+use super::{Backend, Db, WriteTx};
 use crate::errors::{self, DbResult, OnUnique};
 use crate::rows::{
     DeployedRow, DeploymentRow, FunctionRow, FunctionVersionRow, SecretRefRow, SecretUseRow, columns, convert, params_json,
@@ -124,16 +124,7 @@ pub(super) async fn deploy(
     audit: &AuditEvent,
 ) -> DbResult<Function> {
     let mut tx = s.begin().await?;
-    let row: Option<FunctionRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(function),
-        " FROM functions WHERE workspace_id = $1 AND agent_id = $2 AND name = $3"
-    ))
-    .bind(workspace_id)
-    .bind(agent_id)
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = find(&mut *tx, workspace_id, agent_id, name).await?;
     let mut f = Function::try_from(row.ok_or_else(|| errors::function_not_found(name))?)?;
     let exists: Option<i64> =
         sqlx::query_scalar("SELECT version FROM function_versions WHERE function_id = $1 AND version = $2")
@@ -254,8 +245,14 @@ pub(super) async fn load(s: &Backend, workspace_id: Option<&str>) -> DbResult<Ve
     Ok(convert(rows)?)
 }
 
-pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &str) -> DbResult<Option<Function>> {
-    let row: Option<FunctionRow> = sqlx::query_as(concat!(
+/// The row of an agent's function by name, in a transaction or from the pool.
+async fn find<'c, E: sqlx::Executor<'c, Database = Db>>(
+    e: E,
+    workspace_id: &str,
+    agent_id: &str,
+    name: &str,
+) -> DbResult<Option<FunctionRow>> {
+    Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(function),
         " FROM functions WHERE workspace_id = $1 AND agent_id = $2 AND name = $3"
@@ -263,8 +260,12 @@ pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &
     .bind(workspace_id)
     .bind(agent_id)
     .bind(name)
-    .fetch_optional(&s.read)
-    .await?;
+    .fetch_optional(e)
+    .await?)
+}
+
+pub(super) async fn get(s: &Backend, workspace_id: &str, agent_id: &str, name: &str) -> DbResult<Option<Function>> {
+    let row = find(&s.read, workspace_id, agent_id, name).await?;
     let Some(mut f) = row.map(Function::try_from).transpose()? else { return Ok(None) };
     let refs: Vec<SecretRefRow> = sqlx::query_as(
         "SELECT function_id, secret_name, line FROM function_secret_refs WHERE function_id = $1 \
