@@ -109,8 +109,9 @@ for round in $(seq 1 "$ROUNDS"); do
     wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $P_KEY" "$PG1$(read_path "$P_AGENT")" >"$OUT/pg1.r$round.txt"
     p_used=$(($(ticks "$PG1_PID") - p_before)) db_used=$(($(pg_ticks) - db_before))
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2A$(read_path "$Q_AGENT")" >"$OUT/pg2a.r$round.txt" &
+    first=$!
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2B$(read_path "$Q_AGENT")" >"$OUT/pg2b.r$round.txt"
-    wait %1
+    wait "$first"
     for f in sqlite pg1 pg2a pg2b; do
         grep -Eq 'Non-2xx|Socket errors' "$OUT/$f.r$round.txt" && die "wrk saw errors in $OUT/$f.r$round.txt"
     done
