@@ -187,8 +187,7 @@ fn the_function_editor_shows_granted_secrets_and_tests_with_redaction() {
     let support = s.create_agent(&ws, "Support bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_EDITOR_9"), &[&billing]);
     s.create_secret(&ws, "zendesk_token", json!("zd_OTHER"), &[&support]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     b.click(&format!("main a[href$='/agents/{billing}']"));
     b.wait_text("main h1", "Billing bot");
@@ -307,8 +306,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
     let billing = s.create_agent(&ws, "Billing bot");
     let support = s.create_agent(&ws, "Support bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_AUDIT"), &[&billing]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     // Users: invite one (the link is shown once), make them admin once they joined, then
     // remove them.
@@ -449,8 +447,7 @@ fn users_api_keys_and_the_audit_log_in_the_console() {
 fn an_invitee_opens_the_link_and_creates_their_account() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/users", s.base));
     b.type_into("#member-email", "alan@example.com");
     b.click("form[data-form=member-add] button[type=submit]");
@@ -515,8 +512,7 @@ fn an_admin_sets_the_network_policy_and_an_injected_secret_in_the_console() {
     let ws = s.default_ws();
     let agent = s.create_agent(&ws, "Billing bot");
     s.create_secret(&ws, "stripe_api_key", json!("sk_live_CONSOLE_USE"), &[&agent]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     b.goto(&format!("{}/w/{ws}/agents/{agent}", s.base));
     b.wait_text("#egress-mode", "Default");
@@ -596,8 +592,7 @@ fn used_by_and_the_editors_marks_show_what_a_secret_change_breaks() {
         json!([{"name": "amount", "type": "integer"}]),
         "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('stripe_api_key')[:3]\n",
     );
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     // Saving in the editor finds the get_secret calls; each one the agent cannot read is marked
     // at its line.
@@ -693,8 +688,7 @@ fn the_console_shows_names_instead_of_ids_and_relative_times() {
     let r = s.post(&format!("/api/v1/workspaces/{ws}/api-keys"), json!({"name": "voice engine", "agents": [billing]}));
     let key = r.expect(201).clone();
     s.read(key["token"].as_str().unwrap(), &billing, "stripe_api_key").expect(200);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     // A new version by the signed-in admin (the API calls above used the bootstrap token, which
     // setup made Ada's personal token).
     b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
@@ -762,8 +756,7 @@ fn the_console_shows_names_instead_of_ids_and_relative_times() {
 fn the_account_page_manages_password_tokens_and_sessions() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.click("header a.who");
     b.wait_until("the account page", |b| b.url().ends_with(&format!("/w/{ws}/account")));
     assert_eq!(b.text("#account-email"), ADMIN_EMAIL);
@@ -839,8 +832,7 @@ fn agents_and_functions_are_renamed_and_deleted_in_the_console() {
     let billing = s.create_agent(&ws, "Billing bot");
     crate::support::define(&s, &ws, &billing, "refund", json!([]), "def refund(conv):\n    return 'ok'\n");
     crate::support::define(&s, &ws, &billing, "charge", json!([]), "def charge(conv):\n    return 'ok'\n");
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     // Delete one function from its editor.
     b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/refund", s.base));
@@ -876,8 +868,7 @@ fn key_values_are_revealed_and_copied_one_by_one_and_old_versions_restored() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     s.create_secret(&ws, "booking_oauth", json!({"client_id": "cid_ONE", "client_secret": "cs_ONE"}), &[]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/secrets/booking_oauth", s.base));
 
     // One masked row per key; focusing one reveals that key only (one audit record naming it).
@@ -943,8 +934,7 @@ fn the_function_editor_guards_unsaved_changes_and_fits_390_px() {
         json!([{"name": "amount", "description": "in cents", "type": "integer"}]),
         "def create_payment(conv: Conversation, amount: int):\n    return conv.utils.get_secret('booking_oauth')['client_id'] + ' and a long line that goes on and on'\n",
     );
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     let page = format!("{}/w/{ws}/agents/{billing}/functions/create_payment", s.base);
     b.goto(&page);
     b.find(".cm-editor");
@@ -1026,8 +1016,7 @@ fn api_keys_users_keyboard_and_dark_mode_details() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     let billing = s.create_agent(&ws, "Billing bot");
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     // A skip link is the first thing the keyboard reaches, and it leads to the content.
     b.goto(&format!("{}/w/{ws}/agents", s.base));
@@ -1089,8 +1078,7 @@ fn the_secret_form_catches_duplicates_empty_values_and_stray_whitespace() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     s.create_secret(&ws, "stripe_api_key", json!("sk"), &[]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/secrets/new", s.base));
 
     // A taken name, as it is typed.
@@ -1150,8 +1138,7 @@ fn secrets_are_imported_from_a_pasted_env_file_with_a_preview() {
     let ws = s.default_ws();
     let billing = s.create_agent(&ws, "Billing bot");
     s.create_secret(&ws, "taken_key", json!("t"), &[]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/secrets", s.base));
     b.click("details.import summary");
     let env = "# payments\nexport STRIPE_API_KEY=sk_live_ENV\nZENDESK_TOKEN=\"zd 1\"\nTAKEN_KEY=again\nnot a line\n";
@@ -1257,8 +1244,7 @@ fn the_secrets_list_and_the_agent_page_say_when_each_secret_was_last_read() {
     s.read(&key, &support, "stripe_api_key").expect(200);
     // A refused read is no read.
     s.read(&key, &support, "unused_token").expect_error(403, "missing_access");
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
 
     // The Secrets list: relative, the exact time on hover; "never" when no agent read it.
     b.goto(&format!("{}/w/{ws}/secrets", s.base));
@@ -1358,8 +1344,7 @@ fn long_emails_wrap_only_at_sensible_points_at_1280_and_390_px() {
     assert_eq!(email.len(), 60);
     s.add_user(&ws, email, "member", "quiet lantern orchard 42");
     s.invite(&ws, "another.long.invitee.address@subsidiary.example.co.uk", "member");
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     // The text of each rendered line of the email's cell (characters grouped by their line box).
     let lines = |b: &Browser, table: &str, email: &str| -> Vec<String> {
         let v = b.script(
@@ -1418,8 +1403,7 @@ fn the_audit_page_shows_newest_or_oldest_first() {
     for i in 0..55 {
         s.create_agent(&ws, &format!("Agent {i:02}"));
     }
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/audit?action=agent.create", s.base));
     let agents = |b: &Browser| -> Vec<String> {
         let v = b.script(
@@ -1472,8 +1456,7 @@ fn the_test_panel_runs_unsaved_changes_as_a_draft_and_says_which_it_ran() {
         json!([]),
         "def charge(conv: Conversation):\n    return 'saved'\n",
     );
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/agents/{billing}/functions/charge", s.base));
     b.find(".cm-editor");
     std::thread::sleep(std::time::Duration::from_millis(700));
@@ -1529,8 +1512,7 @@ fn an_admin_gives_a_secret_its_own_live_value_and_protects_it_in_the_console() {
     let (s, _tmp) = with_admin(Options::default());
     let ws = s.default_ws();
     s.create_secret(&ws, "stripe_api_key", json!("sk_DEFAULT_CONSOLE"), &[]);
-    let b = Browser::start();
-    b.sign_in(&s, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = Browser::signed_in_admin(&s);
     b.goto(&format!("{}/w/{ws}/secrets/stripe_api_key", s.base));
     b.wait_text("#env-values", "live");
     for env in ["sandbox", "pre-release", "live"] {

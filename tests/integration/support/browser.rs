@@ -220,6 +220,13 @@ impl Browser {
     }
 
     /// Signs in through the sign-in page and waits for the workspace.
+    /// A browser signed in to `s` as its first admin (`with_admin`).
+    pub fn signed_in_admin(s: &Server) -> Browser {
+        let b = Browser::start();
+        b.sign_in(s, super::ADMIN_EMAIL, super::ADMIN_PASSWORD);
+        b
+    }
+
     pub fn sign_in(&self, s: &Server, email: &str, password: &str) {
         self.goto(&format!("{}/", s.base));
         self.wait_until("the sign-in page", |b| b.url().contains("/login"));
