@@ -32,21 +32,8 @@ SECRET_VALUE=sk_live_51HbenchAbCdEfGhIjKlMnOpQrStUvWxYz0123456789
 EXPECTED_BODY="{\"name\":\"$SECRET_NAME\",\"type\":\"single\",\"value\":\"$SECRET_VALUE\"}"
 
 ADMIN_TOKEN="bench_admin_$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
-WORK=$(mktemp -d /tmp/agentvault-bench.XXXXXX)
-PIDS=()
-
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/bench/lib.sh"
+bench_init bench
 
 # Stops one server started by this script and forgets it.
 stop() {
@@ -57,27 +44,10 @@ stop() {
     PIDS=("${kept[@]}")
 }
 
-# Prints the URL a server announced on stdout ("... listening on http://ADDR").
-wait_listening() {
-    local stdout=$1 pid=$2 name=$3 url
-    for _ in $(seq 1 200); do
-        url=$(sed -n 's/^.* listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$stdout")
-        if [[ -n $url ]]; then echo "$url"; return; fi
-        kill -0 "$pid" 2>/dev/null || die "$name exited before listening; its output is in $stdout"
-        sleep 0.1
-    done
-    die "$name did not start listening within 20 s"
-}
-
 # Starts agentvault on a fresh data directory; sets VAULT_PID and VAULT_URL.
 start_vault() {
-    local dir=$WORK/$1
-    mkdir -p "$dir"
-    AGENTVAULT_BOOTSTRAP_TOKEN=$ADMIN_TOKEN "$TARGET_DIR/release/agentvault" serve \
-        --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
-    VAULT_PID=$!
-    PIDS+=("$VAULT_PID")
-    VAULT_URL=$(wait_listening "$dir/stdout" "$VAULT_PID" agentvault)
+    start_server "$1" "$TARGET_DIR/release/agentvault" AGENTVAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN"
+    VAULT_PID=$PID VAULT_URL=$URL
 }
 
 # An admin API call; prints the response body, fails on any non-2xx answer.
@@ -258,7 +228,8 @@ verify_read "$VAULT_URL$READ_PATH"
 FLOOR_TOKEN=$API_KEY "$TARGET_DIR/release/floor" 127.0.0.1:0 >"$WORK/floor.stdout" 2>&1 &
 FLOOR_PID=$!
 PIDS+=("$FLOOR_PID")
-FLOOR_URL=$(wait_listening "$WORK/floor.stdout" "$FLOOR_PID" floor)
+wait_url "$WORK/floor.stdout" "$FLOOR_PID" floor
+FLOOR_URL=$URL
 verify_read "$FLOOR_URL$READ_PATH"
 
 # Bytes on disk per read record: the data directory's growth over the measured runs.
