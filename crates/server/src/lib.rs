@@ -288,7 +288,7 @@ impl AppState {
 #[openapi(
     info(title = "agentvault", description = "A secrets vault for conversational AI agents. Authenticate with `Authorization: Bearer <token>`."),
     modifiers(&BearerAuth),
-    components(schemas(api::doc::Outcome)),
+    components(schemas(api::doc::Outcome, api::doc::AuditOrder)),
     security(("bearer" = []))
 )]
 struct ApiDoc;
