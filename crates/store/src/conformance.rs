@@ -35,6 +35,7 @@ pub async fn run_all(store: &dyn Store) {
     access_requests_are_decided_once(store).await;
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
+    audit_rows_and_segments_page_together(store).await;
     last_reads_come_from_successful_agent_reads(store).await;
     api_key_scopes_round_trip(store).await;
     root_key_rewrap(store).await;
@@ -690,6 +691,111 @@ pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
         seen.extend(page.iter().map(|r| r.event.at - NOW));
     }
     assert_eq!(seen, [10, 11, 12, 13, 14], "every record once, oldest first");
+}
+
+/// Records appended in many batches (several workspaces in a batch), between mutations that write
+/// their own records in their transactions, come back as one log: every filter, both orders, any
+/// page size, each record once.
+pub async fn audit_rows_and_segments_page_together(store: &dyn Store) {
+    let ws = "ws_audit_merge";
+    workspace(store, ws).await;
+    workspace(store, "ws_audit_merge_other").await;
+    let mut appended = Vec::new();
+    for b in 0..12i64 {
+        let batch: Vec<AuditEvent> = (0..b % 4 + 1)
+            .flat_map(|i| {
+                let outcome = if (b + i) % 5 == 0 { Outcome::Denied } else { Outcome::Success };
+                let read = AuditEvent::new(
+                    NOW + 100 * b + i,
+                    ws,
+                    Actor::ApiKey(format!("key_{}", b % 3)),
+                    Action::SecretRead,
+                    outcome,
+                )
+                .secret(["alpha", "beta", "alphabet"][((b + i) % 3) as usize])
+                .agent(["agt_merge1", "agt_merge2"][(b % 2) as usize])
+                .detail(format!("version={i}"));
+                let other = AuditEvent::new(
+                    NOW + 100 * b,
+                    "ws_audit_merge_other",
+                    Actor::System,
+                    Action::SecretRead,
+                    Outcome::Success,
+                )
+                .secret("alpha");
+                [read, other]
+            })
+            .collect();
+        appended.extend(batch.iter().filter(|e| e.workspace_id == ws).cloned());
+        ok(store.append_audit(&batch).await, "append_audit");
+        if b % 3 == 0 {
+            agent(store, ws, &format!("agt_merge_made{b}")).await;
+        }
+    }
+    let all = audit_of(store, ws).await;
+    let reads: Vec<AuditEvent> =
+        all.iter().rev().filter(|r| r.event.action == Action::SecretRead).map(|r| r.event.clone()).collect();
+    assert_eq!(reads, appended, "every read once, in the order appended");
+    assert_eq!(all.iter().filter(|r| r.event.action == Action::AgentCreate).count(), 4);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first, no repeats");
+
+    type Keep = fn(&AuditEvent) -> bool;
+    let filters: Vec<(AuditFilter, Keep)> = vec![
+        (AuditFilter::default(), |_| true),
+        (AuditFilter { agent_id: Some("agt_merge1".into()), ..Default::default() }, |e| {
+            e.agent_id.as_deref() == Some("agt_merge1")
+        }),
+        (AuditFilter { secret_name: Some("alpha".into()), ..Default::default() }, |e| {
+            e.secret_name.as_deref() == Some("alpha")
+        }),
+        (AuditFilter { secret_name: Some("alpha".into()), secret_prefix: true, ..Default::default() }, |e| {
+            e.secret_name.as_deref().is_some_and(|s| s.starts_with("alpha"))
+        }),
+        (AuditFilter { outcome: Some(Outcome::Denied), ..Default::default() }, |e| e.outcome == Outcome::Denied),
+        (AuditFilter { actor_id: Some("key_1".into()), ..Default::default() }, |e| e.actor.id() == "key_1"),
+        (AuditFilter { action: Some(Action::AgentCreate), ..Default::default() }, |e| e.action == Action::AgentCreate),
+        (
+            AuditFilter {
+                since: Some(NOW + 250),
+                until: Some(NOW + 702),
+                agent_id: Some("agt_merge2".into()),
+                outcome: Some(Outcome::Success),
+                ..Default::default()
+            },
+            |e| {
+                e.at >= NOW + 250
+                    && e.at < NOW + 702
+                    && e.agent_id.as_deref() == Some("agt_merge2")
+                    && e.outcome == Outcome::Success
+            },
+        ),
+    ];
+    for (filter, keep) in filters {
+        let newest: Vec<i64> = all.iter().filter(|r| keep(&r.event)).map(|r| r.seq).collect();
+        assert!(!newest.is_empty(), "{filter:?} matches something");
+        for oldest_first in [false, true] {
+            let expected: Vec<i64> = if oldest_first { newest.iter().rev().copied().collect() } else { newest.clone() };
+            for limit in [1, 3, 7, 1000] {
+                let mut seen = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let f = AuditFilter {
+                        oldest_first,
+                        limit,
+                        before_seq: cursor.filter(|_| !oldest_first),
+                        after_seq: cursor.filter(|_| oldest_first),
+                        ..filter.clone()
+                    };
+                    let page = ok(store.list_audit(ws, &f).await, "a page");
+                    assert!(page.len() <= limit as usize);
+                    let Some(last) = page.last() else { break };
+                    cursor = Some(last.seq);
+                    seen.extend(page.iter().map(|r| r.seq));
+                }
+                assert_eq!(seen, expected, "{filter:?}, oldest first {oldest_first}, pages of {limit}");
+            }
+        }
+    }
 }
 
 /// The last successful read of each secret by an agent, from the audit log: by any agent, or

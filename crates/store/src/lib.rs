@@ -60,6 +60,7 @@ macro_rules! shared_sql {
 }
 pub(crate) use shared_sql;
 
+pub mod audit_segment;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod errors;

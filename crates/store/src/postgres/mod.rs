@@ -19,6 +19,7 @@
 //!   (`wal_writer_delay`), never a mutation: mutations and their records commit synchronously.
 //! - *Migrations* run under sqlx's advisory lock, so replicas starting together apply them once.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -50,6 +51,7 @@ const MIGRATIONS: &Migrations = &[
     (10, "access requests", include_str!("../../migrations/postgres/0010_access_requests.sql")),
     (11, "environments", include_str!("../../migrations/postgres/0011_environments.sql")),
     (12, "secret last reads", include_str!("../../migrations/postgres/0012_secret_last_reads.sql")),
+    (13, "audit segments", include_str!("../../migrations/postgres/0013_audit_segments.sql")),
 ];
 
 /// Where a PostgreSQL database is, as a `postgres://user:password@host:port/db?sslmode=…` URL.
@@ -223,7 +225,7 @@ impl PostgresStore {
             return Ok(());
         }
         let mut conn = self.audit.acquire().await?;
-        insert_audit(&mut conn, events).await
+        insert_segments(&mut conn, events).await
     }
 
     /// Nothing waits outside the table: an acknowledged record is committed.
@@ -243,7 +245,81 @@ impl PostgresStore {
     }
 }
 
-/// Numbers `events` with the `audit` counter and inserts them: one statement, whatever the
+/// Numbers `events` with the `audit` counter and stores them as one audit segment per workspace
+/// (see [`crate::audit_segment`]), with the segments' index keys and the readers' last reads:
+/// one statement, whatever the number of records, run without `BEGIN`/`COMMIT` — one round trip
+/// per group commit. The blocks are encoded with the records' offsets in the batch (1, 2, …);
+/// the statement adds the counter's base, so a segment's first sequence number is known only in
+/// the database.
+async fn insert_segments(conn: &mut PgConnection, events: &[AuditEvent]) -> DbResult<()> {
+    let mut by_workspace: BTreeMap<&str, Vec<(i64, &AuditEvent)>> = BTreeMap::new();
+    for (offset, e) in (1..).zip(events) {
+        by_workspace.entry(e.workspace_id.as_str()).or_default().push((offset, e));
+    }
+    let n = by_workspace.len();
+    let (mut first, mut workspace, mut last, mut min_at, mut max_at, mut records, mut data) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut key_workspace, mut key, mut key_first) = (Vec::new(), Vec::new(), Vec::new());
+    for (ws, batch) in by_workspace {
+        let mut block = Vec::with_capacity(64 + batch.len() * 4);
+        let summary = crate::audit_segment::encode(batch, &mut block);
+        for k in summary.keys {
+            key_workspace.push(ws);
+            key.push(k);
+            key_first.push(summary.first_seq);
+        }
+        first.push(summary.first_seq);
+        workspace.push(ws);
+        last.push(summary.last_seq);
+        min_at.push(summary.min_at);
+        max_at.push(summary.max_at);
+        records.push(summary.records);
+        data.push(block);
+    }
+    let last_reads = crate::rules::last_reads_in(events);
+    sqlx::query(
+        "WITH numbered AS (UPDATE counters SET value = value + $1 WHERE name = 'audit' RETURNING value - $1 AS base), \
+         segments AS (INSERT INTO audit_segments (first_seq, workspace_id, last_seq, min_at, max_at, records, data) \
+           SELECT numbered.base + r.first_seq, r.workspace_id, numbered.base + r.last_seq, r.min_at, r.max_at, \
+                  r.records, r.data \
+           FROM numbered, unnest($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], \
+                                 $8::BYTEA[]) AS r(first_seq, workspace_id, last_seq, min_at, max_at, records, data)), \
+         keys AS (INSERT INTO audit_segment_keys (workspace_id, key, first_seq) \
+           SELECT k.workspace_id, k.key, numbered.base + k.first_seq \
+           FROM numbered, unnest($9::TEXT[], $10::TEXT[], $11::BIGINT[]) AS k(workspace_id, key, first_seq)) \
+         INSERT INTO secret_last_reads (workspace_id, secret_name, agent_id, at) \
+         SELECT * FROM unnest($12::TEXT[], $13::TEXT[], $14::TEXT[], $15::BIGINT[]) \
+         ON CONFLICT (workspace_id, secret_name, agent_id) \
+         DO UPDATE SET at = excluded.at WHERE excluded.at > secret_last_reads.at",
+    )
+    .bind(events.len() as i64)
+    .bind(first)
+    .bind(workspace)
+    .bind(last)
+    .bind(min_at)
+    .bind(max_at)
+    .bind(records)
+    .bind(data)
+    .bind(key_workspace)
+    .bind(key)
+    .bind(key_first)
+    .bind(last_reads.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
+    .bind(last_reads.iter().map(|r| r.secret_name).collect::<Vec<_>>())
+    .bind(last_reads.iter().map(|r| r.agent_id).collect::<Vec<_>>())
+    .bind(last_reads.iter().map(|r| r.at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Numbers `events` with the `audit` counter and inserts them as rows: one statement, whatever the
 /// number of records (the columns travel as arrays, so the statement is prepared once per
 /// connection). A single statement is atomic on its own, so the audit writer runs it without
 /// `BEGIN`/`COMMIT`: one round trip per group commit. A mutation runs it inside its transaction.

@@ -5,53 +5,49 @@
 //! shared-memory locks) and was the largest share of the read path's CPU. So records are first
 //! appended to a journal file with one `write()` per batch — durable against a crash of the
 //! process, like a WAL commit with `synchronous=NORMAL` — and a background thread moves them
-//! into the `audit_log` table in large transactions.
+//! into audit segments (see [`crate::audit_segment`]) in large transactions: one segment per
+//! workspace and move, a row per segment instead of one per record.
 //!
-//! Every record carries its sequence number and the table's key is `(workspace_id, seq)`, so
-//! moving a record twice is harmless: after a crash the whole journal is simply replayed with
-//! an insert that skips the records already there. The journal is a series of segment files (`<db>-audit-journal.<n>`); a new
-//! segment starts when the current one is large, and a segment is deleted once every record in
-//! it is in the table.
+//! Sequence numbers are handed out under the journal's lock, so the journal, the mover's batches
+//! and a workspace's segments are all in sequence order. Each move records the last number it
+//! moved (the `audit_moved` counter) in the same transaction, so after a crash the journal is
+//! replayed from that number on and no record is moved twice. The journal is a series of files
+//! (`<db>-audit-journal.<n>`); a new file starts when the current one is large, and a file is
+//! deleted once every record in it is moved.
 //!
-//! Framing: `u32 length (LE) | u32 crc32 (LE) | JSON array`; a short or corrupt tail (a write
-//! cut off by a power failure) ends the replay.
+//! Framing: `u32 length (LE) | u32 crc32 (LE) | body`; the body is `0xA5 | first sequence number
+//! (i64 LE) | an audit segment block` for a batch. Journals written before segments hold one JSON
+//! array per record (`[seq, at, …]`); they are replayed into `audit_log` rows as they were. A short
+//! or corrupt tail (a write cut off by a power failure) ends the replay.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
 use agentvault_core::model::Actor;
 use agentvault_core::{Error, Result};
 
-/// Records are moved to the table at most this often (so that each transaction carries many).
-const INGEST_EVERY: Duration = Duration::from_millis(5);
-/// A new segment starts once the current one is this large.
-const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+use crate::audit_segment;
 
-/// One journal record: the sequence number and the event's columns.
+/// Records are moved at most this often (so that each transaction, and each segment, carries
+/// many), unless the log is being queried or enough are waiting.
+const INGEST_EVERY: Duration = Duration::from_millis(50);
+/// A move starts at once when this many records wait.
+const INGEST_RECORDS: usize = 4096;
+/// A new journal file starts once the current one is this large.
+const FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The first byte of a batch frame's body (a legacy record's body starts with `[`).
+const BATCH: u8 = 0xA5;
+
+/// One legacy journal record: the sequence number and the event's columns.
 type Row =
     (i64, i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
-
-fn to_row(seq: i64, e: &AuditEvent) -> Row {
-    (
-        seq,
-        e.at,
-        e.workspace_id.clone(),
-        e.actor.kind().to_owned(),
-        e.actor.id().to_owned(),
-        e.action.as_str().to_owned(),
-        e.outcome.as_str().to_owned(),
-        e.secret_name.clone(),
-        e.agent_id.clone(),
-        e.target_id.clone(),
-        e.detail.clone(),
-    )
-}
 
 fn from_row(r: Row) -> Option<(i64, AuditEvent)> {
     let (seq, at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail) = r;
@@ -71,16 +67,23 @@ fn from_row(r: Row) -> Option<(i64, AuditEvent)> {
     ))
 }
 
-fn encode(seq: i64, e: &AuditEvent, out: &mut Vec<u8>) {
-    let body = serde_json::to_vec(&to_row(seq, e)).unwrap_or_default();
+/// Frames a body: length, checksum, body.
+fn frame(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(body);
 }
 
-/// Every whole, intact record at the start of `bytes` (stops at the first bad one).
-fn decode_all(bytes: &[u8]) -> Vec<(i64, AuditEvent)> {
-    let mut out = Vec::new();
+/// What a journal holds: batches (to move into segments) and legacy records (for `audit_log`).
+#[derive(Default, Debug, PartialEq)]
+struct Replay {
+    batches: Vec<(i64, AuditEvent)>,
+    legacy: Vec<(i64, AuditEvent)>,
+}
+
+/// Every whole, intact frame at the start of `bytes` (stops at the first bad one).
+fn decode_all(bytes: &[u8]) -> Replay {
+    let mut out = Replay::default();
     let mut rest = bytes;
     while rest.len() >= 8 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -89,9 +92,20 @@ fn decode_all(bytes: &[u8]) -> Vec<(i64, AuditEvent)> {
         if crc32fast::hash(body) != crc {
             break;
         }
-        match serde_json::from_slice::<Row>(body).ok().and_then(from_row) {
-            Some(record) => out.push(record),
-            None => break,
+        match body.first() {
+            Some(&BATCH) if body.len() >= 9 => {
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&body[1..9]);
+                match audit_segment::decode(i64::from_le_bytes(first), &body[9..]) {
+                    Ok(records) => out.batches.extend(records),
+                    Err(_) => break,
+                }
+            }
+            Some(b'[') => match serde_json::from_slice::<Row>(body).ok().and_then(from_row) {
+                Some(record) => out.legacy.push(record),
+                None => break,
+            },
+            _ => break,
         }
         rest = &rest[8 + len..];
     }
@@ -103,27 +117,34 @@ fn journal_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 struct Pending {
+    /// Appended and not yet moved, in sequence order.
     records: Vec<(i64, AuditEvent)>,
     /// The highest sequence number appended.
     appended: i64,
-    /// The highest sequence number in the table (everything appended up to it is moved).
+    /// The highest sequence number moved (everything appended up to it is in segments).
     ingested: i64,
-    /// Whether the last move into the table failed.
+    /// Whether the last move failed.
     failing: bool,
+    /// Someone waits for the move (the log is being queried): move now.
+    hurry: bool,
 }
 
-/// The segment being appended to.
-struct Segment {
+/// The journal file being appended to.
+struct JournalFile {
     file: File,
     number: u64,
     bytes: u64,
 }
 
 struct Shared {
-    /// Segment `n` is `<prefix>.<n>`.
+    /// File `n` is `<prefix>.<n>`.
     prefix: PathBuf,
-    current: Mutex<Segment>,
-    /// Full segments and the last sequence number in each; deleted once it is in the table.
+    /// The file appended to. Its lock is also the one under which sequence numbers are handed
+    /// out, so the journal is in sequence order.
+    current: Mutex<JournalFile>,
+    /// The next audit sequence number (shared with the mutations' records).
+    seq: Arc<AtomicI64>,
+    /// Full files and the last sequence number in each; deleted once everything in it is moved.
     retired: Mutex<Vec<(u64, i64)>>,
     pending: Mutex<Pending>,
     /// Signalled when records are appended (wakes the mover) and when they are moved.
@@ -136,7 +157,7 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn current(&self) -> MutexGuard<'_, Segment> {
+    fn current(&self) -> MutexGuard<'_, JournalFile> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -144,19 +165,19 @@ impl Shared {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn segment_path(&self, number: u64) -> PathBuf {
-        segment_path(&self.prefix, number)
+    fn file_path(&self, number: u64) -> PathBuf {
+        file_path(&self.prefix, number)
     }
 }
 
-fn segment_path(prefix: &Path, number: u64) -> PathBuf {
+fn file_path(prefix: &Path, number: u64) -> PathBuf {
     let mut p = prefix.as_os_str().to_owned();
     p.push(format!(".{number}"));
     PathBuf::from(p)
 }
 
-/// The segment numbers present on disk, in order.
-fn segments_on_disk(prefix: &Path) -> Result<Vec<u64>> {
+/// The journal file numbers present on disk, in order.
+fn files_on_disk(prefix: &Path) -> Result<Vec<u64>> {
     let dir = prefix.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let stem = prefix.file_name().map(|n| format!("{}.", n.to_string_lossy())).unwrap_or_default();
     let mut numbers: Vec<u64> = std::fs::read_dir(dir)
@@ -168,64 +189,78 @@ fn segments_on_disk(prefix: &Path) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
-fn open_segment(prefix: &Path, number: u64) -> Result<Segment> {
-    let path = segment_path(prefix, number);
+fn open_file(prefix: &Path, number: u64) -> Result<JournalFile> {
+    let path = file_path(prefix, number);
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(&path)
         .map_err(|e| journal_err(&format!("opening {}", path.display()), e))?;
-    Ok(Segment { file, number, bytes: 0 })
+    Ok(JournalFile { file, number, bytes: 0 })
 }
 
-/// The journal and the thread that moves its records into the table.
+fn query_i64(conn: &rusqlite::Connection, sql: &str) -> Result<i64> {
+    conn.query_row(sql, [], |r| r.get(0)).map_err(|e| journal_err("reading the audit positions", e))
+}
+
+/// The journal and the thread that moves its records into segments.
 pub struct AuditJournal {
     shared: Arc<Shared>,
     mover: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AuditJournal {
-    /// Replays what an earlier process left in the journal into the table, truncates it, and
-    /// starts the mover. `conn` is the connection the mover writes with; `seq` hands out
-    /// sequence numbers.
+    /// Replays what an earlier process left in the journal, removes it, and starts the mover.
+    /// `conn` is the connection the mover writes with; `seq` hands out sequence numbers.
     pub fn open(prefix: &Path, mut conn: rusqlite::Connection, seq: Arc<AtomicI64>) -> Result<AuditJournal> {
-        let found = segments_on_disk(prefix)?;
+        let found = files_on_disk(prefix)?;
+        let moved = query_i64(&conn, "SELECT value FROM counters WHERE name = 'audit_moved'")?;
         let mut replayed = 0;
         for number in &found {
-            let path = segment_path(prefix, *number);
+            let path = file_path(prefix, *number);
             let mut bytes = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| journal_err(&format!("reading {}", path.display()), e))?;
-            let records = decode_all(&bytes);
-            if !records.is_empty() {
-                insert(&mut conn, &records)?;
-                replayed += records.len();
+            let replay = decode_all(&bytes);
+            if !replay.legacy.is_empty() {
+                insert_legacy(&mut conn, &replay.legacy)?;
+                replayed += replay.legacy.len();
+            }
+            let batches: Vec<_> = replay.batches.into_iter().filter(|(s, _)| *s > moved).collect();
+            if !batches.is_empty() {
+                insert(&mut conn, &batches)?;
+                replayed += batches.len();
             }
         }
         if replayed > 0 {
-            tracing::info!(records = replayed, segments = found.len(), "replayed the audit journal");
+            tracing::info!(records = replayed, files = found.len(), "replayed the audit journal");
         }
-        // Everything is in the table now; the old segments can go.
+        // Everything is moved now; the old files can go.
         for number in &found {
-            let path = segment_path(prefix, *number);
+            let path = file_path(prefix, *number);
             std::fs::remove_file(&path).map_err(|e| journal_err(&format!("removing {}", path.display()), e))?;
         }
-        let last_in_table: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| r.get(0))
-            .map_err(|e| journal_err("reading the last sequence number", e))?;
-        seq.store(last_in_table + 1, Ordering::SeqCst);
+        let last = query_i64(
+            &conn,
+            "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM audit_log), \
+                        (SELECT COALESCE(MAX(last_seq), 0) FROM audit_segments), \
+                        (SELECT value FROM counters WHERE name = 'audit_moved'))",
+        )?;
+        seq.store(last + 1, Ordering::SeqCst);
         let first = found.last().map_or(0, |n| n + 1);
         let shared = Arc::new(Shared {
             prefix: prefix.to_owned(),
-            current: Mutex::new(open_segment(prefix, first)?),
+            current: Mutex::new(open_file(prefix, first)?),
+            seq,
             retired: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending {
                 records: Vec::new(),
-                appended: last_in_table,
-                ingested: last_in_table,
+                appended: last,
+                ingested: last,
                 failing: false,
+                hurry: false,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -240,36 +275,53 @@ impl AuditJournal {
         Ok(AuditJournal { shared, mover: Mutex::new(Some(mover)) })
     }
 
-    /// Appends records (with the sequence numbers given) in one write.
-    pub fn append(&self, records: Vec<(i64, AuditEvent)>) -> Result<()> {
-        let mut buf = Vec::with_capacity(records.len() * 256);
-        for (seq, e) in &records {
-            encode(*seq, e, &mut buf);
+    /// Numbers the records and appends them in one write.
+    pub fn append(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
         }
-        let mut segment = self.shared.current();
-        if segment.bytes >= SEGMENT_BYTES {
-            let next = open_segment(&self.shared.prefix, segment.number + 1)?;
-            let full = std::mem::replace(&mut *segment, next);
-            let last = self.shared.pending().appended;
-            self.shared.retired().push((full.number, last));
+        // The block is built before the lock: within a batch the numbers are consecutive, and
+        // the first one goes in the frame's header.
+        let mut body = Vec::with_capacity(16 + events.len() * 16);
+        body.push(BATCH);
+        body.extend_from_slice(&[0; 8]);
+        audit_segment::encode((0..).zip(events.iter()), &mut body);
+        let mut file = self.shared.current();
+        let first = self.shared.seq.fetch_add(events.len() as i64, Ordering::Relaxed);
+        let last = first + events.len() as i64 - 1;
+        body[1..9].copy_from_slice(&first.to_le_bytes());
+        let mut buf = Vec::with_capacity(body.len() + 8);
+        frame(&body, &mut buf);
+        if file.bytes >= FILE_BYTES {
+            let next = open_file(&self.shared.prefix, file.number + 1)?;
+            let full = std::mem::replace(&mut *file, next);
+            let last_in_full = self.shared.pending().appended;
+            self.shared.retired().push((full.number, last_in_full));
         }
-        segment.file.write_all(&buf).map_err(|e| journal_err("appending", e))?;
-        segment.bytes += buf.len() as u64;
+        file.file.write_all(&buf).map_err(|e| journal_err("appending", e))?;
+        file.bytes += buf.len() as u64;
         let mut p = self.shared.pending();
-        if let Some((last, _)) = records.last() {
-            p.appended = p.appended.max(*last);
-        }
-        p.records.extend(records);
+        p.appended = last;
+        let was_empty = p.records.is_empty();
+        p.records.extend((first..).zip(events.iter().cloned()));
+        // The mover sleeps while nothing waits, and otherwise only until its next move is due.
+        let wake = was_empty || p.records.len() >= INGEST_RECORDS;
         drop(p);
-        drop(segment);
-        self.shared.changed.notify_all();
+        drop(file);
+        if wake {
+            self.shared.changed.notify_all();
+        }
         Ok(())
     }
 
-    /// Waits until every record appended so far is in the table.
+    /// Waits until every record appended so far is moved.
     pub fn sync(&self) -> Result<()> {
         let mut p = self.shared.pending();
         let target = p.appended;
+        if p.ingested < target {
+            p.hurry = true;
+            self.shared.changed.notify_all();
+        }
         while p.ingested < target {
             if p.failing {
                 return Err(Error::unavailable(
@@ -303,7 +355,8 @@ impl Drop for AuditJournal {
     }
 }
 
-fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Result<()> {
+/// Legacy journal records go back into `audit_log`, as the version that wrote them did.
+fn insert_legacy(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| journal_err("beginning a transaction", e))?;
@@ -327,31 +380,87 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
             ])
             .map_err(|e| journal_err("inserting", e))?;
         }
-        let mut upsert =
-            tx.prepare_cached(super::LAST_READ_UPSERT).map_err(|e| journal_err("preparing the last-read update", e))?;
-        for r in crate::rules::last_reads_in(records.iter().map(|(_, e)| e)) {
-            upsert
-                .execute(rusqlite::params![r.workspace_id, r.secret_name, r.agent_id, r.at])
-                .map_err(|e| journal_err("updating last reads", e))?;
-        }
+        last_reads(&tx, records)?;
     }
     tx.commit().map_err(|e| journal_err("committing", e))
 }
 
-/// The mover thread: takes what was appended, inserts it in one transaction, and truncates the
-/// journal once it is large and everything in it is in the table.
+fn last_reads(tx: &rusqlite::Transaction<'_>, records: &[(i64, AuditEvent)]) -> Result<()> {
+    let mut upsert =
+        tx.prepare_cached(super::LAST_READ_UPSERT).map_err(|e| journal_err("preparing the last-read update", e))?;
+    for r in crate::rules::last_reads_in(records.iter().map(|(_, e)| e)) {
+        upsert
+            .execute(rusqlite::params![r.workspace_id, r.secret_name, r.agent_id, r.at])
+            .map_err(|e| journal_err("updating last reads", e))?;
+    }
+    Ok(())
+}
+
+/// Moves records (in sequence order) into one segment per workspace, in one transaction that
+/// also brings last reads and the `audit_moved` position up to date.
+fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Result<()> {
+    let Some((last, _)) = records.last() else { return Ok(()) };
+    let mut by_workspace: BTreeMap<&str, Vec<(i64, &AuditEvent)>> = BTreeMap::new();
+    for (seq, e) in records {
+        by_workspace.entry(e.workspace_id.as_str()).or_default().push((*seq, e));
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| journal_err("beginning a transaction", e))?;
+    {
+        let mut segment = tx
+            .prepare_cached(audit_segment::INSERT_SEGMENT)
+            .map_err(|e| journal_err("preparing the segment insert", e))?;
+        let mut key = tx
+            .prepare_cached(audit_segment::INSERT_KEY)
+            .map_err(|e| journal_err("preparing the segment key insert", e))?;
+        let mut block = Vec::new();
+        for (workspace, records) in by_workspace {
+            block.clear();
+            let s = audit_segment::encode(records.iter().map(|(seq, e)| (*seq, *e)), &mut block);
+            segment
+                .execute(rusqlite::params![s.first_seq, workspace, s.last_seq, s.min_at, s.max_at, s.records, block])
+                .map_err(|e| journal_err("inserting a segment", e))?;
+            for k in &s.keys {
+                key.execute(rusqlite::params![workspace, k, s.first_seq])
+                    .map_err(|e| journal_err("inserting a segment key", e))?;
+            }
+        }
+        last_reads(&tx, records)?;
+        tx.execute("UPDATE counters SET value = MAX(value, $1) WHERE name = 'audit_moved'", [last])
+            .map_err(|e| journal_err("recording the moved position", e))?;
+    }
+    tx.commit().map_err(|e| journal_err("committing", e))
+}
+
+/// The mover thread: waits for records (at most [`INGEST_EVERY`], less when many wait or the log
+/// is queried), moves them in one transaction, and deletes journal files whose records are all
+/// moved.
 fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
+    let mut last_move = Instant::now();
     loop {
         let batch = {
             let mut p = shared.pending();
-            while p.records.is_empty() && !shared.stop.load(Ordering::SeqCst) {
-                p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+            loop {
+                let stopping = shared.stop.load(Ordering::SeqCst);
+                if p.records.is_empty() {
+                    if stopping {
+                        return;
+                    }
+                    p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                let due = last_move.elapsed() >= INGEST_EVERY;
+                if stopping || due || p.hurry || p.records.len() >= INGEST_RECORDS {
+                    break;
+                }
+                let left = INGEST_EVERY.saturating_sub(last_move.elapsed());
+                p = shared.changed.wait_timeout(p, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
-            if p.records.is_empty() {
-                return;
-            }
+            p.hurry = false;
             std::mem::take(&mut p.records)
         };
+        last_move = Instant::now();
         let last = batch.last().map(|(s, _)| *s).unwrap_or(0);
         let result = insert(&mut conn, &batch);
         {
@@ -373,32 +482,31 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
         }
         shared.changed.notify_all();
         if result.is_ok() {
-            remove_moved_segments(shared);
-        }
-        if !shared.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(if result.is_ok() { INGEST_EVERY } else { Duration::from_millis(200) });
+            remove_moved_files(shared);
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
 
-/// Deletes the full segments whose records are all in the table.
-fn remove_moved_segments(shared: &Shared) {
+/// Deletes the full journal files whose records are all moved.
+fn remove_moved_files(shared: &Shared) {
     let ingested = shared.pending().ingested;
     let mut retired = shared.retired();
     retired.retain(|(number, last)| {
         if *last > ingested {
             return true;
         }
-        let path = shared.segment_path(*number);
+        let path = shared.file_path(*number);
         if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(error = %e, path = %path.display(), "removing an audit journal segment failed");
+            tracing::warn!(error = %e, path = %path.display(), "removing an audit journal file failed");
         }
         false
     });
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn event(i: i64) -> AuditEvent {
@@ -408,23 +516,50 @@ mod tests {
             .detail(format!("version={i}"))
     }
 
+    /// A batch frame as `append` writes it.
+    pub(super) fn batch(first: i64, events: &[AuditEvent], out: &mut Vec<u8>) {
+        let mut body = vec![BATCH];
+        body.extend_from_slice(&first.to_le_bytes());
+        audit_segment::encode((0..).zip(events.iter()), &mut body);
+        frame(&body, out);
+    }
+
+    /// A record as journals written before segments hold it.
+    pub(super) fn legacy(seq: i64, e: &AuditEvent, out: &mut Vec<u8>) {
+        let row = (
+            seq,
+            e.at,
+            &e.workspace_id,
+            e.actor.kind(),
+            e.actor.id(),
+            e.action.as_str(),
+            e.outcome.as_str(),
+            &e.secret_name,
+            &e.agent_id,
+            &e.target_id,
+            &e.detail,
+        );
+        frame(&serde_json::to_vec(&row).unwrap(), out);
+    }
+
     #[test]
-    fn records_round_trip_and_a_torn_tail_is_dropped() {
+    fn batches_and_legacy_records_round_trip_and_a_torn_tail_is_dropped() {
         let mut buf = Vec::new();
-        for i in 1..=3 {
-            encode(i, &event(i), &mut buf);
-        }
+        legacy(1, &event(1), &mut buf);
+        let first_frame = buf.len();
+        batch(2, &[event(2), event(3)], &mut buf);
+        batch(4, &[event(4)], &mut buf);
         let whole = decode_all(&buf);
-        assert_eq!(whole.len(), 3);
-        assert_eq!(whole[2], (3, event(3)));
-        // Cut in the middle of the last record: the first two survive.
-        assert_eq!(decode_all(&buf[..buf.len() - 5]).len(), 2);
-        // A flipped byte in the second record ends the replay there.
+        assert_eq!(whole.legacy, vec![(1, event(1))]);
+        assert_eq!(whole.batches, vec![(2, event(2)), (3, event(3)), (4, event(4))]);
+        // Cut in the middle of the last frame: the others survive.
+        assert_eq!(decode_all(&buf[..buf.len() - 5]).batches.len(), 2);
+        // A flipped byte in the second frame ends the replay there.
         let mut bad = buf.clone();
-        let second = 8 + u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 12;
-        bad[second] ^= 0x55;
-        assert_eq!(decode_all(&bad).len(), 1);
-        assert!(decode_all(&[1, 2, 3]).is_empty());
+        bad[first_frame + 12] ^= 0x55;
+        let replay = decode_all(&bad);
+        assert_eq!((replay.legacy.len(), replay.batches.len()), (1, 0));
+        assert_eq!(decode_all(&[1, 2, 3]), Replay::default());
     }
 }
 
@@ -432,6 +567,7 @@ mod tests {
 mod recovery_tests {
     use agentvault_core::audit::AuditFilter;
 
+    use super::tests::{batch, legacy};
     use super::*;
     use crate::{SqliteStore, Store};
 
@@ -450,32 +586,55 @@ mod recovery_tests {
         store.close().await;
         drop(store);
 
-        // What a killed process leaves: a segment with records 2..=4 (record 1 again, as a
-        // segment not yet deleted would hold it) and a torn fifth record.
+        // What a killed process leaves: a file with record 1 again (moved already, as a file
+        // not yet deleted would hold it), records 2..=4, and a torn batch. Beside it, a file
+        // from a version before segments, with one record already in `audit_log` and one not.
         let prefix = dir.path().join("agentvault.db-audit-journal");
         let mut bytes = Vec::new();
         let first_seq = 1; // the sequence number record 1 got above
-        encode(first_seq, &event(1), &mut bytes);
-        for i in 2..=4 {
-            encode(first_seq + i - 1, &event(i), &mut bytes);
-        }
+        batch(first_seq, &[event(1)], &mut bytes);
+        batch(first_seq + 1, &[event(2), event(3), event(4)], &mut bytes);
         let mut torn = Vec::new();
-        encode(99, &event(5), &mut torn);
+        batch(first_seq + 4, &[event(5), event(5)], &mut torn);
         bytes.extend_from_slice(&torn[..torn.len() / 2]);
-        std::fs::write(segment_path(&prefix, 7), &bytes).unwrap();
+        std::fs::write(file_path(&prefix, 7), &bytes).unwrap();
 
         let store = SqliteStore::open(&db).await.unwrap();
         let filter = AuditFilter { limit: 100, ..AuditFilter::default() };
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         let ats: Vec<i64> = records.iter().map(|r| r.event.at).collect();
-        assert_eq!(ats, vec![1_004, 1_003, 1_002, 1_001], "each intact record once, the torn one dropped");
-        assert!(!segment_path(&prefix, 7).exists(), "replayed segments are removed");
-        // New records continue after the replayed ones, in a new segment.
+        assert_eq!(ats, vec![1_004, 1_003, 1_002, 1_001], "each intact record once, the torn ones dropped");
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![4, 3, 2, 1]);
+        assert!(!file_path(&prefix, 7).exists(), "replayed files are removed");
+        // New records continue after the replayed ones, in a new file.
         store.append_audit(&[event(6)]).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
-        assert_eq!(records[0].event.at, 1_006);
-        assert!(records[0].seq > records[1].seq);
-        assert!(segment_path(&prefix, 8).exists());
+        assert_eq!((records[0].event.at, records[0].seq), (1_006, 5));
+        assert!(file_path(&prefix, 8).exists());
+        store.close().await;
+        drop(store);
+
+        // A journal of the previous version: its records become rows again, once.
+        let mut old = Vec::new();
+        legacy(30, &event(30), &mut old); // moved by that version already: kept once
+        legacy(40, &event(40), &mut old);
+        std::fs::write(file_path(&prefix, 9), &old).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO audit_log (seq, at, workspace_id, actor_type, actor_id, action, outcome) \
+             VALUES (30, 1030, 'ws_r', 'api_key', 'key_r', 'secret.read', 'success')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&db).await.unwrap();
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![40, 30, 5, 4, 3, 2, 1]);
+        // Numbers continue after the highest one anywhere.
+        store.append_audit(&[event(41)]).await.unwrap();
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records[0].seq, 41);
         store.close().await;
     }
 }

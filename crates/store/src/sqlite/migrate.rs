@@ -29,6 +29,7 @@ const MIGRATIONS: &Migrations = &[
     (10, "access requests", include_str!("../../migrations/sqlite/0010_access_requests.sql")),
     (11, "environments", include_str!("../../migrations/sqlite/0011_environments.sql")),
     (12, "secret last reads", include_str!("../../migrations/sqlite/0012_secret_last_reads.sql")),
+    (13, "audit segments", include_str!("../../migrations/sqlite/0013_audit_segments.sql")),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(MIGRATIONS));

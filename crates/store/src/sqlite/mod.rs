@@ -151,11 +151,7 @@ impl SqliteStore {
     /// Appends agent-read audit records with one write to the journal on the calling thread (see
     /// [`journal`]): synchronous on purpose, one short `write()`.
     async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let records = events.iter().map(|e| (self.audit_seq.fetch_add(1, Ordering::Relaxed), e.clone())).collect();
-        Ok(self.journal()?.append(records)?)
+        Ok(self.journal()?.append(events)?)
     }
 
     /// Moves the records still in the journal into the table, before the log is queried.
