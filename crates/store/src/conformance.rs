@@ -36,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     deleting_a_secret_removes_its_versions(store).await;
     audit_filters_order_and_cursor(store).await;
     audit_rows_and_segments_page_together(store).await;
+    audit_compaction_retention_and_export(store).await;
     last_reads_come_from_successful_agent_reads(store).await;
     api_key_scopes_round_trip(store).await;
     root_key_rewrap(store).await;
@@ -796,6 +797,94 @@ pub async fn audit_rows_and_segments_page_together(store: &dyn Store) {
             }
         }
     }
+}
+
+/// Small segments merge without changing what the log lists; the export stream reads every
+/// record once from its positions; retention drops whole old segments and old rows, and only
+/// what the stream has read.
+pub async fn audit_compaction_retention_and_export(store: &dyn Store) {
+    let ws = "ws_audit_upkeep";
+    workspace(store, ws).await;
+    // Records from 100 days ago on, a batch (a segment) every six hours, a mutation now and then.
+    let old = NOW - 100 * DAY;
+    for b in 0..40i64 {
+        let batch: Vec<AuditEvent> = (0..3)
+            .map(|i| {
+                AuditEvent::new(
+                    old + b * DAY / 4 + i,
+                    ws,
+                    Actor::ApiKey("key_upkeep".into()),
+                    Action::SecretRead,
+                    Outcome::Success,
+                )
+                .secret(if b % 2 == 0 { "even" } else { "odd" })
+                .agent("agt_upkeep")
+            })
+            .collect();
+        ok(store.append_audit(&batch).await, "append_audit");
+        // Listing moves what waits (SQLite's journal), so each batch is a segment of its own.
+        audit_of(store, ws).await;
+        if b % 10 == 0 {
+            agent(store, ws, &format!("agt_upkeep{b}")).await;
+        }
+    }
+    let before = audit_of(store, ws).await;
+    assert_eq!(before.len(), 1 + 4 + 120);
+
+    // The export stream, in batches of 50: every record of the workspace once.
+    let mut position = ok(store.audit_export_position().await, "export position").unwrap_or_default();
+    let start = position;
+    let mut exported = Vec::new();
+    loop {
+        let batch = ok(store.audit_export_batch(position, 50).await, "audit_export_batch");
+        if batch.rows.is_empty() && batch.segments.is_empty() {
+            break;
+        }
+        for r in &batch.rows {
+            assert!(r.seq > position.rows, "rows come after the position");
+            position.rows = r.seq;
+            exported.push((r.seq, r.event.clone()));
+        }
+        for (first, records) in &batch.segments {
+            assert!(*first > position.segments, "segments come after the position");
+            position.segments = *first;
+            exported.extend(records.iter().map(|r| (r.seq, r.event.clone())));
+        }
+    }
+    let mut mine: Vec<(i64, AuditEvent)> = exported.into_iter().filter(|(_, e)| e.workspace_id == ws).collect();
+    mine.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    let listed: Vec<(i64, AuditEvent)> = before.iter().map(|r| (r.seq, r.event.clone())).collect();
+    assert_eq!(mine, listed, "the stream holds what the listing holds, each record once");
+    ok(store.set_audit_export_position(position).await, "set_audit_export_position");
+    assert_eq!(ok(store.audit_export_position().await, "export position"), Some(position));
+
+    // Retention, limited by where the stream stood before: nothing of this workspace goes.
+    let cutoff = old + 5 * DAY;
+    ok(store.drop_audit_before(cutoff, Some(start)).await, "retention before the export");
+    assert_eq!(audit_of(store, ws).await.len(), before.len(), "nothing unexported is dropped");
+
+    // Compaction changes nothing the log lists, and leaves nothing more to merge.
+    let merged = ok(store.compact_audit(None, usize::MAX).await, "compact_audit");
+    assert!(merged >= 39, "the workspace's 40 small segments are merged ({merged})");
+    assert_eq!(audit_of(store, ws).await, before);
+    let odd = AuditFilter { secret_name: Some("odd".into()), limit: 1000, ..AuditFilter::default() };
+    assert_eq!(ok(store.list_audit(ws, &odd).await, "filtered").len(), 60);
+    assert_eq!(ok(store.compact_audit(None, usize::MAX).await, "compact again"), 0);
+
+    // A second workspace's segments stay apart; retention drops whole old segments and rows.
+    let ws2 = "ws_audit_upkeep2";
+    workspace(store, ws2).await;
+    for b in 0..10i64 {
+        let e = AuditEvent::new(old + b * DAY, ws2, Actor::System, Action::SecretRead, Outcome::Success).secret("s");
+        ok(store.append_audit(&[e]).await, "append_audit");
+        audit_of(store, ws2).await;
+    }
+    let dropped = ok(store.drop_audit_before(cutoff, None).await, "retention");
+    let left: Vec<Millis> = audit_of(store, ws2).await.iter().map(|r| r.event.at).collect();
+    assert!(left.iter().all(|at| *at >= cutoff), "older records are gone");
+    assert_eq!(left.iter().filter(|at| **at < NOW).count(), 5, "the newer five reads stay");
+    assert!(dropped >= 5);
+    assert_eq!(audit_of(store, ws).await, before, "the merged segment holds newer records: it stays whole");
 }
 
 /// The last successful read of each secret by an agent, from the audit log: by any agent, or

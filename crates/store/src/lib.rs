@@ -78,6 +78,23 @@ pub use sqlite::SqliteStore;
 
 /// A secret's metadata with the sealed bytes of its current version: what the in-memory read
 /// model holds.
+/// Where the audit export stream stands: the last segment it read (by first sequence number) and
+/// the last row of `audit_log`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportPosition {
+    pub segments: i64,
+    pub rows: i64,
+}
+
+/// A batch of the audit export stream.
+#[derive(Debug, Default)]
+pub struct ExportBatch {
+    /// Rows of `audit_log` after the position, in sequence order.
+    pub rows: Vec<AuditRecord>,
+    /// Whole segments after the position, in order: each one's first sequence number and records.
+    pub segments: Vec<(i64, Vec<AuditRecord>)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct SecretRecord {
     pub meta: SecretMeta,
@@ -327,6 +344,18 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Newest first (oldest first with `filter.oldest_first`).
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// Merges small audit segments of a workspace into larger ones (at most `max_merges`
+    /// merges); only segments at or before `through_seq` when given. Returns how many segments
+    /// were merged away.
+    async fn compact_audit(&self, through_seq: Option<i64>, max_merges: usize) -> Result<u64>;
+    /// Drops audit records older than `before` (whole segments whose newest record is older);
+    /// with the export stream's positions, only what it has read. Returns how many were dropped.
+    async fn drop_audit_before(&self, before: Millis, exported: Option<ExportPosition>) -> Result<u64>;
+    /// The next records for the audit export stream, after `from`.
+    async fn audit_export_batch(&self, from: ExportPosition, limit: u32) -> Result<ExportBatch>;
+    /// Where the export stream stands (none before its first batch).
+    async fn audit_export_position(&self) -> Result<Option<ExportPosition>>;
+    async fn set_audit_export_position(&self, position: ExportPosition) -> Result<()>;
     /// When each of `secret_names` was last read successfully by an agent (a `secret.read`
     /// record with outcome `success`): by `agent_id` when given, else by any agent. Names never
     /// read are left out. A few index probes per name, however long the log is.

@@ -89,6 +89,38 @@ pub fn last_reads_in<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Ve
     out
 }
 
+/// Runs of adjacent small segments to merge, as the segments' first sequence numbers
+/// (`segments`: first sequence number and record count of a workspace's segments, in order). A
+/// segment of at least half of `target` records is left as it is and ends a run; a run grows
+/// while its records fit in `target`. Runs of one segment are left out.
+pub fn compaction_runs(segments: &[(i64, i64)], target: i64) -> Vec<Vec<i64>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<i64> = Vec::new();
+    let mut total = 0;
+    let mut close = |run: &mut Vec<i64>| {
+        if run.len() > 1 {
+            runs.push(std::mem::take(run));
+        } else {
+            run.clear();
+        }
+    };
+    for &(first, records) in segments {
+        if records * 2 >= target {
+            close(&mut run);
+            total = 0;
+            continue;
+        }
+        if total + records > target {
+            close(&mut run);
+            total = 0;
+        }
+        run.push(first);
+        total += records;
+    }
+    close(&mut run);
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +171,15 @@ mod tests {
     #[test]
     fn the_bootstrap_token_keeps_its_random_part() {
         assert_eq!(bootstrap_token_id("adm_0123abcd"), "pat_0123abcd");
+    }
+
+    #[test]
+    fn compaction_merges_adjacent_small_segments_up_to_the_target() {
+        let segments = [(1, 10), (20, 10), (40, 60), (100, 10), (120, 45), (300, 45), (310, 20), (320, 1)];
+        // 60 is at least half of 100: it stays and splits the runs; 100 + 20 > 100 starts a new run.
+        assert_eq!(compaction_runs(&segments, 100), vec![vec![1, 20], vec![100, 120, 300], vec![310, 320]]);
+        assert_eq!(compaction_runs(&segments[5..], 100), vec![vec![300, 310, 320]]);
+        assert!(compaction_runs(&[(1, 10)], 100).is_empty());
+        assert!(compaction_runs(&[], 100).is_empty());
     }
 }

@@ -219,6 +219,12 @@ impl PostgresStore {
         Ok(WriteTx { tx, store: self, change })
     }
 
+    /// A transaction for upkeep that is no change of the data (the audit log's compaction and
+    /// retention): no change number.
+    async fn begin_upkeep(&self) -> DbResult<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.write.begin().await?)
+    }
+
     /// Appends agent-read audit records in one statement (the audit writer's group commit).
     async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
         if events.is_empty() {

@@ -1,12 +1,13 @@
 //! The audit log's queries (each backend appends in its own way).
 
-use agentvault_core::audit::{AuditFilter, AuditRecord};
+use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use agentvault_core::model::Millis;
 use sqlx::QueryBuilder;
 
 
-use super::{Backend, Db};
+use super::{Backend, Conn, Db};
 use crate::audit_segment;
+use crate::{ExportBatch, ExportPosition};
 use crate::errors::DbResult;
 use crate::rows::{AuditRow, columns, convert};
 
@@ -195,4 +196,192 @@ pub(super) async fn last_reads(
         }
     };
     Ok(rows.into_iter().filter(|(name, _)| secret_names.contains(name)).collect())
+}
+
+/// Segments with fewer records than half of this are merged with their neighbours, up to this.
+const COMPACT_TARGET: i64 = 4096;
+
+/// Merges runs of adjacent small segments of a workspace into segments of up to
+/// [`COMPACT_TARGET`] records (at most `max_merges` merges per call); only segments that start at
+/// or before `through_seq`, when given (the export stream's position: a merged segment takes the
+/// first one's position, so it must hold nothing the stream has not read). Returns the number of
+/// segments merged away.
+pub(super) async fn compact(s: &Backend, through_seq: Option<i64>, max_merges: usize) -> DbResult<u64> {
+    let through = through_seq.unwrap_or(i64::MAX);
+    let workspaces: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT workspace_id FROM audit_segments").fetch_all(&s.read).await?;
+    let mut merges = 0;
+    let mut merged_away = 0;
+    for ws in workspaces {
+        let segments: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT first_seq, records FROM audit_segments WHERE workspace_id = $1 AND first_seq <= $2 ORDER BY first_seq",
+        )
+        .bind(&ws)
+        .bind(through)
+        .fetch_all(&s.read)
+        .await?;
+        for run in crate::rules::compaction_runs(&segments, COMPACT_TARGET) {
+            if merges >= max_merges {
+                return Ok(merged_away);
+            }
+            if merge(s, &ws, &run).await? {
+                merges += 1;
+                merged_away += run.len() as u64 - 1;
+            }
+        }
+    }
+    Ok(merged_away)
+}
+
+fn in_list(qb: &mut QueryBuilder<Db>, firsts: &[i64]) {
+    qb.push(" IN (");
+    let mut list = qb.separated(", ");
+    for f in firsts {
+        list.push_bind(*f);
+    }
+    qb.push(")");
+}
+
+/// Replaces adjacent segments by one; false if another server merged or dropped them first.
+async fn merge(s: &Backend, ws: &str, firsts: &[i64]) -> DbResult<bool> {
+    let mut tx = s.begin_upkeep().await?;
+    let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT first_seq, data FROM audit_segments WHERE first_seq");
+    in_list(&mut qb, firsts);
+    qb.push(" ORDER BY first_seq");
+    let blocks: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    let mut records = Vec::new();
+    for (first, data) in &blocks {
+        records.extend(audit_segment::decode(*first, data).map_err(|e| damaged(*first, e))?);
+    }
+    let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE first_seq");
+    in_list(&mut qb, firsts);
+    if blocks.len() != firsts.len() || qb.build().execute(&mut *tx).await?.rows_affected() != firsts.len() as u64 {
+        return Ok(false);
+    }
+    let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
+    in_list(&mut qb, firsts);
+    qb.build().execute(&mut *tx).await?;
+    insert_segment(&mut tx, ws, &records).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Stores records (in sequence order, of one workspace) as one segment with its index keys.
+async fn insert_segment(conn: &mut Conn, ws: &str, records: &[(i64, AuditEvent)]) -> DbResult<()> {
+    let mut block = Vec::new();
+    let summary = audit_segment::encode(records.iter().map(|(seq, e)| (*seq, e)), &mut block);
+    sqlx::query(audit_segment::INSERT_SEGMENT)
+        .bind(summary.first_seq)
+        .bind(ws)
+        .bind(summary.last_seq)
+        .bind(summary.min_at)
+        .bind(summary.max_at)
+        .bind(summary.records)
+        .bind(block)
+        .execute(&mut *conn)
+        .await?;
+    for k in &summary.keys {
+        sqlx::query(audit_segment::INSERT_KEY).bind(ws).bind(k.as_str()).bind(summary.first_seq).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Drops what is older than `before`: whole segments whose newest record is older, and older
+/// rows of `audit_log`; only what the export stream has read when its positions are given.
+/// Works in short transactions. Returns the number of records dropped.
+pub(super) async fn drop_before(s: &Backend, before: Millis, exported: Option<ExportPosition>) -> DbResult<u64> {
+    let (segments_through, rows_through) = exported.map_or((i64::MAX, i64::MAX), |p| (p.segments, p.rows));
+    let mut dropped = 0u64;
+    loop {
+        let mut tx = s.begin_upkeep().await?;
+        let doomed: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT first_seq, records FROM audit_segments WHERE max_at < $1 AND first_seq <= $2 \
+             ORDER BY first_seq LIMIT 256",
+        )
+        .bind(before)
+        .bind(segments_through)
+        .fetch_all(&mut *tx)
+        .await?;
+        if doomed.is_empty() {
+            break;
+        }
+        let firsts: Vec<i64> = doomed.iter().map(|(f, _)| *f).collect();
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
+        in_list(&mut qb, &firsts);
+        qb.build().execute(&mut *tx).await?;
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE first_seq");
+        in_list(&mut qb, &firsts);
+        qb.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        dropped += doomed.iter().map(|(_, n)| *n as u64).sum::<u64>();
+    }
+    loop {
+        let mut tx = s.begin_upkeep().await?;
+        let done = sqlx::query(
+            "DELETE FROM audit_log WHERE (workspace_id, seq) IN \
+             (SELECT workspace_id, seq FROM audit_log WHERE at < $1 AND seq <= $2 LIMIT 5000)",
+        )
+        .bind(before)
+        .bind(rows_through)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        dropped += done.rows_affected();
+        if done.rows_affected() == 0 {
+            break;
+        }
+    }
+    Ok(dropped)
+}
+
+/// The next records for the export stream, across workspaces: rows of `audit_log` after the
+/// position's row (by sequence number) and the segments that start after its segment (whole, in
+/// order). Rows and segments each commit in sequence order, so two positions read each record
+/// once.
+pub(super) async fn export_batch(s: &Backend, from: ExportPosition, limit: u32) -> DbResult<ExportBatch> {
+    let (segments_after, rows_after) = (from.segments, from.rows);
+    s.settle_audit()?;
+    let rows: Vec<AuditRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(audit),
+        " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+    ))
+    .bind(rows_after)
+    .bind(i64::from(limit))
+    .fetch_all(&s.read)
+    .await?;
+    let blocks: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT first_seq, data FROM audit_segments WHERE first_seq > $1 ORDER BY first_seq LIMIT $2")
+            .bind(segments_after)
+            .bind(i64::from(limit.div_ceil(256).max(1)))
+            .fetch_all(&s.read)
+            .await?;
+    let mut segments = Vec::with_capacity(blocks.len());
+    for (first, data) in &blocks {
+        let records = audit_segment::decode(*first, data).map_err(|e| damaged(*first, e))?;
+        segments.push((*first, records.into_iter().map(|(seq, event)| AuditRecord { seq, event }).collect()));
+    }
+    Ok(ExportBatch { rows: convert(rows)?, segments })
+}
+
+const EXPORT_SETTING: &str = "audit_export_position";
+
+pub(super) async fn export_position(s: &Backend) -> DbResult<Option<ExportPosition>> {
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+        .bind(EXPORT_SETTING)
+        .fetch_optional(&s.read)
+        .await?;
+    Ok(value.and_then(|v| {
+        let (segments, rows) = v.split_once(',')?;
+        Some(ExportPosition { segments: segments.parse().ok()?, rows: rows.parse().ok()? })
+    }))
+}
+
+pub(super) async fn set_export_position(s: &Backend, p: ExportPosition) -> DbResult<()> {
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
+        .bind(EXPORT_SETTING)
+        .bind(format!("{},{}", p.segments, p.rows))
+        .execute(&s.write)
+        .await?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use super::{
     Backend, access, agents, audit, changes, credentials, functions, invitations, keys, people, secrets, workspaces,
 };
 use crate::errors::DbError;
-use crate::{Change, NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
+use crate::{Change, ExportBatch, ExportPosition, NewAccount, PasswordChange, SealedVersion, SecretChange, SecretRecord, Store};
 
 #[async_trait]
 impl Store for Backend {
@@ -243,6 +243,26 @@ impl Store for Backend {
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         Ok(audit::list(self, workspace_id, filter).await?)
+    }
+
+    async fn compact_audit(&self, through_seq: Option<i64>, max_merges: usize) -> Result<u64> {
+        Ok(audit::compact(self, through_seq, max_merges).await?)
+    }
+
+    async fn drop_audit_before(&self, before: Millis, exported: Option<ExportPosition>) -> Result<u64> {
+        Ok(audit::drop_before(self, before, exported).await?)
+    }
+
+    async fn audit_export_batch(&self, from: ExportPosition, limit: u32) -> Result<ExportBatch> {
+        Ok(audit::export_batch(self, from, limit).await?)
+    }
+
+    async fn audit_export_position(&self) -> Result<Option<ExportPosition>> {
+        Ok(audit::export_position(self).await?)
+    }
+
+    async fn set_audit_export_position(&self, position: ExportPosition) -> Result<()> {
+        Ok(audit::set_export_position(self, position).await?)
     }
 
     async fn last_reads(

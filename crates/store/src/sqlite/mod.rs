@@ -123,6 +123,12 @@ impl SqliteStore {
         Ok(WriteTx { tx, store: self, change })
     }
 
+    /// A transaction for upkeep that is no change of the data (the audit log's compaction and
+    /// retention): it takes the write lock at once, and no change number.
+    async fn begin_upkeep(&self) -> DbResult<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Only this process writes an SQLite database: its own commits are every change there is.
     async fn wait_for_changes(&self, timeout: Duration) -> bool {
         let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
