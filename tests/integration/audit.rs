@@ -240,3 +240,84 @@ fn the_log_pages_oldest_first_or_newest_first_without_skipping_or_repeating() {
     assert!(grown.windows(2).all(|w| w[0] < w[1]), "{grown:?}");
     s.get(&format!("/api/v1/workspaces/{ws}/audit?order=sideways")).expect_error(400, "invalid_input");
 }
+
+/// Reads the export file's lines (and those of rotated files beside it) as JSON.
+fn exported(dir: &crate::support::DataDir, name: &str) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir.beside(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(name)))
+        .collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            lines.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} in {f:?}: {e}")));
+        }
+    }
+    lines
+}
+
+fn wait_for(mut check: impl FnMut() -> bool, what: &str) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_export_stream_writes_every_record_once_across_restarts_and_to_a_command() {
+    use crate::support::{DataDir, Options};
+    let dir = DataDir::new();
+    let file = dir.beside("audit.jsonl");
+    let opts = |extra: Vec<(&'static str, String)>| Options { extra_env: extra, ..dir.opts() };
+    let to_file = vec![("AGENTVAULT_AUDIT_EXPORT_FILE", file.display().to_string())];
+    let mut s = dir.start_with(opts(to_file.clone()));
+    let ws = s.default_ws();
+    let agent = s.create_agent(&ws, "Export bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_EXPORTVALUE"), &[&agent]);
+    let (_, key) = s.create_key(&ws, json!("all"));
+    for _ in 0..5 {
+        s.read(&key, &agent, "stripe_api_key").expect(200);
+    }
+    s.read(&key, &agent, "missing_one").expect(404);
+    let listed = s.audit(&ws, "");
+    wait_for(|| exported(&dir, "audit.jsonl").len() >= listed.len(), "the export");
+    let lines = exported(&dir, "audit.jsonl");
+    let raw = std::fs::read_to_string(&file).unwrap();
+    for secret in ["sk_live_EXPORTVALUE", key.as_str()] {
+        assert!(!raw.contains(secret), "the export holds a value or token");
+    }
+    // The same records as the listing (oldest first), each with its workspace.
+    let ids = |v: &[Value]| v.iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let mut expected = ids(&listed);
+    expected.reverse();
+    assert_eq!(ids(&lines), expected);
+    assert!(lines.iter().all(|l| l["workspace_id"] == json!(ws)));
+    let read = lines.iter().find(|l| l["action"] == "secret.read" && l["outcome"] == "success").unwrap();
+    assert_eq!((read["secret"].as_str(), read["agent_id"].as_str()), (Some("stripe_api_key"), Some(agent.as_str())));
+    assert!(read["at"].as_str().unwrap().ends_with('Z'));
+
+    // Stopped and started again, it goes on from its position: nothing twice, nothing missed.
+    s.stop();
+    let mut s = dir.start_with(opts(to_file));
+    s.read(&key, &agent, "stripe_api_key").expect(200);
+    let listed = s.audit(&ws, "");
+    wait_for(|| exported(&dir, "audit.jsonl").len() >= listed.len(), "the export after a restart");
+    let mut expected = ids(&listed);
+    expected.reverse();
+    assert_eq!(ids(&exported(&dir, "audit.jsonl")), expected, "each record once, in order");
+    s.stop();
+
+    // To a command's standard input instead: it reads on from the same position.
+    let piped = dir.beside("piped.jsonl");
+    let command = vec![("AGENTVAULT_AUDIT_EXPORT_COMMAND", format!("cat >> '{}'", piped.display()))];
+    let s = dir.start_with(opts(command));
+    s.read(&key, &agent, "stripe_api_key").expect(200);
+    let total = s.audit(&ws, "").len();
+    wait_for(|| exported(&dir, "piped.jsonl").len() + exported(&dir, "audit.jsonl").len() >= total, "the command");
+    let piped_lines = exported(&dir, "piped.jsonl");
+    assert!(!piped_lines.is_empty() && piped_lines.iter().all(|l| l["id"].as_i64() > expected.last().copied()));
+}

@@ -139,3 +139,26 @@ fn a_failing_command_says_what_went_wrong() {
     assert!(err.contains("could not be brought up to date") && err.contains("already exists"), "{err}");
     assert!(!err.contains("server log"), "{err}");
 }
+
+/// Audit settings that cannot work are refused at start, with what to give instead.
+#[test]
+fn bad_audit_settings_are_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = crate::support::command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    refused(&["--audit-retention", "5m"], "under a day");
+    refused(&["--audit-retention", "soon"], "not a duration");
+    refused(&["--audit-export-file", "/tmp/a.jsonl", "--audit-export-command", "cat"], "cannot be used with");
+    refused(&["--audit-export-file", "/tmp/a.jsonl", "--audit-export-rotate-mb", "0"], "at least 1");
+    refused(&["--audit-export-command", " "], "command is empty");
+    assert!(!tmp.path().join("data").join("agentvault.db").exists(), "nothing was created");
+}

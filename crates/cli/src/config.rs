@@ -118,6 +118,21 @@ pub struct ConfigArgs {
     /// commas) [default: none]
     #[arg(long, env = "AGENTVAULT_EGRESS_CA", value_name = "FILE", value_delimiter = ',')]
     pub egress_ca: Vec<PathBuf>,
+    /// How long audit records are kept, e.g. 400d, or forever; older ones are dropped (with the
+    /// export stream on, only once it has written them) [default: 400d]
+    #[arg(long, env = "AGENTVAULT_AUDIT_RETENTION", value_name = "DURATION")]
+    pub audit_retention: Option<String>,
+    /// Write every audit record as a JSON line to this file (renamed with the time appended at
+    /// --audit-export-rotate-mb, and a new one started) [default: none]
+    #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_FILE", value_name = "FILE", conflicts_with = "audit_export_command")]
+    pub audit_export_file: Option<PathBuf>,
+    /// Write every audit record as a JSON line to the standard input of this command (run with
+    /// sh -c, started again if it exits), e.g. a SIEM's shipper [default: none]
+    #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_COMMAND", value_name = "COMMAND")]
+    pub audit_export_command: Option<String>,
+    /// Size in MiB at which the export file is rotated [default: 100]
+    #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_ROTATE_MB", value_name = "MIB")]
+    pub audit_export_rotate_mb: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -151,6 +166,10 @@ struct FileConfig {
     function_max_per_agent: Option<usize>,
     egress_allow: Option<Vec<String>>,
     egress_ca: Option<Vec<PathBuf>>,
+    audit_retention: Option<String>,
+    audit_export_file: Option<PathBuf>,
+    audit_export_command: Option<String>,
+    audit_export_rotate_mb: Option<u64>,
 }
 
 /// Where the root keys come from.
@@ -276,6 +295,8 @@ impl Config {
             },
             egress_allow: Vec::new(),
             egress_ca: Vec::new(),
+            audit_retention: defaults.audit_retention,
+            audit_export: None,
         };
         if let Some(t) = args.header_timeout.or(file.header_timeout) {
             let d = duration("header timeout", &t)?;
@@ -309,6 +330,40 @@ impl Config {
             server.egress_allow.push(agentvault_server::egress::policy::OperatorAllow::parse(a)?);
         }
         server.egress_ca = if args.egress_ca.is_empty() { file.egress_ca.unwrap_or_default() } else { args.egress_ca };
+        server.audit_retention = match args.audit_retention.or(file.audit_retention).as_deref().map(str::trim) {
+            None => defaults.audit_retention,
+            Some("forever") => None,
+            Some(t) => {
+                let d = duration("audit retention", t)?;
+                if d < Duration::from_secs(86_400) {
+                    return Err(format!(
+                        "audit retention {t} is under a day; give a longer period such as 400d, or forever"
+                    ));
+                }
+                Some(d)
+            }
+        };
+        let rotate_mb = args.audit_export_rotate_mb.or(file.audit_export_rotate_mb).unwrap_or(100);
+        if rotate_mb == 0 {
+            return Err("audit export rotate size must be at least 1 (MiB)".into());
+        }
+        server.audit_export = match (
+            args.audit_export_file.or(file.audit_export_file),
+            args.audit_export_command.or(file.audit_export_command),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err("give an audit export file or an audit export command, not both".into());
+            }
+            (Some(path), None) => Some(agentvault_server::audit_upkeep::ExportTarget::File {
+                path,
+                rotate_bytes: rotate_mb.saturating_mul(1024 * 1024),
+            }),
+            (None, Some(c)) if c.trim().is_empty() => {
+                return Err("the audit export command is empty".into());
+            }
+            (None, Some(c)) => Some(agentvault_server::audit_upkeep::ExportTarget::Command(c)),
+            (None, None) => None,
+        };
         // Workers never see agentvault's own files.
         server.runtime.hidden_paths.push(data_dir.clone());
         if let KeySource::File(f) = &key_source {

@@ -3,6 +3,7 @@
 //! [`Store`]; nothing here sees SQL, and the crypto crate never sees HTTP.
 
 pub mod api;
+pub mod audit_upkeep;
 pub mod audit_writer;
 pub mod auth;
 pub mod connections;
@@ -105,7 +106,14 @@ pub struct ServerOptions {
     /// CA certificates (PEM files) the egress proxy trusts upstream besides the system's, when
     /// it opens TLS itself (injected credentials).
     pub egress_ca: Vec<std::path::PathBuf>,
+    /// Audit records older than this are dropped (whole segments); none: kept for ever.
+    pub audit_retention: Option<Duration>,
+    /// Where the audit export stream goes, if anywhere.
+    pub audit_export: Option<audit_upkeep::ExportTarget>,
 }
+
+/// How long audit records are kept by default: longer than the twelve months auditors ask for.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -120,6 +128,8 @@ impl Default for ServerOptions {
             max_read_model_lag: Duration::from_secs(5),
             egress_allow: Vec::new(),
             egress_ca: Vec::new(),
+            audit_retention: Some(DEFAULT_AUDIT_RETENTION),
+            audit_export: None,
         }
     }
 }
@@ -471,6 +481,8 @@ pub async fn serve(
             }
         })
     };
+    let (stop_upkeep, upkeep_stop) = tokio::sync::watch::channel(false);
+    let upkeep = tokio::spawn(audit_upkeep::run(state.clone(), upkeep_stop));
     if let Ok(addr) = listener.local_addr() {
         state.egress.set_listening(vec![addr]);
     }
@@ -517,6 +529,13 @@ pub async fn serve(
     };
     flusher.abort();
     state.audit.flush().await;
+    // The export stream writes what is left, whole batches only.
+    let _ = stop_upkeep.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), upkeep).await.is_err() {
+        tracing::warn!(
+            "the audit export stream did not finish in time; it goes on from its position at the next start"
+        );
+    }
     if let Err(e) = state.flush_key_use().await {
         tracing::warn!(error = %e, "recording API key use failed at shutdown");
     }
