@@ -1,7 +1,8 @@
-//! The `agentvault` command line: `serve` and `rotate-root-key`.
+//! The `agentvault` command line: `serve`, `rotate-root-key`, `migrate-store` and the terminal client.
 
 mod client;
 mod config;
+mod migrate_store;
 mod root_key;
 mod serve;
 mod users;
@@ -29,6 +30,9 @@ enum Command {
     /// is re-wrapped under it, and the old key is removed from the file. With AGENTVAULT_ROOT_KEY,
     /// put the new key first in the list (NEW,OLD), run this, then drop OLD.
     RotateRootKey(ConfigArgs),
+    /// Move a whole installation from its SQLite database into a new, empty PostgreSQL database
+    /// (secrets stay sealed as they are). The server must be stopped.
+    MigrateStore(migrate_store::MigrateStoreArgs),
     /// Sign in to a running server with a personal access token (stored with mode 0600).
     Login {
         #[command(flatten)]
@@ -134,6 +138,7 @@ fn run_local(command: Command) -> ExitCode {
     let result = match command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::RotateRootKey(args) => runtime.block_on(root_key::rotate(args)),
+        Command::MigrateStore(args) => runtime.block_on(migrate_store::run(args)),
         Command::User(UserCommand::Create(args)) => runtime.block_on(users::create(args)),
         _ => Err("this command has no handler in this build of agentvault; please report it".to_owned()),
     };

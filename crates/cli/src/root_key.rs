@@ -69,6 +69,23 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, String> {
     }
 }
 
+/// Loads a keyring that must exist already (never generates one): from AGENTVAULT_ROOT_KEY or a
+/// key file.
+pub fn load_existing_keyring(source: &KeySource) -> Result<Keyring, String> {
+    match source {
+        KeySource::Env => {
+            let text = Zeroizing::new(std::env::var("AGENTVAULT_ROOT_KEY").unwrap_or_default());
+            Keyring::parse(&text).map_err(|e| format!("AGENTVAULT_ROOT_KEY is invalid: {e}"))
+        }
+        KeySource::File(path) | KeySource::Generated(path) if path.exists() => load_file(path),
+        KeySource::File(path) | KeySource::Generated(path) => Err(format!(
+            "there is no root key file {}; give the root key the data is sealed under with AGENTVAULT_ROOT_KEY or \
+             --root-key-file",
+            path.display()
+        )),
+    }
+}
+
 fn load_file(path: &Path) -> Result<Keyring, String> {
     let (ring, warning) = Keyring::load_file(path).map_err(|e| e.to_string())?;
     if let Some(w) = warning {
