@@ -24,11 +24,13 @@ struct Cli {
 enum Command {
     /// Run the server (JSON API) on the configured data directory.
     Serve(ConfigArgs),
-    /// Re-wrap every data key under a new root key. The server must be stopped.
+    /// Re-wrap every data key under a new root key. On SQLite the server must be stopped.
     ///
     /// With the generated key file (or --root-key-file), a new key is generated, every data key
     /// is re-wrapped under it, and the old key is removed from the file. With AGENTVAULT_ROOT_KEY,
-    /// put the new key first in the list (NEW,OLD), run this, then drop OLD.
+    /// put the new key first in the list (NEW,OLD), run this, then drop OLD. With PostgreSQL
+    /// (--database-url) it runs while the servers do: the keyring (AGENTVAULT_ROOT_KEY or
+    /// --root-key-file) is used as given, its first key the new one, and never rewritten.
     RotateRootKey(ConfigArgs),
     /// Move a whole installation from its SQLite database into a new, empty PostgreSQL database
     /// (secrets stay sealed as they are). The server must be stopped.

@@ -246,11 +246,26 @@ impl AppState {
     /// Opens the current version of one of a secret's values (the default, or an environment's).
     pub fn open_value(&self, entry: &SecretEntry, v: read_model::ValueRef<'_>) -> Result<SecretValue> {
         let binding = Binding { workspace_id: &entry.workspace_id, secret_id: v.binding_id, version: v.version };
-        let plaintext = self.keyring.open(binding, v.sealed).map_err(|e| {
-            Error::internal(format!(
+        let plaintext = self.keyring.open(binding, v.sealed).map_err(|e| match e {
+            // Another server sealed it under a root key this one was not given (a rotation whose
+            // first step missed this server): say which key, never anything of the value.
+            agentvault_crypto::CryptoError::UnknownRootKey(id) => {
+                tracing::error!(
+                    secret = %entry.id,
+                    root_key_id = %id,
+                    "a value is sealed under a root key this server's keyring does not hold; add the key to this \
+                     server's keyring and restart it"
+                );
+                Error::unavailable(format!(
+                    "this server cannot open the value: it is sealed under root key {id}, which this server's keyring \
+                     does not hold; an operator must add root key {id} to this server's keyring (AGENTVAULT_ROOT_KEY \
+                     or the root key file) and restart it"
+                ))
+            }
+            e => Error::internal(format!(
                 "opening secret {} value {} version {} failed: {e}",
                 entry.id, v.binding_id, v.version
-            ))
+            )),
         })?;
         SecretValue::decode(v.kind, &plaintext)
     }
