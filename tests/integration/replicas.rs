@@ -459,6 +459,9 @@ fn the_root_key_rotates_while_the_servers_run() {
     assert!(message.contains("add root key") && !message.contains("sealed under the new key"), "{message}");
     assert_eq!(c.read(&key, &agent, "stripe").expect(200)["value"], "v2");
     drop(c);
+    // Restarted as it is, it refuses to start, naming the key it lacks.
+    let e = start_keyed(&c_dir, &url, &token, ROOT_KEY).err().expect("refused");
+    assert!(e.contains(&format!("add root key {needed}")), "{e}");
 
     // 3. Re-wrap what is still under the old key, with the servers running (rotate runs on A's
     //    data directory while A holds it: on PostgreSQL it needs no lock).

@@ -179,10 +179,12 @@ impl AppState {
         if let Some(s) = snapshot.secrets.iter().find(|s| !keyring.contains(&s.sealed.root_key_id)) {
             return Err(Error::unavailable(format!(
                 "secret '{}' is sealed under root key {}, which the configured keyring does not hold (it holds {}); \
-                 is AGENTVAULT_ROOT_KEY or the root key file the one this data directory was created with?",
+                 add root key {} to this server's keyring (AGENTVAULT_ROOT_KEY or the root key file): it is the key \
+                 the data was created with, or a new key other servers already seal with",
                 s.meta.name,
                 s.sealed.root_key_id,
-                keyring.ids().join(", ")
+                keyring.ids().join(", "),
+                s.sealed.root_key_id
             )));
         }
         let metrics = Arc::new(Metrics::new());
