@@ -458,6 +458,15 @@ fn the_root_key_rotates_while_the_servers_run() {
     assert_ne!(needed, old_id);
     assert!(message.contains("add root key") && !message.contains("sealed under the new key"), "{message}");
     assert_eq!(c.read(&key, &agent, "stripe").expect(200)["value"], "v2");
+    // Revealing it in the console or the API says the same.
+    let reveal = c.post(&format!("/api/v1/workspaces/{ws}/secrets/mid/reveal"), json!({}));
+    reveal.expect_error(503, "unavailable");
+    assert!(
+        reveal.body["error"]["message"].as_str().unwrap().contains(&format!("add root key {needed}")),
+        "{reveal:?}"
+    );
+    let log = std::fs::read_to_string(&c.stderr_path).unwrap();
+    assert!(log.contains(&needed) && !log.contains("sealed under the new key"), "{log}");
     drop(c);
     // Restarted as it is, it refuses to start, naming the key it lacks.
     let e = start_keyed(&c_dir, &url, &token, ROOT_KEY).err().expect("refused");
@@ -484,7 +493,9 @@ fn the_root_key_rotates_while_the_servers_run() {
     let r = a.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v3"}));
     let index = index_of(&r);
     assert_eq!(read_with_index(&b, &key, &agent, "stripe", &index).expect(200)["value"], "v3");
-    p_patch_back(&a, &ws);
+    let r = a.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v2"}));
+    let index = index_of(&r);
+    assert_eq!(read_with_index(&b, &key, &agent, "stripe", &index).expect(200)["value"], "v2");
 
     // 4. The old key dropped everywhere, one server at a time: only the new key reads everything.
     a.stop();
@@ -503,9 +514,4 @@ fn the_root_key_rotates_while_the_servers_run() {
     // So does one left with only the old key.
     let e = start_keyed(&stranger, &url, &token, ROOT_KEY).err().expect("refused");
     assert!(e.contains(&needed), "{e}");
-}
-
-/// Sets stripe back to v2, the value `reads_everything` expects.
-fn p_patch_back(s: &Server, ws: &str) {
-    s.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v2"})).expect(200);
 }
