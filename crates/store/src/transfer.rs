@@ -199,6 +199,12 @@ pub async fn copy_sqlite_to_postgres(
         }
     }
 
+    // Writers on the target (a server started on it too early) wait for the copy: every
+    // mutating transaction takes the change counter's row first.
+    sqlx::query("SELECT value FROM counters WHERE name = 'changes' FOR UPDATE")
+        .fetch_optional(&mut *ptx)
+        .await
+        .map_err(|e| copy_err("locking the target's change counter", e))?;
     refuse_non_empty(&mut ptx).await?;
 
     let mut report = CopyReport::default();
@@ -436,5 +442,50 @@ mod tests {
             assert!(tables.iter().any(|n| n == t), "{t} is not a table of the schema");
         }
         store.close().await;
+    }
+
+    /// An audit log longer than a chunk moves whole, in order; the target numbers new records and
+    /// changes after the copied ones; a second copy into it is refused and changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_audit_log_moves_in_chunks_and_numbering_continues() {
+        use agentvault_core::audit::{Action, AuditEvent, AuditFilter, Outcome};
+        use agentvault_core::model::{Actor, Workspace};
+
+        use crate::Store;
+
+        let dir = tempfile::tempdir().unwrap();
+        let src = SqliteStore::open(&dir.path().join("agentvault.db")).await.unwrap();
+        let ws = Workspace { id: "ws_big".into(), name: "big".into(), created_at: 1 };
+        let event = |n: i64, action| AuditEvent::new(n, "ws_big", Actor::System, action, Outcome::Success);
+        src.create_workspace(&ws, None, &event(1, Action::WorkspaceCreate)).await.unwrap();
+        let reads: Vec<AuditEvent> = (0..(2 * CHUNK as i64 + 7)).map(|n| event(n + 2, Action::SecretRead)).collect();
+        src.append_audit(&reads).await.unwrap();
+        let all = AuditFilter { limit: 10_000, oldest_first: true, ..AuditFilter::default() };
+        let before = src.list_audit("ws_big", &all).await.unwrap();
+        assert_eq!(before.len(), reads.len() + 1);
+
+        let url = crate::testing::TestPostgres::shared().database().await;
+        let dst = PostgresStore::open(&url, 4).await.unwrap();
+        let report = copy_sqlite_to_postgres(&src, &dst, &|_| Ok(())).await.unwrap();
+        let copied = |t: &str| report.tables.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
+        assert_eq!(copied("audit_log"), Some(before.len() as u64));
+        assert_eq!(report.audit_seq, before.last().unwrap().seq);
+        let after = dst.list_audit("ws_big", &all).await.unwrap();
+        let key = |r: &agentvault_core::audit::AuditRecord| (r.seq, r.event.at, r.event.action.as_str().to_owned());
+        assert_eq!(after.iter().map(key).collect::<Vec<_>>(), before.iter().map(key).collect::<Vec<_>>());
+
+        let latest = dst.latest_change().await.unwrap();
+        assert_eq!(latest, src.latest_change().await.unwrap());
+        let ws2 = Workspace { id: "ws_new".into(), name: "new".into(), created_at: 2 };
+        dst.create_workspace(&ws2, None, &event(9, Action::WorkspaceCreate)).await.unwrap();
+        assert_eq!(dst.latest_change().await.unwrap(), latest + 1);
+        let newest = dst.list_audit("ws_big", &all).await.unwrap();
+        assert_eq!(newest.last().map(|r| r.seq), Some(report.audit_seq + 1));
+
+        let again = copy_sqlite_to_postgres(&src, &dst, &|_| Ok(())).await.unwrap_err();
+        assert_eq!(again.code, "target_not_empty");
+        assert_eq!(dst.list_audit("ws_big", &all).await.unwrap().len(), newest.len());
+        src.close().await;
+        dst.close().await;
     }
 }
