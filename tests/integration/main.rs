@@ -20,6 +20,7 @@ mod invoke;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod migrate_store;
 mod openapi;
 mod ops;
 mod people;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use agentvault_store::testing::{Cluster, TestPostgres};
 
 use crate::support::backend::{new_database, new_database_on};
-use crate::support::{DataDir, Options, Resp, Server};
+use crate::support::{DataDir, Options, Resp, Server, command};
 
 /// Two servers (A and B) on one new database, with one root key and one bootstrap token.
 struct Pair {
@@ -357,4 +357,161 @@ fn deploys_and_environment_values_made_on_one_server_apply_on_the_other() {
     let read = read_with_index(&p.b, &key, &p.agent, "stripe", &index_of(&r));
     assert_eq!(read.expect(200)["value"], "v_LIVE");
     assert_eq!(read_with_index(&p.b, &p.key, &p.agent, "stripe", &index_of(&r)).expect(200)["value"], "v1");
+}
+
+const NEW_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+const STRANGER_KEY: &str = "ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+
+/// A server on `url` with the keyring `keys` (AGENTVAULT_ROOT_KEY: base64 keys, the first active).
+fn start_keyed(dir: &DataDir, url: &str, token: &str, keys: &str) -> Result<Server, String> {
+    let mut s = dir.try_start_with(Options {
+        bootstrap_token: Some(token),
+        extra_env: vec![("AGENTVAULT_DATABASE_URL", url.to_owned()), ("AGENTVAULT_ROOT_KEY", keys.to_owned())],
+        ..Options::default()
+    })?;
+    s.admin = token.to_owned();
+    Ok(s)
+}
+
+fn recorded_root_key(url: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-c", "SELECT value FROM settings WHERE name = 'root_key_id'"])
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The root key is rotated while two servers run, in the four documented steps (new key added
+/// second, made first, `rotate-root-key` on the database, old key dropped), each a rolling
+/// restart; agents read every secret on both servers throughout, and at the end a server with
+/// only the new key reads everything. A server that missed the first step says which key it
+/// lacks; one with a key the data was never sealed under refuses to start, naming the key.
+#[test]
+fn the_root_key_rotates_while_the_servers_run() {
+    let old_new = format!("{ROOT_KEY},{NEW_KEY}");
+    let new_old = format!("{NEW_KEY},{ROOT_KEY}");
+    let p = pair();
+    let (url, ws, agent, key) = (p.url.clone(), p.ws.clone(), p.agent.clone(), p.key.clone());
+    let token = p.dirs[0].token.clone();
+    p.a.create_secret(&ws, "oauth", json!({"client_id": "id-1", "client_secret": "shh"}), &[&agent]);
+    p.a.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v2"})).expect(200);
+    let old_id = recorded_root_key(&url);
+    let Pair { a, b, dirs, .. } = p;
+    let (mut a, mut b) = (a, b);
+    let expected = |mid: bool| {
+        let mut e = vec![("stripe", json!("v2")), ("oauth", json!({"client_id": "id-1", "client_secret": "shh"}))];
+        if mid {
+            e.push(("mid", json!("sealed under the new key")));
+        }
+        e
+    };
+    let reads_everything = |s: &Server, mid: bool, when: &str| {
+        for (name, value) in expected(mid) {
+            let r = s.read(&key, &agent, name);
+            assert_eq!(r.expect(200)["value"], value, "{when}: {name} on {}", s.base);
+        }
+    };
+
+    // A server that missed step 1: it keeps only the old key.
+    let c_dir = DataDir::new();
+    let c = start_keyed(&c_dir, &url, &token, ROOT_KEY).unwrap();
+
+    // 1. The new key second in every keyring, one server at a time.
+    a.stop();
+    reads_everything(&b, false, "A restarting");
+    a = start_keyed(&dirs[0], &url, &token, &old_new).unwrap();
+    b.stop();
+    reads_everything(&a, false, "B restarting");
+    b = start_keyed(&dirs[1], &url, &token, &old_new).unwrap();
+    reads_everything(&b, false, "step 1");
+
+    // 2. The new key first (it seals from now on), one server at a time; a secret created
+    //    meanwhile is sealed under it, and the servers still on OLD,NEW read it.
+    a.stop();
+    a = start_keyed(&dirs[0], &url, &token, &new_old).unwrap();
+    let r = a.post(
+        &format!("/api/v1/workspaces/{ws}/secrets"),
+        json!({"name": "mid", "value": "sealed under the new key", "agents": [agent]}),
+    );
+    r.expect(201);
+    let index = index_of(&r);
+    let read = read_with_index(&b, &key, &agent, "mid", &index);
+    assert_eq!(read.expect(200)["value"], "sealed under the new key");
+    b.stop();
+    reads_everything(&a, true, "B restarting");
+    b = start_keyed(&dirs[1], &url, &token, &new_old).unwrap();
+    reads_everything(&b, true, "step 2");
+
+    // The server that missed step 1 cannot open what the new key sealed, and says which key
+    // it needs (what it already held it still serves).
+    let refused = read_with_index(&c, &key, &agent, "mid", &index);
+    refused.expect_error(503, "unavailable");
+    let message = refused.body["error"]["message"].as_str().unwrap().to_owned();
+    let needed: String = message
+        .split_whitespace()
+        .find(|w| w.starts_with("rk_"))
+        .unwrap_or_else(|| panic!("names the key: {message}"))
+        .trim_end_matches([',', ';'])
+        .to_owned();
+    assert_ne!(needed, old_id);
+    assert!(message.contains("add root key") && !message.contains("sealed under the new key"), "{message}");
+    assert_eq!(c.read(&key, &agent, "stripe").expect(200)["value"], "v2");
+    // Revealing it in the console or the API says the same.
+    let reveal = c.post(&format!("/api/v1/workspaces/{ws}/secrets/mid/reveal"), json!({}));
+    reveal.expect_error(503, "unavailable");
+    assert!(
+        reveal.body["error"]["message"].as_str().unwrap().contains(&format!("add root key {needed}")),
+        "{reveal:?}"
+    );
+    let log = std::fs::read_to_string(&c.stderr_path).unwrap();
+    assert!(log.contains(&needed) && !log.contains("sealed under the new key"), "{log}");
+    drop(c);
+    // Restarted as it is, it refuses to start, naming the key it lacks.
+    let e = start_keyed(&c_dir, &url, &token, ROOT_KEY).err().expect("refused");
+    assert!(e.contains(&format!("add root key {needed}")), "{e}");
+
+    // 3. Re-wrap what is still under the old key, with the servers running (rotate runs on A's
+    //    data directory while A holds it: on PostgreSQL it needs no lock).
+    let mut rotate = command();
+    rotate
+        .args(["rotate-root-key", "--data-dir"])
+        .arg(&dirs[0].path)
+        .env("AGENTVAULT_DATABASE_URL", &url)
+        .env("AGENTVAULT_ROOT_KEY", &new_old);
+    let out = rotate.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // stripe v1 and v2, oauth v1 were under the old key; mid was not.
+    assert!(stdout.contains("re-wrapped 3 of 4 data keys"), "{stdout}");
+    assert_eq!(recorded_root_key(&url), needed, "the new key is recorded");
+    for s in [&a, &b] {
+        reads_everything(s, true, "after the re-wrap");
+    }
+    // A change after the rotation: both servers have applied the re-wrap (it is a change too).
+    let r = a.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v3"}));
+    let index = index_of(&r);
+    assert_eq!(read_with_index(&b, &key, &agent, "stripe", &index).expect(200)["value"], "v3");
+    let r = a.patch(&format!("/api/v1/workspaces/{ws}/secrets/stripe"), json!({"value": "v2"}));
+    let index = index_of(&r);
+    assert_eq!(read_with_index(&b, &key, &agent, "stripe", &index).expect(200)["value"], "v2");
+
+    // 4. The old key dropped everywhere, one server at a time: only the new key reads everything.
+    a.stop();
+    reads_everything(&b, true, "A restarting");
+    a = start_keyed(&dirs[0], &url, &token, NEW_KEY).unwrap();
+    b.stop();
+    reads_everything(&a, true, "step 4");
+    b = start_keyed(&dirs[1], &url, &token, NEW_KEY).unwrap();
+    reads_everything(&b, true, "step 4");
+    assert_eq!(a.audit(&ws, "action=root_key.rotate").len(), 1);
+
+    // A server with a key the data was never sealed under refuses to start, naming the one it needs.
+    let stranger = DataDir::new();
+    let e = start_keyed(&stranger, &url, &token, STRANGER_KEY).err().expect("refused");
+    assert!(e.contains(&needed) && e.contains("root key"), "{e}");
+    // So does one left with only the old key.
+    let e = start_keyed(&stranger, &url, &token, ROOT_KEY).err().expect("refused");
+    assert!(e.contains(&needed), "{e}");
 }

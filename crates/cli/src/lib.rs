@@ -1,7 +1,8 @@
-//! The `agentvault` command line: `serve` and `rotate-root-key`.
+//! The `agentvault` command line: `serve`, `rotate-root-key`, `migrate-store` and the terminal client.
 
 mod client;
 mod config;
+mod migrate_store;
 mod root_key;
 mod serve;
 mod users;
@@ -23,12 +24,17 @@ struct Cli {
 enum Command {
     /// Run the server (JSON API) on the configured data directory.
     Serve(ConfigArgs),
-    /// Re-wrap every data key under a new root key. The server must be stopped.
+    /// Re-wrap every data key under a new root key. On SQLite the server must be stopped.
     ///
     /// With the generated key file (or --root-key-file), a new key is generated, every data key
     /// is re-wrapped under it, and the old key is removed from the file. With AGENTVAULT_ROOT_KEY,
-    /// put the new key first in the list (NEW,OLD), run this, then drop OLD.
+    /// put the new key first in the list (NEW,OLD), run this, then drop OLD. With PostgreSQL
+    /// (--database-url) it runs while the servers do: the keyring (AGENTVAULT_ROOT_KEY or
+    /// --root-key-file) is used as given, its first key the new one, and never rewritten.
     RotateRootKey(ConfigArgs),
+    /// Move a whole installation from its SQLite database into a new, empty PostgreSQL database
+    /// (secrets stay sealed as they are). The server must be stopped.
+    MigrateStore(migrate_store::MigrateStoreArgs),
     /// Sign in to a running server with a personal access token (stored with mode 0600).
     Login {
         #[command(flatten)]
@@ -134,6 +140,7 @@ fn run_local(command: Command) -> ExitCode {
     let result = match command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::RotateRootKey(args) => runtime.block_on(root_key::rotate(args)),
+        Command::MigrateStore(args) => runtime.block_on(migrate_store::run(args)),
         Command::User(UserCommand::Create(args)) => runtime.block_on(users::create(args)),
         _ => Err("this command has no handler in this build of agentvault; please report it".to_owned()),
     };

@@ -69,6 +69,23 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, String> {
     }
 }
 
+/// Loads a keyring that must exist already (never generates one): from AGENTVAULT_ROOT_KEY or a
+/// key file.
+pub fn load_existing_keyring(source: &KeySource) -> Result<Keyring, String> {
+    match source {
+        KeySource::Env => {
+            let text = Zeroizing::new(std::env::var("AGENTVAULT_ROOT_KEY").unwrap_or_default());
+            Keyring::parse(&text).map_err(|e| format!("AGENTVAULT_ROOT_KEY is invalid: {e}"))
+        }
+        KeySource::File(path) | KeySource::Generated(path) if path.exists() => load_file(path),
+        KeySource::File(path) | KeySource::Generated(path) => Err(format!(
+            "there is no root key file {}; give the root key the data is sealed under with AGENTVAULT_ROOT_KEY or \
+             --root-key-file",
+            path.display()
+        )),
+    }
+}
+
 fn load_file(path: &Path) -> Result<Keyring, String> {
     let (ring, warning) = Keyring::load_file(path).map_err(|e| e.to_string())?;
     if let Some(w) = warning {
@@ -85,9 +102,17 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
     if !config.database_exists() {
         return Err(format!("there is no agentvault database in {}; nothing to rotate", config.data_dir.display()));
     }
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let current = load_keyring(&config)?;
+    // The data directory's lock guards the SQLite file, which one process at a time may use. On
+    // PostgreSQL the servers keep running: the database serializes the re-wrap with their
+    // writes, and the change feed makes each of them reload what was re-wrapped.
+    let on_postgres = matches!(config.database, crate::config::Database::Postgres(..));
+    let _lock = if on_postgres { None } else { Some(lock_data_dir(&config.data_dir)?) };
+    let current = if on_postgres { load_existing_keyring(&config.key_source)? } else { load_keyring(&config)? };
     let (ring, file) = match &config.key_source {
+        // Servers that are running hold their own copy of the keyring: the new key must reach
+        // them before any data key uses it, so on PostgreSQL the keyring is used as given
+        // (its first key is the new one) and never rewritten here.
+        _ if on_postgres => (current, None),
         KeySource::Env => (current, None),
         KeySource::File(p) | KeySource::Generated(p) => {
             let next = current.with_new_active_key().map_err(|e| e.to_string())?;
@@ -140,6 +165,11 @@ pub async fn rotate(args: ConfigArgs) -> Result<(), String> {
     println!("re-wrapped {} of {} data keys under root key {}", rewrapped.len(), versions.len(), ring.active_id());
     match file {
         Some(p) => println!("the key file {} now holds only the new key", p.display()),
+        None if on_postgres => println!(
+            "every data key is under root key {}; once every server runs with it first in its keyring, remove the \
+             other keys from the keyrings (restarting the servers one at a time)",
+            ring.active_id()
+        ),
         None => println!(
             "every data key is under the first key of AGENTVAULT_ROOT_KEY; you can remove the other keys from it"
         ),

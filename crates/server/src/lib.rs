@@ -189,10 +189,12 @@ impl AppState {
         if let Some(s) = snapshot.secrets.iter().find(|s| !keyring.contains(&s.sealed.root_key_id)) {
             return Err(Error::unavailable(format!(
                 "secret '{}' is sealed under root key {}, which the configured keyring does not hold (it holds {}); \
-                 is AGENTVAULT_ROOT_KEY or the root key file the one this data directory was created with?",
+                 add root key {} to this server's keyring (AGENTVAULT_ROOT_KEY or the root key file): it is the key \
+                 the data was created with, or a new key other servers already seal with",
                 s.meta.name,
                 s.sealed.root_key_id,
-                keyring.ids().join(", ")
+                keyring.ids().join(", "),
+                s.sealed.root_key_id
             )));
         }
         let metrics = Arc::new(Metrics::new());
@@ -257,10 +259,7 @@ impl AppState {
     pub fn open_value(&self, entry: &SecretEntry, v: read_model::ValueRef<'_>) -> Result<SecretValue> {
         let binding = Binding { workspace_id: &entry.workspace_id, secret_id: v.binding_id, version: v.version };
         let plaintext = self.keyring.open(binding, v.sealed).map_err(|e| {
-            Error::internal(format!(
-                "opening secret {} value {} version {} failed: {e}",
-                entry.id, v.binding_id, v.version
-            ))
+            open_failed(e, format_args!("secret {} value {} version {}", entry.id, v.binding_id, v.version))
         })?;
         SecretValue::decode(v.kind, &plaintext)
     }
@@ -291,6 +290,28 @@ impl AppState {
             k.last_flushed.fetch_max(t, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+/// The error of a sealed value that did not open. One sealed under a root key this server's
+/// keyring lacks (another server sealed it with a key this one was not given: a rotation whose
+/// first step missed this server) is a 503 naming the key, never anything of the value.
+pub(crate) fn open_failed(e: agentvault_crypto::CryptoError, what: std::fmt::Arguments<'_>) -> Error {
+    match e {
+        agentvault_crypto::CryptoError::UnknownRootKey(id) => {
+            tracing::error!(
+                value = %what,
+                root_key_id = %id,
+                "a value is sealed under a root key this server's keyring does not hold; add the key to this \
+                 server's keyring and restart it"
+            );
+            Error::unavailable(format!(
+                "this server cannot open the value: it is sealed under root key {id}, which this server's keyring \
+                 does not hold; an operator must add root key {id} to this server's keyring (AGENTVAULT_ROOT_KEY \
+                 or the root key file) and restart it"
+            ))
+        }
+        e => Error::internal(format!("opening {what} failed: {e}")),
     }
 }
 

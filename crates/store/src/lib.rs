@@ -71,6 +71,7 @@ mod rules;
 mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
+pub mod transfer;
 mod write_tx;
 
 pub use postgres::{DatabaseUrl, PostgresStore};

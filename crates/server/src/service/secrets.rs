@@ -456,7 +456,7 @@ pub async fn restore(st: &AppState, p: &Principal, ws: &str, name: &str, version
     let plaintext = st
         .keyring
         .open(binding, &old.sealed)
-        .map_err(|e| Error::internal(format!("opening secret {} version {version} failed: {e}", current.id)))?;
+        .map_err(|e| crate::open_failed(e, format_args!("secret {} version {version}", current.id)))?;
     let value = SecretValue::decode(old_meta.kind, &plaintext)?;
     let encoded = value.validate_and_encode()?;
     let now = now_millis();

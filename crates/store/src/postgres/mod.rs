@@ -84,14 +84,14 @@ impl DatabaseUrl {
         &self.0
     }
 
-    fn options(&self) -> Result<PgConnectOptions> {
+    pub(crate) fn options(&self) -> Result<PgConnectOptions> {
         PgConnectOptions::from_str(&self.0).map_err(|e| {
             Error::invalid("database_url", format!("the database URL cannot be read: {}", self.redact(&e.to_string())))
         })
     }
 
     /// `text` with this URL's password replaced by `***`.
-    fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         redact_password(text, &self.0)
     }
 }
@@ -173,6 +173,11 @@ impl PostgresStore {
             origin: crate::new_origin(),
             listener: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The connections mutations use (for `transfer`, which fills an empty database).
+    pub(crate) fn write_pool(&self) -> &PgPool {
+        &self.write
     }
 
     /// Waits for a `NOTIFY` of another server's change, a change of this one, or `timeout`.

@@ -111,6 +111,11 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The reader connections (for `transfer`, which copies the tables as they are).
+    pub(crate) fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+
     fn journal(&self) -> Result<&AuditJournal> {
         self.journal.as_ref().ok_or_else(|| Error::internal("the audit journal is not open"))
     }
