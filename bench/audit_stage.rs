@@ -7,8 +7,8 @@
 //!
 //! - `append`: records/s through `append_audit` alone — the journal append that the group-commit
 //!   leader runs while every other reader waits;
-//! - `into the table`: records/s until the background mover has put every record into
-//!   `audit_log` (the other serial stage: one thread writes the table);
+//! - `into the table`: records/s until the background mover has put every record into audit
+//!   segments (the other serial stage: one thread writes them);
 //! - CPU µs per record of the whole process, and bytes the database grew by per record.
 //!
 //! Usage: `audit_stage [RECORDS] [BATCH]` (default 1,000,000 records in batches of 32). Run by
@@ -41,7 +41,7 @@ fn events(n: usize, start_ms: i64) -> Vec<AuditEvent> {
             AuditEvent::new(at, WORKSPACE, Actor::ApiKey(keys[i % KEYS].clone()), Action::SecretRead, Outcome::Success)
                 .secret(&secrets[i % SECRETS])
                 .agent(&agents[(i / SECRETS) % AGENTS])
-                .detail(format!("version={}", 1 + i % 3))
+                .detail(format!("version={} env=live value=default", 1 + i % 3))
         })
         .collect()
 }

@@ -29,8 +29,10 @@ pub(super) async fn list(s: &Backend, workspace_id: &str, filter: &AuditFilter) 
     Ok(records)
 }
 
-/// Segments fetched per query while a listing looks for matching records.
-const SEGMENTS_PER_QUERY: i64 = 16;
+/// Segments fetched by a listing's first query (a page is usually within the newest one or two),
+/// doubled by each further query up to [`MAX_SEGMENTS_PER_QUERY`].
+const FIRST_SEGMENTS_PER_QUERY: i64 = 2;
+const MAX_SEGMENTS_PER_QUERY: i64 = 32;
 
 /// Up to `filter.limit` records of the audit segments, in the listing's order. A workspace's
 /// segments never overlap in sequence numbers, so walking them in order and stopping at the
@@ -53,6 +55,7 @@ async fn list_segments(s: &Backend, workspace_id: &str, filter: &AuditFilter) ->
     };
     let mut out = Vec::new();
     let mut position: Option<i64> = None;
+    let mut per_query = FIRST_SEGMENTS_PER_QUERY;
     loop {
         let mut qb: QueryBuilder<Db> =
             QueryBuilder::new("SELECT first_seq, data FROM audit_segments s WHERE workspace_id = ");
@@ -87,7 +90,7 @@ async fn list_segments(s: &Backend, workspace_id: &str, filter: &AuditFilter) ->
             .push(")");
         }
         qb.push(if filter.oldest_first { " ORDER BY first_seq ASC LIMIT " } else { " ORDER BY first_seq DESC LIMIT " });
-        qb.push_bind(SEGMENTS_PER_QUERY);
+        qb.push_bind(per_query);
         let segments: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&s.read).await?;
         for (first_seq, data) in &segments {
             position = Some(*first_seq);
@@ -105,9 +108,10 @@ async fn list_segments(s: &Backend, workspace_id: &str, filter: &AuditFilter) ->
                 }
             }
         }
-        if (segments.len() as i64) < SEGMENTS_PER_QUERY {
+        if (segments.len() as i64) < per_query {
             return Ok(out);
         }
+        per_query = (per_query * 2).min(MAX_SEGMENTS_PER_QUERY);
     }
 }
 

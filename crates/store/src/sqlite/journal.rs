@@ -286,6 +286,7 @@ impl AuditJournal {
         body.push(BATCH);
         body.extend_from_slice(&[0; 8]);
         audit_segment::encode((0..).zip(events.iter()), &mut body);
+        let owned = events.to_vec();
         let mut file = self.shared.current();
         let first = self.shared.seq.fetch_add(events.len() as i64, Ordering::Relaxed);
         let last = first + events.len() as i64 - 1;
@@ -303,7 +304,7 @@ impl AuditJournal {
         let mut p = self.shared.pending();
         p.appended = last;
         let was_empty = p.records.is_empty();
-        p.records.extend((first..).zip(events.iter().cloned()));
+        p.records.extend((first..).zip(owned));
         // The mover sleeps while nothing waits, and otherwise only until its next move is due.
         let wake = was_empty || p.records.len() >= INGEST_RECORDS;
         drop(p);
