@@ -32,6 +32,11 @@ const EXPORT_EVERY: Duration = Duration::from_secs(1);
 const EXPORT_BATCH: u32 = 1000;
 /// Merges per upkeep round (each is a short transaction).
 const MERGES_PER_ROUND: usize = 256;
+/// A server exporting records its position at least this often, even with nothing to write…
+const EXPORT_HEARTBEAT: Duration = Duration::from_secs(60);
+/// …so that every server's merging and retention stay behind a position recorded this recently
+/// (with several servers, one exports; the others must not merge or drop past it either).
+const EXPORT_ACTIVE: Duration = Duration::from_secs(600);
 
 /// Where the export stream goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,9 +138,10 @@ fn ends_with_newline(path: &std::path::Path) -> std::io::Result<bool> {
 pub async fn run(st: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut sink: Option<Sink> = None;
     let mut next_upkeep = Instant::now() + FIRST_UPKEEP;
+    let mut said = Instant::now() - EXPORT_HEARTBEAT;
     while !*stop.borrow() {
         if let Some(target) = &st.options.audit_export
-            && let Err(e) = export(&st, target, &mut sink).await
+            && let Err(e) = export(&st, target, &mut sink, &mut said).await
         {
             tracing::warn!(error = %e, "the audit export stream failed; retrying");
             sink = None;
@@ -152,19 +158,23 @@ pub async fn run(st: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
         }
     }
     if let Some(target) = &st.options.audit_export
-        && let Err(e) = export(&st, target, &mut sink).await
+        && let Err(e) = export(&st, target, &mut sink, &mut said).await
     {
         tracing::warn!(error = %e, "the audit export stream failed at shutdown; it goes on from there at the next start");
     }
 }
 
 /// Writes every record after the stream's position, batch by batch, moving the position on after
-/// each write.
-async fn export(st: &AppState, target: &ExportTarget, sink: &mut Option<Sink>) -> Result<()> {
-    let mut position = st.store.audit_export_position().await?.unwrap_or_default();
+/// each write (and recording it now and then when there is nothing to write: `said`).
+async fn export(st: &AppState, target: &ExportTarget, sink: &mut Option<Sink>, said: &mut Instant) -> Result<()> {
+    let mut position = st.store.audit_export_position().await?.map(|(p, _)| p).unwrap_or_default();
     loop {
         let batch = st.store.audit_export_batch(position, EXPORT_BATCH).await?;
         if batch.rows.is_empty() && batch.segments.is_empty() {
+            if said.elapsed() >= EXPORT_HEARTBEAT {
+                st.store.set_audit_export_position(position, crate::now_millis()).await?;
+                *said = Instant::now();
+            }
             return Ok(());
         }
         let mut next = position;
@@ -196,17 +206,21 @@ async fn export(st: &AppState, target: &ExportTarget, sink: &mut Option<Sink>) -
             *sink = None;
             return Err(agentvault_core::Error::unavailable(format!("writing the audit export: {e}")));
         }
-        st.store.set_audit_export_position(next).await?;
+        st.store.set_audit_export_position(next, crate::now_millis()).await?;
+        *said = Instant::now();
         position = next;
     }
 }
 
-/// Merges small segments and drops what retention no longer keeps (never what the export stream
-/// has not read).
+/// Merges small segments and drops what retention no longer keeps (never what an export stream,
+/// this server's or another's, has not read).
 async fn upkeep(st: &AppState) -> Result<()> {
-    let exported: Option<ExportPosition> = match st.options.audit_export {
-        Some(_) => Some(st.store.audit_export_position().await?.unwrap_or_default()),
-        None => None,
+    let recorded = st.store.audit_export_position().await?;
+    let active = |at: i64| crate::now_millis().saturating_sub(at) <= EXPORT_ACTIVE.as_millis() as i64;
+    let exported: Option<ExportPosition> = match (&st.options.audit_export, recorded) {
+        (Some(_), recorded) => Some(recorded.map(|(p, _)| p).unwrap_or_default()),
+        (None, Some((p, at))) if active(at) => Some(p),
+        (None, _) => None,
     };
     let merged = st.store.compact_audit(exported.map(|p| p.segments), MERGES_PER_ROUND).await?;
     if merged > 0 {

@@ -832,7 +832,7 @@ pub async fn audit_compaction_retention_and_export(store: &dyn Store) {
     assert_eq!(before.len(), 1 + 4 + 120);
 
     // The export stream, in batches of 50: every record of the workspace once.
-    let mut position = ok(store.audit_export_position().await, "export position").unwrap_or_default();
+    let mut position = ok(store.audit_export_position().await, "export position").unwrap_or_default().0;
     let start = position;
     let mut exported = Vec::new();
     loop {
@@ -855,8 +855,8 @@ pub async fn audit_compaction_retention_and_export(store: &dyn Store) {
     mine.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
     let listed: Vec<(i64, AuditEvent)> = before.iter().map(|r| (r.seq, r.event.clone())).collect();
     assert_eq!(mine, listed, "the stream holds what the listing holds, each record once");
-    ok(store.set_audit_export_position(position).await, "set_audit_export_position");
-    assert_eq!(ok(store.audit_export_position().await, "export position"), Some(position));
+    ok(store.set_audit_export_position(position, NOW).await, "set_audit_export_position");
+    assert_eq!(ok(store.audit_export_position().await, "export position"), Some((position, NOW)));
 
     // Retention, limited by where the stream stood before: nothing of this workspace goes.
     let cutoff = old + 5 * DAY;

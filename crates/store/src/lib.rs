@@ -354,9 +354,10 @@ pub trait Store: Send + Sync + 'static {
     async fn drop_audit_before(&self, before: Millis, exported: Option<ExportPosition>) -> Result<u64>;
     /// The next records for the audit export stream, after `from`.
     async fn audit_export_batch(&self, from: ExportPosition, limit: u32) -> Result<ExportBatch>;
-    /// Where the export stream stands (none before its first batch).
-    async fn audit_export_position(&self) -> Result<Option<ExportPosition>>;
-    async fn set_audit_export_position(&self, position: ExportPosition) -> Result<()>;
+    /// Where the export stream stands and when it last said so (none before its first batch).
+    async fn audit_export_position(&self) -> Result<Option<(ExportPosition, Millis)>>;
+    /// Records where the export stream stands, at `now`.
+    async fn set_audit_export_position(&self, position: ExportPosition, now: Millis) -> Result<()>;
     /// When each of `secret_names` was last read successfully by an agent (a `secret.read`
     /// record with outcome `success`): by `agent_id` when given, else by any agent. Names never
     /// read are left out. A few index probes per name, however long the log is.

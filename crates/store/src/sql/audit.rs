@@ -368,23 +368,25 @@ pub(super) async fn export_batch(s: &Backend, from: ExportPosition, limit: u32) 
     Ok(ExportBatch { rows: convert(rows)?, segments })
 }
 
+/// The export stream's position and when it was last recorded: `segments,rows,at`.
 const EXPORT_SETTING: &str = "audit_export_position";
 
-pub(super) async fn export_position(s: &Backend) -> DbResult<Option<ExportPosition>> {
+pub(super) async fn export_position(s: &Backend) -> DbResult<Option<(ExportPosition, Millis)>> {
     let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
         .bind(EXPORT_SETTING)
         .fetch_optional(&s.read)
         .await?;
     Ok(value.and_then(|v| {
-        let (segments, rows) = v.split_once(',')?;
-        Some(ExportPosition { segments: segments.parse().ok()?, rows: rows.parse().ok()? })
+        let mut parts = v.split(',').map(|p| p.parse::<i64>().ok());
+        let (segments, rows, at) = (parts.next()??, parts.next()??, parts.next()??);
+        Some((ExportPosition { segments, rows }, at))
     }))
 }
 
-pub(super) async fn set_export_position(s: &Backend, p: ExportPosition) -> DbResult<()> {
+pub(super) async fn set_export_position(s: &Backend, p: ExportPosition, now: Millis) -> DbResult<()> {
     sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
         .bind(EXPORT_SETTING)
-        .bind(format!("{},{}", p.segments, p.rows))
+        .bind(format!("{},{},{now}", p.segments, p.rows))
         .execute(&s.write)
         .await?;
     Ok(())

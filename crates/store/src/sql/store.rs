@@ -257,12 +257,12 @@ impl Store for Backend {
         Ok(audit::export_batch(self, from, limit).await?)
     }
 
-    async fn audit_export_position(&self) -> Result<Option<ExportPosition>> {
+    async fn audit_export_position(&self) -> Result<Option<(ExportPosition, Millis)>> {
         Ok(audit::export_position(self).await?)
     }
 
-    async fn set_audit_export_position(&self, position: ExportPosition) -> Result<()> {
-        Ok(audit::set_export_position(self, position).await?)
+    async fn set_audit_export_position(&self, position: ExportPosition, now: Millis) -> Result<()> {
+        Ok(audit::set_export_position(self, position, now).await?)
     }
 
     async fn last_reads(
