@@ -7,10 +7,15 @@
 //! (no hand-off to another thread, which costs more than the commit on an idle machine); under
 //! load, batches grow by themselves and one commit serves many requests.
 //!
+//! Where the store's append is one local write (SQLite's journal: a `write()` under a lock, no
+//! round trip), a record the caller waits for is appended by the request itself instead: no
+//! queue, no leader, no wake-up of other tasks, and the journal's lock orders the records.
+//!
 //! Mutations do not come through here: their audit record is written in the same transaction
 //! as the change itself.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use agentvault_core::audit::AuditEvent;
@@ -39,8 +44,6 @@ struct State {
     leading: bool,
     /// Ticket ranges of recent batches that failed.
     failed: Vec<Range<u64>>,
-    /// Whether the last batch was written.
-    healthy: bool,
 }
 
 struct Inner {
@@ -48,6 +51,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     finished: Notify,
+    /// Records waited for are appended by their own request (see the module's documentation).
+    direct: bool,
+    /// Whether the last append was written.
+    healthy: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -61,8 +68,17 @@ fn unavailable() -> Error {
 
 impl AuditWriter {
     pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> AuditWriter {
-        let state = State { healthy: true, ..State::default() };
-        AuditWriter { inner: Arc::new(Inner { store, metrics, state: Mutex::new(state), finished: Notify::new() }) }
+        let direct = store.appends_audit_locally();
+        AuditWriter {
+            inner: Arc::new(Inner {
+                store,
+                metrics,
+                state: Mutex::new(State::default()),
+                finished: Notify::new(),
+                direct,
+                healthy: AtomicBool::new(true),
+            }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -80,6 +96,15 @@ impl AuditWriter {
     /// Appends a record and waits until it is committed. Fails (and the caller must not hand
     /// out anything) if the record could not be written.
     pub async fn append(&self, event: AuditEvent) -> Result<()> {
+        if self.inner.direct {
+            let result = self.inner.store.append_audit(std::slice::from_ref(&event)).await;
+            self.inner.metrics.audit_batch(1, result.is_ok());
+            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+            return result.map_err(|e| {
+                tracing::error!(error = %e, "audit append failed");
+                unavailable()
+            });
+        }
         let ticket = self.enqueue(event);
         self.wait_for(ticket + 1).await;
         let s = self.state();
@@ -100,9 +125,9 @@ impl AuditWriter {
         self.wait_for(end).await;
     }
 
-    /// Whether the last batch was written.
+    /// Whether the last append was written.
     pub fn is_healthy(&self) -> bool {
-        self.state().healthy
+        self.inner.healthy.load(Ordering::Relaxed)
     }
 
     /// Waits until every ticket below `end` is finished, leading batches as needed.
@@ -168,7 +193,7 @@ impl AuditWriter {
             let mut s = self.state();
             s.committed = batch.tickets.end;
             s.leading = false;
-            s.healthy = result.is_ok();
+            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
             if let Err(e) = &result {
                 tracing::error!(error = %e, records = batch.events.len(), "audit append failed");
                 s.failed.push(batch.tickets.clone());

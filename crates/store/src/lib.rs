@@ -343,6 +343,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends records in one transaction (the group commit of the audit writer).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Whether `append_audit` is a local write costing about as much as handing a record to
+    /// another task (SQLite's journal): the audit writer then appends each record from its own
+    /// request instead of group-committing.
+    fn appends_audit_locally(&self) -> bool;
     /// Newest first (oldest first with `filter.oldest_first`).
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// Merges small audit segments of a workspace into larger ones (at most `max_merges`

@@ -139,6 +139,9 @@ pub struct PostgresStore {
 const CHANGES_CHANNEL: &str = "agentvault_changes";
 
 impl PostgresStore {
+    /// An audit append is a round trip to the database: the audit writer group-commits.
+    const APPENDS_AUDIT_LOCALLY: bool = false;
+
     /// Connects (`max_connections` at most) and applies pending migrations under sqlx's advisory
     /// lock.
     pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<PostgresStore> {

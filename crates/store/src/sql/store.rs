@@ -241,6 +241,10 @@ impl Store for Backend {
         Ok(self.append_audit_records(events).await?)
     }
 
+    fn appends_audit_locally(&self) -> bool {
+        Self::APPENDS_AUDIT_LOCALLY
+    }
+
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         Ok(audit::list(self, workspace_id, filter).await?)
     }

@@ -68,6 +68,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// An audit append is one `write()` to the journal.
+    const APPENDS_AUDIT_LOCALLY: bool = true;
+
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         let base = SqliteConnectOptions::new()
