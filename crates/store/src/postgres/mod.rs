@@ -259,6 +259,30 @@ impl PostgresStore {
     }
 }
 
+/// The last step of both audit statements: the readers' last reads (`rules::last_reads_in`),
+/// bound first as `$1`–`$4` by [`bind_last_reads`].
+macro_rules! last_reads_upsert {
+    () => {
+        "INSERT INTO secret_last_reads (workspace_id, secret_name, agent_id, at) \
+         SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) \
+         ON CONFLICT (workspace_id, secret_name, agent_id) \
+         DO UPDATE SET at = excluded.at WHERE excluded.at > secret_last_reads.at"
+    };
+}
+
+/// Binds the readers' last reads in `events` as `$1`–`$4` of an audit statement.
+fn bind_last_reads<'q>(
+    events: &'q [AuditEvent],
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let reads = crate::rules::last_reads_in(events);
+    query
+        .bind(reads.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
+        .bind(reads.iter().map(|r| r.secret_name).collect::<Vec<_>>())
+        .bind(reads.iter().map(|r| r.agent_id).collect::<Vec<_>>())
+        .bind(reads.iter().map(|r| r.at).collect::<Vec<_>>())
+}
+
 /// Numbers `events` with the `audit` counter and stores them as one audit segment per workspace
 /// (see [`crate::audit_segment`]), with the segments' index keys and the readers' last reads:
 /// one statement, whatever the number of records, run without `BEGIN`/`COMMIT` — one round trip
@@ -297,22 +321,19 @@ async fn insert_segments(conn: &mut PgConnection, events: &[AuditEvent]) -> DbRe
         records.push(summary.records);
         data.push(block);
     }
-    let last_reads = crate::rules::last_reads_in(events);
-    sqlx::query(
-        "WITH numbered AS (UPDATE counters SET value = value + $1 WHERE name = 'audit' RETURNING value - $1 AS base), \
+    bind_last_reads(events, sqlx::query(concat!(
+        "WITH numbered AS (UPDATE counters SET value = value + $5 WHERE name = 'audit' RETURNING value - $5 AS base), \
          segments AS (INSERT INTO audit_segments (first_seq, workspace_id, last_seq, min_at, max_at, records, data) \
            SELECT numbered.base + r.first_seq, r.workspace_id, numbered.base + r.last_seq, r.min_at, r.max_at, \
                   r.records, r.data \
-           FROM numbered, unnest($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], \
-                                 $8::BYTEA[]) AS r(first_seq, workspace_id, last_seq, min_at, max_at, records, data)), \
+           FROM numbered, unnest($6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], \
+                                 $12::BYTEA[]) AS r(first_seq, workspace_id, last_seq, min_at, max_at, records, data)), \
          keys AS (INSERT INTO audit_segment_keys (workspace_id, key, first_seq) \
            SELECT k.workspace_id, k.key, numbered.base + k.first_seq \
-           FROM numbered, unnest($9::TEXT[], $10::TEXT[], $11::BIGINT[]) AS k(workspace_id, key, first_seq)) \
-         INSERT INTO secret_last_reads (workspace_id, secret_name, agent_id, at) \
-         SELECT * FROM unnest($12::TEXT[], $13::TEXT[], $14::TEXT[], $15::BIGINT[]) \
-         ON CONFLICT (workspace_id, secret_name, agent_id) \
-         DO UPDATE SET at = excluded.at WHERE excluded.at > secret_last_reads.at",
-    )
+           FROM numbered, unnest($13::TEXT[], $14::TEXT[], $15::BIGINT[]) AS k(workspace_id, key, first_seq)) \
+         ",
+        last_reads_upsert!()
+    )))
     .bind(events.len() as i64)
     .bind(first)
     .bind(workspace)
@@ -324,10 +345,6 @@ async fn insert_segments(conn: &mut PgConnection, events: &[AuditEvent]) -> DbRe
     .bind(key_workspace)
     .bind(key)
     .bind(key_first)
-    .bind(last_reads.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.secret_name).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.agent_id).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.at).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -360,24 +377,21 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> DbResul
         target.push(e.target_id.as_deref());
         detail.push(e.detail.as_deref());
     }
-    let last_reads = crate::rules::last_reads_in(events);
     // The records go in (a data-modifying WITH runs to completion whatever the main statement
     // reads), and the main statement brings the readers' last reads up to date.
-    sqlx::query(concat!(
-        "WITH numbered AS (UPDATE counters SET value = value + cardinality($1::BIGINT[]) WHERE name = 'audit' \
-           RETURNING value - cardinality($1::BIGINT[]) AS base), \
+    bind_last_reads(events, sqlx::query(concat!(
+        "WITH numbered AS (UPDATE counters SET value = value + cardinality($5::BIGINT[]) WHERE name = 'audit' \
+           RETURNING value - cardinality($5::BIGINT[]) AS base), \
          inserted AS (INSERT INTO audit_log (",
         crate::rows::columns!(audit),
         ") SELECT numbered.base + r.n, r.at, r.workspace_id, r.actor_type, r.actor_id, r.action, r.outcome, \
                   r.secret_name, r.agent_id, r.target_id, r.detail \
-           FROM numbered, unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
-                                 $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[]) WITH ORDINALITY \
+           FROM numbered, unnest($5::BIGINT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], \
+                                 $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[]) WITH ORDINALITY \
              AS r(at, workspace_id, actor_type, actor_id, action, outcome, secret_name, agent_id, target_id, detail, n)) \
-         INSERT INTO secret_last_reads (workspace_id, secret_name, agent_id, at) \
-         SELECT * FROM unnest($11::TEXT[], $12::TEXT[], $13::TEXT[], $14::BIGINT[]) \
-         ON CONFLICT (workspace_id, secret_name, agent_id) \
-         DO UPDATE SET at = excluded.at WHERE excluded.at > secret_last_reads.at"
-    ))
+         ",
+        last_reads_upsert!()
+    )))
     .bind(at)
     .bind(workspace)
     .bind(actor_type)
@@ -388,10 +402,6 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> DbResul
     .bind(agent)
     .bind(target)
     .bind(detail)
-    .bind(last_reads.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.secret_name).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.agent_id).collect::<Vec<_>>())
-    .bind(last_reads.iter().map(|r| r.at).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
