@@ -56,9 +56,6 @@ pub struct Summary {
     pub last_seq: i64,
     pub min_at: Millis,
     pub max_at: Millis,
-    /// Every distinct value the listing filters on, as [`key`]s: the segments a filtered query
-    /// must open are found through them.
-    pub keys: Vec<String>,
 }
 
 /// The index key of a filterable value (`agent:agt_…`, `secret:stripe_api_key`, …).
@@ -138,8 +135,7 @@ impl<'a> Dictionary<'a> {
 pub fn encode<'a>(records: impl IntoIterator<Item = (i64, &'a AuditEvent)>, out: &mut Vec<u8>) -> Summary {
     let mut dict = Dictionary { index: HashMap::new(), strings: Vec::new() };
     let mut cols: [Column; COLUMNS] = Default::default();
-    let mut summary =
-        Summary { records: 0, first_seq: 0, last_seq: 0, min_at: Millis::MAX, max_at: Millis::MIN, keys: Vec::new() };
+    let mut summary = Summary { records: 0, first_seq: 0, last_seq: 0, min_at: Millis::MAX, max_at: Millis::MIN };
     let (mut prev_seq, mut prev_at) = (None::<i64>, 0);
     for (seq, e) in records {
         cols[0].push(prev_seq.map_or(0, |p| seq.wrapping_sub(p) as u64));
@@ -178,49 +174,27 @@ pub fn encode<'a>(records: impl IntoIterator<Item = (i64, &'a AuditEvent)>, out:
         c.flush();
         out.extend_from_slice(&c.out);
     }
-    summary.keys = keys_of(&dict, &cols_distinct(&cols));
     summary
 }
 
-/// The distinct values of the filterable columns (read back from the encoded runs).
-fn cols_distinct(cols: &[Column; COLUMNS]) -> [Vec<u64>; COLUMNS] {
-    let mut distinct: [Vec<u64>; COLUMNS] = Default::default();
-    for (i, c) in cols.iter().enumerate() {
-        if !matches!(i, 4..=8) {
-            continue;
+/// A segment's index keys: every distinct value of `records` the listing filters on (actor,
+/// action, outcome, secret, agent), as [`key`]s, sorted. A filtered listing finds the segments
+/// it must open through them. Only what is stored as a segment needs them (not journal frames).
+pub fn index_keys<'a>(records: impl IntoIterator<Item = &'a AuditEvent>) -> Vec<String> {
+    let mut distinct: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
+    for e in records {
+        distinct.insert(("actor", e.actor.id()));
+        distinct.insert(("action", e.action.as_str()));
+        distinct.insert(("outcome", e.outcome.as_str()));
+        if let Some(s) = &e.secret_name {
+            distinct.insert(("secret", s));
         }
-        let mut r = Reader { bytes: &c.out, pos: 0 };
-        while r.pos < c.out.len() {
-            let (Ok(v), Ok(_)) = (r.varint(), r.varint()) else { break };
-            if !distinct[i].contains(&v) {
-                distinct[i].push(v);
-            }
-        }
-    }
-    distinct
-}
-
-fn keys_of(dict: &Dictionary<'_>, distinct: &[Vec<u64>; COLUMNS]) -> Vec<String> {
-    let mut keys = Vec::new();
-    let named =
-        [(4, "actor", false), (5, "action", false), (6, "outcome", false), (7, "secret", true), (8, "agent", true)];
-    for (col, kind, optional) in named {
-        for &v in &distinct[col] {
-            let index = if optional {
-                match v.checked_sub(1) {
-                    Some(i) => i,
-                    None => continue,
-                }
-            } else {
-                v
-            };
-            if let Some(s) = dict.strings.get(index as usize) {
-                keys.push(key(kind, s));
-            }
+        if let Some(a) = &e.agent_id {
+            distinct.insert(("agent", a));
         }
     }
+    let mut keys: Vec<String> = distinct.into_iter().map(|(kind, value)| key(kind, value)).collect();
     keys.sort_unstable();
-    keys.dedup();
     keys
 }
 
@@ -435,18 +409,19 @@ mod tests {
         let seqs: Vec<i64> = (0..events.len() as i64).map(|i| 1_000 + i * i).collect();
         let mut block = Vec::new();
         let summary = encode(seqs.iter().copied().zip(events.iter()), &mut block);
+        let keys = index_keys(&events);
         assert_eq!(summary.records, events.len() as i64);
         assert_eq!((summary.first_seq, summary.last_seq), (1_000, 1_000 + 51 * 51));
         assert_eq!((summary.min_at, summary.max_at), (5, 1_700_000_000_500));
         let back = decode(1_000, &block).unwrap();
         let expected: Vec<(i64, AuditEvent)> = seqs.into_iter().zip(events).collect();
         assert_eq!(back, expected);
-        assert!(summary.keys.contains(&"agent:agt_1".to_owned()));
-        assert!(summary.keys.contains(&"secret:b".to_owned()));
-        assert!(summary.keys.contains(&"outcome:denied".to_owned()));
-        assert!(summary.keys.contains(&"actor:system".to_owned()));
-        assert!(summary.keys.contains(&"action:function.invoke".to_owned()));
-        assert!(!summary.keys.iter().any(|k| k.starts_with("agent:") && k != "agent:agt_1"));
+        assert!(keys.contains(&"agent:agt_1".to_owned()));
+        assert!(keys.contains(&"secret:b".to_owned()));
+        assert!(keys.contains(&"outcome:denied".to_owned()));
+        assert!(keys.contains(&"actor:system".to_owned()));
+        assert!(keys.contains(&"action:function.invoke".to_owned()));
+        assert!(!keys.iter().any(|k| k.starts_with("agent:") && k != "agent:agt_1"));
     }
 
     #[test]

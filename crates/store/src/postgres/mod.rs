@@ -307,8 +307,8 @@ async fn insert_segments(conn: &mut PgConnection, events: &[AuditEvent]) -> DbRe
     let (mut key_workspace, mut key, mut key_first) = (Vec::new(), Vec::new(), Vec::new());
     for (ws, batch) in by_workspace {
         let mut block = Vec::with_capacity(64 + batch.len() * 4);
-        let summary = crate::audit_segment::encode(batch, &mut block);
-        for k in summary.keys {
+        let summary = crate::audit_segment::encode(batch.iter().copied(), &mut block);
+        for k in crate::audit_segment::index_keys(batch.iter().map(|(_, e)| *e)) {
             key_workspace.push(ws);
             key.push(k);
             key_first.push(summary.first_seq);

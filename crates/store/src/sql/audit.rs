@@ -284,8 +284,8 @@ async fn insert_segment(conn: &mut Conn, ws: &str, records: &[(i64, AuditEvent)]
         .bind(block)
         .execute(&mut *conn)
         .await?;
-    for k in &summary.keys {
-        sqlx::query(audit_segment::INSERT_KEY).bind(ws).bind(k.as_str()).bind(summary.first_seq).execute(&mut *conn).await?;
+    for k in audit_segment::index_keys(records.iter().map(|(_, e)| e)) {
+        sqlx::query(audit_segment::INSERT_KEY).bind(ws).bind(k).bind(summary.first_seq).execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -422,7 +422,7 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
             segment
                 .execute(rusqlite::params![s.first_seq, workspace, s.last_seq, s.min_at, s.max_at, s.records, block])
                 .map_err(|e| journal_err("inserting a segment", e))?;
-            for k in &s.keys {
+            for k in audit_segment::index_keys(records.iter().map(|(_, e)| *e)) {
                 key.execute(rusqlite::params![workspace, k, s.first_seq])
                     .map_err(|e| journal_err("inserting a segment key", e))?;
             }
