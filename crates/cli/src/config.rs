@@ -128,7 +128,7 @@ pub struct ConfigArgs {
     pub audit_export_file: Option<PathBuf>,
     /// Write every audit record as a JSON line to the standard input of this command (run with
     /// sh -c, started again if it exits), e.g. a SIEM's shipper [default: none]
-    #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_COMMAND", value_name = "COMMAND")]
+    #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_COMMAND", value_name = "COMMAND", hide_env_values = true)]
     pub audit_export_command: Option<String>,
     /// Size in MiB at which the export file is rotated [default: 100]
     #[arg(long, env = "AGENTVAULT_AUDIT_EXPORT_ROTATE_MB", value_name = "MIB")]

@@ -38,8 +38,9 @@ const EXPORT_HEARTBEAT: Duration = Duration::from_secs(60);
 /// (with several servers, one exports; the others must not merge or drop past it either).
 const EXPORT_ACTIVE: Duration = Duration::from_secs(600);
 
-/// Where the export stream goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the export stream goes. (`Debug` leaves the command out: it may carry a shipper's
+/// credentials.)
+#[derive(Clone, PartialEq, Eq)]
 pub enum ExportTarget {
     /// JSON lines appended to a file; at `rotate_bytes` it is renamed with the time appended and a
     /// new one started.
@@ -48,10 +49,21 @@ pub enum ExportTarget {
     Command(String),
 }
 
+impl std::fmt::Debug for ExportTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportTarget::File { path, rotate_bytes } => {
+                f.debug_struct("File").field("path", path).field("rotate_bytes", rotate_bytes).finish()
+            }
+            ExportTarget::Command(_) => f.write_str("Command(<redacted>)"),
+        }
+    }
+}
+
 /// One exported line: the record as the API lists it, with its workspace.
 #[derive(Serialize)]
-struct Line<'a> {
-    workspace_id: &'a str,
+struct Line {
+    workspace_id: String,
     #[serde(flatten)]
     record: AuditOut,
 }
@@ -59,7 +71,7 @@ struct Line<'a> {
 /// Where the stream writes.
 enum Sink {
     File { file: tokio::fs::File, path: PathBuf, bytes: u64, rotate_bytes: u64 },
-    Command { child: tokio::process::Child, command: String },
+    Command { child: tokio::process::Child },
 }
 
 impl Sink {
@@ -82,7 +94,7 @@ impl Sink {
                     .stdin(std::process::Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()?;
-                Ok(Sink::Command { child, command: command.clone() })
+                Ok(Sink::Command { child })
             }
         }
     }
@@ -110,12 +122,9 @@ impl Sink {
                 *bytes += lines.len() as u64;
                 Ok(())
             }
-            Sink::Command { child, command } => {
+            Sink::Command { child } => {
                 let stdin = child.stdin.as_mut().ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::BrokenPipe,
-                        format!("the export command {command} has no input"),
-                    )
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the export command has no standard input")
                 })?;
                 stdin.write_all(lines).await?;
                 stdin.flush().await
@@ -189,9 +198,9 @@ async fn export(st: &AppState, target: &ExportTarget, sink: &mut Option<Sink>, s
         }
         records.sort_unstable_by_key(|r| r.seq);
         let mut lines = Vec::with_capacity(records.len() * 200);
-        for r in records {
-            let workspace_id = r.event.workspace_id.clone();
-            serde_json::to_writer(&mut lines, &Line { workspace_id: &workspace_id, record: AuditOut::from(r) })
+        for mut r in records {
+            let workspace_id = std::mem::take(&mut r.event.workspace_id);
+            serde_json::to_writer(&mut lines, &Line { workspace_id, record: AuditOut::from(r) })
                 .map_err(|e| agentvault_core::Error::internal(format!("encoding an audit record: {e}")))?;
             lines.push(b'\n');
         }
@@ -239,6 +248,12 @@ async fn upkeep(st: &AppState) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_export_command_stays_out_of_debug_output() {
+        let target = ExportTarget::Command("ship --token s3cr3t-TOKEN".into());
+        assert!(!format!("{target:?}").contains("s3cr3t"));
+    }
 
     #[tokio::test]
     async fn the_export_file_rotates_by_size_and_a_cut_line_is_ended() {
