@@ -86,7 +86,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while done < records {
         let n = (records - done).min(1_000_000);
         let stream: Vec<AuditEvent> = (done..done + n).map(record).collect();
-        for b in stream.chunks(64) {
+        let mut stream = stream.into_iter();
+        loop {
+            let b: Vec<AuditEvent> = stream.by_ref().take(64).collect();
+            if b.is_empty() {
+                break;
+            }
             store.append_audit(b).await?;
         }
         done += n;

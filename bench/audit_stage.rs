@@ -80,12 +80,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let store = SqliteStore::open(&dir.join("agentvault.db")).await?;
     let stream = events(records, 1_790_000_000_000);
-    let batches: Vec<&[AuditEvent]> = stream.chunks(batch).collect();
+    let batches: Vec<Vec<AuditEvent>> = stream.chunks(batch).map(<[AuditEvent]>::to_vec).collect();
+    drop(stream);
     let before = size(&dir);
 
     let cpu = cpu_seconds();
     let started = Instant::now();
-    for b in &batches {
+    for b in batches {
         store.append_audit(b).await?;
     }
     let appended = started.elapsed();

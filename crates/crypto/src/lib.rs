@@ -244,8 +244,13 @@ impl Keyring {
     /// Opens a sealed value; fails if anything was changed or the value was moved to another
     /// workspace, secret or version.
     pub fn open(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        self.data_key(binding, sealed)?.open(binding, sealed)
+    }
+
+    /// Unwraps the data key of `sealed`, to open it (again) without the root key.
+    pub fn data_key(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<DataKey> {
         let dek = self.unwrap_dek(binding, sealed)?;
-        open_with(&aead_key(&dek[..])?, &value_aad(binding), &sealed.ciphertext)
+        Ok(DataKey { aead: aead_key(&dek[..])? })
     }
 
     /// Re-wraps the data key of `sealed` under the active root key; the value ciphertext is
@@ -264,6 +269,25 @@ impl Keyring {
             return Err(CryptoError::OpenFailed);
         }
         Ok(dek)
+    }
+}
+
+/// The unwrapped data key of one sealed value: opening the value with it costs one AES-GCM
+/// decryption, without unwrapping the key again. The value's binding is still checked.
+pub struct DataKey {
+    aead: LessSafeKey,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// Opens `sealed` (the value this key was unwrapped from) for `binding`.
+    pub fn open(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        open_with(&self.aead, &value_aad(binding), &sealed.ciphertext)
     }
 }
 

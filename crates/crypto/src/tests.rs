@@ -142,3 +142,18 @@ fn constant_time_eq_compares() {
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
 }
+
+#[test]
+fn a_data_key_opens_its_value_again_and_only_for_its_binding() {
+    let ring = Keyring::generate().unwrap();
+    let sealed = ring.seal(binding(3), b"kept key").unwrap();
+    let key = ring.data_key(binding(3), &sealed).unwrap();
+    for _ in 0..2 {
+        assert_eq!(&key.open(binding(3), &sealed).unwrap()[..], b"kept key");
+    }
+    assert_eq!(key.open(binding(4), &sealed).unwrap_err(), CryptoError::OpenFailed);
+    let other = ring.seal(binding(3), b"another value").unwrap();
+    assert_eq!(key.open(binding(3), &other).unwrap_err(), CryptoError::OpenFailed, "another value's data key");
+    assert_eq!(format!("{key:?}"), "DataKey(..)");
+    assert!(ring.data_key(binding(4), &sealed).is_err());
+}

@@ -2,10 +2,11 @@
 //!
 //! A read is answered only once its audit record is committed. Records queue in memory; the
 //! first request that finds no commit in progress becomes the leader: it takes the whole queue
-//! and commits it as one batch, on its own task, while requests arriving meanwhile queue up for
-//! the next batch and wait. With one request at a time every request leads and commits inline
-//! (no hand-off to another thread, which costs more than the commit on an idle machine); under
-//! load, batches grow by themselves and one commit serves many requests.
+//! and commits it as one batch, on a task of its own (so that a cancelled leader loses nothing),
+//! while requests arriving meanwhile queue up for the next batch and wait. With one request at a
+//! time every request leads; the commit task runs next on the same worker thread (no hand-off
+//! to another thread, which costs more than the commit on an idle machine). Under load, batches
+//! grow by themselves and one commit serves many requests.
 //!
 //! Where the store's append is one local write (SQLite's journal: a `write()` under a lock, no
 //! round trip), a record the caller waits for is appended by the request itself instead: no
@@ -97,7 +98,7 @@ impl AuditWriter {
     /// out anything) if the record could not be written.
     pub async fn append(&self, event: AuditEvent) -> Result<()> {
         if self.inner.direct {
-            let result = self.inner.store.append_audit(std::slice::from_ref(&event)).await;
+            let result = self.inner.store.append_audit(vec![event]).await;
             self.inner.metrics.audit_batch(1, result.is_ok());
             self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
             return result.map_err(|e| {
@@ -153,11 +154,11 @@ impl AuditWriter {
     }
 
     /// Commits the queue as one batch. First it lets requests that are ready to run join the
-    /// batch (a yield costs about a microsecond when nothing else is runnable); then it commits.
-    /// If the leading request is cancelled midway, the batch is finished by a task of its own,
-    /// so no record is lost and no waiter is stranded.
+    /// batch (a yield costs about a microsecond when nothing else is runnable); then it commits,
+    /// on a task of its own: a leading request cancelled midway (its client went away) takes no
+    /// record with it and strands no waiter.
     async fn lead(&self) {
-        let mut guard = LeaderGuard { writer: self.clone(), batch: None, done: false };
+        let mut guard = LeaderGuard { writer: self.clone(), done: false };
         let mut queued = self.state().queue.len();
         let mut quiet = 0;
         for _ in 0..MAX_JOIN_ROUNDS {
@@ -174,12 +175,13 @@ impl AuditWriter {
             }
             queued = now;
         }
-        let batch = guard.batch.insert(self.take_queue());
-        let result = self.inner.store.append_audit(&batch.events).await;
-        if let Some(batch) = guard.batch.take() {
-            self.finish(batch, result);
-        }
+        let batch = self.take_queue();
         guard.done = true;
+        let (tickets, records) = (batch.tickets.clone(), batch.events.len());
+        let writer = self.clone();
+        if tokio::spawn(async move { writer.commit(batch).await }).await.is_err() {
+            self.finish(tickets, records, Err(Error::internal("the audit commit stopped")));
+        }
     }
 
     fn take_queue(&self) -> Batch {
@@ -187,16 +189,22 @@ impl AuditWriter {
         Batch { tickets: s.committed..s.next_ticket, events: std::mem::take(&mut s.queue) }
     }
 
-    fn finish(&self, batch: Batch, result: Result<()>) {
-        self.inner.metrics.audit_batch(batch.events.len(), result.is_ok());
+    async fn commit(&self, batch: Batch) {
+        let records = batch.events.len();
+        let result = self.inner.store.append_audit(batch.events).await;
+        self.finish(batch.tickets, records, result);
+    }
+
+    fn finish(&self, tickets: Range<u64>, records: usize, result: Result<()>) {
+        self.inner.metrics.audit_batch(records, result.is_ok());
         {
             let mut s = self.state();
-            s.committed = batch.tickets.end;
+            s.committed = s.committed.max(tickets.end);
             s.leading = false;
             self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
             if let Err(e) = &result {
-                tracing::error!(error = %e, records = batch.events.len(), "audit append failed");
-                s.failed.push(batch.tickets.clone());
+                tracing::error!(error = %e, records, "audit append failed");
+                s.failed.push(tickets);
                 let excess = s.failed.len().saturating_sub(FAILED_BATCHES_KEPT);
                 s.failed.drain(..excess);
             }
@@ -210,11 +218,10 @@ struct Batch {
     events: Vec<AuditEvent>,
 }
 
-/// Held by a leader until its batch is finished; if the leader is dropped first, finishes the
-/// batch (or takes the queue, if the leader had not yet) on a task of its own.
+/// Held by a leader until it has taken its batch; if the leader is dropped first, commits the
+/// queue on a task of its own.
 struct LeaderGuard {
     writer: AuditWriter,
-    batch: Option<Batch>,
     done: bool,
 }
 
@@ -223,11 +230,8 @@ impl Drop for LeaderGuard {
         if self.done {
             return;
         }
-        let batch = self.batch.take().unwrap_or_else(|| self.writer.take_queue());
+        let batch = self.writer.take_queue();
         let writer = self.writer.clone();
-        tokio::spawn(async move {
-            let result = writer.inner.store.append_audit(&batch.events).await;
-            writer.finish(batch, result);
-        });
+        tokio::spawn(async move { writer.commit(batch).await });
     }
 }

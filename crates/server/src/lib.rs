@@ -258,9 +258,10 @@ impl AppState {
     /// Opens the current version of one of a secret's values (the default, or an environment's).
     pub fn open_value(&self, entry: &SecretEntry, v: read_model::ValueRef<'_>) -> Result<SecretValue> {
         let binding = Binding { workspace_id: &entry.workspace_id, secret_id: v.binding_id, version: v.version };
-        let plaintext = self.keyring.open(binding, v.sealed).map_err(|e| {
-            open_failed(e, format_args!("secret {} value {} version {}", entry.id, v.binding_id, v.version))
-        })?;
+        let failed =
+            |e| open_failed(e, format_args!("secret {} value {} version {}", entry.id, v.binding_id, v.version));
+        let key = v.key.get_or_unwrap(|| self.keyring.data_key(binding, v.sealed)).map_err(failed)?;
+        let plaintext = key.open(binding, v.sealed).map_err(failed)?;
         SecretValue::decode(v.kind, &plaintext)
     }
 

@@ -5,12 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use agentvault_core::SecretKind;
 use agentvault_core::model::{
     AdminToken, Agent, ApiKeyMeta, DeployedFunction, Env, Function, KeyScope, Millis, Sealed, SecretMeta, Workspace,
 };
+use agentvault_crypto::DataKey;
 use agentvault_store::SecretRecord;
 
 pub type TokenHash = [u8; 32];
@@ -29,6 +30,36 @@ pub struct SecretEntry {
     pub protected: bool,
     /// Each environment's own value, at [`Env::index`].
     pub envs: [Option<EnvEntry>; 3],
+    /// The default value's data key, once it has been read.
+    pub key: KeyCache,
+}
+
+/// A value's data key, unwrapped at its first read and kept with the value (it dies with the
+/// entry: a new version is a new entry). A clone starts empty.
+#[derive(Default)]
+pub struct KeyCache(OnceLock<Box<DataKey>>);
+
+impl KeyCache {
+    /// The key, unwrapped with `unwrap` the first time.
+    pub fn get_or_unwrap<E>(&self, unwrap: impl FnOnce() -> Result<DataKey, E>) -> Result<&DataKey, E> {
+        if let Some(key) = self.0.get() {
+            return Ok(key);
+        }
+        let key = unwrap()?;
+        Ok(self.0.get_or_init(|| Box::new(key)))
+    }
+}
+
+impl Clone for KeyCache {
+    fn clone(&self) -> Self {
+        KeyCache::default()
+    }
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCache(..)")
+    }
 }
 
 /// An environment's own value of a secret.
@@ -39,6 +70,7 @@ pub struct EnvEntry {
     pub sealed: Sealed,
     /// The secret id its versions are sealed for ([`Env::binding_id`]).
     pub binding_id: String,
+    pub key: KeyCache,
 }
 
 /// The value one environment reads: its own, or the default.
@@ -51,6 +83,7 @@ pub struct ValueRef<'a> {
     pub binding_id: &'a str,
     /// The environment whose own value it is; `None`: the default value.
     pub own: Option<Env>,
+    pub key: &'a KeyCache,
 }
 
 impl SecretEntry {
@@ -59,8 +92,13 @@ impl SecretEntry {
         let mut own: [Option<EnvEntry>; 3] = [None, None, None];
         for (env, sealed) in envs {
             if let Some(m) = meta.env_value(env) {
-                own[env.index()] =
-                    Some(EnvEntry { kind: m.kind, version: m.version, sealed, binding_id: env.binding_id(&meta.id) });
+                own[env.index()] = Some(EnvEntry {
+                    kind: m.kind,
+                    version: m.version,
+                    sealed,
+                    binding_id: env.binding_id(&meta.id),
+                    key: KeyCache::default(),
+                });
             }
         }
         SecretEntry {
@@ -73,12 +111,20 @@ impl SecretEntry {
             sealed,
             protected: meta.protected,
             envs: own,
+            key: KeyCache::default(),
         }
     }
 
     /// The default value.
     pub fn default_value(&self) -> ValueRef<'_> {
-        ValueRef { kind: self.kind, version: self.version, sealed: &self.sealed, binding_id: &self.id, own: None }
+        ValueRef {
+            kind: self.kind,
+            version: self.version,
+            sealed: &self.sealed,
+            binding_id: &self.id,
+            own: None,
+            key: &self.key,
+        }
     }
 
     /// The environment's own value, if it has one.
@@ -89,6 +135,7 @@ impl SecretEntry {
             sealed: &e.sealed,
             binding_id: &e.binding_id,
             own: Some(env),
+            key: &e.key,
         })
     }
 
@@ -475,5 +522,36 @@ impl ReadModel {
 
     pub fn put_admin_token(&self, hash: TokenHash, token: AdminToken) {
         self.write().admin_tokens.insert(hash, Arc::new(token));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentvault_core::model::Binding;
+    use agentvault_crypto::Keyring;
+
+    use super::KeyCache;
+
+    #[test]
+    fn a_key_is_unwrapped_once_and_a_clone_starts_empty() {
+        let ring = Keyring::generate().unwrap();
+        let binding = Binding { workspace_id: "ws_1", secret_id: "sec_1", version: 1 };
+        let sealed = ring.seal(binding, b"v").unwrap();
+        let cache = KeyCache::default();
+        let mut unwraps = 0;
+        for _ in 0..3 {
+            let key = cache
+                .get_or_unwrap(|| {
+                    unwraps += 1;
+                    ring.data_key(binding, &sealed)
+                })
+                .unwrap();
+            assert_eq!(&key.open(binding, &sealed).unwrap()[..], b"v");
+        }
+        assert_eq!(unwraps, 1);
+        let copy = cache.clone();
+        assert!(copy.0.get().is_none(), "a clone holds no key");
+        assert!(copy.get_or_unwrap(|| Err::<agentvault_crypto::DataKey, _>("refused")).is_err());
+        assert_eq!(format!("{cache:?}"), "KeyCache(..)");
     }
 }

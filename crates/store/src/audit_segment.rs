@@ -83,47 +83,71 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// One column being run-length encoded.
-#[derive(Default)]
-struct Column {
-    out: Vec<u8>,
+/// Run-length encoding of one column into the block's column area.
+struct Runs {
     value: u64,
     run: u64,
 }
 
-impl Column {
-    fn push(&mut self, v: u64) {
+impl Runs {
+    fn push(&mut self, out: &mut Vec<u8>, v: u64) {
         if self.run > 0 && v == self.value {
             self.run += 1;
             return;
         }
-        self.flush();
+        self.flush(out);
         self.value = v;
         self.run = 1;
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, out: &mut Vec<u8>) {
         if self.run > 0 {
-            put_varint(&mut self.out, self.value);
-            put_varint(&mut self.out, self.run);
+            put_varint(out, self.value);
+            put_varint(out, self.run);
         }
+    }
+
+    /// Encodes one column: the value of every record, in order.
+    fn column(out: &mut Vec<u8>, values: impl Iterator<Item = u64>) {
+        let mut runs = Runs { value: 0, run: 0 };
+        for v in values {
+            runs.push(out, v);
+        }
+        runs.flush(out);
     }
 }
 
+/// Up to this many distinct strings a block's dictionary is searched in order (a read's own
+/// record has about eight); past it, through a hash map.
+const DICTIONARY_SCAN: usize = 24;
+
 struct Dictionary<'a> {
-    index: HashMap<&'a str, u64>,
     strings: Vec<&'a str>,
+    index: Option<HashMap<&'a str, u64>>,
 }
 
 impl<'a> Dictionary<'a> {
     fn id(&mut self, s: &'a str) -> u64 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
+        match &mut self.index {
+            Some(index) => {
+                if let Some(&i) = index.get(s) {
+                    return i;
+                }
+                index.insert(s, self.strings.len() as u64);
+            }
+            None => {
+                if let Some(i) = self.strings.iter().position(|d| *d == s) {
+                    return i as u64;
+                }
+                if self.strings.len() == DICTIONARY_SCAN {
+                    let mut index: HashMap<&'a str, u64> = self.strings.iter().copied().zip(0..).collect();
+                    index.insert(s, self.strings.len() as u64);
+                    self.index = Some(index);
+                }
+            }
         }
-        let i = self.strings.len() as u64;
         self.strings.push(s);
-        self.index.insert(s, i);
-        i
+        self.strings.len() as u64 - 1
     }
 
     fn optional(&mut self, s: Option<&'a str>) -> u64 {
@@ -132,37 +156,56 @@ impl<'a> Dictionary<'a> {
 }
 
 /// Encodes records (with their sequence numbers, ascending) into one block, appended to `out`.
-pub fn encode<'a>(records: impl IntoIterator<Item = (i64, &'a AuditEvent)>, out: &mut Vec<u8>) -> Summary {
-    let mut dict = Dictionary { index: HashMap::new(), strings: Vec::new() };
-    let mut cols: [Column; COLUMNS] = Default::default();
+/// The records are walked once per column, so the iterator must be cheap to clone.
+pub fn encode<'a, I>(records: I, out: &mut Vec<u8>) -> Summary
+where
+    I: IntoIterator<Item = (i64, &'a AuditEvent)>,
+    I::IntoIter: Clone,
+{
+    let records = records.into_iter();
     let mut summary = Summary { records: 0, first_seq: 0, last_seq: 0, min_at: Millis::MAX, max_at: Millis::MIN };
-    let (mut prev_seq, mut prev_at) = (None::<i64>, 0);
-    for (seq, e) in records {
-        cols[0].push(prev_seq.map_or(0, |p| seq.wrapping_sub(p) as u64));
-        if prev_seq.is_none() {
-            summary.first_seq = seq;
-        }
-        prev_seq = Some(seq);
-        summary.last_seq = seq;
-        cols[1].push(zigzag(e.at.wrapping_sub(prev_at)));
-        prev_at = e.at;
-        summary.min_at = summary.min_at.min(e.at);
-        summary.max_at = summary.max_at.max(e.at);
-        cols[2].push(dict.id(&e.workspace_id));
-        cols[3].push(dict.id(e.actor.kind()));
-        cols[4].push(dict.id(e.actor.id()));
-        cols[5].push(dict.id(e.action.as_str()));
-        cols[6].push(dict.id(e.outcome.as_str()));
-        cols[7].push(dict.optional(e.secret_name.as_deref()));
-        cols[8].push(dict.optional(e.agent_id.as_deref()));
-        cols[9].push(dict.optional(e.target_id.as_deref()));
-        cols[10].push(dict.optional(e.detail.as_deref()));
-        summary.records += 1;
-    }
+    // The columns are written here first: the dictionary they refer to comes before them.
+    let mut cols = Vec::with_capacity(64);
+    let mut prev_seq = None::<i64>;
+    Runs::column(
+        &mut cols,
+        records.clone().map(|(seq, e)| {
+            if prev_seq.is_none() {
+                summary.first_seq = seq;
+            }
+            summary.last_seq = seq;
+            summary.records += 1;
+            summary.min_at = summary.min_at.min(e.at);
+            summary.max_at = summary.max_at.max(e.at);
+            let delta = prev_seq.map_or(0, |p| seq.wrapping_sub(p) as u64);
+            prev_seq = Some(seq);
+            delta
+        }),
+    );
+    let mut prev_at = 0;
+    Runs::column(
+        &mut cols,
+        records.clone().map(|(_, e)| {
+            let delta = zigzag(e.at.wrapping_sub(prev_at));
+            prev_at = e.at;
+            delta
+        }),
+    );
+    let mut dict = Dictionary { strings: Vec::with_capacity(16), index: None };
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(&e.workspace_id)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.actor.kind())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.actor.id())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.action.as_str())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.outcome.as_str())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.secret_name.as_deref())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.agent_id.as_deref())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.target_id.as_deref())));
+    Runs::column(&mut cols, records.map(|(_, e)| dict.optional(e.detail.as_deref())));
     if summary.records == 0 {
         summary.min_at = 0;
         summary.max_at = 0;
     }
+    out.reserve(16 + dict.strings.iter().map(|s| s.len() + 2).sum::<usize>() + cols.len());
     out.push(VERSION);
     put_varint(out, summary.records as u64);
     put_varint(out, dict.strings.len() as u64);
@@ -170,10 +213,7 @@ pub fn encode<'a>(records: impl IntoIterator<Item = (i64, &'a AuditEvent)>, out:
         put_varint(out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }
-    for c in &mut cols {
-        c.flush();
-        out.extend_from_slice(&c.out);
-    }
+    out.extend_from_slice(&cols);
     summary
 }
 
@@ -422,6 +462,23 @@ mod tests {
         assert!(keys.contains(&"actor:system".to_owned()));
         assert!(keys.contains(&"action:function.invoke".to_owned()));
         assert!(!keys.iter().any(|k| k.starts_with("agent:") && k != "agent:agt_1"));
+    }
+
+    #[test]
+    fn a_dictionary_past_its_scanned_size_keeps_every_string_once() {
+        // Far more distinct strings than the dictionary scans in order, repeated out of order.
+        let events: Vec<AuditEvent> =
+            (0..600).map(|i| read(i, &format!("agt_{}", (i * 7) % 90), &format!("s{}", i % 45))).collect();
+        let mut block = Vec::new();
+        encode((1..).zip(events.iter()), &mut block);
+        let back = decode(1, &block).unwrap();
+        assert_eq!(back, (1..).zip(events).collect::<Vec<_>>());
+        let parsed = Block::parse(1, &block).unwrap();
+        let mut distinct = parsed.dict.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), parsed.dict.len(), "no string is stored twice");
+        assert!(parsed.dict.len() > DICTIONARY_SCAN + 100);
     }
 
     #[test]

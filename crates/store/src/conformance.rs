@@ -632,10 +632,10 @@ pub async fn audit_filters_order_and_cursor(store: &dyn Store) {
                 .detail(format!("version={i}"))
         })
         .collect();
-    ok(store.append_audit(&reads).await, "append_audit");
-    ok(store.append_audit(&[]).await, "append nothing");
+    ok(store.append_audit(reads.clone()).await, "append_audit");
+    ok(store.append_audit(Vec::new()).await, "append nothing");
     workspace(store, "ws_audit_other").await;
-    ok(store.append_audit(&[event("ws_audit_other", Action::SecretRead)]).await, "another workspace");
+    ok(store.append_audit(vec![event("ws_audit_other", Action::SecretRead)]).await, "another workspace");
 
     let all = audit_of(store, ws).await;
     assert_eq!(all.len(), 6, "the workspace's creation and five reads, nothing of the other workspace");
@@ -728,7 +728,7 @@ pub async fn audit_rows_and_segments_page_together(store: &dyn Store) {
             })
             .collect();
         appended.extend(batch.iter().filter(|e| e.workspace_id == ws).cloned());
-        ok(store.append_audit(&batch).await, "append_audit");
+        ok(store.append_audit(batch.clone()).await, "append_audit");
         if b % 3 == 0 {
             agent(store, ws, &format!("agt_merge_made{b}")).await;
         }
@@ -821,7 +821,7 @@ pub async fn audit_compaction_retention_and_export(store: &dyn Store) {
                 .agent("agt_upkeep")
             })
             .collect();
-        ok(store.append_audit(&batch).await, "append_audit");
+        ok(store.append_audit(batch.clone()).await, "append_audit");
         // Listing moves what waits (SQLite's journal), so each batch is a segment of its own.
         audit_of(store, ws).await;
         if b % 10 == 0 {
@@ -876,7 +876,7 @@ pub async fn audit_compaction_retention_and_export(store: &dyn Store) {
     workspace(store, ws2).await;
     for b in 0..10i64 {
         let e = AuditEvent::new(old + b * DAY, ws2, Actor::System, Action::SecretRead, Outcome::Success).secret("s");
-        ok(store.append_audit(&[e]).await, "append_audit");
+        ok(store.append_audit(vec![e.clone()]).await, "append_audit");
         audit_of(store, ws2).await;
     }
     let dropped = ok(store.drop_audit_before(cutoff, None).await, "retention");
@@ -909,7 +909,7 @@ pub async fn last_reads_come_from_successful_agent_reads(store: &dyn Store) {
             .secret("openai"),
         read(ws, 5, "twilio", "agt_c", Outcome::Success),
     ];
-    ok(store.append_audit(&events).await, "append_audit");
+    ok(store.append_audit(events.to_vec()).await, "append_audit");
     let names: Vec<String> = ["stripe", "openai", "twilio", "never"].map(String::from).to_vec();
     let last = |agent: Option<&'static str>| {
         let names = names.clone();

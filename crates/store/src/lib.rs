@@ -342,7 +342,7 @@ pub trait Store: Send + Sync + 'static {
     // --- audit ------------------------------------------------------------------------------
 
     /// Appends records in one transaction (the group commit of the audit writer).
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
     /// Whether `append_audit` is a local write costing about as much as handing a record to
     /// another task (SQLite's journal): the audit writer then appends each record from its own
     /// request instead of group-committing.

@@ -469,7 +469,7 @@ mod tests {
         let event = |n: i64, action| AuditEvent::new(n, "ws_big", Actor::System, action, Outcome::Success);
         src.create_workspace(&ws, None, &event(1, Action::WorkspaceCreate)).await.unwrap();
         let reads: Vec<AuditEvent> = (0..(2 * CHUNK as i64 + 7)).map(|n| event(n + 2, Action::SecretRead)).collect();
-        src.append_audit(&reads).await.unwrap();
+        src.append_audit(reads.clone()).await.unwrap();
         let all = AuditFilter { limit: 10_000, oldest_first: true, ..AuditFilter::default() };
         let before = src.list_audit("ws_big", &all).await.unwrap();
         assert_eq!(before.len(), reads.len() + 1);

@@ -234,12 +234,12 @@ impl PostgresStore {
     }
 
     /// Appends agent-read audit records in one statement (the audit writer's group commit).
-    async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
+    async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
         if events.is_empty() {
             return Ok(());
         }
         let mut conn = self.audit.acquire().await?;
-        insert_segments(&mut conn, events).await
+        insert_segments(&mut conn, &events).await
     }
 
     /// Nothing waits outside the table: an acknowledged record is committed.
@@ -571,7 +571,7 @@ mod tests {
                 tokio::spawn(async move {
                     for round in 0..60 {
                         let batch: Vec<AuditEvent> = (0..5).map(|i| event(round * 5 + i)).collect();
-                        store.append_audit_records(&batch).await.unwrap();
+                        store.append_audit_records(batch.clone()).await.unwrap();
                     }
                 })
             })

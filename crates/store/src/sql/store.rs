@@ -237,7 +237,7 @@ impl Store for Backend {
         Ok(keys::record_use(self, uses).await?)
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
         Ok(self.append_audit_records(events).await?)
     }
 

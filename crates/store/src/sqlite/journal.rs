@@ -68,10 +68,22 @@ fn from_row(r: Row) -> Option<(i64, AuditEvent)> {
 }
 
 /// Frames a body: length, checksum, body.
+#[cfg(test)]
 fn frame(body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
     out.extend_from_slice(body);
+    seal_frame(&mut out[start..]);
+}
+
+/// A frame's header: the body's length and CRC-32, little-endian.
+const FRAME_HEADER: usize = 8;
+
+/// Fills in the header of a frame whose body follows its (reserved) header in `frame`.
+fn seal_frame(frame: &mut [u8]) {
+    let (header, body) = frame.split_at_mut(FRAME_HEADER);
+    header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
 }
 
 /// What a journal holds: batches (to move into segments) and legacy records (for `audit_log`).
@@ -276,23 +288,22 @@ impl AuditJournal {
     }
 
     /// Numbers the records and appends them in one write.
-    pub fn append(&self, events: &[AuditEvent]) -> Result<()> {
+    pub fn append(&self, events: Vec<AuditEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         // The block is built before the lock: within a batch the numbers are consecutive, and
-        // the first one goes in the frame's header.
-        let mut body = Vec::with_capacity(16 + events.len() * 16);
-        body.push(BATCH);
-        body.extend_from_slice(&[0; 8]);
-        audit_segment::encode((0..).zip(events.iter()), &mut body);
-        let owned = events.to_vec();
+        // the first one goes in the body's header. The frame's header (length, CRC) comes last.
+        let mut buf = Vec::with_capacity(128 + events.len() * 16);
+        buf.extend_from_slice(&[0; FRAME_HEADER]);
+        buf.push(BATCH);
+        buf.extend_from_slice(&[0; 8]);
+        audit_segment::encode((0..).zip(events.iter()), &mut buf);
         let mut file = self.shared.current();
         let first = self.shared.seq.fetch_add(events.len() as i64, Ordering::Relaxed);
         let last = first + events.len() as i64 - 1;
-        body[1..9].copy_from_slice(&first.to_le_bytes());
-        let mut buf = Vec::with_capacity(body.len() + 8);
-        frame(&body, &mut buf);
+        buf[FRAME_HEADER + 1..FRAME_HEADER + 9].copy_from_slice(&first.to_le_bytes());
+        seal_frame(&mut buf);
         if file.bytes >= FILE_BYTES {
             let next = open_file(&self.shared.prefix, file.number + 1)?;
             let full = std::mem::replace(&mut *file, next);
@@ -304,7 +315,7 @@ impl AuditJournal {
         let mut p = self.shared.pending();
         p.appended = last;
         let was_empty = p.records.is_empty();
-        p.records.extend((first..).zip(owned));
+        p.records.extend((first..).zip(events));
         // The mover sleeps while nothing waits, and otherwise only until its next move is due.
         let wake = was_empty || p.records.len() >= INGEST_RECORDS;
         drop(p);
@@ -583,7 +594,7 @@ mod recovery_tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("agentvault.db");
         let store = SqliteStore::open(&db).await.unwrap();
-        store.append_audit(&[event(1)]).await.unwrap();
+        store.append_audit(vec![event(1)]).await.unwrap();
         store.close().await;
         drop(store);
 
@@ -609,7 +620,7 @@ mod recovery_tests {
         assert_eq!(seqs, vec![4, 3, 2, 1]);
         assert!(!file_path(&prefix, 7).exists(), "replayed files are removed");
         // New records continue after the replayed ones, in a new file.
-        store.append_audit(&[event(6)]).await.unwrap();
+        store.append_audit(vec![event(6)]).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         assert_eq!((records[0].event.at, records[0].seq), (1_006, 5));
         assert!(file_path(&prefix, 8).exists());
@@ -633,7 +644,7 @@ mod recovery_tests {
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![40, 30, 5, 4, 3, 2, 1]);
         // Numbers continue after the highest one anywhere.
-        store.append_audit(&[event(41)]).await.unwrap();
+        store.append_audit(vec![event(41)]).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         assert_eq!(records[0].seq, 41);
         store.close().await;

@@ -164,7 +164,7 @@ impl SqliteStore {
 
     /// Appends agent-read audit records with one write to the journal on the calling thread (see
     /// [`journal`]): synchronous on purpose, one short `write()`.
-    async fn append_audit_records(&self, events: &[AuditEvent]) -> DbResult<()> {
+    async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
         Ok(self.journal()?.append(events)?)
     }
 
