@@ -146,6 +146,11 @@ fn concurrent_reads_are_each_audited_exactly_once() {
     assert_eq!(allowed, expected_allowed);
     let metrics = s.request("GET", "/metrics", None, None).text;
     assert!(metrics.contains("agentvault_audit_failures_total 0"), "{metrics}");
+    // The request edge counted every read by route and status.
+    let route = r#"agentvault_http_requests_total{method="GET",route="/api/v1/agents/{agent_id}/secrets/{name}""#;
+    for (status, n) in [(200, expected_allowed), (404, threads * per_thread - expected_allowed)] {
+        assert!(metrics.contains(&format!("{route},status=\"{status}\"}} {n}\n")), "{status} × {n}: {metrics}");
+    }
 }
 
 #[test]

@@ -33,9 +33,9 @@ use agentvault_crypto::Keyring;
 use agentvault_store::Store;
 pub use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::body::HttpBody;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum_server::accept::DefaultAcceptor;
 use time::OffsetDateTime;
@@ -401,7 +401,7 @@ pub fn app(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .layer(EdgeLayer(state.clone()))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }
@@ -445,28 +445,124 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-/// What every request passes through, as one layer (a layer of its own costs allocations on
-/// every request): the body limit (`extract::read_body`; a refused request is answered at once),
-/// then read-your-writes (`replication::consistency`); and around those, each request is counted
-/// per route and status and every response marked as not cacheable unless it says otherwise (the
-/// console's content-hashed assets are cached for a year).
-async fn edge(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let req = match extract::read_body(&st, req).await {
-        Ok(req) => req,
-        Err(refused) => return refused,
-    };
-    let method = method_name(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|m| st.route_names.get().and_then(|names| names.get(m.as_str()).copied()))
-        .unwrap_or("unmatched");
-    let mut resp = replication::consistency(&st, req, next).await;
-    st.metrics.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
-    let h = resp.headers_mut();
-    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
+/// What every request passes through, as one layer: the body limit (`extract::read_body`; a
+/// refused request is answered at once), then read-your-writes (`replication::await_index`); and
+/// around those, each request is counted per route and status, every response marked as not
+/// cacheable unless it says otherwise (the console's content-hashed assets are cached for a
+/// year), and every answer to a change given the change index (`replication::mark_change`).
+///
+/// A layer of its own rather than `axum::middleware::from_fn`: a request with no body and no
+/// index to wait for (every agent read) goes straight to its route, with no clone of the route,
+/// no boxed future and no extra task state.
+#[derive(Clone)]
+struct EdgeLayer(AppState);
+
+impl<S> tower_layer::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge { st: self.0.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+struct Edge<S> {
+    st: AppState,
+    inner: S,
+}
+
+/// What the edge adds to the route's answer.
+struct Answer {
+    st: AppState,
+    method: &'static str,
+    route: &'static str,
+    changes: bool,
+}
+
+impl Answer {
+    fn new(st: &AppState, req: &Request) -> Answer {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .and_then(|m| st.route_names.get().and_then(|names| names.get(m.as_str()).copied()))
+            .unwrap_or("unmatched");
+        Answer { st: st.clone(), method: method_name(req.method()), route, changes: replication::changes(req.method()) }
+    }
+
+    /// `routed`: the route answered (not a refusal of the index header).
+    fn finish(self, mut resp: Response, routed: bool) -> Response {
+        if routed && self.changes {
+            replication::mark_change(&self.st, &mut resp);
+        }
+        let labels = RequestLabels { method: self.method, route: self.route, status: resp.status().as_u16() };
+        self.st.metrics.requests.get_or_create(&labels).inc();
+        let h = resp.headers_mut();
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        resp
+    }
+}
+
+type Answered = std::result::Result<Response, std::convert::Infallible>;
+
+impl<S> tower_service::Service<Request> for Edge<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let answer = Answer::new(&self.st, &req);
+        if req.body().size_hint().exact() == Some(0) && !req.headers().contains_key(replication::INDEX_HEADER) {
+            return EdgeFuture::Route { route: self.inner.call(req), answer: Some(answer) };
+        }
+        // The ready service goes with the request; this one is replaced by a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let st = self.st.clone();
+        EdgeFuture::Waiting(Box::pin(async move {
+            let req = match extract::read_body(&st, req).await {
+                Ok(req) => req,
+                Err(refused) => return Ok(refused),
+            };
+            if let Some(refused) = replication::await_index(&st, req.headers()).await {
+                return Ok(answer.finish(refused, false));
+            }
+            let resp = inner.call(req).await?;
+            Ok(answer.finish(resp, true))
+        }))
+    }
+}
+
+/// The answer of [`Edge`]: the route's own future, or (with a body to read or an index to wait
+/// for) the whole request's.
+enum EdgeFuture<F> {
+    Route { route: F, answer: Option<Answer> },
+    Waiting(std::pin::Pin<Box<dyn Future<Output = Answered> + Send>>),
+}
+
+impl<F: Future<Output = Answered> + Unpin> Future for EdgeFuture<F> {
+    type Output = Answered;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answered> {
+        match self.get_mut() {
+            EdgeFuture::Route { route, answer } => std::pin::Pin::new(route).poll(cx).map(|resp| {
+                let resp = resp?;
+                Ok(match answer.take() {
+                    Some(answer) => answer.finish(resp, true),
+                    None => resp,
+                })
+            }),
+            EdgeFuture::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
 }
 
 /// HTTPS settings: a certificate chain and key loaded with rustls.

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use agentvault_core::{Error, ErrorKind, Result};
 use agentvault_store::{Change, Store};
-use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
@@ -88,39 +86,49 @@ pub const INDEX_HEADER: &str = "x-agentvault-index";
 const INDEX_WAIT: Duration = Duration::from_secs(2);
 
 /// Read your writes on any server: a request carrying `X-Agentvault-Index: N` is answered only
-/// once this server has applied change N (else, after two seconds, `503 index_not_reached`); every
-/// response to a change carries the number of the newest change this server has committed (its
-/// own write's, or a later one), for the client to send along.
-pub async fn consistency(st: &AppState, req: Request, next: Next) -> Response {
-    if let Some(value) = req.headers().get(INDEX_HEADER) {
-        let index = value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).filter(|n| *n >= 0);
-        let Some(index) = index else {
-            return ApiError(Error::invalid(
+/// once this server has applied change N (else, after two seconds, `503 index_not_reached`; this
+/// returns that answer). See [`mark_change`] for the other half.
+pub async fn await_index(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let value = headers.get(INDEX_HEADER)?;
+    let index = value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).filter(|n| *n >= 0);
+    let Some(index) = index else {
+        return Some(
+            ApiError(Error::invalid(
                 "X-Agentvault-Index",
                 "X-Agentvault-Index must be the change number (a non-negative integer) from an earlier response",
             ))
-            .into_response();
-        };
-        if !st.feed.wait_for(index, INDEX_WAIT).await {
-            return ApiError(Error::new(
-                ErrorKind::Unavailable,
-                "index_not_reached",
-                format!(
-                    "this server has applied the changes up to {}, not yet change {index}, after waiting {} s; \
-                     retry, or send the request to the server that made the change",
-                    st.feed.applied(),
-                    INDEX_WAIT.as_secs()
-                ),
-            ))
-            .into_response();
-        }
+            .into_response(),
+        );
+    };
+    if st.feed.wait_for(index, INDEX_WAIT).await {
+        return None;
     }
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut resp = next.run(req).await;
-    if changes && let Ok(v) = HeaderValue::from_str(&st.store.committed_change().to_string()) {
+    Some(
+        ApiError(Error::new(
+            ErrorKind::Unavailable,
+            "index_not_reached",
+            format!(
+                "this server has applied the changes up to {}, not yet change {index}, after waiting {} s; \
+                 retry, or send the request to the server that made the change",
+                st.feed.applied(),
+                INDEX_WAIT.as_secs()
+            ),
+        ))
+        .into_response(),
+    )
+}
+
+/// Whether a request may change something (its answer then carries the change index).
+pub fn changes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Every response to a change carries the number of the newest change this server has committed
+/// (its own write's, or a later one), for the client to send along.
+pub fn mark_change(st: &AppState, resp: &mut Response) {
+    if let Ok(v) = HeaderValue::from_str(&st.store.committed_change().to_string()) {
         resp.headers_mut().insert(INDEX_HEADER, v);
     }
-    resp
 }
 
 /// Everything the read model is built from.
