@@ -18,10 +18,13 @@ pub mod service;
 pub mod sign_in;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agentvault_core::audit::{Action, AuditEvent, Outcome};
@@ -503,18 +506,18 @@ impl Answer {
     }
 }
 
-type Answered = std::result::Result<Response, std::convert::Infallible>;
+type Answered = std::result::Result<Response, Infallible>;
 
 impl<S> tower_service::Service<Request> for Edge<S>
 where
-    S: tower_service::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S: tower_service::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + Unpin + 'static,
 {
     type Response = Response;
-    type Error = std::convert::Infallible;
+    type Error = Infallible;
     type Future = EdgeFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -526,13 +529,12 @@ where
         // The ready service goes with the request; this one is replaced by a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let st = self.st.clone();
         EdgeFuture::Waiting(Box::pin(async move {
-            let req = match extract::read_body(&st, req).await {
+            let req = match extract::read_body(&answer.st, req).await {
                 Ok(req) => req,
                 Err(refused) => return Ok(refused),
             };
-            if let Some(refused) = replication::await_index(&st, req.headers()).await {
+            if let Some(refused) = replication::await_index(&answer.st, req.headers()).await {
                 return Ok(answer.finish(refused, false));
             }
             let resp = inner.call(req).await?;
@@ -545,15 +547,15 @@ where
 /// for) the whole request's.
 enum EdgeFuture<F> {
     Route { route: F, answer: Option<Answer> },
-    Waiting(std::pin::Pin<Box<dyn Future<Output = Answered> + Send>>),
+    Waiting(Pin<Box<dyn Future<Output = Answered> + Send>>),
 }
 
 impl<F: Future<Output = Answered> + Unpin> Future for EdgeFuture<F> {
     type Output = Answered;
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answered> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
         match self.get_mut() {
-            EdgeFuture::Route { route, answer } => std::pin::Pin::new(route).poll(cx).map(|resp| {
+            EdgeFuture::Route { route, answer } => Pin::new(route).poll(cx).map(|resp| {
                 let resp = resp?;
                 Ok(match answer.take() {
                     Some(answer) => answer.finish(resp, true),

@@ -40,12 +40,12 @@ pub struct SecretEntry {
 pub struct KeyCache(OnceLock<Box<DataKey>>);
 
 impl KeyCache {
-    /// The key, unwrapped with `unwrap` the first time.
-    pub fn get_or_unwrap<E>(&self, unwrap: impl FnOnce() -> Result<DataKey, E>) -> Result<&DataKey, E> {
+    /// The key, unwrapped with `unwrap_key` the first time.
+    pub fn get_or_unwrap<E>(&self, unwrap_key: impl FnOnce() -> Result<DataKey, E>) -> Result<&DataKey, E> {
         if let Some(key) = self.0.get() {
             return Ok(key);
         }
-        let key = unwrap()?;
+        let key = unwrap_key()?;
         Ok(self.0.get_or_init(|| Box::new(key)))
     }
 }

@@ -97,10 +97,10 @@ struct Replay {
 fn decode_all(bytes: &[u8]) -> Replay {
     let mut out = Replay::default();
     let mut rest = bytes;
-    while rest.len() >= 8 {
+    while rest.len() >= FRAME_HEADER {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let Some(body) = rest.get(8..8 + len) else { break };
+        let Some(body) = rest.get(FRAME_HEADER..FRAME_HEADER + len) else { break };
         if crc32fast::hash(body) != crc {
             break;
         }
@@ -119,7 +119,7 @@ fn decode_all(bytes: &[u8]) -> Replay {
             },
             _ => break,
         }
-        rest = &rest[8 + len..];
+        rest = &rest[FRAME_HEADER + len..];
     }
     out
 }
