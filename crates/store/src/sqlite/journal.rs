@@ -3,8 +3,8 @@
 //! An agent's read is answered only once its audit record is durable. Committing an SQLite
 //! transaction for every group of reads costs tens of microseconds (WAL frames, checksums,
 //! shared-memory locks) and was the largest share of the read path's CPU. So records are first
-//! appended to a journal file with one `write()` per batch — durable against a crash of the
-//! process, like a WAL commit with `synchronous=NORMAL` — and a background thread moves them
+//! appended to a journal file — durable against a crash of the process, like a WAL commit with
+//! `synchronous=NORMAL` — and a background thread moves them
 //! into audit segments (see [`crate::audit_segment`]) in large transactions: one segment per
 //! workspace and move, a row per segment instead of one per record.
 //!
@@ -12,8 +12,16 @@
 //! and a workspace's segments are all in sequence order. Each move records the last number it
 //! moved (the `audit_moved` counter) in the same transaction, so after a crash the journal is
 //! replayed from that number on and no record is moved twice. The journal is a series of files
-//! (`<db>-audit-journal.<n>`); a new file starts when the current one is large, and a file is
-//! deleted once every record in it is moved.
+//! (`<db>-audit-journal.<n>`); a new file starts when the current one is full, and a file is
+//! deleted once every record in it is moved (the last one at a clean stop).
+//!
+//! A journal file is allocated whole when it is created and mapped shared into memory: an append
+//! is a copy into the file's pages in the kernel's page cache, with no system call, and that copy
+//! survives a crash of the process as a `write()` would. Because its blocks are allocated up front,
+//! a full disk is an error when a file is created, never a fault while a record is copied. The
+//! zeros after the last frame read as the end of the journal. The mover prepares the next file
+//! (`<db>-audit-journal.next.<k>`, renamed when appends reach it) with its pages already faulted
+//! in, so that neither creating a file nor a page's first write falls on a read.
 //!
 //! Framing: `u32 length (LE) | u32 crc32 (LE) | body`; the body is `0xA5 | first sequence number
 //! (i64 LE) | an audit segment block` for a batch. Journals written before segments hold one JSON
@@ -22,9 +30,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,8 +49,12 @@ use crate::audit_segment;
 const INGEST_EVERY: Duration = Duration::from_millis(50);
 /// A move starts at once when this many records wait.
 const INGEST_RECORDS: usize = 4096;
-/// A new journal file starts once the current one is this large.
-const FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The size of a journal file (a larger one holds a batch that does not fit in this).
+#[cfg(not(test))]
+const FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Small in the unit tests, so that they fill several files.
+#[cfg(test)]
+const FILE_BYTES: usize = 64 * 1024;
 /// The first byte of a batch frame's body (a legacy record's body starts with `[`).
 const BATCH: u8 = 0xA5;
 
@@ -141,11 +154,13 @@ struct Pending {
     hurry: bool,
 }
 
-/// The journal file being appended to.
+/// The journal file being appended to, mapped shared.
 struct JournalFile {
-    file: File,
+    map: memmap2::MmapMut,
+    path: PathBuf,
     number: u64,
-    bytes: u64,
+    /// The bytes at the start of `map` that hold frames; the rest are zeros.
+    used: usize,
 }
 
 struct Shared {
@@ -158,6 +173,10 @@ struct Shared {
     seq: Arc<AtomicI64>,
     /// Full files and the last sequence number in each; deleted once everything in it is moved.
     retired: Mutex<Vec<(u64, i64)>>,
+    /// The next file, prepared by the mover (see [`prepare_next`]).
+    next: Mutex<Option<JournalFile>>,
+    /// How many files the mover has prepared: each gets a name of its own.
+    prepared: AtomicU64,
     pending: Mutex<Pending>,
     /// Signalled when records are appended (wakes the mover) and when they are moved.
     changed: Condvar,
@@ -177,6 +196,25 @@ impl Shared {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn next(&self) -> MutexGuard<'_, Option<JournalFile>> {
+        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file that follows `number`, with room for `at_least` bytes: the prepared one when it
+    /// is large enough, renamed to its number, else one created now.
+    fn next_file(&self, number: u64, at_least: usize) -> Result<JournalFile> {
+        let path = self.file_path(number);
+        let prepared = self.next().take_if(|f| f.map.len() >= at_least);
+        if let Some(mut file) = prepared {
+            std::fs::rename(&file.path, &path)
+                .map_err(|e| journal_err(&format!("renaming {} to {}", file.path.display(), path.display()), e))?;
+            file.number = number;
+            file.path = path;
+            return Ok(file);
+        }
+        open_file(&path, number, at_least)
+    }
+
     fn file_path(&self, number: u64) -> PathBuf {
         file_path(&self.prefix, number)
     }
@@ -188,28 +226,92 @@ fn file_path(prefix: &Path, number: u64) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The journal file numbers present on disk, in order.
-fn files_on_disk(prefix: &Path) -> Result<Vec<u64>> {
+/// Where the mover prepares its `k`th file (not a number: a replay never reads it).
+fn prepared_path(prefix: &Path, k: u64) -> PathBuf {
+    let mut p = prefix.as_os_str().to_owned();
+    p.push(format!(".{PREPARED}{k}"));
+    PathBuf::from(p)
+}
+
+/// What follows `<prefix>.` in the name of a prepared file.
+const PREPARED: &str = "next.";
+
+/// Prepares the next journal file if none is: created, allocated, mapped, and its pages faulted
+/// in writable (`MADV_POPULATE_WRITE`, where the kernel has it; else they fault at first write).
+fn prepare_next(shared: &Shared) {
+    if shared.next().is_some() {
+        return;
+    }
+    let path = prepared_path(&shared.prefix, shared.prepared.fetch_add(1, Ordering::Relaxed));
+    match open_file(&path, 0, 0) {
+        Ok(file) => {
+            if let Err(e) = file.map.advise(memmap2::Advice::PopulateWrite) {
+                tracing::debug!(error = %e, "faulting in the next audit journal file's pages failed");
+            }
+            *shared.next() = Some(file);
+        }
+        Err(e) => tracing::warn!(error = %e, "preparing the next audit journal file failed"),
+    }
+}
+
+/// What follows `<prefix>.` in the name of each journal file on disk.
+fn names_on_disk(prefix: &Path) -> Result<Vec<String>> {
     let dir = prefix.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let stem = prefix.file_name().map(|n| format!("{}.", n.to_string_lossy())).unwrap_or_default();
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+    Ok(std::fs::read_dir(dir)
         .map_err(|e| journal_err(&format!("listing {}", dir.display()), e))?
         .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().to_string_lossy().strip_prefix(&stem).and_then(|n| n.parse().ok()))
-        .collect();
+        .filter_map(|entry| entry.file_name().to_string_lossy().strip_prefix(&stem).map(str::to_owned))
+        .collect())
+}
+
+/// The journal file numbers present on disk, in order.
+fn files_on_disk(prefix: &Path) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = names_on_disk(prefix)?.iter().filter_map(|n| n.parse().ok()).collect();
     numbers.sort_unstable();
     Ok(numbers)
 }
 
-fn open_file(prefix: &Path, number: u64) -> Result<JournalFile> {
-    let path = file_path(prefix, number);
+/// Removes the files prepared by the mover and not used (by an earlier process, or at a stop).
+fn remove_prepared(prefix: &Path) -> Result<()> {
+    for name in names_on_disk(prefix)? {
+        if name.starts_with(PREPARED) {
+            let mut path = prefix.as_os_str().to_owned();
+            path.push(format!(".{name}"));
+            std::fs::remove_file(&path)
+                .map_err(|e| journal_err(&format!("removing {}", Path::new(&path).display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the journal file at `path` (number `number`) with room for at least `at_least` bytes,
+/// allocated and mapped.
+fn open_file(path: &Path, number: u64, at_least: usize) -> Result<JournalFile> {
+    let failed = |what: &str, e: std::io::Error| journal_err(&format!("{what} {}", path.display()), e);
     let file = OpenOptions::new()
         .create(true)
+        .read(true)
         .write(true)
         .truncate(true)
-        .open(&path)
-        .map_err(|e| journal_err(&format!("opening {}", path.display()), e))?;
-    Ok(JournalFile { file, number, bytes: 0 })
+        .open(path)
+        .map_err(|e| failed("creating", e))?;
+    allocate(&file, FILE_BYTES.max(at_least)).map_err(|e| failed("allocating", e))?;
+    #[allow(unsafe_code)]
+    // SAFETY: the file was just created by this process and nothing truncates it (the journal
+    // only ever unlinks a file, which leaves a mapping whole); its blocks are allocated, so a write
+    // into the mapping cannot fault for want of disk space.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| failed("mapping", e))?;
+    Ok(JournalFile { map, path: path.to_owned(), number, used: 0 })
+}
+
+/// Gives `file` a length of `len` bytes whose blocks are allocated on disk (not a sparse file).
+fn allocate(file: &File, len: usize) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    #[allow(unsafe_code)]
+    // SAFETY: posix_fallocate(3) on a file descriptor that `file` owns; it reads no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
 }
 
 fn query_i64(conn: &rusqlite::Connection, sql: &str) -> Result<i64> {
@@ -254,6 +356,7 @@ impl AuditJournal {
             let path = file_path(prefix, *number);
             std::fs::remove_file(&path).map_err(|e| journal_err(&format!("removing {}", path.display()), e))?;
         }
+        remove_prepared(prefix)?;
         let last = query_i64(
             &conn,
             "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM audit_log), \
@@ -264,9 +367,11 @@ impl AuditJournal {
         let first = found.last().map_or(0, |n| n + 1);
         let shared = Arc::new(Shared {
             prefix: prefix.to_owned(),
-            current: Mutex::new(open_file(prefix, first)?),
+            current: Mutex::new(open_file(&file_path(prefix, first), first, 0)?),
             seq,
             retired: Mutex::new(Vec::new()),
+            next: Mutex::new(None),
+            prepared: AtomicU64::new(0),
             pending: Mutex::new(Pending {
                 records: Vec::new(),
                 appended: last,
@@ -300,18 +405,24 @@ impl AuditJournal {
         buf.extend_from_slice(&[0; 8]);
         audit_segment::encode((0..).zip(events.iter()), &mut buf);
         let mut file = self.shared.current();
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("the audit journal is closed: agentvault is stopping"));
+        }
+        let mut full = None;
+        if file.used + buf.len() > file.map.len() {
+            let next = self.shared.next_file(file.number + 1, buf.len())?;
+            let done = std::mem::replace(&mut *file, next);
+            let last_in_full = self.shared.pending().appended;
+            self.shared.retired().push((done.number, last_in_full));
+            full = Some(done);
+        }
         let first = self.shared.seq.fetch_add(events.len() as i64, Ordering::Relaxed);
         let last = first + events.len() as i64 - 1;
         buf[FRAME_HEADER + 1..FRAME_HEADER + 9].copy_from_slice(&first.to_le_bytes());
         seal_frame(&mut buf);
-        if file.bytes >= FILE_BYTES {
-            let next = open_file(&self.shared.prefix, file.number + 1)?;
-            let full = std::mem::replace(&mut *file, next);
-            let last_in_full = self.shared.pending().appended;
-            self.shared.retired().push((full.number, last_in_full));
-        }
-        file.file.write_all(&buf).map_err(|e| journal_err("appending", e))?;
-        file.bytes += buf.len() as u64;
+        let at = file.used;
+        file.map[at..at + buf.len()].copy_from_slice(&buf);
+        file.used += buf.len();
         let mut p = self.shared.pending();
         p.appended = last;
         let was_empty = p.records.is_empty();
@@ -323,6 +434,8 @@ impl AuditJournal {
         if wake {
             self.shared.changed.notify_all();
         }
+        // A full file is unmapped outside the lock.
+        drop(full);
         Ok(())
     }
 
@@ -350,13 +463,35 @@ impl AuditJournal {
         Ok(())
     }
 
-    /// Moves what is left and stops the mover.
+    /// Moves what is left, stops the mover, and removes the journal's files once everything in
+    /// them is moved. Appends after this fail.
     pub fn close(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        // Under the file's lock, so that no append is half done.
+        let current = {
+            let file = self.shared.current();
+            self.shared.stop.store(true, Ordering::SeqCst);
+            file.number
+        };
         self.shared.changed.notify_all();
         let handle = self.mover.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        let Some(h) = handle else { return };
+        let _ = h.join();
+        let prepared = self.shared.next().take();
+        if let Some(file) = prepared
+            && let Err(e) = std::fs::remove_file(&file.path)
+        {
+            tracing::warn!(error = %e, path = %file.path.display(), "removing an audit journal file failed");
+        }
+        let moved = {
+            let p = self.shared.pending();
+            p.records.is_empty() && p.ingested >= p.appended
+        };
+        if moved {
+            remove_moved_files(&self.shared);
+            let path = self.shared.file_path(current);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %e, path = %path.display(), "removing an audit journal file failed");
+            }
         }
     }
 }
@@ -450,8 +585,10 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
 /// moved.
 fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
     let mut last_move = Instant::now();
+    // The records moved last time, emptied: appends fill it next, without growing a new one.
+    let mut spare = Vec::new();
     loop {
-        let batch = {
+        let mut batch = {
             let mut p = shared.pending();
             loop {
                 let stopping = shared.stop.load(Ordering::SeqCst);
@@ -470,7 +607,7 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                 p = shared.changed.wait_timeout(p, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             p.hurry = false;
-            std::mem::take(&mut p.records)
+            std::mem::replace(&mut p.records, std::mem::take(&mut spare))
         };
         last_move = Instant::now();
         let last = batch.last().map(|(s, _)| *s).unwrap_or(0);
@@ -486,8 +623,7 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                     tracing::error!(error = %e, records = batch.len(), "moving audit records into the database failed; retrying");
                     p.failing = true;
                     // Put them back in front: nothing is dropped.
-                    let newer = std::mem::take(&mut p.records);
-                    p.records = batch;
+                    let newer = std::mem::replace(&mut p.records, std::mem::take(&mut batch));
                     p.records.extend(newer);
                 }
             }
@@ -495,6 +631,11 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
         shared.changed.notify_all();
         if result.is_ok() {
             remove_moved_files(shared);
+            if !shared.stop.load(Ordering::SeqCst) {
+                prepare_next(shared);
+            }
+            batch.clear();
+            spare = batch;
         } else {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -647,6 +788,92 @@ mod recovery_tests {
         store.append_audit(vec![event(41)]).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         assert_eq!(records[0].seq, 41);
+        store.close().await;
+    }
+
+    fn journal_files(prefix: &Path) -> Vec<u64> {
+        files_on_disk(prefix).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_fill_allocated_files_in_turn_and_a_clean_stop_leaves_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("agentvault.db");
+        let prefix = dir.path().join("agentvault.db-audit-journal");
+        let store = SqliteStore::open(&db).await.unwrap();
+        let first = journal_files(&prefix);
+        assert_eq!(first.len(), 1);
+        let meta = std::fs::metadata(file_path(&prefix, first[0])).unwrap();
+        assert_eq!(meta.len(), FILE_BYTES as u64, "a journal file is created whole");
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 >= FILE_BYTES as u64, "and its blocks are allocated, not sparse");
+
+        // One record at a time, as reads append them: several files' worth.
+        let n = 6_000;
+        for i in 1..=n {
+            store.append_audit(vec![event(i)]).await.unwrap();
+        }
+        // What the files hold now is what a crash would leave: every record not yet moved. (The
+        // newest file first: the mover may remove the oldest ones meanwhile, never a newer one
+        // before an older one.)
+        let mut on_disk = Vec::new();
+        for f in journal_files(&prefix).iter().rev() {
+            let Ok(bytes) = std::fs::read(file_path(&prefix, *f)) else { break };
+            let seqs: Vec<i64> = decode_all(&bytes).batches.into_iter().map(|(seq, _)| seq).collect();
+            on_disk.splice(0..0, seqs);
+        }
+        assert_eq!(on_disk.windows(2).filter(|w| w[1] != w[0] + 1).count(), 0, "in order, no gap: {on_disk:?}");
+        assert_eq!(on_disk.last(), Some(&n), "the last record appended is in the journal");
+        let filter = AuditFilter { limit: 3, ..AuditFilter::default() };
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n, n - 1, n - 2]);
+        // Once moved, the full files go; the one being appended to stays. And the mover has the
+        // next file ready.
+        let prepared = || -> Vec<String> {
+            names_on_disk(&prefix).unwrap().into_iter().filter(|n| n.starts_with(PREPARED)).collect()
+        };
+        let (mut left, mut ready) = (journal_files(&prefix), prepared());
+        for _ in 0..100 {
+            if left.len() == 1 && ready.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (left, ready) = (journal_files(&prefix), prepared());
+        }
+        assert_eq!(left.len(), 1, "full files whose records are moved are removed: {left:?}");
+        assert!(left[0] > first[0], "appends moved on to new files");
+        assert_eq!(ready.len(), 1, "{ready:?}");
+        let at = left[0];
+        let mut i = 0;
+        while journal_files(&prefix).last() == Some(&at) {
+            i += 1;
+            store.append_audit(vec![event(n + i)]).await.unwrap();
+        }
+        assert!(!prepared().contains(&ready[0]), "the prepared file became file {}", at + 1);
+        assert_eq!(std::fs::metadata(file_path(&prefix, at + 1)).unwrap().len(), FILE_BYTES as u64);
+        let n = n + i;
+
+        // A batch larger than a file gets a file that fits it.
+        let big: Vec<AuditEvent> =
+            (0..5_000).map(|i| event(n + 1 + i).detail(format!("a detail long enough to spread {i}"))).collect();
+        store.append_audit(big).await.unwrap();
+        let newest = *journal_files(&prefix).last().unwrap();
+        assert!(std::fs::metadata(file_path(&prefix, newest)).unwrap().len() > FILE_BYTES as u64);
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records[0].seq, n + 5_000);
+
+        // A clean stop moves everything and leaves no journal; an append after it is refused.
+        store.close().await;
+        assert_eq!(names_on_disk(&prefix).unwrap(), Vec::<String>::new());
+        let refused = store.append_audit(vec![event(0)]).await.unwrap_err();
+        assert!(refused.to_string().contains("closed"), "{refused}");
+        drop(store);
+        // A file prepared by a process that was killed is removed at the next start.
+        std::fs::write(prepared_path(&prefix, 3), [0; 64]).unwrap();
+        let store = SqliteStore::open(&db).await.unwrap();
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records[0].seq, n + 5_000, "nothing lost, nothing added at the restart");
+        assert_eq!(prepared(), Vec::<String>::new());
         store.close().await;
     }
 }

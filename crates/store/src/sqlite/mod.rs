@@ -68,7 +68,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// An audit append is one `write()` to the journal.
+    /// An audit append is a copy into the journal's mapped file.
     const APPENDS_AUDIT_LOCALLY: bool = true;
 
     /// Opens (creating if needed) the database file and applies pending migrations.
@@ -162,8 +162,8 @@ impl SqliteStore {
         tracing::warn!("the WAL stayed busy; deleted key material leaves it at the next checkpoint");
     }
 
-    /// Appends agent-read audit records with one write to the journal on the calling thread (see
-    /// [`journal`]): synchronous on purpose, one short `write()`.
+    /// Appends agent-read audit records to the journal on the calling thread (see [`journal`]):
+    /// synchronous on purpose, one short copy into the journal's mapped file.
     async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
         Ok(self.journal()?.append(events)?)
     }
