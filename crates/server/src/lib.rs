@@ -17,7 +17,6 @@ pub mod replication;
 pub mod service;
 pub mod sign_in;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Deref;
@@ -37,7 +36,7 @@ use agentvault_store::Store;
 pub use axum::Json;
 use axum::Router;
 use axum::body::HttpBody;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum_server::accept::DefaultAcceptor;
@@ -54,7 +53,7 @@ use crate::api::{
 };
 use crate::audit_writer::AuditWriter;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::read_model::{ReadModel, SecretEntry};
 
 /// Milliseconds since the Unix epoch.
@@ -159,8 +158,8 @@ pub struct Shared {
     /// The egress CA (None when it could not be loaded: injected secrets are then refused).
     pub egress_tls: Option<Arc<egress::inject::EgressTls>>,
     pub openapi_json: OnceLock<axum::body::Bytes>,
-    /// Route templates as `'static` strings, for metric labels.
-    pub route_names: OnceLock<HashMap<String, &'static str>>,
+    /// Every route's request counters.
+    pub routes: OnceLock<metrics::RouteMetrics>,
 }
 
 #[derive(Clone)]
@@ -230,7 +229,7 @@ impl AppState {
             feed: replication::Feed::new(applied),
             metrics,
             openapi_json: OnceLock::new(),
-            route_names: OnceLock::new(),
+            routes: OnceLock::new(),
         }));
         state.refresh_gauges();
         tokio::spawn(replication::follow(state.clone()));
@@ -399,13 +398,12 @@ pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
     let json = serde_json::to_vec_pretty(&api::doc::complete(&doc)).unwrap_or_default();
     let _ = state.openapi_json.set(json.into());
-    let _ = state.route_names.set(route_names(&doc));
+    let _ = state.routes.set(metrics::RouteMetrics::new(doc.paths.paths.keys().cloned()));
     router
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(EdgeLayer(state.clone()))
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -428,11 +426,6 @@ async fn method_not_allowed() -> Response {
             .into_response();
     *resp.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     resp
-}
-
-/// The `'static` name of every route, for metric labels.
-fn route_names(doc: &utoipa::openapi::OpenApi) -> HashMap<String, &'static str> {
-    doc.paths.paths.keys().map(|p| (p.clone(), &*Box::leak(p.clone().into_boxed_str()))).collect()
 }
 
 fn method_name(m: &Method) -> &'static str {
@@ -478,17 +471,15 @@ struct Edge<S> {
 struct Answer {
     st: AppState,
     method: &'static str,
-    route: &'static str,
+    /// The route's index in [`AppState::routes`].
+    route: usize,
     changes: bool,
 }
 
 impl Answer {
     fn new(st: &AppState, req: &Request) -> Answer {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .and_then(|m| st.route_names.get().and_then(|names| names.get(m.as_str()).copied()))
-            .unwrap_or("unmatched");
+        let template = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+        let route = st.routes.get().map_or(0, |r| r.find(template));
         Answer { st: st.clone(), method: method_name(req.method()), route, changes: replication::changes(req.method()) }
     }
 
@@ -497,8 +488,9 @@ impl Answer {
         if routed && self.changes {
             replication::mark_change(&self.st, &mut resp);
         }
-        let labels = RequestLabels { method: self.method, route: self.route, status: resp.status().as_u16() };
-        self.st.metrics.requests.get_or_create(&labels).inc();
+        if let Some(routes) = self.st.routes.get() {
+            routes.count(self.route, &self.st.metrics.requests, self.method, resp.status().as_u16());
+        }
         let h = resp.headers_mut();
         h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

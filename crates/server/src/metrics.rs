@@ -14,6 +14,72 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Methods with a counter slot of their own in [`RouteCounters`] (the rest are `other`).
+const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"];
+/// Statuses with a counter slot of their own in [`RouteCounters`]; others are looked up.
+const STATUSES: [u16; 12] = [200, 201, 204, 400, 401, 403, 404, 409, 413, 422, 429, 503];
+
+/// The request counters of every route (and of requests no route matched), found by the route's
+/// template once per request, then kept by index.
+pub struct RouteMetrics {
+    index: std::collections::HashMap<String, usize>,
+    routes: Vec<RouteCounters>,
+}
+
+impl RouteMetrics {
+    /// The label of requests that matched no route; its counters are at index 0.
+    pub const UNMATCHED: &'static str = "unmatched";
+
+    pub fn new(templates: impl IntoIterator<Item = String>) -> RouteMetrics {
+        let mut routes = vec![RouteCounters::new(Self::UNMATCHED)];
+        let mut index = std::collections::HashMap::new();
+        for t in templates {
+            index.insert(t.clone(), routes.len());
+            // Label values are `'static`: one string per route, for the life of the process.
+            routes.push(RouteCounters::new(Box::leak(t.into_boxed_str())));
+        }
+        RouteMetrics { index, routes }
+    }
+
+    /// The index of the route with this template (0 for none or an unknown one).
+    pub fn find(&self, template: Option<&str>) -> usize {
+        template.and_then(|t| self.index.get(t).copied()).unwrap_or(0)
+    }
+
+    /// Counts a request to route `route` (an index from [`RouteMetrics::find`]) in `family`.
+    pub fn count(&self, route: usize, family: &Family<RequestLabels, Counter>, method: &'static str, status: u16) {
+        if let Some(r) = self.routes.get(route).or(self.routes.first()) {
+            r.count(family, method, status);
+        }
+    }
+}
+
+/// One route's request counters, kept as they are first used, so that counting a request is an
+/// increment rather than a lookup in the family's map.
+struct RouteCounters {
+    name: &'static str,
+    slots: Vec<std::sync::OnceLock<Counter>>,
+}
+
+impl RouteCounters {
+    fn new(name: &'static str) -> RouteCounters {
+        RouteCounters { name, slots: (0..METHODS.len() * STATUSES.len()).map(|_| Default::default()).collect() }
+    }
+
+    fn count(&self, family: &Family<RequestLabels, Counter>, method: &'static str, status: u16) {
+        let labels = || RequestLabels { method, route: self.name, status };
+        let slot = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .zip(STATUSES.iter().position(|s| *s == status))
+            .and_then(|(m, s)| self.slots.get(m * STATUSES.len() + s));
+        match slot {
+            Some(slot) => slot.get_or_init(|| family.get_or_create(&labels()).clone()).inc(),
+            None => family.get_or_create(&labels()).inc(),
+        };
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
@@ -152,5 +218,29 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_counts_in_its_slots_and_beyond_them_under_the_same_labels() {
+        let family = Family::<RequestLabels, Counter>::default();
+        let routes = RouteMetrics::new(["/api/v1/a".to_string(), "/api/v1/b".to_string()]);
+        let a = routes.find(Some("/api/v1/a"));
+        for _ in 0..3 {
+            routes.count(a, &family, "GET", 200); // a slot of its own
+        }
+        routes.count(a, &family, "GET", 418); // no slot: looked up
+        routes.count(routes.find(Some("/elsewhere")), &family, "POST", 404);
+        routes.count(routes.find(None), &family, "other", 404);
+        let get = |method, route, status| family.get_or_create(&RequestLabels { method, route, status }).get();
+        assert_eq!(get("GET", "/api/v1/a", 200), 3);
+        assert_eq!(get("GET", "/api/v1/a", 418), 1);
+        assert_eq!(get("GET", "/api/v1/b", 200), 0);
+        assert_eq!(get("POST", RouteMetrics::UNMATCHED, 404), 1);
+        assert_eq!(get("other", RouteMetrics::UNMATCHED, 404), 1);
     }
 }

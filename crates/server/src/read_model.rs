@@ -356,6 +356,15 @@ impl ReadModel {
         self.read().secrets.get(workspace_id)?.get(name).cloned()
     }
 
+    /// An agent read's two lookups under one lock: whether the agent is in the workspace, and
+    /// the secret (looked up only when it is).
+    pub fn agent_and_secret(&self, workspace_id: &str, agent_id: &str, name: &str) -> (bool, Option<Arc<SecretEntry>>) {
+        let inner = self.read();
+        let agent_ok = inner.agents.get(agent_id).is_some_and(|ws| ws == workspace_id);
+        let secret = agent_ok.then(|| inner.secrets.get(workspace_id).and_then(|m| m.get(name)).cloned()).flatten();
+        (agent_ok, secret)
+    }
+
     pub fn workspace(&self, id: &str) -> Option<Workspace> {
         self.read().workspaces.get(id).cloned()
     }

@@ -13,6 +13,7 @@ pub mod policy;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -46,15 +47,21 @@ pub struct Egress {
     own: OnceLock<Vec<SocketAddr>>,
     /// Injected-only secrets: (workspace, secret id) -> the hosts their values may be sent to.
     injected: std::sync::RwLock<InjectedSecrets>,
+    /// Whether `injected` holds any (set under its write lock): an agent read of a server with
+    /// none takes no lock for it.
+    any_injected: AtomicBool,
 }
 
 impl Egress {
     pub fn new(allow: Vec<OperatorAllow>) -> Egress {
-        Egress { allow, own: OnceLock::new(), injected: Default::default() }
+        Egress { allow, own: OnceLock::new(), injected: Default::default(), any_injected: AtomicBool::new(false) }
     }
 
     /// The hosts of an injected-only secret; None when functions may read it.
     pub fn injection(&self, workspace_id: &str, secret_id: &str) -> Option<Arc<Vec<String>>> {
+        if !self.any_injected.load(Ordering::SeqCst) {
+            return None;
+        }
         self.injected.read().ok()?.get(&(workspace_id.to_owned(), secret_id.to_owned())).cloned()
     }
 
@@ -75,6 +82,7 @@ impl Egress {
                 Some(h) => m.insert(key, Arc::new(h)),
                 None => m.remove(&key),
             };
+            self.any_injected.store(!m.is_empty(), Ordering::SeqCst);
         }
     }
 
@@ -84,6 +92,7 @@ impl Egress {
         let fresh = all.into_iter().map(|(ws, secret, hosts)| ((ws, secret), Arc::new(hosts))).collect();
         if let Ok(mut m) = self.injected.write() {
             *m = fresh;
+            self.any_injected.store(!m.is_empty(), Ordering::SeqCst);
         }
     }
 

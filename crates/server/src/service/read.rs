@@ -73,10 +73,14 @@ pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<
     if let Err(e) = validate::secret_name(name) {
         return Err(deny(Outcome::Invalid, e, "invalid"));
     }
-    if !r.credential_covers_agent || !st.model.agent_in(r.workspace_id, r.agent_id) {
+    let (agent_ok, entry) = match r.credential_covers_agent {
+        true => st.model.agent_and_secret(r.workspace_id, r.agent_id, name),
+        false => (false, None),
+    };
+    if !agent_ok {
         return Err(deny(Outcome::Denied, Error::missing_access(r.agent_id, name), "denied"));
     }
-    let Some(entry) = st.model.secret(r.workspace_id, name) else {
+    let Some(entry) = entry else {
         return Err(deny(Outcome::NotFound, Error::secret_not_found(name), "not_found"));
     };
     if !entry.access.contains(r.agent_id) {
