@@ -421,7 +421,11 @@ impl AuditJournal {
         buf[FRAME_HEADER + 1..FRAME_HEADER + 9].copy_from_slice(&first.to_le_bytes());
         seal_frame(&mut buf);
         let at = file.used;
-        file.map[at..at + buf.len()].copy_from_slice(&buf);
+        // It fits: the file was replaced above by one with room for the frame.
+        let Some(place) = file.map.get_mut(at..at + buf.len()) else {
+            return Err(journal_err("appending", "the frame does not fit in its file"));
+        };
+        place.copy_from_slice(&buf);
         file.used += buf.len();
         let mut p = self.shared.pending();
         p.appended = last;
