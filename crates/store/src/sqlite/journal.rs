@@ -296,13 +296,21 @@ fn open_file(path: &Path, number: u64, at_least: usize) -> Result<JournalFile> {
         .truncate(true)
         .open(path)
         .map_err(|e| failed("creating", e))?;
-    allocate(&file, FILE_BYTES.max(at_least)).map_err(|e| failed("allocating", e))?;
-    #[allow(unsafe_code)]
-    // SAFETY: the file was just created by this process and nothing truncates it (the journal
-    // only ever unlinks a file, which leaves a mapping whole); its blocks are allocated, so a write
-    // into the mapping cannot fault for want of disk space.
-    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| failed("mapping", e))?;
-    Ok(JournalFile { map, path: path.to_owned(), number, used: 0 })
+    let mapped = allocate(&file, FILE_BYTES.max(at_least)).map_err(|e| failed("allocating", e)).and_then(|()| {
+        #[allow(unsafe_code)]
+        // SAFETY: the file was just created by this process and nothing truncates it (the journal
+        // only ever unlinks a file, which leaves a mapping whole); its blocks are allocated, so a
+        // write into the mapping cannot fault for want of disk space.
+        unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| failed("mapping", e))
+    });
+    match mapped {
+        Ok(map) => Ok(JournalFile { map, path: path.to_owned(), number, used: 0 }),
+        Err(e) => {
+            // Not left behind holding what space a partial allocation took.
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
 }
 
 /// Gives `file` a length of `len` bytes whose blocks are allocated on disk (not a sparse file).
@@ -470,9 +478,11 @@ impl AuditJournal {
     /// Moves what is left, stops the mover, and removes the journal's files once everything in
     /// them is moved. Appends after this fail.
     pub fn close(&self) {
-        // Under the file's lock, so that no append is half done.
+        // Under the file's lock, so that no append is half done, and under the records' lock,
+        // so that the mover, which reads it there before it waits, cannot miss the wake-up.
         let current = {
             let file = self.shared.current();
+            let _records = self.shared.pending();
             self.shared.stop.store(true, Ordering::SeqCst);
             file.number
         };
@@ -639,7 +649,10 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                 prepare_next(shared);
             }
             batch.clear();
-            spare = batch;
+            // Kept unless a backlog grew it far past a usual move.
+            if batch.capacity() <= 4 * INGEST_RECORDS {
+                spare = batch;
+            }
         } else {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -856,6 +869,10 @@ mod recovery_tests {
         assert!(!prepared().contains(&ready[0]), "the prepared file became file {}", at + 1);
         assert_eq!(std::fs::metadata(file_path(&prefix, at + 1)).unwrap().len(), FILE_BYTES as u64);
         let n = n + i;
+        // The file being appended to as a crash would leave it: allocated whole, zeros after its
+        // last frame (replayed below).
+        let left_by_crash = std::fs::read(file_path(&prefix, at + 1)).unwrap();
+        assert_eq!(decode_all(&left_by_crash).batches.last().map(|(seq, _)| *seq), Some(n));
 
         // A batch larger than a file gets a file that fits it.
         let big: Vec<AuditEvent> =
@@ -872,11 +889,15 @@ mod recovery_tests {
         let refused = store.append_audit(vec![event(0)]).await.unwrap_err();
         assert!(refused.to_string().contains("closed"), "{refused}");
         drop(store);
-        // A file prepared by a process that was killed is removed at the next start.
+        // A file prepared by a process that was killed is removed at the next start, and a
+        // journal file with records already moved is replayed without adding them again.
         std::fs::write(prepared_path(&prefix, 3), [0; 64]).unwrap();
+        std::fs::write(file_path(&prefix, 99), &left_by_crash).unwrap();
         let store = SqliteStore::open(&db).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
-        assert_eq!(records[0].seq, n + 5_000, "nothing lost, nothing added at the restart");
+        let top: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(top, vec![n + 5_000, n + 4_999, n + 4_998], "nothing lost, nothing added at the restart");
+        assert!(!file_path(&prefix, 99).exists());
         assert_eq!(prepared(), Vec::<String>::new());
         store.close().await;
     }
