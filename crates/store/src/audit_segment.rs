@@ -217,6 +217,52 @@ where
     summary
 }
 
+/// [`encode`] of one record, byte for byte, without the general encoder's buffers and walks
+/// (an agent read appends its record alone): the dictionary is the record's distinct strings in
+/// column order, and each column is one run.
+pub fn encode_one(e: &AuditEvent, out: &mut Vec<u8>) {
+    let texts: [Option<&str>; COLUMNS - 2] = [
+        Some(&e.workspace_id),
+        Some(e.actor.kind()),
+        Some(e.actor.id()),
+        Some(e.action.as_str()),
+        Some(e.outcome.as_str()),
+        e.secret_name.as_deref(),
+        e.agent_id.as_deref(),
+        e.target_id.as_deref(),
+        e.detail.as_deref(),
+    ];
+    let mut dict: [&str; COLUMNS - 2] = [""; COLUMNS - 2];
+    let mut distinct = 0;
+    let mut ids = [0u64; COLUMNS - 2];
+    for (i, text) in texts.iter().enumerate() {
+        let Some(text) = text else { continue };
+        let id = match dict[..distinct].iter().position(|d| d == text) {
+            Some(id) => id,
+            None => {
+                dict[distinct] = text;
+                distinct += 1;
+                distinct - 1
+            }
+        };
+        // The first five columns always hold a string; the others hold 0 for none.
+        ids[i] = id as u64 + u64::from(i >= 5);
+    }
+    out.reserve(24 + dict[..distinct].iter().map(|s| s.len() + 2).sum::<usize>() + 2 * COLUMNS);
+    out.push(VERSION);
+    put_varint(out, 1);
+    put_varint(out, distinct as u64);
+    for s in &dict[..distinct] {
+        put_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    // The sequence column holds offsets from the block's first number: 0 for its only record.
+    for v in [0, zigzag(e.at)].into_iter().chain(ids) {
+        put_varint(out, v);
+        put_varint(out, 1);
+    }
+}
+
 /// A segment's index keys: every distinct value of `records` the listing filters on (actor,
 /// action, outcome, secret, agent), as [`key`]s, sorted. A filtered listing finds the segments
 /// it must open through them. Only what is stored as a segment needs them (not journal frames).
@@ -462,6 +508,37 @@ mod tests {
         assert!(keys.contains(&"actor:system".to_owned()));
         assert!(keys.contains(&"action:function.invoke".to_owned()));
         assert!(!keys.iter().any(|k| k.starts_with("agent:") && k != "agent:agt_1"));
+    }
+
+    #[test]
+    fn one_record_encodes_as_a_block_of_one_does() {
+        let long = "x".repeat(300);
+        let events = [
+            AuditEvent::new(
+                1_700_000_000_000,
+                "ws_1",
+                Actor::ApiKey("key_1".into()),
+                Action::SecretRead,
+                Outcome::Success,
+            )
+            .secret("stripe_api_key")
+            .agent("agt_1")
+            .detail("version=3 env=none value=default"),
+            // The actor is the agent: one dictionary string for both.
+            AuditEvent::new(5, "ws_2", Actor::Agent("agt_2".into()), Action::SecretRead, Outcome::Denied)
+                .agent("agt_2")
+                .target("inv_1")
+                .detail(long.clone()),
+            AuditEvent::new(-3, "ws_3", Actor::ApiKey("ws_3".into()), Action::SecretRead, Outcome::NotFound),
+            AuditEvent::new(0, "", Actor::ApiKey(String::new()), Action::SecretRead, Outcome::Invalid).detail(""),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            let (mut general, mut one) = (Vec::new(), Vec::new());
+            encode([(40 + i as i64, e)], &mut general);
+            encode_one(e, &mut one);
+            assert_eq!(one, general, "record {i}");
+            assert_eq!(decode(40, &one).unwrap(), vec![(40, e.clone())]);
+        }
     }
 
     #[test]

@@ -411,7 +411,12 @@ impl AuditJournal {
         buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(BATCH);
         buf.extend_from_slice(&[0; 8]);
-        audit_segment::encode((0..).zip(events.iter()), &mut buf);
+        match events.as_slice() {
+            [one] => audit_segment::encode_one(one, &mut buf),
+            _ => {
+                audit_segment::encode((0..).zip(events.iter()), &mut buf);
+            }
+        }
         let mut file = self.shared.current();
         if self.shared.stop.load(Ordering::SeqCst) {
             return Err(Error::unavailable("the audit journal is closed: agentvault is stopping"));
