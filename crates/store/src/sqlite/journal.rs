@@ -220,17 +220,20 @@ impl Shared {
     }
 }
 
-fn file_path(prefix: &Path, number: u64) -> PathBuf {
+/// The journal's file `<prefix>.<name>`.
+fn journal_path(prefix: &Path, name: impl std::fmt::Display) -> PathBuf {
     let mut p = prefix.as_os_str().to_owned();
-    p.push(format!(".{number}"));
+    p.push(format!(".{name}"));
     PathBuf::from(p)
+}
+
+fn file_path(prefix: &Path, number: u64) -> PathBuf {
+    journal_path(prefix, number)
 }
 
 /// Where the mover prepares its `k`th file (not a number: a replay never reads it).
 fn prepared_path(prefix: &Path, k: u64) -> PathBuf {
-    let mut p = prefix.as_os_str().to_owned();
-    p.push(format!(".{PREPARED}{k}"));
-    PathBuf::from(p)
+    journal_path(prefix, format_args!("{PREPARED}{k}"))
 }
 
 /// What follows `<prefix>.` in the name of a prepared file.
@@ -276,10 +279,8 @@ fn files_on_disk(prefix: &Path) -> Result<Vec<u64>> {
 fn remove_prepared(prefix: &Path) -> Result<()> {
     for name in names_on_disk(prefix)? {
         if name.starts_with(PREPARED) {
-            let mut path = prefix.as_os_str().to_owned();
-            path.push(format!(".{name}"));
-            std::fs::remove_file(&path)
-                .map_err(|e| journal_err(&format!("removing {}", Path::new(&path).display()), e))?;
+            let path = journal_path(prefix, name);
+            std::fs::remove_file(&path).map_err(|e| journal_err(&format!("removing {}", path.display()), e))?;
         }
     }
     Ok(())
