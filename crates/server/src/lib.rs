@@ -37,7 +37,7 @@ pub use axum::Json;
 use axum::Router;
 use axum::body::HttpBody;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum_server::accept::DefaultAcceptor;
 use time::OffsetDateTime;
@@ -428,19 +428,6 @@ async fn method_not_allowed() -> Response {
     resp
 }
 
-fn method_name(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
 /// What every request passes through, as one layer: the body limit (`extract::read_body`; a
 /// refused request is answered at once), then read-your-writes (`replication::await_index`); and
 /// around those, each request is counted per route and status, every response marked as not
@@ -480,7 +467,12 @@ impl Answer {
     fn new(st: &AppState, req: &Request) -> Answer {
         let template = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
         let route = st.routes.get().map_or(0, |r| r.find(template));
-        Answer { st: st.clone(), method: method_name(req.method()), route, changes: replication::changes(req.method()) }
+        Answer {
+            st: st.clone(),
+            method: metrics::method_label(req.method()),
+            route,
+            changes: replication::changes(req.method()),
+        }
     }
 
     /// `routed`: the route answered (not a refusal of the index header).

@@ -14,8 +14,24 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// Methods with a counter slot of their own in [`RouteCounters`] (the rest are `other`).
+/// The method labels of requests (the last for every other method); each has counter slots of
+/// its own in [`RouteCounters`].
 const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"];
+
+/// A request method's label: one of [`METHODS`].
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    METHODS[match *m {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }]
+}
 /// Statuses with a counter slot of their own in [`RouteCounters`]; others are looked up.
 const STATUSES: [u16; 12] = [200, 201, 204, 400, 401, 403, 404, 409, 413, 422, 429, 503];
 
