@@ -97,6 +97,85 @@ fn credentials_are_checked_before_anything_else() {
 }
 
 /// RFC 3339 for now + `d`.
+/// A plain read path is answered in front of the router; one with a percent-encoded character
+/// goes through the router. Both must give the same answers, headers and counts.
+#[test]
+fn reads_answered_in_front_and_by_the_router_are_alike() {
+    let s = Server::start();
+    let ws = s.default_ws();
+    let a = s.create_agent(&ws, "bot");
+    let b = s.create_agent(&ws, "other bot");
+    s.create_secret(&ws, "stripe_api_key", json!("sk_live_FRONT"), &[&a]);
+    let (_, key) = s.create_key(&ws, json!("all"));
+    let r =
+        s.post(&format!("/api/v1/workspaces/{ws}/api-keys"), json!({"name": "live", "agents": "all", "env": "live"}));
+    let live = r.expect(201)["token"].as_str().unwrap().to_owned();
+    // The same request, plain and with its first character percent-encoded.
+    let both = |agent: &str, name: &str, query: &str, token: Option<&str>| {
+        let plain = format!("/api/v1/agents/{agent}/secrets/{name}{query}");
+        let encoded = format!("/api/v1/agents/{agent}/secrets/%{:02X}{}{query}", name.as_bytes()[0], &name[1..]);
+        (s.request("GET", &plain, token, None), s.request("GET", &encoded, token, None))
+    };
+    let cases: [(&str, &str, &str, Option<&str>, u16); 10] = [
+        (&a, "stripe_api_key", "", Some(&key), 200),
+        (&a, "stripe_api_key", "?env=live", Some(&key), 200),
+        (&a, "stripe_api_key", "", Some(&live), 200),
+        (&a, "stripe_api_key", "?env=sandbox", Some(&live), 403),
+        (&a, "stripe_api_key", "?env=moon", Some(&key), 400),
+        (&a, "stripe_api_key", "?color=red", Some(&key), 400),
+        (&b, "stripe_api_key", "", Some(&key), 403),
+        (&a, "no_such_secret", "", Some(&key), 404),
+        (&a, "Bad-Name", "", Some(&key), 400),
+        (&a, "stripe_api_key", "?color=red", None, 401),
+    ];
+    let before = read_counts(&s);
+    for (agent, name, query, token, status) in cases {
+        let (front, routed) = both(agent, name, query, token);
+        let what = format!("{name}{query}");
+        assert_eq!(front.status, status, "{what}: {}", front.text);
+        assert_eq!((front.status, &front.body), (routed.status, &routed.body), "{what}");
+        for h in ["content-type", "cache-control", "x-content-type-options", "www-authenticate"] {
+            assert_eq!(front.header(h), routed.header(h), "{what}: {h}");
+        }
+        assert_eq!(front.header("cache-control"), Some("no-store"), "{what}");
+    }
+    // Each request counted once, under the read route, whichever way it was answered.
+    let after = read_counts(&s);
+    for (status, n) in [("200", 6), ("400", 6), ("401", 2), ("403", 4), ("404", 2)] {
+        let grew = after.get(status).copied().unwrap_or(0) - before.get(status).copied().unwrap_or(0);
+        assert_eq!(grew, n, "status {status}: {before:?} -> {after:?}");
+    }
+    // Both were audited alike: two successful reads per 200.
+    let reads = s.audit(&ws, "action=secret.read&outcome=success");
+    assert_eq!(reads.len(), 6, "{reads:?}");
+    // Other methods and an index to wait for go to the router.
+    s.request("POST", &format!("/api/v1/agents/{a}/secrets/stripe_api_key"), Some(&key), None)
+        .expect_error(405, "invalid_input");
+    let r = s.request_with(
+        "GET",
+        &format!("/api/v1/agents/{a}/secrets/stripe_api_key"),
+        &[("Authorization", &format!("Bearer {key}")), ("X-Agentvault-Index", "1")],
+        None,
+    );
+    assert_eq!(r.expect(200)["value"], "sk_live_FRONT");
+}
+
+/// The request counts of the read route by status, from `/metrics`.
+fn read_counts(s: &Server) -> std::collections::HashMap<String, u64> {
+    let metrics = s.request("GET", "/metrics", None, None);
+    let label = "route=\"/api/v1/agents/{agent_id}/secrets/{name}\",status=\"";
+    metrics
+        .text
+        .lines()
+        .filter(|l| l.starts_with("agentvault_http_requests_total{method=\"GET\""))
+        .filter_map(|l| {
+            let rest = &l[l.find(label)? + label.len()..];
+            let (status, count) = rest.split_once("\"} ")?;
+            Some((status.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn time_in(d: Duration) -> String {
     (time::OffsetDateTime::now_utc() + d).format(&time::format_description::well_known::Rfc3339).unwrap()
 }

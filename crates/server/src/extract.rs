@@ -197,11 +197,16 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rej) => Err(ApiError(query_error(&rej))),
-        }
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiQuery(query_of(&parts.uri)?))
+    }
+}
+
+/// The query string of `uri` read as `T` (what [`ApiQuery`] extracts).
+pub fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> agentvault_core::Result<T> {
+    match axum::extract::Query::<T>::try_from_uri(uri) {
+        Ok(axum::extract::Query(v)) => Ok(v),
+        Err(rej) => Err(query_error(&rej)),
     }
 }
 

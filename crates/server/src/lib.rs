@@ -11,6 +11,7 @@ pub mod console;
 pub mod egress;
 pub mod error;
 pub mod extract;
+pub mod front;
 pub mod metrics;
 pub mod read_model;
 pub mod replication;
@@ -455,7 +456,7 @@ struct Edge<S> {
 }
 
 /// What the edge adds to the route's answer.
-struct Answer {
+pub(crate) struct Answer {
     st: AppState,
     method: &'static str,
     /// The route's index in [`AppState::routes`].
@@ -466,17 +467,16 @@ struct Answer {
 impl Answer {
     fn new(st: &AppState, req: &Request) -> Answer {
         let template = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-        let route = st.routes.get().map_or(0, |r| r.find(template));
-        Answer {
-            st: st.clone(),
-            method: metrics::method_label(req.method()),
-            route,
-            changes: replication::changes(req.method()),
-        }
+        Answer::for_route(st, req.method(), route_index(st, template))
+    }
+
+    /// The answer of a request with `method` to the route at `route` in [`AppState::routes`].
+    pub(crate) fn for_route(st: &AppState, method: &axum::http::Method, route: usize) -> Answer {
+        Answer { st: st.clone(), method: metrics::method_label(method), route, changes: replication::changes(method) }
     }
 
     /// `routed`: the route answered (not a refusal of the index header).
-    fn finish(self, mut resp: Response, routed: bool) -> Response {
+    pub(crate) fn finish(self, mut resp: Response, routed: bool) -> Response {
         if routed && self.changes {
             replication::mark_change(&self.st, &mut resp);
         }
@@ -488,6 +488,11 @@ impl Answer {
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         resp
     }
+}
+
+/// The index in [`AppState::routes`] of the route with this template (0: unmatched).
+pub(crate) fn route_index(st: &AppState, template: Option<&str>) -> usize {
+    st.routes.get().map_or(0, |r| r.find(template))
 }
 
 type Answered = std::result::Result<Response, Infallible>;
@@ -603,7 +608,7 @@ pub async fn serve(
             }
         });
     }
-    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = front::MakeFront::new(state.clone(), app(state.clone()));
     let limits = &state.options.connections;
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();

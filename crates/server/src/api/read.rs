@@ -3,6 +3,7 @@
 
 use agentvault_core::SecretValue;
 use axum::extract::State;
+use axum::http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -48,11 +49,35 @@ pub async fn read_secret(
     ApiPath((agent_id, name)): ApiPath<(String, String)>,
     q: Result<ApiQuery<ReadQuery>, ApiError>,
 ) -> ApiResult<Json<AgentReadOut>> {
+    answer(&st, auth.as_ref(), agent_id, name, query(q)).await
+}
+
+/// The route of agent reads, as the OpenAPI document and the request metrics name it.
+pub const ROUTE: &str = "/api/v1/agents/{agent_id}/secrets/{name}";
+
+/// The agent id and secret name of a path of [`ROUTE`] in which neither has a percent-encoded
+/// character (those the router decodes), else `None`.
+pub fn plain_path(path: &str) -> Option<(&str, &str)> {
+    let (agent_id, name) = path.strip_prefix("/api/v1/agents/")?.split_once("/secrets/")?;
+    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    (plain(agent_id) && plain(name)).then_some((agent_id, name))
+}
+
+/// Answers an agent read: [`read_secret`]'s work, also done by [`crate::front`] for plain paths
+/// without the router. The credential is checked before the query, so an unauthenticated caller
+/// learns nothing about its request.
+pub async fn answer(
+    st: &AppState,
+    authorization: Option<&HeaderValue>,
+    agent_id: String,
+    name: String,
+    q: agentvault_core::Result<ReadQuery>,
+) -> ApiResult<Json<AgentReadOut>> {
     let now = now_millis();
-    let key = match st.authenticate_api_key(auth.as_ref(), now) {
+    let key = match st.authenticate_api_key(authorization, now) {
         Ok(key) => key,
-        Err(e) => return Err(st.refuse_personal_token(auth.as_ref(), e, now).await.into()),
+        Err(e) => return Err(st.refuse_personal_token(authorization, e, now).await.into()),
     };
-    let env = query(q)?.env;
-    Ok(Json(read::read_with_key(&st, &key, agent_id, name, env.as_deref()).await?))
+    let env = q?.env;
+    Ok(Json(read::read_with_key(st, &key, agent_id, name, env.as_deref()).await?))
 }

@@ -1,0 +1,161 @@
+//! The front of the server: every request of every connection enters here.
+//!
+//! An agent read (`GET /api/v1/agents/{agent_id}/secrets/{name}`) is most of the traffic a
+//! vault serves, so the front answers one itself when its path is plain (no percent-encoded
+//! character), it has no body and no index to wait for: the same work as the read route
+//! ([`read::answer`]) and the same finish as the edge ([`crate::Answer`]: the request counted
+//! under the route, `Cache-Control: no-store`, `nosniff`), without the router's matching, path
+//! extraction and nested route services. Every other request, an agent read with an encoded
+//! path or `X-Agentvault-Index` included, goes to the router with its peer address
+//! ([`ConnectInfo`]), as `into_make_service_with_connect_info` would pass it.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Bytes, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use tower_service::Service;
+
+use crate::api::read;
+use crate::{Answer, AppState, extract, replication};
+
+/// Makes each connection's [`Front`].
+#[derive(Clone)]
+pub struct MakeFront {
+    st: AppState,
+    router: Router,
+    /// The read route's index in [`AppState::routes`].
+    read_route: usize,
+}
+
+impl MakeFront {
+    /// The front of `router` (made by [`crate::app`] for `st`).
+    pub fn new(st: AppState, router: Router) -> MakeFront {
+        let read_route = crate::route_index(&st, Some(read::ROUTE));
+        MakeFront { st, router, read_route }
+    }
+}
+
+impl Service<SocketAddr> for MakeFront {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, peer: SocketAddr) -> Self::Future {
+        ready(Ok(Front { st: self.st.clone(), router: self.router.clone(), read_route: self.read_route, peer }))
+    }
+}
+
+/// One connection's entry.
+#[derive(Clone)]
+pub struct Front {
+    st: AppState,
+    router: Router,
+    read_route: usize,
+    peer: SocketAddr,
+}
+
+impl<B> Service<Request<B>> for Front
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> FrontFuture {
+        if req.method() == Method::GET
+            && req.body().size_hint().exact() == Some(0)
+            && !req.headers().contains_key(replication::INDEX_HEADER)
+            && let Some((agent_id, name)) = read::plain_path(req.uri().path())
+        {
+            let (agent_id, name) = (agent_id.to_owned(), name.to_owned());
+            let query = extract::query_of(req.uri());
+            let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+            let answer = Answer::for_route(&self.st, &Method::GET, self.read_route);
+            return FrontFuture::Read(Box::pin(async move {
+                let resp = read::answer(&answer.st, authorization.as_ref(), agent_id, name, query).await;
+                answer.finish(resp.into_response(), true)
+            }));
+        }
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        FrontFuture::Routed(self.router.call(req))
+    }
+}
+
+/// The answer of [`Front`]: an agent read's, or the router's.
+// The router's future is kept inline, as a connection served by the router alone keeps it: a
+// connection holds one answer at a time, in place.
+#[allow(clippy::large_enum_variant)]
+pub enum FrontFuture {
+    Read(Pin<Box<dyn Future<Output = Response> + Send>>),
+    Routed(RouteFuture<Infallible>),
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            FrontFuture::Read(f) => f.as_mut().poll(cx).map(Ok),
+            FrontFuture::Routed(f) => Pin::new(f).poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read::{ROUTE, plain_path};
+
+    #[test]
+    fn only_plain_read_paths_are_answered_in_front() {
+        assert_eq!(
+            plain_path("/api/v1/agents/agt_0123456789abcdef0123/secrets/stripe_api_key"),
+            Some(("agt_0123456789abcdef0123", "stripe_api_key"))
+        );
+        // Malformed names and ids are the read's to refuse (and audit), as on the route.
+        assert_eq!(plain_path("/api/v1/agents/x/secrets/Bad-Name"), Some(("x", "Bad-Name")));
+        for routed in [
+            // Encoded characters: the router decodes them.
+            "/api/v1/agents/agt_1/secrets/stripe%5Fapi_key",
+            "/api/v1/agents/%61gt_1/secrets/k",
+            // Other routes, and paths no route has.
+            "/api/v1/agents/agt_1/secrets",
+            "/api/v1/agents/agt_1/secrets/",
+            "/api/v1/agents//secrets/k",
+            "/api/v1/agents/agt_1/secrets/k/",
+            "/api/v1/agents/agt_1/secrets/k/versions",
+            "/api/v1/agents/agt_1/x/secrets/k",
+            "/api/v1/agents/agt_1",
+            "/api/v2/agents/agt_1/secrets/k",
+            "/api/v1/workspaces/ws_1/secrets/k",
+        ] {
+            assert_eq!(plain_path(routed), None, "{routed}");
+        }
+    }
+
+    #[test]
+    fn the_read_route_is_one_the_router_and_the_metrics_know() {
+        let (_, doc) = crate::routes();
+        assert!(doc.paths.paths.contains_key(ROUTE), "{ROUTE} is not a route");
+        let metrics = crate::metrics::RouteMetrics::new(doc.paths.paths.keys().cloned());
+        assert_ne!(metrics.find(Some(ROUTE)), 0);
+    }
+}
