@@ -4,7 +4,6 @@
 //! hashes, never the token itself: timing can at most reveal bits of a hash.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use agentvault_core::model::{Millis, Principal, Session};
 use agentvault_core::{Error, Result};
@@ -85,7 +84,7 @@ impl AppState {
         match self.model.api_key(&hash) {
             Some(key) => {
                 usable_key(&key, now)?;
-                key.last_used.fetch_max(now, Ordering::Relaxed);
+                key.touch(now);
                 Ok(key)
             }
             None if self.model.admin_token(&hash).is_some() => Err(Error::forbidden(
@@ -132,7 +131,7 @@ impl AppState {
             }
             if let Some(key) = self.model.api_key(&hash) {
                 usable_key(&key, now)?;
-                key.last_used.fetch_max(now, Ordering::Relaxed);
+                key.touch(now);
                 return Ok(Principal::ApiKey {
                     key_id: key.meta.id.clone(),
                     workspace_id: key.meta.workspace_id.clone(),

@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -53,13 +54,18 @@ impl Service<SocketAddr> for MakeFront {
     }
 
     fn call(&mut self, peer: SocketAddr) -> Self::Future {
-        ready(Ok(Front { st: self.st.clone(), router: self.router.clone(), read_route: self.read_route, peer }))
+        let (st, router, read_route) = (self.st.clone(), self.router.clone(), self.read_route);
+        ready(Ok(Front(Arc::new(Connection { st, router, read_route, peer }))))
     }
 }
 
-/// One connection's entry.
+/// One connection's entry. Each request gets a clone (hyper's way), so everything sits behind
+/// one reference count of the connection's own: requests on other connections never write its
+/// cache line.
 #[derive(Clone)]
-pub struct Front {
+pub struct Front(Arc<Connection>);
+
+struct Connection {
     st: AppState,
     router: Router,
     read_route: usize,
@@ -89,14 +95,15 @@ where
             let (agent_id, name) = (agent_id.to_owned(), name.to_owned());
             let query = extract::query_of(req.uri());
             let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-            let answer = Answer::for_route(&self.st, &Method::GET, self.read_route);
+            let answer = Answer::for_route(&Method::GET, self.0.read_route);
+            let conn = self.0.clone();
             return FrontFuture::Read(Box::pin(async move {
-                let resp = read::answer(&answer.st, authorization.as_ref(), agent_id, name, query).await;
-                answer.finish(resp.into_response(), true)
+                let resp = read::answer(&conn.st, authorization.as_ref(), agent_id, name, query).await;
+                answer.finish(&conn.st, resp.into_response(), true)
             }));
         }
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        FrontFuture::Routed(self.router.call(req))
+        req.extensions_mut().insert(ConnectInfo(self.0.peer));
+        FrontFuture::Routed(self.0.router.clone().call(req))
     }
 }
 

@@ -457,7 +457,6 @@ struct Edge<S> {
 
 /// What the edge adds to the route's answer.
 pub(crate) struct Answer {
-    st: AppState,
     method: &'static str,
     /// The route's index in [`AppState::routes`].
     route: usize,
@@ -467,21 +466,21 @@ pub(crate) struct Answer {
 impl Answer {
     fn new(st: &AppState, req: &Request) -> Answer {
         let template = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-        Answer::for_route(st, req.method(), route_index(st, template))
+        Answer::for_route(req.method(), route_index(st, template))
     }
 
     /// The answer of a request with `method` to the route at `route` in [`AppState::routes`].
-    pub(crate) fn for_route(st: &AppState, method: &axum::http::Method, route: usize) -> Answer {
-        Answer { st: st.clone(), method: metrics::method_label(method), route, changes: replication::changes(method) }
+    pub(crate) fn for_route(method: &axum::http::Method, route: usize) -> Answer {
+        Answer { method: metrics::method_label(method), route, changes: replication::changes(method) }
     }
 
     /// `routed`: the route answered (not a refusal of the index header).
-    pub(crate) fn finish(self, mut resp: Response, routed: bool) -> Response {
+    pub(crate) fn finish(self, st: &AppState, mut resp: Response, routed: bool) -> Response {
         if routed && self.changes {
-            replication::mark_change(&self.st, &mut resp);
+            replication::mark_change(st, &mut resp);
         }
-        if let Some(routes) = self.st.routes.get() {
-            routes.count(self.route, &self.st.metrics.requests, self.method, resp.status().as_u16());
+        if let Some(routes) = st.routes.get() {
+            routes.count(self.route, &st.metrics.requests, self.method, resp.status().as_u16());
         }
         let h = resp.headers_mut();
         h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
@@ -513,21 +512,22 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let answer = Answer::new(&self.st, &req);
         if req.body().size_hint().exact() == Some(0) && !req.headers().contains_key(replication::INDEX_HEADER) {
-            return EdgeFuture::Route { route: self.inner.call(req), answer: Some(answer) };
+            return EdgeFuture::Route { route: self.inner.call(req), answer: Some((answer, self.st.clone())) };
         }
         // The ready service goes with the request; this one is replaced by a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let st = self.st.clone();
         EdgeFuture::Waiting(Box::pin(async move {
-            let req = match extract::read_body(&answer.st, req).await {
+            let req = match extract::read_body(&st, req).await {
                 Ok(req) => req,
                 Err(refused) => return Ok(refused),
             };
-            if let Some(refused) = replication::await_index(&answer.st, req.headers()).await {
-                return Ok(answer.finish(refused, false));
+            if let Some(refused) = replication::await_index(&st, req.headers()).await {
+                return Ok(answer.finish(&st, refused, false));
             }
             let resp = inner.call(req).await?;
-            Ok(answer.finish(resp, true))
+            Ok(answer.finish(&st, resp, true))
         }))
     }
 }
@@ -535,7 +535,7 @@ where
 /// The answer of [`Edge`]: the route's own future, or (with a body to read or an index to wait
 /// for) the whole request's.
 enum EdgeFuture<F> {
-    Route { route: F, answer: Option<Answer> },
+    Route { route: F, answer: Option<(Answer, AppState)> },
     Waiting(Pin<Box<dyn Future<Output = Answered> + Send>>),
 }
 
@@ -547,7 +547,7 @@ impl<F: Future<Output = Answered> + Unpin> Future for EdgeFuture<F> {
             EdgeFuture::Route { route, answer } => Pin::new(route).poll(cx).map(|resp| {
                 let resp = resp?;
                 Ok(match answer.take() {
-                    Some(answer) => answer.finish(resp, true),
+                    Some((answer, st)) => answer.finish(&st, resp, true),
                     None => resp,
                 })
             }),

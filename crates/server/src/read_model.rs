@@ -159,6 +159,14 @@ impl KeyEntry {
         KeyEntry { meta, last_used: AtomicI64::new(used), last_flushed: AtomicI64::new(used) }
     }
 
+    /// Records a use at `now`. The time is written only when it moves on (once a millisecond at
+    /// most), so that requests on other cores with the same key do not all write its cache line.
+    pub fn touch(&self, now: Millis) {
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
     /// The same key with changed metadata, keeping its usage counters.
     fn with_meta(&self, meta: ApiKeyMeta) -> KeyEntry {
         KeyEntry {
