@@ -1,6 +1,6 @@
 //! The audit log's queries (each backend appends in its own way).
 
-use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
+use agentvault_core::audit::{AuditFilter, AuditRecord};
 use agentvault_core::model::Millis;
 use sqlx::QueryBuilder;
 
@@ -247,33 +247,60 @@ fn in_list(qb: &mut QueryBuilder<Db>, firsts: &[i64]) {
 }
 
 /// Replaces adjacent segments by one; false if another server merged or dropped them first.
+///
+/// The segments are read and the merged one built before the write transaction, and the build
+/// (decoding and encoding thousands of records) runs on a blocking thread, so that neither the
+/// database's writers nor the requests on the async workers wait for it. Segments never change
+/// once written (they are only merged away or dropped whole), and any merge or drop removes at
+/// least one of the planned segments, so finding every one of them in the transaction means
+/// they are what was read.
 async fn merge(s: &Backend, ws: &str, firsts: &[i64]) -> DbResult<bool> {
-    let mut tx = s.begin_upkeep().await?;
     let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT first_seq, data FROM audit_segments WHERE first_seq");
     in_list(&mut qb, firsts);
     qb.push(" ORDER BY first_seq");
-    let blocks: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    let mut records = Vec::new();
-    for (first, data) in &blocks {
-        records.extend(audit_segment::decode(*first, data).map_err(|e| damaged(*first, e))?);
+    let blocks: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&s.read).await?;
+    if blocks.len() != firsts.len() {
+        return Ok(false);
     }
+    let merged = tokio::task::spawn_blocking(move || merged_segment(&blocks))
+        .await
+        .map_err(|e| agentvault_core::Error::internal(format!("merging audit segments stopped: {e}")))??;
+    let mut tx = s.begin_upkeep().await?;
     let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE first_seq");
     in_list(&mut qb, firsts);
-    if blocks.len() != firsts.len() || qb.build().execute(&mut *tx).await?.rows_affected() != firsts.len() as u64 {
+    if qb.build().execute(&mut *tx).await?.rows_affected() != firsts.len() as u64 {
         return Ok(false);
     }
     let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
     in_list(&mut qb, firsts);
     qb.build().execute(&mut *tx).await?;
-    insert_segment(&mut tx, ws, &records).await?;
+    insert_segment(&mut tx, ws, &merged).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// Stores records (in sequence order, of one workspace) as one segment with its index keys.
-async fn insert_segment(conn: &mut Conn, ws: &str, records: &[(i64, AuditEvent)]) -> DbResult<()> {
+/// A segment ready to store: its block, summary and index keys.
+struct Segment {
+    block: Vec<u8>,
+    summary: audit_segment::Summary,
+    keys: Vec<String>,
+}
+
+/// The blocks of adjacent segments (in sequence order) as one segment.
+fn merged_segment(blocks: &[(i64, Vec<u8>)]) -> DbResult<Segment> {
+    let mut records = Vec::new();
+    for (first, data) in blocks {
+        records.extend(audit_segment::decode(*first, data).map_err(|e| damaged(*first, e))?);
+    }
     let mut block = Vec::new();
     let summary = audit_segment::encode(records.iter().map(|(seq, e)| (*seq, e)), &mut block);
+    let keys = audit_segment::index_keys(records.iter().map(|(_, e)| e));
+    Ok(Segment { block, summary, keys })
+}
+
+/// Stores a segment (records of one workspace) with its index keys.
+async fn insert_segment(conn: &mut Conn, ws: &str, segment: &Segment) -> DbResult<()> {
+    let summary = &segment.summary;
     sqlx::query(audit_segment::INSERT_SEGMENT)
         .bind(summary.first_seq)
         .bind(ws)
@@ -281,10 +308,10 @@ async fn insert_segment(conn: &mut Conn, ws: &str, records: &[(i64, AuditEvent)]
         .bind(summary.min_at)
         .bind(summary.max_at)
         .bind(summary.records)
-        .bind(block)
+        .bind(&segment.block)
         .execute(&mut *conn)
         .await?;
-    for k in audit_segment::index_keys(records.iter().map(|(_, e)| e)) {
+    for k in &segment.keys {
         sqlx::query(audit_segment::INSERT_KEY).bind(ws).bind(k).bind(summary.first_seq).execute(&mut *conn).await?;
     }
     Ok(())
