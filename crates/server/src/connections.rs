@@ -1,13 +1,14 @@
 //! Limits on client connections, so that slow or idle clients cannot hold the server: a request
 //! head must arrive within a deadline (counted from the connection's start or the end of its
-//! previous response, so it also ends idle keep-alive connections), and past a cap on concurrent
-//! connections a new one is answered 503 and closed at once.
+//! previous response, so it also ends idle keep-alive connections; kept by [`CoarseTimer`]), and
+//! past a cap on concurrent connections a new one is answered 503 and closed at once.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -170,9 +171,179 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// How often [`CoarseTimer`]'s deadlines are checked: a deadline passes up to this much late.
+pub const DEADLINE_TICK: Duration = Duration::from_millis(100);
+
+/// Where the sleeps of every [`CoarseTimer`] wait, in shards (chosen by a slot's address, so
+/// that requests on other cores rarely meet on one lock).
+const DEADLINE_SHARDS: usize = 16;
+
+static DEADLINES: OnceLock<[Mutex<Vec<Arc<Slot>>>; DEADLINE_SHARDS]> = OnceLock::new();
+
+/// One waiting sleep.
+struct Slot {
+    deadline: Instant,
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The shards, with the thread that checks them started on first use.
+fn deadlines() -> &'static [Mutex<Vec<Arc<Slot>>>; DEADLINE_SHARDS] {
+    DEADLINES.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("agentvault-deadlines".into()).spawn(|| {
+            loop {
+                std::thread::sleep(DEADLINE_TICK);
+                if let Some(shards) = DEADLINES.get() {
+                    sweep(shards, Instant::now());
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the thread that ends slow and idle connections could not start");
+        }
+        std::array::from_fn(|_| Mutex::new(Vec::new()))
+    })
+}
+
+/// Fires the sleeps whose deadline has passed and forgets those dropped.
+fn sweep(shards: &[Mutex<Vec<Arc<Slot>>>], now: Instant) {
+    let mut due = Vec::new();
+    for shard in shards {
+        lock(shard).retain(|slot| {
+            if Arc::strong_count(slot) == 1 {
+                // Its sleep is gone: the request head arrived in time.
+                return false;
+            }
+            if slot.deadline <= now {
+                due.push(slot.clone());
+                return false;
+            }
+            true
+        });
+    }
+    for slot in due {
+        slot.fired.store(true, Ordering::Release);
+        if let Some(waker) = lock(&slot.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+/// hyper's timer for the request-head deadline ([`ConnectionOptions::header_timeout`]), made
+/// for a deadline that is set for every request and almost never reached. A sleep costs a slot
+/// in a shard's list when it first waits, and nothing when it is dropped; one thread checks the
+/// lists every [`DEADLINE_TICK`], firing what is due and forgetting what was dropped. (tokio's
+/// timer, precise to the millisecond, enters and leaves its wheel under a lock for every
+/// request instead.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseTimer;
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep { deadline, slot: None })
+    }
+}
+
+/// A sleep of [`CoarseTimer`].
+struct CoarseSleep {
+    deadline: Instant,
+    /// Its entry in the lists, once it has waited.
+    slot: Option<Arc<Slot>>,
+}
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match &this.slot {
+            None => {
+                let slot = Arc::new(Slot {
+                    deadline: this.deadline,
+                    fired: AtomicBool::new(false),
+                    waker: Mutex::new(Some(cx.waker().clone())),
+                });
+                let shard = (Arc::as_ptr(&slot) as usize / 64) % DEADLINE_SHARDS;
+                lock(&deadlines()[shard]).push(slot.clone());
+                this.slot = Some(slot);
+                Poll::Pending
+            }
+            Some(slot) => {
+                if slot.fired.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                {
+                    let mut waker = lock(&slot.waker);
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                }
+                // Fired while the waker was being replaced: the sweep took the old one.
+                if slot.fired.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
 #[cfg(test)]
 mod tests {
-    use super::OVER_CAPACITY;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn slot(deadline: Instant, waker: &Arc<Counter>) -> Arc<Slot> {
+        let waker = Waker::from(waker.clone());
+        Arc::new(Slot { deadline, fired: AtomicBool::new(false), waker: Mutex::new(Some(waker)) })
+    }
+
+    #[test]
+    fn a_sweep_fires_what_is_due_keeps_what_is_not_and_forgets_what_was_dropped() {
+        let now = Instant::now();
+        let woken = Arc::new(Counter(AtomicUsize::new(0)));
+        let (due, later) = (slot(now - Duration::from_millis(1), &woken), slot(now + Duration::from_secs(1), &woken));
+        let dropped = slot(now - Duration::from_secs(1), &woken);
+        let shards = [Mutex::new(vec![due.clone(), dropped.clone()]), Mutex::new(vec![later.clone()])];
+        drop(dropped);
+        sweep(&shards, now);
+        assert!(due.fired.load(Ordering::SeqCst));
+        assert!(!later.fired.load(Ordering::SeqCst));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "only the due sleep is woken");
+        assert!(lock(&shards[0]).is_empty(), "the fired and the dropped sleep are forgotten");
+        assert_eq!(lock(&shards[1]).len(), 1);
+        drop(later);
+        sweep(&shards, now);
+        assert!(lock(&shards[1]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sleep_ends_after_its_deadline() {
+        use hyper::rt::Timer;
+        let started = Instant::now();
+        CoarseTimer.sleep(Duration::from_millis(150)).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(150), "ended early: {took:?}");
+        // Woken by the sweeping thread (generous bound: a loaded machine may delay it).
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
 
     #[test]
     fn the_over_capacity_answer_has_the_right_length() {
