@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares two builds of agentvault on the agent read path, side by side: both servers run at
 # once, and wrk measures them in alternation (A, B, A, B, ...) so that whatever else the machine
-# does falls on both alike. Prints each round and the medians, with B/A.
+# does falls on both alike. Prints each round and the medians (requests/s, with B/A, and p99).
 #
 #   bash bench/ab.sh REV_OR_BINARY_A REV_OR_BINARY_B
 #
@@ -60,29 +60,37 @@ start_server b "$BIN_B" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn 
 read -r KEY_A PATH_A < <(setup "$URL_A")
 read -r KEY_B PATH_B < <(setup "$URL_B")
 
-measure() { # url key path connections -> requests/s
+measure() { # url key path connections -> "requests/s p99-in-ms"
     local threads=$(( $4 < 2 ? 1 : 2 ))
     wrk -t"$threads" -c"$4" -d1s -H "Authorization: Bearer $2" "$1$3" >/dev/null
-    wrk -t"$threads" -c"$4" -d"$DURATION" -H "Authorization: Bearer $2" "$1$3" | awk '/^Requests\/sec/ {print $2}'
+    wrk -t"$threads" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $2" "$1$3" | awk '
+        /^ +99%/ { v = $2; f = 1; if (v ~ /us$/) f = 0.001; else if (v ~ /ms$/) f = 1; else if (v ~ /s$/) f = 1000
+                   sub(/[a-z]+$/, "", v); p99 = v * f }
+        /^Requests\/sec/ { rps = $2 }
+        END { printf "%s %.3f\n", rps, p99 }'
 }
 
 echo "A: $1 ($BIN_A)"
 echo "B: $2 ($BIN_B)"
-declare -A RESULTS
+declare -A RESULTS P99
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONNECTIONS; do
-        a=$(measure "$URL_A" "$KEY_A" "$PATH_A" "$c")
-        b=$(measure "$URL_B" "$KEY_B" "$PATH_B" "$c")
-        echo "round $round, $c connection(s): A $a req/s, B $b req/s"
+        read -r a pa < <(measure "$URL_A" "$KEY_A" "$PATH_A" "$c")
+        read -r b pb < <(measure "$URL_B" "$KEY_B" "$PATH_B" "$c")
+        echo "round $round, $c connection(s): A $a req/s (p99 $pa ms), B $b req/s (p99 $pb ms)"
         RESULTS[a$c]+="$a "
         RESULTS[b$c]+="$b "
+        P99[a$c]+="$pa "
+        P99[b$c]+="$pb "
     done
 done
 for c in $CONNECTIONS; do
-    python3 - "$c" "${RESULTS[a$c]}" "${RESULTS[b$c]}" <<'PY'
+    python3 - "$c" "${RESULTS[a$c]}" "${RESULTS[b$c]}" "${P99[a$c]}" "${P99[b$c]}" <<'PY'
 import statistics, sys
-c, a, b = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+c = sys.argv[1]
+a, b, pa, pb = ([float(x) for x in arg.split()] for arg in sys.argv[2:6])
 ma, mb = statistics.median(a), statistics.median(b)
-print(f"{c} connection(s): median A {ma:,.0f} req/s, B {mb:,.0f} req/s, B/A {mb / ma:.3f}")
+print(f"{c} connection(s): median A {ma:,.0f} req/s, B {mb:,.0f} req/s, B/A {mb / ma:.3f}; "
+      f"median p99 A {statistics.median(pa):.3f} ms, B {statistics.median(pb):.3f} ms")
 PY
 done
