@@ -96,7 +96,6 @@ fn credentials_are_checked_before_anything_else() {
     assert_eq!(s.get(&format!("/api/v1/workspaces/{ws}/secrets/k")).body["version"], 1, "nothing changed");
 }
 
-/// RFC 3339 for now + `d`.
 /// A plain read path is answered in front of the router; one with a percent-encoded character
 /// goes through the router. Both must give the same answers, headers and counts.
 #[test]
@@ -176,6 +175,7 @@ fn read_counts(s: &Server) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
+/// RFC 3339 for now + `d`.
 fn time_in(d: Duration) -> String {
     (time::OffsetDateTime::now_utc() + d).format(&time::format_description::well_known::Rfc3339).unwrap()
 }

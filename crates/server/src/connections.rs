@@ -178,7 +178,10 @@ pub const DEADLINE_TICK: Duration = Duration::from_millis(100);
 /// that requests on other cores rarely meet on one lock).
 const DEADLINE_SHARDS: usize = 16;
 
-static DEADLINES: OnceLock<[Mutex<Vec<Arc<Slot>>>; DEADLINE_SHARDS]> = OnceLock::new();
+static DEADLINES: [Mutex<Vec<Arc<Slot>>>; DEADLINE_SHARDS] = [const { Mutex::new(Vec::new()) }; DEADLINE_SHARDS];
+
+/// Whether the thread that checks [`DEADLINES`] started (once per process).
+static SWEEPER: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// One waiting sleep.
 struct Slot {
@@ -191,22 +194,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The shards, with the thread that checks them started on first use.
-fn deadlines() -> &'static [Mutex<Vec<Arc<Slot>>>; DEADLINE_SHARDS] {
-    DEADLINES.get_or_init(|| {
-        let spawned = std::thread::Builder::new().name("agentvault-deadlines".into()).spawn(|| {
-            loop {
-                std::thread::sleep(DEADLINE_TICK);
-                if let Some(shards) = DEADLINES.get() {
-                    sweep(shards, Instant::now());
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "the thread that ends slow and idle connections could not start");
-        }
-        std::array::from_fn(|_| Mutex::new(Vec::new()))
-    })
+/// The sweeping thread: a panic in one sweep (a waker's) does not end it.
+fn sweep_forever() {
+    loop {
+        std::thread::sleep(DEADLINE_TICK);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sweep(&DEADLINES, Instant::now())));
+    }
 }
 
 /// Fires the sleeps whose deadline has passed and forgets those dropped.
@@ -239,12 +232,34 @@ fn sweep(shards: &[Mutex<Vec<Arc<Slot>>>], now: Instant) {
 /// lists every [`DEADLINE_TICK`], firing what is due and forgetting what was dropped. (tokio's
 /// timer, precise to the millisecond, enters and leaves its wheel under a lock for every
 /// request instead.)
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CoarseTimer;
+#[derive(Clone, Copy, Debug)]
+pub struct CoarseTimer(());
+
+impl CoarseTimer {
+    /// The timer, once the thread that checks its deadlines runs (started at the first call).
+    /// An error means it could not start: the caller must use another timer, or no deadline
+    /// would ever pass.
+    pub fn start() -> io::Result<CoarseTimer> {
+        let started = SWEEPER.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("agentvault-deadlines".into())
+                .spawn(sweep_forever)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match started {
+            Ok(()) => Ok(CoarseTimer(())),
+            Err(e) => Err(io::Error::other(format!("the thread that keeps connection deadlines did not start: {e}"))),
+        }
+    }
+}
 
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        let now = Instant::now();
+        // A duration past what an instant holds is as good as never.
+        let never = Duration::from_secs(100 * 365 * 86_400);
+        self.sleep_until(now.checked_add(duration).or_else(|| now.checked_add(never)).unwrap_or(now))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -272,7 +287,7 @@ impl Future for CoarseSleep {
                     waker: Mutex::new(Some(cx.waker().clone())),
                 });
                 let shard = (Arc::as_ptr(&slot) as usize / 64) % DEADLINE_SHARDS;
-                lock(&deadlines()[shard]).push(slot.clone());
+                lock(&DEADLINES[shard]).push(slot.clone());
                 this.slot = Some(slot);
                 Poll::Pending
             }
@@ -338,7 +353,8 @@ mod tests {
     async fn a_sleep_ends_after_its_deadline() {
         use hyper::rt::Timer;
         let started = Instant::now();
-        CoarseTimer.sleep(Duration::from_millis(150)).await;
+        let timer = CoarseTimer::start().expect("the sweeping thread starts");
+        timer.sleep(Duration::from_millis(150)).await;
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(150), "ended early: {took:?}");
         // Woken by the sweeping thread (generous bound: a loaded machine may delay it).

@@ -624,7 +624,15 @@ pub async fn serve(
         // A connection that never completes its first request is closed like a slow one.
         .first_request_timeout(limits.header_timeout)
         .accept_error_handler(|_, e| tracing::debug!(error = %e, "connection not served"));
-    server.http_builder().http1().timer(connections::CoarseTimer).header_read_timeout(limits.header_timeout);
+    let mut http1 = server.http_builder().http1();
+    match connections::CoarseTimer::start() {
+        Ok(timer) => http1.timer(timer),
+        Err(e) => {
+            tracing::warn!(error = %e, "request-head deadlines use tokio's timer instead");
+            http1.timer(hyper_util::rt::TokioTimer::new())
+        }
+    };
+    http1.header_read_timeout(limits.header_timeout);
     let max_connections = connections::fit_connections(limits.max_connections);
     let capped = |plain| connections::CapAcceptor::new(DefaultAcceptor, max_connections, plain);
     let result = match tls {

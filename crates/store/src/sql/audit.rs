@@ -250,25 +250,33 @@ fn in_list(qb: &mut QueryBuilder<Db>, firsts: &[i64]) {
 ///
 /// The segments are read and the merged one built before the write transaction, and the build
 /// (decoding and encoding thousands of records) runs on a blocking thread, so that neither the
-/// database's writers nor the requests on the async workers wait for it. Segments never change
-/// once written (they are only merged away or dropped whole), and any merge or drop removes at
-/// least one of the planned segments, so finding every one of them in the transaction means
-/// they are what was read.
+/// database's writers nor the requests on the async workers wait for it. A segment never changes
+/// once written: it is merged away or dropped whole. A merge by another server may put a new
+/// segment under the first number of one read here, holding more records (a later last number),
+/// so the transaction deletes the segments by first and last number, and gives up unless it
+/// deletes every one of those it read.
 async fn merge(s: &Backend, ws: &str, firsts: &[i64]) -> DbResult<bool> {
-    let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT first_seq, data FROM audit_segments WHERE first_seq");
+    let mut qb: QueryBuilder<Db> =
+        QueryBuilder::new("SELECT first_seq, last_seq, data FROM audit_segments WHERE first_seq");
     in_list(&mut qb, firsts);
     qb.push(" ORDER BY first_seq");
-    let blocks: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&s.read).await?;
-    if blocks.len() != firsts.len() {
+    let read: Vec<(i64, i64, Vec<u8>)> = qb.build_query_as().fetch_all(&s.read).await?;
+    if read.len() != firsts.len() {
         return Ok(false);
     }
+    let spans: Vec<(i64, i64)> = read.iter().map(|(first, last, _)| (*first, *last)).collect();
+    let blocks: Vec<(i64, Vec<u8>)> = read.into_iter().map(|(first, _, data)| (first, data)).collect();
     let merged = tokio::task::spawn_blocking(move || merged_segment(&blocks))
         .await
         .map_err(|e| agentvault_core::Error::internal(format!("merging audit segments stopped: {e}")))??;
     let mut tx = s.begin_upkeep().await?;
-    let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE first_seq");
-    in_list(&mut qb, firsts);
-    if qb.build().execute(&mut *tx).await?.rows_affected() != firsts.len() as u64 {
+    let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE ");
+    let mut any = qb.separated(" OR ");
+    for (first, last) in &spans {
+        any.push("(first_seq = ").push_bind_unseparated(*first);
+        any.push_unseparated(" AND last_seq = ").push_bind_unseparated(*last).push_unseparated(")");
+    }
+    if qb.build().execute(&mut *tx).await?.rows_affected() != spans.len() as u64 {
         return Ok(false);
     }
     let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
@@ -337,14 +345,21 @@ pub(super) async fn drop_before(s: &Backend, before: Millis, exported: Option<Ex
             break;
         }
         let firsts: Vec<i64> = doomed.iter().map(|(f, _)| *f).collect();
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
+        // The age is checked again: a merge by another server since the query above may have put
+        // newer records under one of these numbers. Only the keys of what went are deleted.
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE max_at < ");
+        qb.push_bind(before).push(" AND first_seq");
         in_list(&mut qb, &firsts);
-        qb.build().execute(&mut *tx).await?;
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segments WHERE first_seq");
-        in_list(&mut qb, &firsts);
-        qb.build().execute(&mut *tx).await?;
+        qb.push(" RETURNING first_seq, records");
+        let gone: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        if !gone.is_empty() {
+            let firsts: Vec<i64> = gone.iter().map(|(f, _)| *f).collect();
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM audit_segment_keys WHERE first_seq");
+            in_list(&mut qb, &firsts);
+            qb.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        dropped += doomed.iter().map(|(_, n)| *n as u64).sum::<u64>();
+        dropped += gone.iter().map(|(_, n)| *n as u64).sum::<u64>();
     }
     loop {
         let mut tx = s.begin_upkeep().await?;
