@@ -457,7 +457,8 @@ struct Edge<S> {
 
 /// What the edge adds to the route's answer.
 pub(crate) struct Answer {
-    method: &'static str,
+    /// The method's index in `metrics::METHODS`.
+    method: usize,
     /// The route's index in [`AppState::routes`].
     route: usize,
     changes: bool,
@@ -471,7 +472,7 @@ impl Answer {
 
     /// The answer of a request with `method` to the route at `route` in [`AppState::routes`].
     pub(crate) fn for_route(method: &axum::http::Method, route: usize) -> Answer {
-        Answer { method: metrics::method_label(method), route, changes: replication::changes(method) }
+        Answer { method: metrics::method_index(method), route, changes: replication::changes(method) }
     }
 
     /// `routed`: the route answered (not a refusal of the index header).

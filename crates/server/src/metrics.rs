@@ -18,10 +18,10 @@ pub struct RequestLabels {
 /// its own in [`RouteCounters`].
 const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"];
 
-/// A request method's label: one of [`METHODS`].
-pub fn method_label(m: &axum::http::Method) -> &'static str {
+/// A request method's place in [`METHODS`] (its label, and its counter slots).
+pub fn method_index(m: &axum::http::Method) -> usize {
     use axum::http::Method;
-    METHODS[match *m {
+    match *m {
         Method::GET => 0,
         Method::POST => 1,
         Method::PUT => 2,
@@ -29,8 +29,8 @@ pub fn method_label(m: &axum::http::Method) -> &'static str {
         Method::DELETE => 4,
         Method::HEAD => 5,
         Method::OPTIONS => 6,
-        _ => 7,
-    }]
+        _ => METHODS.len() - 1,
+    }
 }
 /// Statuses with a counter slot of their own in [`RouteCounters`]; others are looked up.
 const STATUSES: [u16; 12] = [200, 201, 204, 400, 401, 403, 404, 409, 413, 422, 429, 503];
@@ -62,8 +62,9 @@ impl RouteMetrics {
         template.and_then(|t| self.index.get(t).copied()).unwrap_or(0)
     }
 
-    /// Counts a request to route `route` (an index from [`RouteMetrics::find`]) in `family`.
-    pub fn count(&self, route: usize, family: &Family<RequestLabels, Counter>, method: &'static str, status: u16) {
+    /// Counts a request with the method at `method` (from [`method_index`]) to route `route` (an
+    /// index from [`RouteMetrics::find`]) in `family`.
+    pub fn count(&self, route: usize, family: &Family<RequestLabels, Counter>, method: usize, status: u16) {
         if let Some(r) = self.routes.get(route).or(self.routes.first()) {
             r.count(family, method, status);
         }
@@ -82,13 +83,10 @@ impl RouteCounters {
         RouteCounters { name, slots: (0..METHODS.len() * STATUSES.len()).map(|_| Default::default()).collect() }
     }
 
-    fn count(&self, family: &Family<RequestLabels, Counter>, method: &'static str, status: u16) {
-        let labels = || RequestLabels { method, route: self.name, status };
-        let slot = METHODS
-            .iter()
-            .position(|m| *m == method)
-            .zip(STATUSES.iter().position(|s| *s == status))
-            .and_then(|(m, s)| self.slots.get(m * STATUSES.len() + s));
+    fn count(&self, family: &Family<RequestLabels, Counter>, method: usize, status: u16) {
+        let method = method.min(METHODS.len() - 1);
+        let labels = || RequestLabels { method: METHODS[method], route: self.name, status };
+        let slot = STATUSES.iter().position(|s| *s == status).and_then(|s| self.slots.get(method * STATUSES.len() + s));
         match slot {
             Some(slot) => slot.get_or_init(|| family.get_or_create(&labels()).clone()).inc(),
             None => family.get_or_create(&labels()).inc(),
@@ -246,12 +244,13 @@ mod tests {
         let family = Family::<RequestLabels, Counter>::default();
         let routes = RouteMetrics::new(["/api/v1/a".to_string(), "/api/v1/b".to_string()]);
         let a = routes.find(Some("/api/v1/a"));
+        let method = |m: &str| method_index(&m.parse().unwrap_or(axum::http::Method::TRACE));
         for _ in 0..3 {
-            routes.count(a, &family, "GET", 200); // a slot of its own
+            routes.count(a, &family, method("GET"), 200); // a slot of its own
         }
-        routes.count(a, &family, "GET", 418); // no slot: looked up
-        routes.count(routes.find(Some("/elsewhere")), &family, "POST", 404);
-        routes.count(routes.find(None), &family, "other", 404);
+        routes.count(a, &family, method("GET"), 418); // no slot: looked up
+        routes.count(routes.find(Some("/elsewhere")), &family, method("POST"), 404);
+        routes.count(routes.find(None), &family, method("TRACE"), 404);
         let get = |method, route, status| family.get_or_create(&RequestLabels { method, route, status }).get();
         assert_eq!(get("GET", "/api/v1/a", 200), 3);
         assert_eq!(get("GET", "/api/v1/a", 418), 1);

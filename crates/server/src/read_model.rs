@@ -369,7 +369,10 @@ impl ReadModel {
     pub fn agent_and_secret(&self, workspace_id: &str, agent_id: &str, name: &str) -> (bool, Option<Arc<SecretEntry>>) {
         let inner = self.read();
         let agent_ok = inner.agents.get(agent_id).is_some_and(|ws| ws == workspace_id);
-        let secret = agent_ok.then(|| inner.secrets.get(workspace_id).and_then(|m| m.get(name)).cloned()).flatten();
+        let secret = match agent_ok {
+            true => inner.secrets.get(workspace_id).and_then(|m| m.get(name)).cloned(),
+            false => None,
+        };
         (agent_ok, secret)
     }
 
