@@ -219,6 +219,56 @@ impl AuditEvent {
     }
 }
 
+/// An audit record's fields, borrowed: what is encoded into the log, without owning a string.
+/// [`AuditEvent::view`] gives one; the journal's mover reads them straight out of encoded blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditEventRef<'a> {
+    pub at: Millis,
+    pub workspace_id: &'a str,
+    /// [`Actor::kind`] and [`Actor::id`].
+    pub actor_kind: &'a str,
+    pub actor_id: &'a str,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub secret_name: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+impl AuditEvent {
+    pub fn view(&self) -> AuditEventRef<'_> {
+        AuditEventRef {
+            at: self.at,
+            workspace_id: &self.workspace_id,
+            actor_kind: self.actor.kind(),
+            actor_id: self.actor.id(),
+            action: self.action,
+            outcome: self.outcome,
+            secret_name: self.secret_name.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            target_id: self.target_id.as_deref(),
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
+impl AuditEventRef<'_> {
+    pub fn to_event(&self) -> AuditEvent {
+        AuditEvent {
+            at: self.at,
+            workspace_id: self.workspace_id.to_owned(),
+            actor: Actor::from_parts(self.actor_kind, self.actor_id.to_owned()),
+            action: self.action,
+            outcome: self.outcome,
+            secret_name: self.secret_name.map(str::to_owned),
+            agent_id: self.agent_id.map(str::to_owned),
+            target_id: self.target_id.map(str::to_owned),
+            detail: self.detail.map(str::to_owned),
+        }
+    }
+}
+
 /// A stored audit record, with its position in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -617,13 +617,20 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The kinds as audit records store them ([`Actor::kind`]).
+    pub const ADMIN_TOKEN: &'static str = "admin_token";
+    pub const USER: &'static str = "user";
+    pub const API_KEY: &'static str = "api_key";
+    pub const AGENT: &'static str = "agent";
+    pub const SYSTEM: &'static str = "system";
+
     pub fn kind(&self) -> &'static str {
         match self {
-            Actor::AdminToken(_) => "admin_token",
-            Actor::User(_) => "user",
-            Actor::ApiKey(_) => "api_key",
-            Actor::Agent(_) => "agent",
-            Actor::System => "system",
+            Actor::AdminToken(_) => Actor::ADMIN_TOKEN,
+            Actor::User(_) => Actor::USER,
+            Actor::ApiKey(_) => Actor::API_KEY,
+            Actor::Agent(_) => Actor::AGENT,
+            Actor::System => Actor::SYSTEM,
         }
     }
 
@@ -636,10 +643,10 @@ impl Actor {
 
     pub fn from_parts(kind: &str, id: String) -> Actor {
         match kind {
-            "admin_token" => Actor::AdminToken(id),
-            "user" => Actor::User(id),
-            "api_key" => Actor::ApiKey(id),
-            "agent" => Actor::Agent(id),
+            Actor::ADMIN_TOKEN => Actor::AdminToken(id),
+            Actor::USER => Actor::User(id),
+            Actor::API_KEY => Actor::ApiKey(id),
+            Actor::AGENT => Actor::Agent(id),
             _ => Actor::System,
         }
     }

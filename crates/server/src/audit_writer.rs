@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use agentvault_core::audit::AuditEvent;
+use agentvault_core::audit::{AuditEvent, AuditEventRef};
 use agentvault_core::{Error, Result};
 use agentvault_store::Store;
 use tokio::sync::Notify;
@@ -98,14 +98,32 @@ impl AuditWriter {
     /// out anything) if the record could not be written.
     pub async fn append(&self, event: AuditEvent) -> Result<()> {
         if self.inner.direct {
-            let result = self.inner.store.append_audit(vec![event]).await;
-            self.inner.metrics.audit_batch(1, result.is_ok());
-            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
-            return result.map_err(|e| {
-                tracing::error!(error = %e, "audit append failed");
-                unavailable()
-            });
+            return self.append_now(event.view());
         }
+        self.append_queued(event).await
+    }
+
+    /// [`AuditWriter::append`] of a record's borrowed fields: where the store appends locally,
+    /// no string of the record is copied.
+    pub async fn append_ref(&self, event: AuditEventRef<'_>) -> Result<()> {
+        if self.inner.direct {
+            return self.append_now(event);
+        }
+        self.append_queued(event.to_event()).await
+    }
+
+    /// The request's own append (see the module's documentation).
+    fn append_now(&self, event: AuditEventRef<'_>) -> Result<()> {
+        let result = self.inner.store.append_audit_now(&[event]);
+        self.inner.metrics.audit_batch(1, result.is_ok());
+        self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result.map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            unavailable()
+        })
+    }
+
+    async fn append_queued(&self, event: AuditEvent) -> Result<()> {
         let ticket = self.enqueue(event);
         self.wait_for(ticket + 1).await;
         let s = self.state();

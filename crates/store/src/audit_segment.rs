@@ -22,8 +22,8 @@
 
 use std::collections::HashMap;
 
-use agentvault_core::audit::{Action, AuditEvent, AuditFilter, Outcome};
-use agentvault_core::model::{Actor, Millis};
+use agentvault_core::audit::{Action, AuditEvent, AuditEventRef, AuditFilter, Outcome};
+use agentvault_core::model::Millis;
 
 const VERSION: u8 = 1;
 const COLUMNS: usize = 11;
@@ -150,8 +150,22 @@ impl<'a> Dictionary<'a> {
         self.strings.len() as u64 - 1
     }
 
-    fn optional(&mut self, s: Option<&'a str>) -> u64 {
-        s.map_or(0, |s| self.id(s) + 1)
+    /// The id of `s` in a column whose last string had id `last`: a column repeats itself from
+    /// record to record, so that one is compared first.
+    fn id_after(&mut self, last: &mut Option<u64>, s: &'a str) -> u64 {
+        if let Some(id) = *last
+            && self.strings[id as usize] == s
+        {
+            return id;
+        }
+        let id = self.id(s);
+        *last = Some(id);
+        id
+    }
+
+    /// [`Dictionary::id_after`] in an optional column: 0 for none, else the id + 1.
+    fn optional_after(&mut self, last: &mut Option<u64>, s: Option<&'a str>) -> u64 {
+        s.map_or(0, |s| self.id_after(last, s) + 1)
     }
 }
 
@@ -159,7 +173,7 @@ impl<'a> Dictionary<'a> {
 /// The records are walked once per column, so the iterator must be cheap to clone.
 pub fn encode<'a, I>(records: I, out: &mut Vec<u8>) -> Summary
 where
-    I: IntoIterator<Item = (i64, &'a AuditEvent)>,
+    I: IntoIterator<Item = (i64, AuditEventRef<'a>)>,
     I::IntoIter: Clone,
 {
     let records = records.into_iter();
@@ -192,15 +206,17 @@ where
         }),
     );
     let mut dict = Dictionary { strings: Vec::with_capacity(16), index: None };
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(&e.workspace_id)));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.actor.kind())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.actor.id())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.action.as_str())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id(e.outcome.as_str())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.secret_name.as_deref())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.agent_id.as_deref())));
-    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional(e.target_id.as_deref())));
-    Runs::column(&mut cols, records.map(|(_, e)| dict.optional(e.detail.as_deref())));
+    let mut last = [None; COLUMNS];
+    let l = &mut last;
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[2], e.workspace_id)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[3], e.actor_kind)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[4], e.actor_id)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[5], e.action.as_str())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[6], e.outcome.as_str())));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional_after(&mut l[7], e.secret_name)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional_after(&mut l[8], e.agent_id)));
+    Runs::column(&mut cols, records.clone().map(|(_, e)| dict.optional_after(&mut l[9], e.target_id)));
+    Runs::column(&mut cols, records.map(|(_, e)| dict.optional_after(&mut l[10], e.detail)));
     if summary.records == 0 {
         summary.min_at = 0;
         summary.max_at = 0;
@@ -220,17 +236,17 @@ where
 /// [`encode`] of one record, byte for byte, without the general encoder's buffers and walks
 /// (an agent read appends its record alone): the dictionary is the record's distinct strings in
 /// column order, and each column is one run.
-pub fn encode_one(e: &AuditEvent, out: &mut Vec<u8>) {
+pub fn encode_one(e: &AuditEventRef<'_>, out: &mut Vec<u8>) {
     let texts: [Option<&str>; COLUMNS - 2] = [
-        Some(&e.workspace_id),
-        Some(e.actor.kind()),
-        Some(e.actor.id()),
+        Some(e.workspace_id),
+        Some(e.actor_kind),
+        Some(e.actor_id),
         Some(e.action.as_str()),
         Some(e.outcome.as_str()),
-        e.secret_name.as_deref(),
-        e.agent_id.as_deref(),
-        e.target_id.as_deref(),
-        e.detail.as_deref(),
+        e.secret_name,
+        e.agent_id,
+        e.target_id,
+        e.detail,
     ];
     let mut dict: [&str; COLUMNS - 2] = [""; COLUMNS - 2];
     let mut distinct = 0;
@@ -266,16 +282,25 @@ pub fn encode_one(e: &AuditEvent, out: &mut Vec<u8>) {
 /// A segment's index keys: every distinct value of `records` the listing filters on (actor,
 /// action, outcome, secret, agent), as [`key`]s, sorted. A filtered listing finds the segments
 /// it must open through them. Only what is stored as a segment needs them (not journal frames).
-pub fn index_keys<'a>(records: impl IntoIterator<Item = &'a AuditEvent>) -> Vec<String> {
+pub fn index_keys<'a>(records: impl IntoIterator<Item = AuditEventRef<'a>>) -> Vec<String> {
     let mut distinct: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
+    let mut previous: Option<AuditEventRef<'a>> = None;
     for e in records {
-        distinct.insert(("actor", e.actor.id()));
+        // A record usually has its neighbour's keys: compared once instead of five inserts.
+        if let Some(p) = previous
+            && (p.actor_id, p.action, p.outcome, p.secret_name, p.agent_id)
+                == (e.actor_id, e.action, e.outcome, e.secret_name, e.agent_id)
+        {
+            continue;
+        }
+        previous = Some(e);
+        distinct.insert(("actor", e.actor_id));
         distinct.insert(("action", e.action.as_str()));
         distinct.insert(("outcome", e.outcome.as_str()));
-        if let Some(s) = &e.secret_name {
+        if let Some(s) = e.secret_name {
             distinct.insert(("secret", s));
         }
-        if let Some(a) = &e.agent_id {
+        if let Some(a) = e.agent_id {
             distinct.insert(("agent", a));
         }
     }
@@ -399,16 +424,22 @@ impl<'a> Block<'a> {
 
     /// The `i`-th record.
     pub fn event(&self, i: usize) -> Result<AuditEvent, Damaged> {
-        Ok(AuditEvent {
+        Ok(self.view(i)?.to_event())
+    }
+
+    /// The `i`-th record, its strings borrowed from the block's bytes.
+    pub fn view(&self, i: usize) -> Result<AuditEventRef<'a>, Damaged> {
+        Ok(AuditEventRef {
             at: self.ats[i],
-            workspace_id: self.text(2, i).to_owned(),
-            actor: Actor::from_parts(self.text(3, i), self.text(4, i).to_owned()),
+            workspace_id: self.text(2, i),
+            actor_kind: self.text(3, i),
+            actor_id: self.text(4, i),
             action: Action::parse(self.text(5, i)).ok_or(Damaged("unknown action"))?,
             outcome: Outcome::parse(self.text(6, i)).ok_or(Damaged("unknown outcome"))?,
-            secret_name: self.optional(7, i).map(str::to_owned),
-            agent_id: self.optional(8, i).map(str::to_owned),
-            target_id: self.optional(9, i).map(str::to_owned),
-            detail: self.optional(10, i).map(str::to_owned),
+            secret_name: self.optional(7, i),
+            agent_id: self.optional(8, i),
+            target_id: self.optional(9, i),
+            detail: self.optional(10, i),
         })
     }
 
@@ -432,10 +463,97 @@ impl<'a> Block<'a> {
     }
 }
 
+/// The one record of a block that holds one (as [`encode_one`] writes it), read without the
+/// general parser's column buffers: `None` if the block holds another number of records.
+fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'_>)>, Damaged> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.byte()? != VERSION {
+        return Err(Damaged("unknown version"));
+    }
+    if r.len(MAX_RECORDS)? != 1 {
+        return Ok(None);
+    }
+    let dict_len = r.len(COLUMNS)?;
+    let mut spans = [(0, 0); COLUMNS];
+    let strings_start = r.pos;
+    for span in spans.iter_mut().take(dict_len) {
+        let len = r.len(bytes.len())?;
+        let end = Some(r.pos + len).filter(|end| *end <= bytes.len()).ok_or(Damaged("truncated string"))?;
+        *span = (r.pos, end);
+        r.pos = end;
+    }
+    // The strings are checked as one: their lengths between them are ASCII bytes when short
+    // (under 128), so a valid whole is valid at every string's bounds. Else one at a time.
+    let whole = std::str::from_utf8(&bytes[strings_start..r.pos]).ok();
+    let mut dict = [""; COLUMNS];
+    for (d, (start, end)) in dict.iter_mut().zip(spans).take(dict_len) {
+        *d = match whole.and_then(|w| w.get(start - strings_start..end - strings_start)) {
+            Some(s) => s,
+            None => std::str::from_utf8(&bytes[start..end]).map_err(|_| Damaged("a string is not UTF-8"))?,
+        };
+    }
+    let mut values = [0u64; COLUMNS];
+    for v in &mut values {
+        *v = r.varint()?;
+        if r.varint()? != 1 {
+            return Err(Damaged("a run does not cover the record"));
+        }
+    }
+    if r.pos != bytes.len() {
+        return Err(Damaged("trailing bytes"));
+    }
+    let text = |col: usize| -> Result<&str, Damaged> {
+        usize::try_from(values[col])
+            .ok()
+            .filter(|i| *i < dict_len)
+            .map(|i| dict[i])
+            .ok_or(Damaged("a dictionary reference is out of range"))
+    };
+    let optional = |col: usize| -> Result<Option<&str>, Damaged> {
+        match values[col] {
+            0 => Ok(None),
+            v => usize::try_from(v - 1)
+                .ok()
+                .filter(|i| *i < dict_len)
+                .map(|i| Some(dict[i]))
+                .ok_or(Damaged("a dictionary reference is out of range")),
+        }
+    };
+    let event = AuditEventRef {
+        at: unzigzag(values[1]),
+        workspace_id: text(2)?,
+        actor_kind: text(3)?,
+        actor_id: text(4)?,
+        action: Action::parse(text(5)?).ok_or(Damaged("unknown action"))?,
+        outcome: Outcome::parse(text(6)?).ok_or(Damaged("unknown outcome"))?,
+        secret_name: optional(7)?,
+        agent_id: optional(8)?,
+        target_id: optional(9)?,
+        detail: optional(10)?,
+    };
+    Ok(Some((first_seq.wrapping_add(values[0] as i64), event)))
+}
+
+/// Every record of a block written by [`encode`] or [`encode_one`], appended to `out` with its
+/// sequence number, its strings borrowed from `bytes`.
+pub fn views<'a>(first_seq: i64, bytes: &'a [u8], out: &mut Vec<(i64, AuditEventRef<'a>)>) -> Result<(), Damaged> {
+    if let Some(one) = view_one(first_seq, bytes)? {
+        out.push(one);
+        return Ok(());
+    }
+    let block = Block::parse(first_seq, bytes)?;
+    out.reserve(block.len());
+    for i in 0..block.len() {
+        out.push((block.seq(i), block.view(i)?));
+    }
+    Ok(())
+}
+
 /// Decodes every record of a block written by [`encode`].
 pub fn decode(first_seq: i64, bytes: &[u8]) -> Result<Vec<(i64, AuditEvent)>, Damaged> {
-    let block = Block::parse(first_seq, bytes)?;
-    (0..block.len()).map(|i| Ok((block.seq(i), block.event(i)?))).collect()
+    let mut records = Vec::new();
+    views(first_seq, bytes, &mut records)?;
+    Ok(records.into_iter().map(|(seq, e)| (seq, e.to_event())).collect())
 }
 
 /// The index keys a segment must have to hold a record the filter matches (all of them).
@@ -461,6 +579,8 @@ pub fn required_keys(filter: &AuditFilter) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use agentvault_core::model::Actor;
+
     use super::*;
 
     fn read(i: i64, agent: &str, secret: &str) -> AuditEvent {
@@ -494,8 +614,8 @@ mod tests {
         ));
         let seqs: Vec<i64> = (0..events.len() as i64).map(|i| 1_000 + i * i).collect();
         let mut block = Vec::new();
-        let summary = encode(seqs.iter().copied().zip(events.iter()), &mut block);
-        let keys = index_keys(&events);
+        let summary = encode(seqs.iter().copied().zip(events.iter().map(AuditEvent::view)), &mut block);
+        let keys = index_keys(events.iter().map(AuditEvent::view));
         assert_eq!(summary.records, events.len() as i64);
         assert_eq!((summary.first_seq, summary.last_seq), (1_000, 1_000 + 51 * 51));
         assert_eq!((summary.min_at, summary.max_at), (5, 1_700_000_000_500));
@@ -534,8 +654,8 @@ mod tests {
         ];
         for (i, e) in events.iter().enumerate() {
             let (mut general, mut one) = (Vec::new(), Vec::new());
-            encode([(40 + i as i64, e)], &mut general);
-            encode_one(e, &mut one);
+            encode([(40 + i as i64, e.view())], &mut general);
+            encode_one(&e.view(), &mut one);
             assert_eq!(one, general, "record {i}");
             assert_eq!(decode(40, &one).unwrap(), vec![(40, e.clone())]);
         }
@@ -547,7 +667,7 @@ mod tests {
         let events: Vec<AuditEvent> =
             (0..600).map(|i| read(i, &format!("agt_{}", (i * 7) % 90), &format!("s{}", i % 45))).collect();
         let mut block = Vec::new();
-        encode((1..).zip(events.iter()), &mut block);
+        encode((1..).zip(events.iter().map(AuditEvent::view)), &mut block);
         let back = decode(1, &block).unwrap();
         assert_eq!(back, (1..).zip(events).collect::<Vec<_>>());
         let parsed = Block::parse(1, &block).unwrap();
@@ -562,7 +682,7 @@ mod tests {
     fn a_stream_of_the_same_reads_costs_a_few_bytes_per_record() {
         let events: Vec<AuditEvent> = (0..4096).map(|i| read(i, "agt_1", if i % 2 == 0 { "a" } else { "b" })).collect();
         let mut block = Vec::new();
-        encode((1..).zip(events.iter()), &mut block);
+        encode((1..).zip(events.iter().map(AuditEvent::view)), &mut block);
         let per_record = block.len() as f64 / events.len() as f64;
         assert!(per_record < 8.0, "{per_record} bytes per record");
         assert_eq!(decode(1, &block).unwrap().len(), 4096);
@@ -572,7 +692,7 @@ mod tests {
     fn a_damaged_block_is_an_error_not_a_panic() {
         let events: Vec<AuditEvent> = (0..20).map(|i| read(i, "agt_1", "a")).collect();
         let mut block = Vec::new();
-        encode((1..).zip(events.iter()), &mut block);
+        encode((1..).zip(events.iter().map(AuditEvent::view)), &mut block);
         for cut in 0..block.len() {
             assert!(decode(1, &block[..cut]).is_err(), "cut at {cut}");
         }
@@ -592,10 +712,54 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_one_reads_as_the_general_parser_reads_it_and_damage_is_an_error() {
+        let events = [
+            read(7, "agt_1", "stripe_api_key"),
+            AuditEvent::new(-3, "ws_3", Actor::Agent("agt_2".into()), Action::SecretRead, Outcome::Denied)
+                .agent("agt_2")
+                .target("inv_1")
+                .detail("ünïcode ✓"),
+            AuditEvent::new(0, "", Actor::System, Action::FunctionInvoke, Outcome::Failed).detail("x".repeat(200)),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            let mut block = Vec::new();
+            encode_one(&e.view(), &mut block);
+            let parsed = Block::parse(90, &block).unwrap();
+            let general = (parsed.seq(0), parsed.view(0).unwrap());
+            assert_eq!(view_one(90, &block), Ok(Some(general)), "record {i}");
+            assert_eq!(general, (90, e.view()));
+            for cut in 0..block.len() {
+                assert!(view_one(90, &block[..cut]).is_err(), "record {i} cut at {cut}");
+            }
+            for at in 0..block.len() {
+                for bit in 0..8 {
+                    let mut bad = block.clone();
+                    bad[at] ^= 1 << bit;
+                    // An error, another block's answer, or the general parser's: never a panic.
+                    if let Ok(Some(one)) = view_one(90, &bad) {
+                        let parsed = Block::parse(90, &bad).unwrap();
+                        assert_eq!(Ok(one), parsed.view(0).map(|v| (parsed.seq(0), v)), "record {i} byte {at}");
+                    }
+                }
+            }
+            let mut longer = block.clone();
+            longer.push(0);
+            assert_eq!(view_one(90, &longer), Err(Damaged("trailing bytes")));
+        }
+        // A block of several records is left to the general parser.
+        let mut block = Vec::new();
+        encode((5..).zip(events.iter().map(AuditEvent::view)), &mut block);
+        assert_eq!(view_one(5, &block), Ok(None));
+        let mut all = Vec::new();
+        views(5, &block, &mut all).unwrap();
+        assert_eq!(all, (5..).zip(events.iter().map(AuditEvent::view)).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn filters_match_as_the_table_query_does() {
         let e = read(0, "agt_1", "stripe_api_key");
         let mut bytes = Vec::new();
-        encode([(10, &e)], &mut bytes);
+        encode([(10, e.view())], &mut bytes);
         let block = Block::parse(10, &bytes).unwrap();
         let f = |f: AuditFilter| block.matches(&f, 0);
         assert!(f(AuditFilter::default()));

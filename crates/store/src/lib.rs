@@ -7,7 +7,7 @@
 //! migrations; the conformance suite (`conformance`, public with the `conformance` feature)
 //! checks that it behaves as the trait says.
 
-use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
+use agentvault_core::audit::{AuditEvent, AuditEventRef, AuditFilter, AuditRecord};
 use agentvault_core::model::{
     AccessRequest, AdminToken, Agent, ApiKeyMeta, DeployedFunction, Deployment, EgressPolicy, Env, Function,
     FunctionVersion, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretUse, SecretVersionMeta,
@@ -347,6 +347,9 @@ pub trait Store: Send + Sync + 'static {
     /// another task (SQLite's journal): the audit writer then appends each record from its own
     /// request instead of group-committing.
     fn appends_audit_locally(&self) -> bool;
+    /// Appends records with that local write, on the calling thread and from borrowed fields (a
+    /// read's own record costs no allocation). A store without a local write refuses.
+    fn append_audit_now(&self, events: &[AuditEventRef<'_>]) -> Result<()>;
     /// Newest first (oldest first with `filter.oldest_first`).
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// Merges small audit segments of a workspace into larger ones (at most `max_merges`

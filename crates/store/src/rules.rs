@@ -1,7 +1,7 @@
 //! The domain rules a store enforces inside its transactions, as pure functions: a backend reads
 //! what a rule needs, asks it, and writes nothing when it refuses.
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::audit::{Action, AuditEventRef, Outcome};
 use agentvault_core::model::Millis;
 use agentvault_core::model::{ADMIN_TOKEN_ID_PREFIX, KeyScope, PERSONAL_TOKEN_ID_PREFIX, Role};
 use agentvault_core::{Error, Result};
@@ -71,19 +71,20 @@ pub struct LastRead<'a> {
 /// The updates a batch of audit records makes to `secret_last_reads`: for every agent's
 /// successful read, the newest time per workspace, secret and agent (a batch of reads of a few
 /// secrets by a few agents makes a few updates, however many reads it holds).
-pub fn last_reads_in<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Vec<LastRead<'a>> {
+pub fn last_reads_in<'a>(events: impl IntoIterator<Item = AuditEventRef<'a>>) -> Vec<LastRead<'a>> {
     let mut out: Vec<LastRead<'a>> = Vec::new();
     for e in events {
         let (Action::SecretRead, Outcome::Success, Some(secret_name), Some(agent_id)) =
-            (e.action, e.outcome, e.secret_name.as_deref(), e.agent_id.as_deref())
+            (e.action, e.outcome, e.secret_name, e.agent_id)
         else {
             continue;
         };
-        match out.iter_mut().find(|r| {
-            r.secret_name == secret_name && r.agent_id == agent_id && r.workspace_id == e.workspace_id.as_str()
-        }) {
+        match out
+            .iter_mut()
+            .find(|r| r.secret_name == secret_name && r.agent_id == agent_id && r.workspace_id == e.workspace_id)
+        {
             Some(r) => r.at = r.at.max(e.at),
-            None => out.push(LastRead { workspace_id: &e.workspace_id, secret_name, agent_id, at: e.at }),
+            None => out.push(LastRead { workspace_id: e.workspace_id, secret_name, agent_id, at: e.at }),
         }
     }
     out
@@ -127,6 +128,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_reads_makes_one_last_read_update_per_reader() {
+        use agentvault_core::audit::AuditEvent;
         use agentvault_core::model::Actor;
         let read = |at: Millis, secret: &str, agent: &str, outcome: Outcome| {
             AuditEvent::new(at, "ws_1", Actor::ApiKey("key_1".into()), Action::SecretRead, outcome)
@@ -143,7 +145,10 @@ mod tests {
             AuditEvent::new(7, "ws_1", Actor::User("usr_1".into()), Action::SecretReveal, Outcome::Success)
                 .secret("openai"),
         ];
-        let got: Vec<_> = last_reads_in(&batch).iter().map(|r| (r.secret_name, r.agent_id, r.at)).collect();
+        let got: Vec<_> = last_reads_in(batch.iter().map(AuditEvent::view))
+            .iter()
+            .map(|r| (r.secret_name, r.agent_id, r.at))
+            .collect();
         assert_eq!(got, [("stripe", "agt_a", 9), ("stripe", "agt_b", 4)]);
     }
 

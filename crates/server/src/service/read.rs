@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
-use agentvault_core::model::{AGENT_PREFIX, Actor, Env};
+use agentvault_core::audit::{Action, AuditEventRef, Outcome};
+use agentvault_core::model::{AGENT_PREFIX, Actor, Env, Millis};
 use agentvault_core::{Error, ErrorKind, Result, SecretValue, validate};
 use agentvault_runtime::{SecretAnswer, SecretSource};
 
@@ -24,9 +24,8 @@ pub struct AgentRead<'a> {
     pub agent_id: &'a str,
     /// Whether the credential acts for the agent (an API key's scope covers it).
     pub credential_covers_agent: bool,
-    /// The audit record of an attempt, from its outcome and detail: the error code of a refusal,
-    /// or `version=N` of the value read.
-    pub audit: &'a (dyn Fn(Outcome, String) -> AuditEvent + Send + Sync),
+    /// Who and what every attempt's audit record names.
+    pub audit: ReadAudit<'a>,
     /// Whether an injected-only secret may be handed over (to be replaced by a placeholder: a
     /// function's `get_secret`); over HTTP it is refused with 403 `injection_only`.
     pub injection_ok: bool,
@@ -37,6 +36,49 @@ pub struct AgentRead<'a> {
     /// only admins create). A function version deployed by a member, or running in sandbox, is
     /// not trusted.
     pub trusted: bool,
+}
+
+/// What the audit record of a read attempt names besides its workspace, outcome and detail (the
+/// error code of a refusal, or the version and environment of the value read).
+pub struct ReadAudit<'a> {
+    pub at: Millis,
+    /// [`Actor::kind`] and [`Actor::id`] of who reads.
+    pub actor_kind: &'static str,
+    pub actor_id: &'a str,
+    /// The secret and the agent, each only when well-formed: nothing else goes into the log.
+    pub secret_name: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    /// Appended to every record's detail (the function and invocation of a function's read).
+    pub context: Option<&'a str>,
+}
+
+impl AgentRead<'_> {
+    /// An attempt's detail, with the reader's context.
+    fn detail(&self, mut detail: String) -> String {
+        if let Some(context) = self.audit.context {
+            detail.push(' ');
+            detail.push_str(context);
+        }
+        detail
+    }
+
+    /// An attempt's audit record.
+    fn record<'d>(&'d self, outcome: Outcome, detail: &'d str) -> AuditEventRef<'d> {
+        let a = &self.audit;
+        AuditEventRef {
+            at: a.at,
+            workspace_id: self.workspace_id,
+            actor_kind: a.actor_kind,
+            actor_id: a.actor_id,
+            action: Action::SecretRead,
+            outcome,
+            secret_name: a.secret_name,
+            agent_id: a.agent_id,
+            target_id: a.target_id,
+            detail: Some(detail),
+        }
+    }
 }
 
 /// Why a protected secret is refused, and what to do: `None` when it may be read.
@@ -67,7 +109,8 @@ pub type Read = (Arc<SecretEntry>, SecretValue, Option<Arc<Vec<String>>>);
 pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<Read> {
     let deny = |outcome: Outcome, err: Error, metric: &'static str| {
         st.metrics.read(metric);
-        st.audit.append_nowait((r.audit)(outcome, err.code.to_string()));
+        let detail = r.detail(err.code.to_string());
+        st.audit.append_nowait(r.record(outcome, &detail).to_event());
         err
     };
     if let Err(e) = validate::secret_name(name) {
@@ -108,11 +151,11 @@ pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<
     let value = st.open_value(&entry, chosen)?;
     let env = r.env.map_or("none", Env::as_str);
     let source = chosen.own.map_or("default", Env::as_str);
-    let detail = match &injection {
+    let detail = r.detail(match &injection {
         Some(_) => format!("version={} env={env} value={source} placeholder", chosen.version),
         None => format!("version={} env={env} value={source}", chosen.version),
-    };
-    st.audit.append((r.audit)(Outcome::Success, detail)).await?;
+    });
+    st.audit.append_ref(r.record(Outcome::Success, &detail)).await?;
     st.metrics.read("allowed");
     Ok((entry, value, injection))
 }
@@ -151,23 +194,19 @@ pub async fn read_with_key(
     let env = key_env(key, env)?;
     let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
     let name_ok = validate::secret_name(&name).is_ok();
-    // Only well-formed names and ids go into the log.
-    let audit = |outcome: Outcome, detail: String| {
-        let mut e =
-            AuditEvent::new(now, ws, Actor::ApiKey(key.meta.id.clone()), Action::SecretRead, outcome).detail(detail);
-        if name_ok {
-            e = e.secret(&name);
-        }
-        if agent_ok {
-            e = e.agent(&agent_id);
-        }
-        e
-    };
     let reader = AgentRead {
         workspace_id: ws,
         agent_id: &agent_id,
         credential_covers_agent: key.meta.scope.covers(&agent_id),
-        audit: &audit,
+        audit: ReadAudit {
+            at: now,
+            actor_kind: Actor::API_KEY,
+            actor_id: &key.meta.id,
+            secret_name: name_ok.then_some(name.as_str()),
+            agent_id: agent_ok.then_some(agent_id.as_str()),
+            target_id: None,
+            context: None,
+        },
         injection_ok: false,
         env,
         trusted: true,
@@ -192,22 +231,25 @@ pub struct FunctionReads {
 }
 
 impl FunctionReads {
-    fn event(&self, outcome: Outcome, name: Option<&str>, detail: &str) -> AuditEvent {
-        let mut e = AuditEvent::new(
-            now_millis(),
-            &self.workspace_id,
-            Actor::Agent(self.agent_id.clone()),
-            Action::SecretRead,
-            outcome,
-        )
-        .agent(&self.agent_id)
-        .target(&self.invocation_id)
-        .detail(format!("{detail} {}", self.context));
-        // Only well-formed names go into the log.
-        if let Some(n) = name.filter(|n| validate::secret_name(n).is_ok()) {
-            e = e.secret(n);
+    /// The reader of a `get_secret` call (`name`: the name asked for, if it is a str).
+    fn reader<'a>(&'a self, name: Option<&'a str>) -> AgentRead<'a> {
+        AgentRead {
+            workspace_id: &self.workspace_id,
+            agent_id: &self.agent_id,
+            credential_covers_agent: true,
+            audit: ReadAudit {
+                at: now_millis(),
+                actor_kind: Actor::AGENT,
+                actor_id: &self.agent_id,
+                secret_name: name.filter(|n| validate::secret_name(n).is_ok()),
+                agent_id: Some(&self.agent_id),
+                target_id: Some(&self.invocation_id),
+                context: Some(&self.context),
+            },
+            injection_ok: true,
+            env: Some(self.env),
+            trusted: self.trusted,
         }
-        e
     }
 }
 
@@ -216,19 +258,12 @@ impl SecretSource for FunctionReads {
     async fn get_secret(&self, name: Option<&str>) -> SecretAnswer {
         let Some(name) = name else {
             self.st.metrics.read("invalid");
-            self.st.audit.append_nowait(self.event(Outcome::Invalid, None, "invalid_input"));
+            let reader = self.reader(None);
+            let detail = reader.detail("invalid_input".to_owned());
+            self.st.audit.append_nowait(reader.record(Outcome::Invalid, &detail).to_event());
             return SecretAnswer::Invalid("a secret name is a str".into());
         };
-        let audit = |outcome: Outcome, detail: String| self.event(outcome, Some(name), &detail);
-        let reader = AgentRead {
-            workspace_id: &self.workspace_id,
-            agent_id: &self.agent_id,
-            credential_covers_agent: true,
-            audit: &audit,
-            injection_ok: true,
-            env: Some(self.env),
-            trusted: self.trusted,
-        };
+        let reader = self.reader(Some(name));
         match agent_read(&self.st, &reader, name).await {
             Ok((_, value, None)) => SecretAnswer::Value(value),
             // The function gets a placeholder per value; the proxy swaps it for the value in

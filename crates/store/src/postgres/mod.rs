@@ -24,7 +24,7 @@ use std::str::FromStr;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
-use agentvault_core::audit::AuditEvent;
+use agentvault_core::audit::{AuditEvent, AuditEventRef};
 use agentvault_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -234,6 +234,11 @@ impl PostgresStore {
     }
 
     /// Appends agent-read audit records in one statement (the audit writer's group commit).
+    /// Never called: PostgreSQL's appends are round trips, group-committed by the audit writer.
+    fn append_audit_records_now(&self, _: &[AuditEventRef<'_>]) -> DbResult<()> {
+        Err(Error::internal("PostgreSQL has no local audit append; records are group-committed").into())
+    }
+
     async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
         if events.is_empty() {
             return Ok(());
@@ -275,7 +280,7 @@ fn bind_last_reads<'q>(
     events: &'q [AuditEvent],
     query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let reads = crate::rules::last_reads_in(events);
+    let reads = crate::rules::last_reads_in(events.iter().map(AuditEvent::view));
     query
         .bind(reads.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
         .bind(reads.iter().map(|r| r.secret_name).collect::<Vec<_>>())
@@ -290,9 +295,9 @@ fn bind_last_reads<'q>(
 /// the statement adds the counter's base, so a segment's first sequence number is known only in
 /// the database.
 async fn insert_segments(conn: &mut PgConnection, events: &[AuditEvent]) -> DbResult<()> {
-    let mut by_workspace: BTreeMap<&str, Vec<(i64, &AuditEvent)>> = BTreeMap::new();
+    let mut by_workspace: BTreeMap<&str, Vec<(i64, AuditEventRef<'_>)>> = BTreeMap::new();
     for (offset, e) in (1..).zip(events) {
-        by_workspace.entry(e.workspace_id.as_str()).or_default().push((offset, e));
+        by_workspace.entry(e.workspace_id.as_str()).or_default().push((offset, e.view()));
     }
     let n = by_workspace.len();
     let (mut first, mut workspace, mut last, mut min_at, mut max_at, mut records, mut data) = (

@@ -298,11 +298,11 @@ struct Segment {
 fn merged_segment(blocks: &[(i64, Vec<u8>)]) -> DbResult<Segment> {
     let mut records = Vec::new();
     for (first, data) in blocks {
-        records.extend(audit_segment::decode(*first, data).map_err(|e| damaged(*first, e))?);
+        audit_segment::views(*first, data, &mut records).map_err(|e| damaged(*first, e))?;
     }
     let mut block = Vec::new();
-    let summary = audit_segment::encode(records.iter().map(|(seq, e)| (*seq, e)), &mut block);
-    let keys = audit_segment::index_keys(records.iter().map(|(_, e)| e));
+    let summary = audit_segment::encode(records.iter().copied(), &mut block);
+    let keys = audit_segment::index_keys(records.iter().map(|(_, e)| *e));
     Ok(Segment { block, summary, keys })
 }
 

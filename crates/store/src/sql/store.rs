@@ -3,7 +3,7 @@
 //! backend's module with its own `Backend` type.
 
 use agentvault_core::Result;
-use agentvault_core::audit::{AuditEvent, AuditFilter, AuditRecord};
+use agentvault_core::audit::{AuditEvent, AuditEventRef, AuditFilter, AuditRecord};
 use agentvault_core::model::{
     AccessRequest, AdminToken, Agent, ApiKeyMeta, DeployedFunction, Deployment, EgressPolicy, Env, Function,
     FunctionVersion, Invitation, Member, Millis, PersonalToken, Role, Sealed, SecretMeta, SecretUse,
@@ -243,6 +243,10 @@ impl Store for Backend {
 
     fn appends_audit_locally(&self) -> bool {
         Self::APPENDS_AUDIT_LOCALLY
+    }
+
+    fn append_audit_now(&self, events: &[AuditEventRef<'_>]) -> Result<()> {
+        Ok(self.append_audit_records_now(events)?)
     }
 
     async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

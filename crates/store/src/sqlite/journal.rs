@@ -8,6 +8,11 @@
 //! into audit segments (see [`crate::audit_segment`]) in large transactions: one segment per
 //! workspace and move, a row per segment instead of one per record.
 //!
+//! The mover takes the records from a copy of the frames appended since its last move (kept in
+//! memory beside the file), not as records: an append is then a copy of bytes the request has
+//! already encoded, and the mover reads the strings in place instead of freeing strings that the
+//! request's thread allocated.
+//!
 //! Sequence numbers are handed out under the journal's lock, so the journal, the mover's batches
 //! and a workspace's segments are all in sequence order. Each move records the last number it
 //! moved (the `audit_moved` counter) in the same transaction, so after a crash the journal is
@@ -38,7 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use agentvault_core::audit::{Action, AuditEvent, Outcome};
+use agentvault_core::audit::{Action, AuditEvent, AuditEventRef, Outcome};
 use agentvault_core::model::Actor;
 use agentvault_core::{Error, Result};
 
@@ -106,35 +111,71 @@ struct Replay {
     legacy: Vec<(i64, AuditEvent)>,
 }
 
+/// The bodies of the whole frames at the start of `bytes`, up to the first one cut short or
+/// (when `check` is set: bytes read back from a file) whose checksum does not match.
+fn bodies(bytes: &[u8], check: bool) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let header = rest.get(..FRAME_HEADER)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let body = rest.get(FRAME_HEADER..FRAME_HEADER.checked_add(len)?)?;
+        if check && crc32fast::hash(body) != crc {
+            return None;
+        }
+        rest = &rest[FRAME_HEADER + len..];
+        Some(body)
+    })
+}
+
+/// A batch frame's body: its first sequence number and its block.
+fn batch_body(body: &[u8]) -> Option<(i64, &[u8])> {
+    match body {
+        [BATCH, first @ ..] if first.len() >= 8 => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&first[..8]);
+            Some((i64::from_le_bytes(seq), &first[8..]))
+        }
+        _ => None,
+    }
+}
+
 /// Every whole, intact frame at the start of `bytes` (stops at the first bad one).
 fn decode_all(bytes: &[u8]) -> Replay {
     let mut out = Replay::default();
-    let mut rest = bytes;
-    while rest.len() >= FRAME_HEADER {
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let Some(body) = rest.get(FRAME_HEADER..FRAME_HEADER + len) else { break };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        match body.first() {
-            Some(&BATCH) if body.len() >= 9 => {
-                let mut first = [0u8; 8];
-                first.copy_from_slice(&body[1..9]);
-                match audit_segment::decode(i64::from_le_bytes(first), &body[9..]) {
-                    Ok(records) => out.batches.extend(records),
-                    Err(_) => break,
-                }
+    for body in bodies(bytes, true) {
+        if let Some((first, block)) = batch_body(body) {
+            match audit_segment::decode(first, block) {
+                Ok(records) => out.batches.extend(records),
+                Err(_) => break,
             }
-            Some(b'[') => match serde_json::from_slice::<Row>(body).ok().and_then(from_row) {
+        } else if body.first() == Some(&b'[') {
+            match serde_json::from_slice::<Row>(body).ok().and_then(from_row) {
                 Some(record) => out.legacy.push(record),
                 None => break,
-            },
-            _ => break,
+            }
+        } else {
+            break;
         }
-        rest = &rest[FRAME_HEADER + len..];
     }
     out
+}
+
+/// The records of batch frames as the mover holds them (frames made by this process, in its
+/// memory: their checksums are not checked again), with their strings borrowed from `frames`.
+/// Any other frame, or another number of records than `count`, is damage.
+fn views_of(frames: &[u8], count: usize) -> std::result::Result<Vec<(i64, AuditEventRef<'_>)>, audit_segment::Damaged> {
+    let mut out = Vec::with_capacity(count);
+    let mut read = 0;
+    for body in bodies(frames, false) {
+        read += FRAME_HEADER + body.len();
+        let (first, block) = batch_body(body).ok_or(audit_segment::Damaged("not a batch frame"))?;
+        audit_segment::views(first, block, &mut out)?;
+    }
+    if read != frames.len() || out.len() != count {
+        return Err(audit_segment::Damaged("records are missing"));
+    }
+    Ok(out)
 }
 
 fn journal_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -142,8 +183,12 @@ fn journal_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 struct Pending {
-    /// Appended and not yet moved, in sequence order.
-    records: Vec<(i64, AuditEvent)>,
+    /// The frames appended and not yet moved, in sequence order: a copy of what the journal's
+    /// files hold, from which the mover reads the records. (Not the records themselves: their
+    /// strings would be freed by the mover, on another thread than the one that made them.)
+    frames: Vec<u8>,
+    /// How many records `frames` holds.
+    waiting: usize,
     /// The highest sequence number appended.
     appended: i64,
     /// The highest sequence number moved (everything appended up to it is in segments).
@@ -351,7 +396,8 @@ impl AuditJournal {
                 insert_legacy(&mut conn, &replay.legacy)?;
                 replayed += replay.legacy.len();
             }
-            let batches: Vec<_> = replay.batches.into_iter().filter(|(s, _)| *s > moved).collect();
+            let batches: Vec<_> =
+                replay.batches.iter().filter(|(s, _)| *s > moved).map(|(s, e)| (*s, e.view())).collect();
             if !batches.is_empty() {
                 insert(&mut conn, &batches)?;
                 replayed += batches.len();
@@ -382,7 +428,8 @@ impl AuditJournal {
             next: Mutex::new(None),
             prepared: AtomicU64::new(0),
             pending: Mutex::new(Pending {
-                records: Vec::new(),
+                frames: Vec::new(),
+                waiting: 0,
                 appended: last,
                 ingested: last,
                 failing: false,
@@ -402,7 +449,7 @@ impl AuditJournal {
     }
 
     /// Numbers the records and appends them in one write.
-    pub fn append(&self, events: Vec<AuditEvent>) -> Result<()> {
+    pub fn append(&self, events: &[AuditEventRef<'_>]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -412,10 +459,10 @@ impl AuditJournal {
         buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(BATCH);
         buf.extend_from_slice(&[0; 8]);
-        match events.as_slice() {
+        match events {
             [one] => audit_segment::encode_one(one, &mut buf),
             _ => {
-                audit_segment::encode((0..).zip(events.iter()), &mut buf);
+                audit_segment::encode((0..).zip(events.iter().copied()), &mut buf);
             }
         }
         let mut file = self.shared.current();
@@ -443,10 +490,11 @@ impl AuditJournal {
         file.used += buf.len();
         let mut p = self.shared.pending();
         p.appended = last;
-        let was_empty = p.records.is_empty();
-        p.records.extend((first..).zip(events));
+        let was_empty = p.waiting == 0;
+        p.frames.extend_from_slice(&buf);
+        p.waiting += events.len();
         // The mover sleeps while nothing waits, and otherwise only until its next move is due.
-        let wake = was_empty || p.records.len() >= INGEST_RECORDS;
+        let wake = was_empty || p.waiting >= INGEST_RECORDS;
         drop(p);
         drop(file);
         if wake {
@@ -504,7 +552,7 @@ impl AuditJournal {
         }
         let moved = {
             let p = self.shared.pending();
-            p.records.is_empty() && p.ingested >= p.appended
+            p.waiting == 0 && p.ingested >= p.appended
         };
         if moved {
             remove_moved_files(&self.shared);
@@ -547,15 +595,15 @@ fn insert_legacy(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)])
             ])
             .map_err(|e| journal_err("inserting", e))?;
         }
-        last_reads(&tx, records)?;
+        last_reads(&tx, records.iter().map(|(_, e)| e.view()))?;
     }
     tx.commit().map_err(|e| journal_err("committing", e))
 }
 
-fn last_reads(tx: &rusqlite::Transaction<'_>, records: &[(i64, AuditEvent)]) -> Result<()> {
+fn last_reads<'a>(tx: &rusqlite::Transaction<'_>, records: impl IntoIterator<Item = AuditEventRef<'a>>) -> Result<()> {
     let mut upsert =
         tx.prepare_cached(super::LAST_READ_UPSERT).map_err(|e| journal_err("preparing the last-read update", e))?;
-    for r in crate::rules::last_reads_in(records.iter().map(|(_, e)| e)) {
+    for r in crate::rules::last_reads_in(records) {
         upsert
             .execute(rusqlite::params![r.workspace_id, r.secret_name, r.agent_id, r.at])
             .map_err(|e| journal_err("updating last reads", e))?;
@@ -565,11 +613,18 @@ fn last_reads(tx: &rusqlite::Transaction<'_>, records: &[(i64, AuditEvent)]) -> 
 
 /// Moves records (in sequence order) into one segment per workspace, in one transaction that
 /// also brings last reads and the `audit_moved` position up to date.
-fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Result<()> {
-    let Some((last, _)) = records.last() else { return Ok(()) };
-    let mut by_workspace: BTreeMap<&str, Vec<(i64, &AuditEvent)>> = BTreeMap::new();
-    for (seq, e) in records {
-        by_workspace.entry(e.workspace_id.as_str()).or_default().push((*seq, e));
+fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEventRef<'_>)]) -> Result<()> {
+    let Some((last, first)) = records.last() else { return Ok(()) };
+    // Usually every record is of one workspace: then they are not copied into groups.
+    let mut by_workspace: BTreeMap<&str, Vec<(i64, AuditEventRef<'_>)>> = BTreeMap::new();
+    let mut groups: Vec<(&str, &[(i64, AuditEventRef<'_>)])> = Vec::new();
+    if records.iter().all(|(_, e)| e.workspace_id == first.workspace_id) {
+        groups.push((first.workspace_id, records));
+    } else {
+        for (seq, e) in records {
+            by_workspace.entry(e.workspace_id).or_default().push((*seq, *e));
+        }
+        groups.extend(by_workspace.iter().map(|(ws, records)| (*ws, records.as_slice())));
     }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -582,9 +637,9 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
             .prepare_cached(audit_segment::INSERT_KEY)
             .map_err(|e| journal_err("preparing the segment key insert", e))?;
         let mut block = Vec::new();
-        for (workspace, records) in by_workspace {
+        for (workspace, records) in groups {
             block.clear();
-            let s = audit_segment::encode(records.iter().map(|(seq, e)| (*seq, *e)), &mut block);
+            let s = audit_segment::encode(records.iter().copied(), &mut block);
             segment
                 .execute(rusqlite::params![s.first_seq, workspace, s.last_seq, s.min_at, s.max_at, s.records, block])
                 .map_err(|e| journal_err("inserting a segment", e))?;
@@ -593,7 +648,7 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
                     .map_err(|e| journal_err("inserting a segment key", e))?;
             }
         }
-        last_reads(&tx, records)?;
+        last_reads(&tx, records.iter().map(|(_, e)| *e))?;
         tx.execute("UPDATE counters SET value = MAX(value, $1) WHERE name = 'audit_moved'", [last])
             .map_err(|e| journal_err("recording the moved position", e))?;
     }
@@ -605,14 +660,14 @@ fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEvent)]) -> Res
 /// moved.
 fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
     let mut last_move = Instant::now();
-    // The records moved last time, emptied: appends fill it next, without growing a new one.
+    // The frames moved last time, emptied: appends fill it next, without growing a new one.
     let mut spare = Vec::new();
     loop {
-        let mut batch = {
+        let (mut batch, count) = {
             let mut p = shared.pending();
             loop {
                 let stopping = shared.stop.load(Ordering::SeqCst);
-                if p.records.is_empty() {
+                if p.waiting == 0 {
                     if stopping {
                         return;
                     }
@@ -620,18 +675,22 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                     continue;
                 }
                 let due = last_move.elapsed() >= INGEST_EVERY;
-                if stopping || due || p.hurry || p.records.len() >= INGEST_RECORDS {
+                if stopping || due || p.hurry || p.waiting >= INGEST_RECORDS {
                     break;
                 }
                 let left = INGEST_EVERY.saturating_sub(last_move.elapsed());
                 p = shared.changed.wait_timeout(p, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             p.hurry = false;
-            std::mem::replace(&mut p.records, std::mem::take(&mut spare))
+            (std::mem::replace(&mut p.frames, std::mem::take(&mut spare)), std::mem::take(&mut p.waiting))
         };
         last_move = Instant::now();
-        let last = batch.last().map(|(s, _)| *s).unwrap_or(0);
-        let result = insert(&mut conn, &batch);
+        let mut last = 0;
+        let result =
+            views_of(&batch, count).map_err(|e| journal_err("reading the records to move", e)).and_then(|records| {
+                last = records.last().map_or(0, |(seq, _)| *seq);
+                insert(&mut conn, &records)
+            });
         {
             let mut p = shared.pending();
             match &result {
@@ -640,11 +699,12 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                     p.failing = false;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "moving audit records into the database failed; retrying");
+                    tracing::error!(error = %e, records = count, "moving audit records into the database failed; retrying");
                     p.failing = true;
                     // Put them back in front: nothing is dropped.
-                    let newer = std::mem::replace(&mut p.records, std::mem::take(&mut batch));
-                    p.records.extend(newer);
+                    let newer = std::mem::replace(&mut p.frames, std::mem::take(&mut batch));
+                    p.frames.extend_from_slice(&newer);
+                    p.waiting += count;
                 }
             }
         }
@@ -656,7 +716,7 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
             }
             batch.clear();
             // Kept unless a backlog grew it far past a usual move.
-            if batch.capacity() <= 4 * INGEST_RECORDS {
+            if batch.capacity() <= 4 * INGEST_RECORDS * 128 {
                 spare = batch;
             }
         } else {
@@ -696,7 +756,7 @@ pub(super) mod tests {
     pub(super) fn batch(first: i64, events: &[AuditEvent], out: &mut Vec<u8>) {
         let mut body = vec![BATCH];
         body.extend_from_slice(&first.to_le_bytes());
-        audit_segment::encode((0..).zip(events.iter()), &mut body);
+        audit_segment::encode((0..).zip(events.iter().map(AuditEvent::view)), &mut body);
         frame(&body, out);
     }
 
@@ -736,6 +796,23 @@ pub(super) mod tests {
         let replay = decode_all(&bad);
         assert_eq!((replay.legacy.len(), replay.batches.len()), (1, 0));
         assert_eq!(decode_all(&[1, 2, 3]), Replay::default());
+    }
+
+    #[test]
+    fn the_mover_reads_its_frames_back_and_refuses_what_it_did_not_write() {
+        let mut frames = Vec::new();
+        batch(2, &[event(2), event(3)], &mut frames);
+        batch(4, &[event(4)], &mut frames);
+        let expected: Vec<_> = [(2, event(2)), (3, event(3)), (4, event(4))].into_iter().collect();
+        let read = views_of(&frames, 3).unwrap();
+        assert_eq!(read.iter().map(|(s, e)| (*s, e.to_event())).collect::<Vec<_>>(), expected);
+        // A count that does not match, a torn frame, a legacy frame: damage, not a short move.
+        assert!(views_of(&frames, 4).is_err());
+        assert!(views_of(&frames[..frames.len() - 1], 3).is_err());
+        let mut with_legacy = frames.clone();
+        legacy(5, &event(5), &mut with_legacy);
+        assert!(views_of(&with_legacy, 4).is_err());
+        assert_eq!(views_of(&[], 0).map(|v| v.len()), Ok(0));
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use agentvault_core::audit::AuditEvent;
+use agentvault_core::audit::{AuditEvent, AuditEventRef};
 use agentvault_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
@@ -165,6 +165,13 @@ impl SqliteStore {
     /// Appends agent-read audit records to the journal on the calling thread (see [`journal`]):
     /// synchronous on purpose, one short copy into the journal's mapped file.
     async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
+        match events.as_slice() {
+            [one] => self.append_audit_records_now(&[one.view()]),
+            many => self.append_audit_records_now(&many.iter().map(AuditEvent::view).collect::<Vec<_>>()),
+        }
+    }
+
+    fn append_audit_records_now(&self, events: &[AuditEventRef<'_>]) -> DbResult<()> {
         Ok(self.journal()?.append(events)?)
     }
 
@@ -205,7 +212,7 @@ impl crate::write_tx::Committer for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
         }
-        for r in crate::rules::last_reads_in(audit) {
+        for r in crate::rules::last_reads_in(audit.iter().map(AuditEvent::view)) {
             sqlx::query(LAST_READ_UPSERT)
                 .bind(r.workspace_id)
                 .bind(r.secret_name)
