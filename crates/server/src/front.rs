@@ -150,6 +150,8 @@ mod tests {
             "/api/v1/agents/agt_1/secrets/k/",
             "/api/v1/agents/agt_1/secrets/k/versions",
             "/api/v1/agents/agt_1/x/secrets/k",
+            "/api/v1/agents/agt_1/secrets/k/secrets/j",
+            "/api/v1/agents/agt_1secrets/k",
             "/api/v1/agents/agt_1",
             "/api/v2/agents/agt_1/secrets/k",
             "/api/v1/workspaces/ws_1/secrets/k",

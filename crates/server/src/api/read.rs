@@ -58,7 +58,10 @@ pub const ROUTE: &str = "/api/v1/agents/{agent_id}/secrets/{name}";
 /// The agent id and secret name of a path of [`ROUTE`] in which neither has a percent-encoded
 /// character (those the router decodes), else `None`.
 pub fn plain_path(path: &str) -> Option<(&str, &str)> {
-    let (agent_id, name) = path.strip_prefix("/api/v1/agents/")?.split_once("/secrets/")?;
+    // An agent id has no '/': the first one ends it (a search by byte, where "/secrets/" as a
+    // pattern would build a substring searcher on every read).
+    let (agent_id, rest) = path.strip_prefix("/api/v1/agents/")?.split_once('/')?;
+    let name = rest.strip_prefix("secrets/")?;
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
     (plain(agent_id) && plain(name)).then_some((agent_id, name))
 }
