@@ -50,3 +50,24 @@ start_server() {
     PIDS+=("$PID")
     wait_url "$dir/stdout" "$PID" "$name"
 }
+
+# CPU time (user and system) of process $1 in clock ticks (1/100 s).
+process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# setup_read URL ADMIN_TOKEN: one agent, one secret and an API key on a started server; prints
+# "KEY PATH" (the key, and the path of the agent's read of the secret).
+setup_read() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+def api(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+ws = api("GET", "/api/v1/workspaces")["items"][0]["id"]
+agent = api("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
+api("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_51HbenchAbCdEf", "agents": [agent]})
+key = api("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
+print(key, f"/api/v1/agents/{agent}/secrets/stripe_api_key")
+PY
+}

@@ -109,9 +109,9 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 record() { printf '%s=%s\n' "$1" "$2" >>"$OUT/run.txt"; }
 
 # CPU time in clock ticks: of the whole machine (busy, including time stolen by the host), of
-# one process, and of this script's finished children (wrk once it has exited).
+# one process (`process_ticks`, lib.sh), and of this script's finished children (wrk once it
+# has exited).
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 children_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 
 # Waits (up to QUIET_WAIT seconds) until the machine has been idle for two seconds: under
