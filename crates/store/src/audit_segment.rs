@@ -206,6 +206,7 @@ where
         }),
     );
     let mut dict = Dictionary { strings: Vec::with_capacity(16), index: None };
+    // The last id each text column (by its column number; 0 and 1 are not text) referred to.
     let mut last = [None; COLUMNS];
     let l = &mut last;
     Runs::column(&mut cols, records.clone().map(|(_, e)| dict.id_after(&mut l[2], e.workspace_id)));
@@ -231,6 +232,25 @@ where
     }
     out.extend_from_slice(&cols);
     summary
+}
+
+/// At least as many bytes as [`encode_one`] writes for `e` (so that a buffer of this size is
+/// never grown while it encodes).
+pub fn one_len(e: &AuditEventRef<'_>) -> usize {
+    let texts = [e.workspace_id, e.actor_kind, e.actor_id, e.action.as_str(), e.outcome.as_str()];
+    let optional = [e.secret_name, e.agent_id, e.target_id, e.detail];
+    // Version, counts and the 11 columns' runs (a time takes up to 10 bytes), then each string
+    // with its length (3 bytes up to 2 MB; a longer one only makes the buffer grow).
+    48 + texts.into_iter().chain(optional.into_iter().flatten()).map(|s| s.len() + 3).sum::<usize>()
+}
+
+/// The number of records in a block written by [`encode`], read from its header.
+pub fn records_in(bytes: &[u8]) -> Result<usize, Damaged> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.byte()? != VERSION {
+        return Err(Damaged("unknown version"));
+    }
+    r.len(MAX_RECORDS)
 }
 
 /// [`encode`] of one record, byte for byte, without the general encoder's buffers and walks
@@ -264,7 +284,7 @@ pub fn encode_one(e: &AuditEventRef<'_>, out: &mut Vec<u8>) {
         // The first five columns always hold a string; the others hold 0 for none.
         ids[i] = id as u64 + u64::from(i >= 5);
     }
-    out.reserve(24 + dict[..distinct].iter().map(|s| s.len() + 2).sum::<usize>() + 2 * COLUMNS);
+    out.reserve(one_len(e));
     out.push(VERSION);
     put_varint(out, 1);
     put_varint(out, distinct as u64);
@@ -473,7 +493,11 @@ fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'
     if r.len(MAX_RECORDS)? != 1 {
         return Ok(None);
     }
-    let dict_len = r.len(COLUMNS)?;
+    let dict_len = r.len(bytes.len())?;
+    if dict_len > COLUMNS {
+        // More strings than one record can use: the general parser decides what it is.
+        return Ok(None);
+    }
     let mut spans = [(0, 0); COLUMNS];
     let strings_start = r.pos;
     for span in spans.iter_mut().take(dict_len) {
@@ -482,8 +506,9 @@ fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'
         *span = (r.pos, end);
         r.pos = end;
     }
-    // The strings are checked as one: their lengths between them are ASCII bytes when short
-    // (under 128), so a valid whole is valid at every string's bounds. Else one at a time.
+    // The strings are checked as one, and each is cut out of the checked whole where its bounds
+    // fall on character boundaries (they do when every length is under 128: a one-byte length is
+    // ASCII); a string whose bounds do not, or a whole that is not valid, is checked alone.
     let whole = std::str::from_utf8(&bytes[strings_start..r.pos]).ok();
     let mut dict = [""; COLUMNS];
     for (d, (start, end)) in dict.iter_mut().zip(spans).take(dict_len) {
@@ -617,6 +642,7 @@ mod tests {
         let summary = encode(seqs.iter().copied().zip(events.iter().map(AuditEvent::view)), &mut block);
         let keys = index_keys(events.iter().map(AuditEvent::view));
         assert_eq!(summary.records, events.len() as i64);
+        assert_eq!(records_in(&block), Ok(events.len()));
         assert_eq!((summary.first_seq, summary.last_seq), (1_000, 1_000 + 51 * 51));
         assert_eq!((summary.min_at, summary.max_at), (5, 1_700_000_000_500));
         let back = decode(1_000, &block).unwrap();
@@ -657,6 +683,8 @@ mod tests {
             encode([(40 + i as i64, e.view())], &mut general);
             encode_one(&e.view(), &mut one);
             assert_eq!(one, general, "record {i}");
+            assert!(one.len() <= one_len(&e.view()), "record {i}: {} bytes", one.len());
+            assert_eq!(records_in(&one), Ok(1));
             assert_eq!(decode(40, &one).unwrap(), vec![(40, e.clone())]);
         }
     }

@@ -233,12 +233,12 @@ impl PostgresStore {
         Ok(self.write.begin().await?)
     }
 
-    /// Appends agent-read audit records in one statement (the audit writer's group commit).
     /// Never called: PostgreSQL's appends are round trips, group-committed by the audit writer.
     fn append_audit_records_now(&self, _: &[AuditEventRef<'_>]) -> DbResult<()> {
         Err(Error::internal("PostgreSQL has no local audit append; records are group-committed").into())
     }
 
+    /// Appends agent-read audit records in one statement (the audit writer's group commit).
     async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
         if events.is_empty() {
             return Ok(());

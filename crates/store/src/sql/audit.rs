@@ -296,7 +296,11 @@ struct Segment {
 
 /// The blocks of adjacent segments (in sequence order) as one segment.
 fn merged_segment(blocks: &[(i64, Vec<u8>)]) -> DbResult<Segment> {
-    let mut records = Vec::new();
+    let mut total = 0;
+    for (first, data) in blocks {
+        total += audit_segment::records_in(data).map_err(|e| damaged(*first, e))?;
+    }
+    let mut records = Vec::with_capacity(total);
     for (first, data) in blocks {
         audit_segment::views(*first, data, &mut records).map_err(|e| damaged(*first, e))?;
     }

@@ -60,6 +60,9 @@ const FILE_BYTES: usize = 4 * 1024 * 1024;
 /// Small in the unit tests, so that they fill several files.
 #[cfg(test)]
 const FILE_BYTES: usize = 64 * 1024;
+/// The mover keeps its emptied frame buffer for the next appends up to this size: four full moves
+/// of reads' frames (about 128 bytes each).
+const SPARE_FRAMES_BYTES: usize = 4 * INGEST_RECORDS * 128;
 /// The first byte of a batch frame's body (a legacy record's body starts with `[`).
 const BATCH: u8 = 0xA5;
 
@@ -455,7 +458,11 @@ impl AuditJournal {
         }
         // The block is built before the lock: within a batch the numbers are consecutive, and
         // the first one goes in the body's header. The frame's header (length, CRC) comes last.
-        let mut buf = Vec::with_capacity(128 + events.len() * 16);
+        let block = match events {
+            [one] => audit_segment::one_len(one),
+            _ => 128 + events.len() * 16,
+        };
+        let mut buf = Vec::with_capacity(FRAME_HEADER + 9 + block);
         buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(BATCH);
         buf.extend_from_slice(&[0; 8]);
@@ -686,8 +693,13 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
         };
         last_move = Instant::now();
         let mut last = 0;
-        let result =
-            views_of(&batch, count).map_err(|e| journal_err("reading the records to move", e)).and_then(|records| {
+        let result = views_of(&batch, count)
+            .map_err(|e| {
+                // The frames are this process's own, so this is a defect; the records stay
+                // durable in the journal's files, and the next start replays them.
+                journal_err("reading back the records to move (they stay in the journal's files)", e)
+            })
+            .and_then(|records| {
                 last = records.last().map_or(0, |(seq, _)| *seq);
                 insert(&mut conn, &records)
             });
@@ -716,10 +728,15 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
             }
             batch.clear();
             // Kept unless a backlog grew it far past a usual move.
-            if batch.capacity() <= 4 * INGEST_RECORDS * 128 {
+            if batch.capacity() <= SPARE_FRAMES_BYTES {
                 spare = batch;
             }
         } else {
+            // Stopping: what was not moved stays in the journal's files (the stop leaves them),
+            // and the next start replays it.
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -888,6 +905,36 @@ mod recovery_tests {
         store.append_audit(vec![event(41)]).await.unwrap();
         let records = store.list_audit("ws_r", &filter).await.unwrap();
         assert_eq!(records[0].seq, 41);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_while_moves_fail_leaves_the_records_to_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("agentvault.db");
+        let prefix = dir.path().join("agentvault.db-audit-journal");
+        let store = SqliteStore::open(&db).await.unwrap();
+        // From now on every move fails: its table is gone.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute("ALTER TABLE audit_segments RENAME TO audit_segments_away", []).unwrap();
+        // The append is the journal's own write: it succeeds, durable in the file.
+        store.append_audit(vec![event(1)]).await.unwrap();
+        // The stop returns (the mover does not retry forever) and leaves the file. (On a thread of
+        // its own: the stop joins the mover, blocking.)
+        let (stopped, done) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            runtime.block_on(store.close());
+            let _ = stopped.send(());
+        });
+        done.recv_timeout(Duration::from_secs(20)).expect("the stop returns");
+        assert_eq!(journal_files(&prefix).len(), 1, "the records not moved stay in the journal");
+        conn.execute("ALTER TABLE audit_segments_away RENAME TO audit_segments", []).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&db).await.unwrap();
+        let filter = AuditFilter { limit: 10, ..AuditFilter::default() };
+        let records = store.list_audit("ws_r", &filter).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.event.at).collect::<Vec<_>>(), vec![1_001], "moved at the next start");
         store.close().await;
     }
 
