@@ -621,12 +621,12 @@ fn last_reads<'a>(tx: &rusqlite::Transaction<'_>, records: impl IntoIterator<Ite
 /// Moves records (in sequence order) into one segment per workspace, in one transaction that
 /// also brings last reads and the `audit_moved` position up to date.
 fn insert(conn: &mut rusqlite::Connection, records: &[(i64, AuditEventRef<'_>)]) -> Result<()> {
-    let Some((last, first)) = records.last() else { return Ok(()) };
+    let Some((last, newest)) = records.last() else { return Ok(()) };
     // Usually every record is of one workspace: then they are not copied into groups.
     let mut by_workspace: BTreeMap<&str, Vec<(i64, AuditEventRef<'_>)>> = BTreeMap::new();
     let mut groups: Vec<(&str, &[(i64, AuditEventRef<'_>)])> = Vec::new();
-    if records.iter().all(|(_, e)| e.workspace_id == first.workspace_id) {
-        groups.push((first.workspace_id, records));
+    if records.iter().all(|(_, e)| e.workspace_id == newest.workspace_id) {
+        groups.push((newest.workspace_id, records));
     } else {
         for (seq, e) in records {
             by_workspace.entry(e.workspace_id).or_default().push((*seq, *e));
