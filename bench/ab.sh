@@ -41,8 +41,8 @@ BIN_A=$(binary_of "$1")
 BIN_B=$(binary_of "$2")
 start_server a "$BIN_A" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn && URL_A=$URL PID_A=$PID
 start_server b "$BIN_B" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn && URL_B=$URL PID_B=$PID
-read -r KEY_A PATH_A < <(setup_read "$URL_A" "$TOKEN")
-read -r KEY_B PATH_B < <(setup_read "$URL_B" "$TOKEN")
+read -r KEY_A PATH_A _ < <(setup_read "$URL_A" "$TOKEN")
+read -r KEY_B PATH_B _ < <(setup_read "$URL_B" "$TOKEN")
 
 measure() { # url key path connections server-pid -> "requests/s p99-in-ms CPU-µs-per-read"
     local threads=$(( $4 < 2 ? 1 : 2 )) before

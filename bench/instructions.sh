@@ -60,7 +60,7 @@ for bin in "$@"; do
     echo "$name: $bin"
     mkdir -p "$WORK/$name"
     SERVER_PREFIX=$(callgrind "$name") start_server "$name" "$bin" AGENTVAULT_BOOTSTRAP_TOKEN="$TOKEN" AGENTVAULT_LOG=warn
-    read -r key path < <(setup_read "$URL" "$TOKEN")
+    read -r key path _ < <(setup_read "$URL" "$TOKEN")
     count "$name" "$PID" "$URL$path" "$key"
 done
 

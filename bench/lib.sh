@@ -55,7 +55,8 @@ start_server() {
 process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # setup_read URL ADMIN_TOKEN: one agent, one secret and an API key on a started server; prints
-# "KEY PATH" (the key, and the path of the agent's read of the secret).
+# "KEY PATH AGENT WORKSPACE" (the key, the path of the agent's read of the secret, the agent's id
+# and its workspace's).
 setup_read() {
     python3 - "$1" "$2" <<'PY'
 import json, sys, urllib.request
@@ -68,6 +69,6 @@ ws = api("GET", "/api/v1/workspaces")["items"][0]["id"]
 agent = api("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
 api("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_51HbenchAbCdEf", "agents": [agent]})
 key = api("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
-print(key, f"/api/v1/agents/{agent}/secrets/stripe_api_key")
+print(key, f"/api/v1/agents/{agent}/secrets/stripe_api_key", agent, ws)
 PY
 }

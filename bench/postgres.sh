@@ -61,32 +61,15 @@ start() {
         AGENTVAULT_DATABASE_URL="${2:+$PG/$2}"
 }
 
-# setup URL: an agent, its secret and a key; prints "AGENT KEY WS".
-setup() {
-    python3 - "$1" "$ADMIN_TOKEN" <<'EOF'
-import json, sys, urllib.request
-url, token = sys.argv[1], sys.argv[2]
-def call(method, path, body=None):
-    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(req))
-ws = call("GET", "/api/v1/workspaces")["items"][0]["id"]
-agent = call("POST", f"/api/v1/workspaces/{ws}/agents", {"name": "bench agent"})["id"]
-call("POST", f"/api/v1/workspaces/{ws}/secrets", {"name": "stripe_api_key", "value": "sk_live_bench", "agents": [agent]})
-key = call("POST", f"/api/v1/workspaces/{ws}/api-keys", {"name": "bench", "agents": "all"})["token"]
-print(agent, key, ws)
-EOF
-}
-
 createdb bench_one
 createdb bench_two
 start sqlite && SQLITE=$URL SQLITE_PID=$PID
 start pg1 bench_one && PG1=$URL PG1_PID=$PID
 start pg2a bench_two && PG2A=$URL
 start pg2b bench_two && PG2B=$URL
-read -r S_AGENT S_KEY S_WS < <(setup "$SQLITE")
-read -r P_AGENT P_KEY P_WS < <(setup "$PG1")
-read -r Q_AGENT Q_KEY Q_WS < <(setup "$PG2A")
+read -r S_KEY _ S_AGENT S_WS < <(setup_read "$SQLITE" "$ADMIN_TOKEN")
+read -r P_KEY _ P_AGENT P_WS < <(setup_read "$PG1" "$ADMIN_TOKEN")
+read -r Q_KEY _ Q_AGENT Q_WS < <(setup_read "$PG2A" "$ADMIN_TOKEN")
 sleep 1 # B follows A's setup
 
 rps() { awk '/Requests\/sec/ { print $2 }' "$1"; }
