@@ -716,6 +716,17 @@ mod tests {
         assert_eq!(decode(1, &block).unwrap().len(), 4096);
     }
 
+    /// Calls `check` with every copy of `block` that has one bit flipped, and the flipped byte.
+    fn each_bit_flipped(block: &[u8], mut check: impl FnMut(usize, &[u8])) {
+        for at in 0..block.len() {
+            for bit in 0..8 {
+                let mut bad = block.to_vec();
+                bad[at] ^= 1 << bit;
+                check(at, &bad);
+            }
+        }
+    }
+
     #[test]
     fn a_damaged_block_is_an_error_not_a_panic() {
         let events: Vec<AuditEvent> = (0..20).map(|i| read(i, "agt_1", "a")).collect();
@@ -724,14 +735,10 @@ mod tests {
         for cut in 0..block.len() {
             assert!(decode(1, &block[..cut]).is_err(), "cut at {cut}");
         }
-        for i in 0..block.len() {
-            for bit in 0..8 {
-                let mut bad = block.clone();
-                bad[i] ^= 1 << bit;
-                // Either an error or some records; never a panic or a huge allocation.
-                let _ = decode(1, &bad);
-            }
-        }
+        // Either an error or some records; never a panic or a huge allocation.
+        each_bit_flipped(&block, |_, bad| {
+            let _ = decode(1, bad);
+        });
         let mut longer = block.clone();
         longer.push(0);
         assert_eq!(decode(1, &longer), Err(Damaged("trailing bytes")));
@@ -759,17 +766,13 @@ mod tests {
             for cut in 0..block.len() {
                 assert!(view_one(90, &block[..cut]).is_err(), "record {i} cut at {cut}");
             }
-            for at in 0..block.len() {
-                for bit in 0..8 {
-                    let mut bad = block.clone();
-                    bad[at] ^= 1 << bit;
-                    // An error, another block's answer, or the general parser's: never a panic.
-                    if let Ok(Some(one)) = view_one(90, &bad) {
-                        let parsed = Block::parse(90, &bad).unwrap();
-                        assert_eq!(Ok(one), parsed.view(0).map(|v| (parsed.seq(0), v)), "record {i} byte {at}");
-                    }
+            // An error, another block's answer, or the general parser's: never a panic.
+            each_bit_flipped(&block, |at, bad| {
+                if let Ok(Some(one)) = view_one(90, bad) {
+                    let parsed = Block::parse(90, bad).unwrap();
+                    assert_eq!(Ok(one), parsed.view(0).map(|v| (parsed.seq(0), v)), "record {i} byte {at}");
                 }
-            }
+            });
             let mut longer = block.clone();
             longer.push(0);
             assert_eq!(view_one(90, &longer), Err(Damaged("trailing bytes")));
