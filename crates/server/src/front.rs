@@ -93,7 +93,11 @@ where
             && let Some((agent_id, name)) = read::plain_path(req.uri().path())
         {
             let (agent_id, name) = (agent_id.to_owned(), name.to_owned());
-            let query = extract::query_of(req.uri());
+            // Without a query string there is nothing to parse (the usual read).
+            let query = match req.uri().query() {
+                None => Ok(read::ReadQuery { env: None }),
+                Some(_) => extract::query_of(req.uri()),
+            };
             let authorization = req.headers().get(header::AUTHORIZATION).cloned();
             let answer = Answer::for_route(&Method::GET, self.0.read_route);
             let conn = self.0.clone();

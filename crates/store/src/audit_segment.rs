@@ -117,6 +117,19 @@ impl Runs {
     }
 }
 
+/// Whether two strings are equal, without comparing their bytes when they are one slice (the
+/// records [`Views`] reads from alike blocks borrow the same strings).
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+fn same_optional(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 /// Up to this many distinct strings a block's dictionary is searched in order (a read's own
 /// record has about eight); past it, through a hash map.
 const DICTIONARY_SCAN: usize = 24;
@@ -154,7 +167,7 @@ impl<'a> Dictionary<'a> {
     /// record to record, so that one is compared first.
     fn id_after(&mut self, last: &mut Option<u64>, s: &'a str) -> u64 {
         if let Some(id) = *last
-            && self.strings[id as usize] == s
+            && same(self.strings[id as usize], s)
         {
             return id;
         }
@@ -308,8 +321,10 @@ pub fn index_keys<'a>(records: impl IntoIterator<Item = AuditEventRef<'a>>) -> V
     for e in records {
         // A record usually has its neighbour's keys: compared once instead of five inserts.
         if let Some(p) = previous
-            && (p.actor_id, p.action, p.outcome, p.secret_name, p.agent_id)
-                == (e.actor_id, e.action, e.outcome, e.secret_name, e.agent_id)
+            && (p.action, p.outcome) == (e.action, e.outcome)
+            && same(p.actor_id, e.actor_id)
+            && same_optional(p.secret_name, e.secret_name)
+            && same_optional(p.agent_id, e.agent_id)
         {
             continue;
         }
@@ -483,9 +498,46 @@ impl<'a> Block<'a> {
     }
 }
 
+/// [`parse_one`]'s record with its sequence number.
+#[cfg(test)]
+fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'_>)>, Damaged> {
+    Ok(parse_one(bytes)?.map(|one| (first_seq.wrapping_add(one.seq_offset), one.event)))
+}
+
+/// A one-record block as [`parse_one`] reads it, with where its time is written.
+#[derive(Clone, Copy)]
+struct One<'a> {
+    bytes: &'a [u8],
+    /// The bytes of the time's varint.
+    at: (usize, usize),
+    /// The record's offset from the block's first sequence number.
+    seq_offset: i64,
+    event: AuditEventRef<'a>,
+}
+
+impl<'a> One<'a> {
+    /// `bytes` read as this block with another time: they must be this block's bytes before
+    /// and after the time's varint, with a varint between (a reader of the whole would take the
+    /// same path through it and find the same record, at that time). Consecutive records of a
+    /// stream of reads are usually alike but for their time.
+    fn with_other_time(&self, bytes: &'a [u8]) -> Option<One<'a>> {
+        let (start, end) = self.at;
+        if bytes.get(..start)? != &self.bytes[..start] {
+            return None;
+        }
+        let mut r = Reader { bytes, pos: start };
+        let at = r.varint().ok()?;
+        if bytes[r.pos..] != self.bytes[end..] {
+            return None;
+        }
+        let event = AuditEventRef { at: unzigzag(at), ..self.event };
+        Some(One { bytes, at: (start, r.pos), seq_offset: self.seq_offset, event })
+    }
+}
+
 /// The one record of a block that holds one (as [`encode_one`] writes it), read without the
 /// general parser's column buffers: `None` if the block holds another number of records.
-fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'_>)>, Damaged> {
+fn parse_one(bytes: &[u8]) -> Result<Option<One<'_>>, Damaged> {
     let mut r = Reader { bytes, pos: 0 };
     if r.byte()? != VERSION {
         return Err(Damaged("unknown version"));
@@ -518,8 +570,13 @@ fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'
         };
     }
     let mut values = [0u64; COLUMNS];
-    for v in &mut values {
+    let mut at = (0, 0);
+    for (col, v) in values.iter_mut().enumerate() {
+        let start = r.pos;
         *v = r.varint()?;
+        if col == 1 {
+            at = (start, r.pos);
+        }
         if r.varint()? != 1 {
             return Err(Damaged("a run does not cover the record"));
         }
@@ -556,16 +613,45 @@ fn view_one(first_seq: i64, bytes: &[u8]) -> Result<Option<(i64, AuditEventRef<'
         target_id: optional(9)?,
         detail: optional(10)?,
     };
-    Ok(Some((first_seq.wrapping_add(values[0] as i64), event)))
+    Ok(Some(One { bytes, at, seq_offset: values[0] as i64, event }))
 }
 
 /// Every record of a block written by [`encode`] or [`encode_one`], appended to `out` with its
 /// sequence number, its strings borrowed from `bytes`.
 pub fn views<'a>(first_seq: i64, bytes: &'a [u8], out: &mut Vec<(i64, AuditEventRef<'a>)>) -> Result<(), Damaged> {
-    if let Some(one) = view_one(first_seq, bytes)? {
-        out.push(one);
-        return Ok(());
+    Views::default().push(first_seq, bytes, out)
+}
+
+/// Reads consecutive blocks, as [`views`] does, remembering the last block of one record: the
+/// next one that differs from it only in its time (the usual case in a stream of reads: the same
+/// key reading the same secret) is read by comparing their bytes, not parsed again.
+#[derive(Default)]
+pub struct Views<'a> {
+    last: Option<One<'a>>,
+}
+
+impl<'a> Views<'a> {
+    /// Every record of the block, appended to `out` (see [`views`]).
+    pub fn push(
+        &mut self,
+        first_seq: i64,
+        bytes: &'a [u8],
+        out: &mut Vec<(i64, AuditEventRef<'a>)>,
+    ) -> Result<(), Damaged> {
+        let one = match self.last.and_then(|last| last.with_other_time(bytes)) {
+            Some(one) => Some(one),
+            None => parse_one(bytes)?,
+        };
+        if let Some(one) = one {
+            out.push((first_seq.wrapping_add(one.seq_offset), one.event));
+            self.last = Some(one);
+            return Ok(());
+        }
+        views_of_block(first_seq, bytes, out)
     }
+}
+
+fn views_of_block<'a>(first_seq: i64, bytes: &'a [u8], out: &mut Vec<(i64, AuditEventRef<'a>)>) -> Result<(), Damaged> {
     let block = Block::parse(first_seq, bytes)?;
     out.reserve(block.len());
     for i in 0..block.len() {
@@ -784,6 +870,59 @@ mod tests {
         let mut all = Vec::new();
         views(5, &block, &mut all).unwrap();
         assert_eq!(all, (5..).zip(events.iter().map(AuditEvent::view)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn blocks_alike_but_for_their_time_read_as_each_block_alone() {
+        let at = |t: Millis| read(t, "agt_1", "stripe_api_key");
+        let one = |e: &AuditEvent| {
+            let mut block = Vec::new();
+            encode_one(&e.view(), &mut block);
+            block
+        };
+        // Each block's records and result, read after the ones before it and read alone.
+        let check = |blocks: &[Vec<u8>]| {
+            let mut stream = Views::default();
+            for (i, b) in blocks.iter().enumerate() {
+                let (mut after, mut alone) = (Vec::new(), Vec::new());
+                let got = stream.push(40 + i as i64, b, &mut after);
+                assert_eq!(got, views(40 + i as i64, b, &mut alone), "block {i}");
+                assert_eq!(after, alone, "block {i}");
+            }
+        };
+        let several = {
+            let mut block = Vec::new();
+            encode((0..).zip([at(1), at(2)].iter().map(AuditEvent::view)), &mut block);
+            block
+        };
+        let base = one(&at(7));
+        check(&[
+            base.clone(),
+            one(&at(8)),
+            one(&at(1 << 40)),
+            one(&at(-5)),
+            one(&at(Millis::MIN)),
+            one(&at(9).detail("x")),
+            one(&read(10, "agt_1", "other_secret")),
+            one(&read(10, "agt_2", "stripe_api_key")),
+            one(&at(11)),
+            several,
+            one(&at(12)),
+            base[..base.len() - 1].to_vec(),
+            one(&at(13)),
+        ]);
+        // A damaged block after an intact one reads as it does alone: an error, or its record.
+        each_bit_flipped(&base, |_, bad| check(&[base.clone(), bad.to_vec()]));
+        for cut in 0..base.len() {
+            check(&[base.clone(), base[..cut].to_vec()]);
+        }
+        // Alike blocks borrow the first one's strings.
+        let (first, second) = (one(&at(1)), one(&at(2)));
+        let (mut stream, mut out) = (Views::default(), Vec::new());
+        stream.push(1, &first, &mut out).unwrap();
+        stream.push(2, &second, &mut out).unwrap();
+        assert!(std::ptr::eq(out[0].1.secret_name.unwrap(), out[1].1.secret_name.unwrap()));
+        assert_eq!(out[1], (2, at(2).view()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The domain rules a store enforces inside its transactions, as pure functions: a backend reads
 //! what a rule needs, asks it, and writes nothing when it refuses.
 
+use crate::audit_segment::same;
 use agentvault_core::audit::{Action, AuditEventRef, Outcome};
 use agentvault_core::model::Millis;
 use agentvault_core::model::{ADMIN_TOKEN_ID_PREFIX, KeyScope, PERSONAL_TOKEN_ID_PREFIX, Role};
@@ -79,10 +80,9 @@ pub fn last_reads_in<'a>(events: impl IntoIterator<Item = AuditEventRef<'a>>) ->
         else {
             continue;
         };
-        match out
-            .iter_mut()
-            .find(|r| r.secret_name == secret_name && r.agent_id == agent_id && r.workspace_id == e.workspace_id)
-        {
+        match out.iter_mut().find(|r| {
+            same(r.secret_name, secret_name) && same(r.agent_id, agent_id) && same(r.workspace_id, e.workspace_id)
+        }) {
             Some(r) => r.at = r.at.max(e.at),
             None => out.push(LastRead { workspace_id: e.workspace_id, secret_name, agent_id, at: e.at }),
         }

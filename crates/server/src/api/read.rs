@@ -62,7 +62,8 @@ pub fn plain_path(path: &str) -> Option<(&str, &str)> {
     // pattern would build a substring searcher on every read).
     let (agent_id, rest) = path.strip_prefix("/api/v1/agents/")?.split_once('/')?;
     let name = rest.strip_prefix("secrets/")?;
-    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    // Byte by byte: a pattern of chars would decode each character first.
+    let plain = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'/' || b == b'%');
     (plain(agent_id) && plain(name)).then_some((agent_id, name))
 }
 

@@ -170,10 +170,11 @@ fn decode_all(bytes: &[u8]) -> Replay {
 fn views_of(frames: &[u8], count: usize) -> std::result::Result<Vec<(i64, AuditEventRef<'_>)>, audit_segment::Damaged> {
     let mut out = Vec::with_capacity(count);
     let mut read = 0;
+    let mut views = audit_segment::Views::default();
     for body in bodies(frames, false) {
         read += FRAME_HEADER + body.len();
         let (first, block) = batch_body(body).ok_or(audit_segment::Damaged("not a batch frame"))?;
-        audit_segment::views(first, block, &mut out)?;
+        views.push(first, block, &mut out)?;
     }
     if read != frames.len() || out.len() != count {
         return Err(audit_segment::Damaged("records are missing"));
