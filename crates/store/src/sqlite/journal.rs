@@ -215,9 +215,10 @@ struct JournalFile {
 struct Shared {
     /// File `n` is `<prefix>.<n>`.
     prefix: PathBuf,
-    /// The file appended to. Its lock is also the one under which sequence numbers are handed
-    /// out, so the journal is in sequence order.
-    current: Mutex<JournalFile>,
+    /// The file appended to and the frames waiting for the mover, under one lock (an append
+    /// takes one). It is also the lock under which sequence numbers are handed out, so the
+    /// journal is in sequence order.
+    appends: Mutex<Appends>,
     /// The next audit sequence number (shared with the mutations' records).
     seq: Arc<AtomicI64>,
     /// Full files and the last sequence number in each; deleted once everything in it is moved.
@@ -226,19 +227,20 @@ struct Shared {
     next: Mutex<Option<JournalFile>>,
     /// How many files the mover has prepared: each gets a name of its own.
     prepared: AtomicU64,
-    pending: Mutex<Pending>,
     /// Signalled when records are appended (wakes the mover) and when they are moved.
     changed: Condvar,
     stop: AtomicBool,
 }
 
-impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// What an append changes.
+struct Appends {
+    file: JournalFile,
+    pending: Pending,
+}
 
-    fn current(&self) -> MutexGuard<'_, JournalFile> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+impl Shared {
+    fn appends(&self) -> MutexGuard<'_, Appends> {
+        self.appends.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn retired(&self) -> MutexGuard<'_, Vec<(u64, i64)>> {
@@ -426,19 +428,21 @@ impl AuditJournal {
         let first = found.last().map_or(0, |n| n + 1);
         let shared = Arc::new(Shared {
             prefix: prefix.to_owned(),
-            current: Mutex::new(open_file(&file_path(prefix, first), first, 0)?),
+            appends: Mutex::new(Appends {
+                file: open_file(&file_path(prefix, first), first, 0)?,
+                pending: Pending {
+                    frames: Vec::new(),
+                    waiting: 0,
+                    appended: last,
+                    ingested: last,
+                    failing: false,
+                    hurry: false,
+                },
+            }),
             seq,
             retired: Mutex::new(Vec::new()),
             next: Mutex::new(None),
             prepared: AtomicU64::new(0),
-            pending: Mutex::new(Pending {
-                frames: Vec::new(),
-                waiting: 0,
-                appended: last,
-                ingested: last,
-                failing: false,
-                hurry: false,
-            }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -473,16 +477,16 @@ impl AuditJournal {
                 audit_segment::encode((0..).zip(events.iter().copied()), &mut buf);
             }
         }
-        let mut file = self.shared.current();
+        let mut appends = self.shared.appends();
+        let Appends { file, pending: p } = &mut *appends;
         if self.shared.stop.load(Ordering::SeqCst) {
             return Err(Error::unavailable("the audit journal is closed: agentvault is stopping"));
         }
         let mut full = None;
         if file.used + buf.len() > file.map.len() {
             let next = self.shared.next_file(file.number + 1, buf.len())?;
-            let done = std::mem::replace(&mut *file, next);
-            let last_in_full = self.shared.pending().appended;
-            self.shared.retired().push((done.number, last_in_full));
+            let done = std::mem::replace(file, next);
+            self.shared.retired().push((done.number, p.appended));
             full = Some(done);
         }
         let first = self.shared.seq.fetch_add(events.len() as i64, Ordering::Relaxed);
@@ -496,15 +500,13 @@ impl AuditJournal {
         };
         place.copy_from_slice(&buf);
         file.used += buf.len();
-        let mut p = self.shared.pending();
         p.appended = last;
         let was_empty = p.waiting == 0;
         p.frames.extend_from_slice(&buf);
         p.waiting += events.len();
         // The mover sleeps while nothing waits, and otherwise only until its next move is due.
         let wake = was_empty || p.waiting >= INGEST_RECORDS;
-        drop(p);
-        drop(file);
+        drop(appends);
         if wake {
             self.shared.changed.notify_all();
         }
@@ -515,22 +517,22 @@ impl AuditJournal {
 
     /// Waits until every record appended so far is moved.
     pub fn sync(&self) -> Result<()> {
-        let mut p = self.shared.pending();
-        let target = p.appended;
-        if p.ingested < target {
-            p.hurry = true;
+        let mut a = self.shared.appends();
+        let target = a.pending.appended;
+        if a.pending.ingested < target {
+            a.pending.hurry = true;
             self.shared.changed.notify_all();
         }
-        while p.ingested < target {
-            if p.failing {
+        while a.pending.ingested < target {
+            if a.pending.failing {
                 return Err(Error::unavailable(
                     "the audit log cannot be written to the database right now; try again shortly",
                 ));
             }
-            p = self
+            a = self
                 .shared
                 .changed
-                .wait_timeout(p, Duration::from_millis(50))
+                .wait_timeout(a, Duration::from_millis(50))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
@@ -540,13 +542,12 @@ impl AuditJournal {
     /// Moves what is left, stops the mover, and removes the journal's files once everything in
     /// them is moved. Appends after this fail.
     pub fn close(&self) {
-        // Under the file's lock, so that no append is half done, and under the records' lock,
-        // so that the mover, which reads it there before it waits, cannot miss the wake-up.
+        // Under the appends' lock, so that no append is half done, and so that the mover, which
+        // reads it there before it waits, cannot miss the wake-up.
         let current = {
-            let file = self.shared.current();
-            let _records = self.shared.pending();
+            let a = self.shared.appends();
             self.shared.stop.store(true, Ordering::SeqCst);
-            file.number
+            a.file.number
         };
         self.shared.changed.notify_all();
         let handle = self.mover.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -559,7 +560,7 @@ impl AuditJournal {
             tracing::warn!(error = %e, path = %file.path.display(), "removing an audit journal file failed");
         }
         let moved = {
-            let p = self.shared.pending();
+            let p = &self.shared.appends().pending;
             p.waiting == 0 && p.ingested >= p.appended
         };
         if moved {
@@ -672,23 +673,24 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
     let mut spare = Vec::new();
     loop {
         let (mut batch, count) = {
-            let mut p = shared.pending();
+            let mut a = shared.appends();
             loop {
                 let stopping = shared.stop.load(Ordering::SeqCst);
-                if p.waiting == 0 {
+                if a.pending.waiting == 0 {
                     if stopping {
                         return;
                     }
-                    p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                    a = shared.changed.wait(a).unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
                 let due = last_move.elapsed() >= INGEST_EVERY;
-                if stopping || due || p.hurry || p.waiting >= INGEST_RECORDS {
+                if stopping || due || a.pending.hurry || a.pending.waiting >= INGEST_RECORDS {
                     break;
                 }
                 let left = INGEST_EVERY.saturating_sub(last_move.elapsed());
-                p = shared.changed.wait_timeout(p, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+                a = shared.changed.wait_timeout(a, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
+            let p = &mut a.pending;
             p.hurry = false;
             (std::mem::replace(&mut p.frames, std::mem::take(&mut spare)), std::mem::take(&mut p.waiting))
         };
@@ -705,7 +707,7 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
                 insert(&mut conn, &records)
             });
         {
-            let mut p = shared.pending();
+            let p = &mut shared.appends().pending;
             match &result {
                 Ok(()) => {
                     p.ingested = p.ingested.max(last);
@@ -745,7 +747,7 @@ fn move_records(shared: &Shared, mut conn: rusqlite::Connection) {
 
 /// Deletes the full journal files whose records are all moved.
 fn remove_moved_files(shared: &Shared) {
-    let ingested = shared.pending().ingested;
+    let ingested = shared.appends().pending.ingested;
     let mut retired = shared.retired();
     retired.retain(|(number, last)| {
         if *last > ingested {
