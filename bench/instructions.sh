@@ -5,7 +5,11 @@
 # executes hardly moves, so a change of a few percent shows in one run. It counts user space only
 # (every thread of the server: the request, the journal's mover, …), not the kernel's network
 # work, which is the same for every server; compare it with requests/s and CPU time from
-# bench/run.sh or bench/ab.sh, not instead of them.
+# bench/run.sh or bench/ab.sh, not instead of them. The server's first audit upkeep (10 s after
+# its start) falls inside the counted window: it merges the small segments that the journal's
+# moves leave at valgrind's slow read rate, about 3,000 instructions per read that a server at
+# full speed (whose moves already make large segments) does not spend; it weighs on every build
+# alike.
 #
 #   bash bench/instructions.sh [AGENTVAULT_BINARY ...]
 #
