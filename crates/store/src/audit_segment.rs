@@ -631,7 +631,8 @@ pub struct Views<'a> {
 }
 
 impl<'a> Views<'a> {
-    /// Every record of the block, appended to `out` (see [`views`]).
+    /// Every record of the block, appended to `out` (see [`views`]); a record read by comparing
+    /// bytes borrows its strings from the earlier block it matched, which lives as long.
     pub fn push(
         &mut self,
         first_seq: i64,
