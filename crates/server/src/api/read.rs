@@ -83,5 +83,5 @@ pub async fn answer(
         Err(e) => return Err(st.refuse_personal_token(authorization, e, now).await.into()),
     };
     let env = q?.env;
-    Ok(Json(read::read_with_key(st, &key, agent_id, name, env.as_deref()).await?))
+    Ok(Json(read::read_with_key(st, &key, agent_id, name, env.as_deref(), now).await?))
 }

@@ -181,15 +181,16 @@ fn key_env(key: &KeyEntry, asked: Option<&str>) -> Result<Option<Env>> {
     }
 }
 
-/// A read over HTTP by an agent with an (authenticated) API key.
+/// A read over HTTP by an agent with an (authenticated) API key, at `now` (the time the key
+/// was checked at: the record's time).
 pub async fn read_with_key(
     st: &AppState,
     key: &KeyEntry,
     agent_id: String,
     name: String,
     env: Option<&str>,
+    now: Millis,
 ) -> Result<AgentReadOut> {
-    let now = now_millis();
     let ws = key.meta.workspace_id.as_str();
     let env = key_env(key, env)?;
     let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
