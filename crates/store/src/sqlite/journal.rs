@@ -850,11 +850,19 @@ mod recovery_tests {
             .agent("agt_r")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_journal_left_by_a_crash_is_replayed_once() {
+    /// A store opened in a new temporary directory: the directory, the database's path, the
+    /// journal's prefix and the store.
+    async fn opened() -> (tempfile::TempDir, PathBuf, PathBuf, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("agentvault.db");
+        let prefix = dir.path().join("agentvault.db-audit-journal");
         let store = SqliteStore::open(&db).await.unwrap();
+        (dir, db, prefix, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_left_by_a_crash_is_replayed_once() {
+        let (_dir, db, prefix, store) = opened().await;
         store.append_audit(vec![event(1)]).await.unwrap();
         store.close().await;
         drop(store);
@@ -862,7 +870,6 @@ mod recovery_tests {
         // What a killed process leaves: a file with record 1 again (moved already, as a file
         // not yet deleted would hold it), records 2..=4, and a torn batch. Beside it, a file
         // from a version before segments, with one record already in `audit_log` and one not.
-        let prefix = dir.path().join("agentvault.db-audit-journal");
         let mut bytes = Vec::new();
         let first_seq = 1; // the sequence number record 1 got above
         batch(first_seq, &[event(1)], &mut bytes);
@@ -913,10 +920,7 @@ mod recovery_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_while_moves_fail_leaves_the_records_to_the_next_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("agentvault.db");
-        let prefix = dir.path().join("agentvault.db-audit-journal");
-        let store = SqliteStore::open(&db).await.unwrap();
+        let (_dir, db, prefix, store) = opened().await;
         // From now on every move fails: its table is gone.
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute("ALTER TABLE audit_segments RENAME TO audit_segments_away", []).unwrap();
@@ -947,10 +951,7 @@ mod recovery_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_fill_allocated_files_in_turn_and_a_clean_stop_leaves_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("agentvault.db");
-        let prefix = dir.path().join("agentvault.db-audit-journal");
-        let store = SqliteStore::open(&db).await.unwrap();
+        let (_dir, db, prefix, store) = opened().await;
         let first = journal_files(&prefix);
         assert_eq!(first.len(), 1);
         let meta = std::fs::metadata(file_path(&prefix, first[0])).unwrap();
