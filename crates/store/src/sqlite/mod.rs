@@ -165,10 +165,7 @@ impl SqliteStore {
     /// Appends agent-read audit records to the journal on the calling thread (see [`journal`]):
     /// synchronous on purpose, one short copy into the journal's mapped file.
     async fn append_audit_records(&self, events: Vec<AuditEvent>) -> DbResult<()> {
-        match events.as_slice() {
-            [one] => self.append_audit_records_now(&[one.view()]),
-            many => self.append_audit_records_now(&many.iter().map(AuditEvent::view).collect::<Vec<_>>()),
-        }
+        self.append_audit_records_now(&events.iter().map(AuditEvent::view).collect::<Vec<_>>())
     }
 
     fn append_audit_records_now(&self, events: &[AuditEventRef<'_>]) -> DbResult<()> {
