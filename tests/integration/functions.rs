@@ -67,6 +67,13 @@ fn functions_are_checked_before_they_are_stored() {
             "describe when",
         ),
         (
+            // PostgreSQL's text cannot hold a NUL: both backends refuse it with 400, not 500.
+            json!({"name": "refund", "description": "refund\u{0}", "code": "def refund(conv):\n    pass\n"}),
+            400,
+            "invalid_input",
+            "control characters",
+        ),
+        (
             json!({"name": "refund", "description": "d", "code": "def refund(conv):\n    pass\n", "timeout_ms": 5}),
             400,
             "invalid_input",

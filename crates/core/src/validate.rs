@@ -33,13 +33,23 @@ pub fn secret_name_rule(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// An optional description: at most 1,000 characters.
+/// An optional description: at most 1,000 characters, with line breaks and tabs but no other
+/// control character (PostgreSQL's text cannot hold a NUL; both backends refuse the same).
 pub fn description(text: &str) -> Result<()> {
     let n = text.chars().count();
     if n > DESCRIPTION_MAX_CHARS {
         return Err(Error::invalid(
             "description",
             format!("description is {n} characters long; the limit is {DESCRIPTION_MAX_CHARS}"),
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(Error::invalid(
+            "description",
+            format!(
+                "description must not contain control characters (found U+{:04X}); line breaks and tabs are fine",
+                u32::from(bad)
+            ),
         ));
     }
     Ok(())
@@ -199,6 +209,15 @@ mod tests {
     fn description_limit_counts_characters() {
         assert!(description(&"é".repeat(1000)).is_ok());
         assert!(description(&"e".repeat(1001)).is_err());
+    }
+
+    #[test]
+    fn descriptions_keep_line_breaks_and_tabs_but_no_other_control_character() {
+        assert!(description("first line\r\nsecond\tcolumn").is_ok());
+        for bad in ["k\u{0}", "\u{7}bell", "esc\u{1b}[0m", "c1\u{85}"] {
+            let e = description(bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("description"), "{bad:?}");
+        }
     }
 
     #[test]
