@@ -21,7 +21,7 @@ pub struct ParamBody {
     #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub description: String,
     #[serde(rename = "type")]
     #[schema(value_type = super::doc::ParamType)]
@@ -35,7 +35,11 @@ pub struct CreateFunction {
     #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     /// Tells the LLM when to call the function (not blank).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,
@@ -50,7 +54,11 @@ pub struct CreateFunction {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceFunction {
     /// Tells the LLM when to call the function (not blank).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
     pub description: String,
     #[serde(default)]
     pub parameters: Vec<ParamBody>,

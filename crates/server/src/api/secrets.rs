@@ -21,7 +21,7 @@ pub struct CreateSecret {
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub description: String,
     /// A string (single value) or an object of strings (key/value pairs).
     #[schema(value_type = SecretValueSchema)]
@@ -77,7 +77,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Secre
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
     /// A new value: stored as a new version.
     #[schema(value_type = Option<SecretValueSchema>)]
@@ -242,7 +242,7 @@ pub struct ImportSecret {
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub description: String,
     /// A string (single value) or an object of strings (key/value pairs).
     #[schema(value_type = SecretValueSchema)]
