@@ -11,6 +11,13 @@
 #
 #   bash bench/postgres.sh        (BENCH_DURATION=10s BENCH_ROUNDS=3 BENCH_CHANGES=1000)
 #
+# With BENCH_BOUNDS=1 it also measures how far any audit statement could take PostgreSQL's
+# reads on this machine: a build of the committed HEAD with bench/postgres-bounds.patch applied
+# (not a correct build: its group commit does less than a read's record needs) runs three more
+# servers on PostgreSQL, one per bound: `segments` stores the batch's segment rows only (no
+# index keys, no last reads), `select` sends `SELECT 1` instead of the records (one round trip
+# per batch, nothing stored), `none` sends nothing (the group commit's own cost in agentvault).
+#
 # Starts a throwaway PostgreSQL cluster (as the postgres user when run as root) with the
 # defaults a production one has (fsync and synchronous_commit on). Results: bench/out/postgres/.
 set -euo pipefail
@@ -61,6 +68,26 @@ start() {
         AGENTVAULT_DATABASE_URL="${2:+$PG/$2}"
 }
 
+# Prints the bounds build (see the top), built from a clean export of HEAD with the patch.
+bounds_binary() {
+    local commit src
+    commit=$(git -C "$ROOT" rev-parse --verify HEAD)
+    src=$TARGET_DIR/pg-bounds-$commit
+    if [[ ! -x $src/target/release/agentvault ]]; then
+        rm -rf "$src" && mkdir -p "$src"
+        git -C "$ROOT" archive "$commit" | tar -x -C "$src"
+        patch -s -d "$src" -p1 <"$ROOT/bench/postgres-bounds.patch" || die "bench/postgres-bounds.patch no longer applies"
+        (cd "$src" && CARGO_TARGET_DIR=$src/target cargo build --release -q -p agentvault) >&2
+    fi
+    echo "$src/target/release/agentvault"
+}
+BOUNDS=()
+if [[ ${BENCH_BOUNDS:-0} == 1 ]]; then
+    log "building the bounds build"
+    BOUNDS_BIN=$(bounds_binary)
+    BOUNDS=(segments select none)
+fi
+
 createdb bench_one
 createdb bench_two
 start sqlite && SQLITE=$URL SQLITE_PID=$PID
@@ -70,6 +97,14 @@ start pg2b bench_two && PG2B=$URL
 read -r S_KEY _ S_AGENT S_WS < <(setup_read "$SQLITE" "$ADMIN_TOKEN")
 read -r P_KEY _ P_AGENT P_WS < <(setup_read "$PG1" "$ADMIN_TOKEN")
 read -r Q_KEY _ Q_AGENT Q_WS < <(setup_read "$PG2A" "$ADMIN_TOKEN")
+declare -A B_URL B_PID B_KEY B_AGENT
+for bound in "${BOUNDS[@]}"; do
+    createdb "bench_$bound"
+    start_server "$bound" "$BOUNDS_BIN" AGENTVAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" AGENTVAULT_ROOT_KEY="$ROOT_KEY" \
+        AGENTVAULT_DATABASE_URL="$PG/bench_$bound" AGENTVAULT_BENCH_BOUND="$bound"
+    B_URL[$bound]=$URL B_PID[$bound]=$PID
+    read -r B_KEY[$bound] _ B_AGENT[$bound] _ < <(setup_read "$URL" "$ADMIN_TOKEN")
+done
 sleep 1 # B follows A's setup
 
 rps() { awk '/Requests\/sec/ { print $2 }' "$1"; }
@@ -79,23 +114,38 @@ pg_ticks() { local p t=0; for p in $(pgrep -u postgres); do t=$((t + $(ticks "$p
 requests() { awk '/requests in/ { print $1 }' "$1"; }
 # µs of CPU per read: ticks over requests.
 per_read() { awk -v t="$1" -v r="$2" 'BEGIN { printf "%.1f", t * 10000 / r }'; }
+# A counter of a server's /metrics.
+counter() { curl -sf "$1/metrics" | awk -v m="agentvault_$2_total" '$1 == m { print $2 }'; }
+# One wrk run at 32 connections against URL (server PID, agent AGENT, key KEY) into FILE; sets
+# R_RPS, R_P99, R_BATCH (records per group commit), R_CPU and R_DB (agentvault's and PostgreSQL's
+# CPU µs per read).
+reads_on() {
+    local url=$1 pid=$2 key=$3 agent=$4 file=$5 before db_before records batches n
+    before=$(ticks "$pid") db_before=$(pg_ticks)
+    records=$(counter "$url" audit_records) batches=$(counter "$url" audit_batches)
+    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $key" "$url$(read_path "$agent")" >"$file"
+    if grep -Eq 'Non-2xx|Socket errors' "$file"; then die "wrk saw errors in $file"; fi
+    R_CPU=$(per_read $(($(ticks "$pid") - before)) "$(requests "$file")")
+    R_DB=$(per_read $(($(pg_ticks) - db_before)) "$(requests "$file")")
+    records=$(($(counter "$url" audit_records) - records)) batches=$(($(counter "$url" audit_batches) - batches))
+    R_BATCH=$(awk -v r="$records" -v b="$batches" 'BEGIN { printf "%.1f", b ? r / b : 0 }')
+    R_RPS=$(rps "$file") R_P99=$(p99 "$file")
+}
 p99() { awk '$1 == "99%" { print $2 }' "$1"; }
 read_path() { echo "/api/v1/agents/$1/secrets/stripe_api_key"; }
 
 : >"$OUT/reads.txt"
 for round in $(seq 1 "$ROUNDS"); do
     log "reads, round $round/$ROUNDS ($DURATION each, 32 connections)"
-    s_before=$(ticks "$SQLITE_PID")
-    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $S_KEY" "$SQLITE$(read_path "$S_AGENT")" >"$OUT/sqlite.r$round.txt"
-    s_used=$(($(ticks "$SQLITE_PID") - s_before))
-    p_before=$(ticks "$PG1_PID") db_before=$(pg_ticks)
-    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $P_KEY" "$PG1$(read_path "$P_AGENT")" >"$OUT/pg1.r$round.txt"
-    p_used=$(($(ticks "$PG1_PID") - p_before)) db_used=$(($(pg_ticks) - db_before))
+    reads_on "$SQLITE" "$SQLITE_PID" "$S_KEY" "$S_AGENT" "$OUT/sqlite.r$round.txt"
+    s_rps=$R_RPS s_cpu=$R_CPU
+    reads_on "$PG1" "$PG1_PID" "$P_KEY" "$P_AGENT" "$OUT/pg1.r$round.txt"
+    p_batch=$R_BATCH p_cpu=$R_CPU p_db=$R_DB
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2A$(read_path "$Q_AGENT")" >"$OUT/pg2a.r$round.txt" &
     first=$!
     wrk -t1 -c16 -d"$DURATION" --latency -H "Authorization: Bearer $Q_KEY" "$PG2B$(read_path "$Q_AGENT")" >"$OUT/pg2b.r$round.txt"
     wait "$first"
-    for f in sqlite pg1 pg2a pg2b; do
+    for f in pg2a pg2b; do
         grep -Eq 'Non-2xx|Socket errors' "$OUT/$f.r$round.txt" && die "wrk saw errors in $OUT/$f.r$round.txt"
     done
     printf 'round=%s sqlite=%s pg1=%s pg2=%s sqlite_p99=%s pg1_p99=%s pg2a_p99=%s pg2b_p99=%s\n' "$round" \
@@ -104,10 +154,14 @@ for round in $(seq 1 "$ROUNDS"); do
         "$(p99 "$OUT/sqlite.r$round.txt")" "$(p99 "$OUT/pg1.r$round.txt")" \
         "$(p99 "$OUT/pg2a.r$round.txt")" "$(p99 "$OUT/pg2b.r$round.txt")" | tee -a "$OUT/reads.txt"
     # CPU per read: agentvault's own, and on PostgreSQL also the database's (same machine).
-    printf 'round=%s cpu_us_per_read sqlite=%s pg1_agentvault=%s pg1_postgresql=%s\n' "$round" \
-        "$(per_read "$s_used" "$(requests "$OUT/sqlite.r$round.txt")")" \
-        "$(per_read "$p_used" "$(requests "$OUT/pg1.r$round.txt")")" \
-        "$(per_read "$db_used" "$(requests "$OUT/pg1.r$round.txt")")" | tee -a "$OUT/reads.txt"
+    printf 'round=%s cpu_us_per_read sqlite=%s pg1_agentvault=%s pg1_postgresql=%s pg1_records_per_commit=%s\n' \
+        "$round" "$s_cpu" "$p_cpu" "$p_db" "$p_batch" | tee -a "$OUT/reads.txt"
+    for bound in "${BOUNDS[@]}"; do
+        reads_on "${B_URL[$bound]}" "${B_PID[$bound]}" "${B_KEY[$bound]}" "${B_AGENT[$bound]}" "$OUT/bound-$bound.r$round.txt"
+        printf 'round=%s bound=%s reads=%s ratio_to_sqlite=%s p99=%s records_per_commit=%s cpu_us_per_read agentvault=%s postgresql=%s\n' \
+            "$round" "$bound" "$R_RPS" "$(awk -v a="$R_RPS" -v b="$s_rps" 'BEGIN { printf "%.2f", a / b }')" "$R_P99" \
+            "$R_BATCH" "$R_CPU" "$R_DB" | tee -a "$OUT/reads.txt"
+    done
 done
 
 log "writes and propagation ($CHANGES changes)"
