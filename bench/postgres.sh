@@ -70,16 +70,17 @@ start() {
 
 # Prints the bounds build (see the top), built from a clean export of HEAD with the patch.
 bounds_binary() {
-    local commit src
+    local commit src=$TARGET_DIR/pg-bounds
     commit=$(git -C "$ROOT" rev-parse --verify HEAD)
-    src=$TARGET_DIR/pg-bounds-$commit
-    if [[ ! -x $src/target/release/agentvault ]]; then
-        rm -rf "$src" && mkdir -p "$src"
-        git -C "$ROOT" archive "$commit" | tar -x -C "$src"
-        patch -s -d "$src" -p1 <"$ROOT/bench/postgres-bounds.patch" || die "bench/postgres-bounds.patch no longer applies"
-        (cd "$src" && CARGO_TARGET_DIR=$src/target cargo build --release -q -p agentvault) >&2
+    if [[ ! -x $src/$commit ]]; then
+        rm -rf "$src/src" && mkdir -p "$src/src"
+        git -C "$ROOT" archive "$commit" | tar -x -C "$src/src"
+        patch -s -d "$src/src" -p1 <"$ROOT/bench/postgres-bounds.patch" || die "bench/postgres-bounds.patch no longer applies"
+        # One target folder for every commit: dependencies are built once.
+        (cd "$src/src" && CARGO_TARGET_DIR=$src/target cargo build --release -q -p agentvault) >&2
+        cp "$src/target/release/agentvault" "$src/$commit"
     fi
-    echo "$src/target/release/agentvault"
+    echo "$src/$commit"
 }
 BOUNDS=()
 if [[ ${BENCH_BOUNDS:-0} == 1 ]]; then
