@@ -191,4 +191,21 @@ fn migrate_store_refuses_a_bad_source_or_target_and_a_running_server() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("could not be opened"), "{}", stderr(&out));
     assert_eq!(psql(&fresh, "SELECT (SELECT COUNT(*) FROM secrets) + (SELECT COUNT(*) FROM audit_log)"), "0");
+
+    // A NUL in a description, as an earlier release stored it: PostgreSQL's text cannot hold it.
+    // The copy names the value and copies nothing.
+    std::fs::rename(data.beside("root.key.away"), data.path.join("root.key")).unwrap();
+    let planted = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(r#"import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("UPDATE agents SET description = ? WHERE id = ?", ("refunds\x00", sys.argv[2])); c.commit()"#)
+        .arg(&db)
+        .arg(&agent)
+        .status()
+        .unwrap();
+    assert!(planted.success());
+    let out = migrate(&from, &fresh, &[]);
+    assert!(!out.status.success());
+    let says = stderr(&out);
+    assert!(says.contains("agents.description") && says.contains(&agent) && says.contains("NUL"), "{says}");
+    assert_eq!(psql(&fresh, "SELECT (SELECT COUNT(*) FROM agents) + (SELECT COUNT(*) FROM workspaces)"), "0");
 }

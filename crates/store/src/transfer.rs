@@ -378,6 +378,7 @@ async fn copy_table(
                     ColumnType::Bool => Value::Bool(row.try_get::<Option<i64>, _>(i).map_err(bad)?.map(|n| n != 0)),
                 });
             }
+            refuse_nul(table, columns, &values, copied + chunk.len() as u64 + 1)?;
             chunk.push(values);
         }
         if chunk.len() >= CHUNK || (row.is_none() && !chunk.is_empty()) {
@@ -403,6 +404,32 @@ async fn copy_table(
             return Ok(copied);
         }
     }
+}
+
+/// PostgreSQL's text cannot hold a NUL character. agentvault refuses one in what it stores, but a
+/// database written by an earlier release may hold one (in a description, say): name the value,
+/// so that it can be changed before the copy runs again (the transaction leaves nothing behind).
+fn refuse_nul(table: &str, columns: &[(String, ColumnType)], values: &[Value], row: u64) -> Result<()> {
+    let Some(column) = columns
+        .iter()
+        .zip(values)
+        .find_map(|((name, _), v)| matches!(v, Value::Text(Some(t)) if t.contains('\0')).then_some(name))
+    else {
+        return Ok(());
+    };
+    let id = columns.iter().zip(values).find_map(|((name, _), v)| match v {
+        Value::Text(Some(id)) if name == "id" => Some(id),
+        _ => None,
+    });
+    let which = id.map_or_else(|| format!("row {row} of {table}"), |id| format!("the {table} row with id {id}"));
+    Err(Error::unprocessable(
+        "unstorable_text",
+        format!(
+            "{table}.{column} of {which} holds a NUL character (U+0000), which PostgreSQL cannot store in text; \
+             an earlier agentvault accepted it. Change that value (a description can be edited in the console or \
+             through the API) and run migrate-store again; nothing was copied"
+        ),
+    ))
 }
 
 /// Sets the target's counters past every copied number, so new records never collide: the audit
@@ -434,6 +461,21 @@ async fn continue_counters(ptx: &mut PgConnection) -> Result<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_in_text_is_named_by_table_column_and_row() {
+        let columns = [("name".to_owned(), ColumnType::Text), ("id".to_owned(), ColumnType::Text)];
+        let clean = [Value::Text(Some("refunds".into())), Value::Text(Some("agt_1".into()))];
+        assert!(refuse_nul("agents", &columns, &clean, 1).is_ok());
+        let nul = [Value::Text(Some("refu\0nds".into())), Value::Text(Some("agt_1".into()))];
+        let e = refuse_nul("agents", &columns, &nul, 7).unwrap_err().to_string();
+        assert!(e.contains("agents.name of the agents row with id agt_1") && e.contains("NUL"), "{e}");
+        let columns = [("detail".to_owned(), ColumnType::Text), ("seq".to_owned(), ColumnType::BigInt)];
+        let e = refuse_nul("audit_log", &columns, &[Value::Text(Some("\0".into())), Value::BigInt(Some(3))], 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit_log.detail of row 7 of audit_log"), "{e}");
+    }
 
     /// Every table of the SQLite schema is copied or deliberately left out: a new migration's
     /// table must be added to `TABLES`.
