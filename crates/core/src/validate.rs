@@ -98,7 +98,15 @@ pub const EMAIL_MAX: usize = 254;
 pub fn email(text: &str) -> Result<String> {
     let e = text.trim();
     let bad = || Error::invalid("email", "give an email address such as ada@example.com");
-    if e.is_empty() || e.len() > EMAIL_MAX || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Characters, as the API's schema counts them (an address may be internationalized).
+    let n = e.chars().count();
+    if n > EMAIL_MAX {
+        return Err(Error::invalid(
+            "email",
+            format!("the email address is {n} characters long; the limit is {EMAIL_MAX}"),
+        ));
+    }
+    if e.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
     }
     let (local, domain) = e.split_once('@').ok_or_else(bad)?;
@@ -241,6 +249,12 @@ mod tests {
     #[test]
     fn emails_and_passwords() {
         assert_eq!(email("  Ada@Example.com ").unwrap(), "Ada@Example.com");
+        // The limit counts characters: 254 of them, of two bytes each, are accepted; 255 are not.
+        let long = format!("{}@b\u{e9}.example", "\u{e9}".repeat(EMAIL_MAX - 11));
+        assert_eq!(long.chars().count(), EMAIL_MAX);
+        assert!(email(&long).is_ok());
+        let err = email(&format!("\u{e9}{long}")).unwrap_err();
+        assert!(err.message.contains("255 characters"), "{}", err.message);
         for bad in
             ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com", "ada@example."]
         {
