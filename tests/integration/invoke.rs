@@ -117,6 +117,7 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
         (json!({"args": [1]}), "", "args"),
         (json!({"conversation": {"env": "prod"}}), "conversation.env", "sandbox, pre-release or live"),
         (json!({"conversation": {"id": ""}}), "conversation.id", "printable"),
+        (json!({"conversation": {"id": "é".repeat(129)}}), "conversation.id", "printable"),
         (json!({"conversation": {"state": []}}), "", "state"),
         (json!({"conversation": {"mood": "happy"}}), "", "mood"),
         (json!({"conversation": [null, null]}), "", "conversation"),
@@ -151,6 +152,9 @@ fn arguments_and_conversations_are_checked_before_anything_runs() {
     invoke(&s, None, &ws, "agt_00000000000000000000", "f", json!({})).expect_error(404, "agent_not_found");
     // Nothing ran for the refused ones.
     assert_eq!(s.audit(&ws, "action=function.invoke").len(), 2);
+    // The id's limit counts characters, as the schema does: 128 of two bytes each are accepted.
+    let r = invoke(&s, None, &ws, &agent, "f", json!({"conversation": {"id": "é".repeat(128)}}));
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[test]

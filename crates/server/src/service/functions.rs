@@ -661,7 +661,8 @@ fn json_type(v: &Value) -> &'static str {
 fn conversation(c: ConversationIn) -> Result<(Value, Env)> {
     let id = match c.id {
         Some(id) => {
-            if id.is_empty() || id.len() > CONVERSATION_ID_MAX || id.chars().any(char::is_control) {
+            // Characters, as the API's schema counts them.
+            if id.is_empty() || id.chars().count() > CONVERSATION_ID_MAX || id.chars().any(char::is_control) {
                 return Err(Error::invalid(
                     "conversation.id",
                     format!("a conversation id is 1 to {CONVERSATION_ID_MAX} printable characters"),
