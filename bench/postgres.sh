@@ -75,7 +75,7 @@ bounds_binary() {
     if [[ ! -x $src/$commit ]]; then
         rm -rf "$src/src" && mkdir -p "$src/src"
         git -C "$ROOT" archive "$commit" | tar -x -C "$src/src"
-        patch -s -d "$src/src" -p1 <"$ROOT/bench/postgres-bounds.patch" || die "bench/postgres-bounds.patch no longer applies"
+        (cd "$src/src" && git apply "$ROOT/bench/postgres-bounds.patch") || die "bench/postgres-bounds.patch no longer applies"
         # One target folder for every commit: dependencies are built once.
         (cd "$src/src" && CARGO_TARGET_DIR=$src/target cargo build --release -q -p agentvault) >&2
         cp "$src/target/release/agentvault" "$src/$commit"
