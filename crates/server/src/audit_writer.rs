@@ -330,13 +330,16 @@ mod tests {
                 tokio::spawn(async move { writer.append_queued(read(n)).await })
             })
             .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        for n in 400..450 {
-            writer.append_nowait(read(n));
-        }
-        writer.flush().await;
+        let all = async {
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            for n in 400..450 {
+                writer.append_nowait(read(n));
+            }
+            writer.flush().await;
+        };
+        tokio::time::timeout(Duration::from_secs(30), all).await.expect("every request was answered");
         let seen = listed(&*store).await;
         assert_eq!(seen.len(), 450, "every record is in the log");
         assert!(seen.values().all(|&c| c == 1), "no record twice");
@@ -365,7 +368,10 @@ mod tests {
         drop(request);
         tokio::time::timeout(Duration::from_secs(10), writer.flush()).await.expect("the record is committed");
         // The next record is committed too: the committer is not left marked as running.
-        writer.append_queued(read(2)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), writer.append_queued(read(2)))
+            .await
+            .expect("a committer runs for the next record")
+            .unwrap();
         let seen = listed(&*store).await;
         assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["read 1", "read 2"]);
     }
