@@ -157,7 +157,17 @@ fn bad_secrets_are_rejected_whole_with_clear_errors() {
     let (st, text) = raw(None, r#"{"name":"ok","value":"v"}"#);
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("Content-Type: application/json"), "{text}");
+    // The fields' values in an array, in order, are not the object (serde alone would take them).
+    let (st, text) = raw(Some("application/json"), r#" ["ok", "v"]"#);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("must be a JSON object, not an array"), "{text}");
+    let (st, text) = raw(Some("application/json; charset=utf-8"), "null");
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("must be a JSON object, not null"), "{text}");
     assert_nothing_stored(&s, &ws);
+    let (st, text) = raw(Some("Application/JSON; charset=UTF-8"), r#"{"name":"ok","value":"v"}"#);
+    assert_eq!(st, 201, "{text}");
+    s.delete(&format!("{base}/ok")).expect(204);
 
     // Duplicates conflict and change nothing.
     s.create_secret(&ws, "dup", json!("first"), &[]);

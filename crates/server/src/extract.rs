@@ -81,11 +81,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ),
             )));
         }
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError(missing_json_content_type()));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
+            ApiError(if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                body_too_large()
+            } else {
+                Error::invalid("body", "the request body could not be read")
+            })
+        })?;
+        // Every body is an object. serde would also read an object's fields, in order, from an
+        // array of their values; the schema allows an object only.
+        if let Some(kind) = not_an_object(&bytes) {
+            return Err(ApiError(Error::invalid(
+                "body",
+                format!("the request body must be a JSON object, not {kind}"),
+            )));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(ApiError(json_error(&rej))),
         }
     }
+}
+
+/// Whether the request says its body is JSON: `application/json`, or `application/…+json`.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn missing_json_content_type() -> Error {
+    Error::invalid("body", "send the request body as JSON with the header Content-Type: application/json")
+}
+
+/// What a well-formed JSON body that is not an object is (an array, a string, …); none for an
+/// object, or for a body that is not JSON at all (its syntax error is reported instead).
+fn not_an_object(body: &[u8]) -> Option<&'static str> {
+    let first = *body.iter().find(|b| !b" \t\r\n".contains(b))?;
+    if first == b'{' || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+        return None;
+    }
+    Some(match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    })
 }
 
 /// The `charset` of the request's `Content-Type` when it is not UTF-8 (JSON is read as UTF-8
@@ -118,9 +165,7 @@ fn json_error(rej: &JsonRejection) -> Error {
         return body_too_large();
     }
     match rej {
-        JsonRejection::MissingJsonContentType(_) => {
-            Error::invalid("body", "send the request body as JSON with the header Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => missing_json_content_type(),
         JsonRejection::JsonSyntaxError(e) => {
             Error::invalid("body", format!("the request body is not valid JSON: {}", inner_message(e)))
         }
@@ -216,7 +261,34 @@ fn query_error(rej: &QueryRejection) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::without_input;
+    use super::{header, json_content_type, not_an_object, without_input};
+
+    #[test]
+    fn bodies_must_be_objects_declared_as_json() {
+        for (body, kind) in [
+            (&b" [\"Bot\"]"[..], Some("an array")),
+            (b"\"Bot\"", Some("a string")),
+            (b"12", Some("a number")),
+            (b"\ntrue", Some("a boolean")),
+            (b"null", Some("null")),
+            (b" {\"name\": \"Bot\"}", None),
+            // Not JSON at all: its syntax error is reported instead.
+            (b"[1,", None),
+            (b"", None),
+        ] {
+            assert_eq!(not_an_object(body), kind, "{}", String::from_utf8_lossy(body));
+        }
+        let with = |ct: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            json_content_type(&h)
+        };
+        assert!(
+            with("application/json") && with("Application/JSON; charset=utf-8") && with("application/merge-patch+json")
+        );
+        assert!(!with("text/plain") && !with("application/jsonx") && !with("text/json"));
+        assert!(!json_content_type(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn data_errors_name_their_field() {
