@@ -109,9 +109,8 @@ done
 sleep 1 # B follows A's setup
 
 rps() { awk '/Requests\/sec/ { print $2 }' "$1"; }
-# CPU ticks (1/100 s) used so far by one process, and by every PostgreSQL process.
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-pg_ticks() { local p t=0; for p in $(pgrep -u postgres); do t=$((t + $(ticks "$p" 2>/dev/null || echo 0))); done; echo "$t"; }
+# CPU ticks (1/100 s) used so far by every PostgreSQL process (lib.sh's process_ticks: one).
+pg_ticks() { local p t=0; for p in $(pgrep -u postgres); do t=$((t + $(process_ticks "$p" 2>/dev/null || echo 0))); done; echo "$t"; }
 requests() { awk '/requests in/ { print $1 }' "$1"; }
 # µs of CPU per read: ticks over requests.
 per_read() { awk -v t="$1" -v r="$2" 'BEGIN { printf "%.1f", t * 10000 / r }'; }
@@ -122,11 +121,11 @@ counter() { curl -sf "$1/metrics" | awk -v m="agentvault_$2_total" '$1 == m { pr
 # CPU µs per read).
 reads_on() {
     local url=$1 pid=$2 key=$3 agent=$4 file=$5 before db_before records batches n
-    before=$(ticks "$pid") db_before=$(pg_ticks)
+    before=$(process_ticks "$pid") db_before=$(pg_ticks)
     records=$(counter "$url" audit_records) batches=$(counter "$url" audit_batches)
     wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $key" "$url$(read_path "$agent")" >"$file"
     if grep -Eq 'Non-2xx|Socket errors' "$file"; then die "wrk saw errors in $file"; fi
-    R_CPU=$(per_read $(($(ticks "$pid") - before)) "$(requests "$file")")
+    R_CPU=$(per_read $(($(process_ticks "$pid") - before)) "$(requests "$file")")
     R_DB=$(per_read $(($(pg_ticks) - db_before)) "$(requests "$file")")
     records=$(($(counter "$url" audit_records) - records)) batches=$(($(counter "$url" audit_batches) - batches))
     R_BATCH=$(awk -v r="$records" -v b="$batches" 'BEGIN { printf "%.1f", b ? r / b : 0 }')
