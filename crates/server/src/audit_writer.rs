@@ -126,7 +126,7 @@ impl AuditWriter {
     /// out anything) if the record could not be written.
     pub async fn append(&self, event: AuditEvent) -> Result<()> {
         if self.inner.direct {
-            return self.append_now(event.view());
+            return self.append_here(event.view());
         }
         self.append_queued(event).await
     }
@@ -135,13 +135,20 @@ impl AuditWriter {
     /// no string of the record is copied.
     pub async fn append_ref(&self, event: AuditEventRef<'_>) -> Result<()> {
         if self.inner.direct {
-            return self.append_now(event);
+            return self.append_here(event);
         }
         self.append_queued(event.to_event()).await
     }
 
-    /// The request's own append (see the module's documentation).
-    fn append_now(&self, event: AuditEventRef<'_>) -> Result<()> {
+    /// Whether records are appended on the request's own thread, without waiting (SQLite's
+    /// journal): [`AuditWriter::append_here`] then writes them.
+    pub fn appends_here(&self) -> bool {
+        self.inner.direct
+    }
+
+    /// Appends a record on the request's own thread (see the module's documentation), where
+    /// [`AuditWriter::appends_here`]. A store that cannot refuses it, and so does this.
+    pub fn append_here(&self, event: AuditEventRef<'_>) -> Result<()> {
         let result = self.inner.store.append_audit_now(&[event]);
         self.inner.metrics.audit_batch(1, result.is_ok());
         self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);

@@ -105,10 +105,7 @@ impl AppState {
         refusal: Error,
         now: Millis,
     ) -> Error {
-        let Ok(token) = bearer(authorization) else { return refusal };
-        if refusal.code != "unauthenticated" || !token.starts_with(agentvault_core::model::PERSONAL_TOKEN_PREFIX) {
-            return refusal;
-        }
+        let Some(token) = personal_token_to_check(authorization, &refusal) else { return refusal };
         match self.store.personal_token_by_hash(&hash_token(token)).await {
             Ok(Some(t)) if t.is_usable(now) => Error::forbidden(
                 "personal access tokens do not read secrets as an agent; use an API key scoped to the agent",
@@ -210,4 +207,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
         Ok(Authorization(parts.headers.get(AUTHORIZATION).cloned()))
     }
+}
+
+/// The token of a request refused as unknown that may be a personal access token (recognised by
+/// its prefix, so that API keys never pay for the lookup): [`AppState::refuse_personal_token`]
+/// looks it up; any other refusal it returns as it is.
+pub(crate) fn personal_token_to_check<'a>(authorization: Option<&'a HeaderValue>, refusal: &Error) -> Option<&'a str> {
+    let token = bearer(authorization).ok()?;
+    (refusal.code == "unauthenticated" && token.starts_with(agentvault_core::model::PERSONAL_TOKEN_PREFIX))
+        .then_some(token)
 }

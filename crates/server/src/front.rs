@@ -5,7 +5,10 @@
 //! character), it has no body and no index to wait for: the same work as the read route
 //! ([`read::answer`]) and the same finish as the edge ([`crate::Answer`]: the request counted
 //! under the route, `Cache-Control: no-store`, `nosniff`), without the router's matching, path
-//! extraction and nested route services. Every other request, an agent read with an encoded
+//! extraction and nested route services. Where nothing in the read waits (the store appends its
+//! audit record on the request's thread, the request has no query string and its credential
+//! needs no database lookup), the read is done within the call and its answer is ready when
+//! first polled: no future to build, move and box per read. Every other request, an agent read with an encoded
 //! path or `X-Agentvault-Index` included, goes to the router with its peer address
 //! ([`ConnectInfo`]), as `into_make_service_with_connect_info` would pass it.
 
@@ -92,6 +95,13 @@ where
             && !req.headers().contains_key(replication::INDEX_HEADER)
             && let Some((agent_id, name)) = read::plain_path(req.uri().path())
         {
+            let answer = Answer::for_route(&Method::GET, self.0.read_route);
+            let st = &self.0.st;
+            if req.uri().query().is_none()
+                && let Some(resp) = read::answer_now(st, req.headers().get(header::AUTHORIZATION), agent_id, name)
+            {
+                return FrontFuture::Done(Some(answer.finish(st, resp.into_response(), true)));
+            }
             let (agent_id, name) = (agent_id.to_owned(), name.to_owned());
             // Without a query string there is nothing to parse (the usual read).
             let query = match req.uri().query() {
@@ -99,7 +109,6 @@ where
                 Some(_) => extract::query_of(req.uri()),
             };
             let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-            let answer = Answer::for_route(&Method::GET, self.0.read_route);
             let conn = self.0.clone();
             return FrontFuture::Read(Box::pin(async move {
                 let resp = read::answer(&conn.st, authorization.as_ref(), agent_id, name, query).await;
@@ -111,11 +120,13 @@ where
     }
 }
 
-/// The answer of [`Front`]: an agent read's, or the router's.
+/// The answer of [`Front`]: an agent read's, done or to wait for, or the router's.
 // The router's future is kept inline, as a connection served by the router alone keeps it: a
 // connection holds one answer at a time, in place.
 #[allow(clippy::large_enum_variant)]
 pub enum FrontFuture {
+    /// Answered at once (taken when polled).
+    Done(Option<Response>),
     Read(Pin<Box<dyn Future<Output = Response> + Send>>),
     Routed(RouteFuture<Infallible>),
 }
@@ -125,10 +136,19 @@ impl Future for FrontFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
+            FrontFuture::Done(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(polled_again))),
             FrontFuture::Read(f) => f.as_mut().poll(cx).map(Ok),
             FrontFuture::Routed(f) => Pin::new(f).poll(cx),
         }
     }
+}
+
+/// A future polled after it finished breaks its contract; hyper never does. Answered with a 500
+/// rather than a panic.
+#[cold]
+fn polled_again() -> Response {
+    tracing::error!("an answered agent read was polled again");
+    axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 #[cfg(test)]

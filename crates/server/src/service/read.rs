@@ -107,6 +107,43 @@ pub type Read = (Arc<SecretEntry>, SecretValue, Option<Arc<Vec<String>>>);
 /// access (`denied`), a secret that does not exist (`not_found`). Every attempt is audited and
 /// counted; a value is returned only once its audit record is durable.
 pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<Read> {
+    let granted = grant(st, r, name)?;
+    st.audit.append_ref(r.record(Outcome::Success, &granted.detail)).await?;
+    Ok(granted.handed_over(st))
+}
+
+/// [`agent_read`] without waiting, where nothing in it waits: the store appends audit records
+/// on the request's own thread (SQLite's journal). `None` where the append must wait (a
+/// database round trip): use [`agent_read`] then.
+pub fn agent_read_now(st: &AppState, r: &AgentRead<'_>, name: &str) -> Option<Result<Read>> {
+    if !st.audit.appends_here() {
+        return None;
+    }
+    Some(grant(st, r, name).and_then(|granted| {
+        st.audit.append_here(r.record(Outcome::Success, &granted.detail))?;
+        Ok(granted.handed_over(st))
+    }))
+}
+
+/// A read the policy allows, before its audit record is appended.
+struct Granted {
+    entry: Arc<SecretEntry>,
+    value: SecretValue,
+    injection: Option<Arc<Vec<String>>>,
+    /// The audit record's detail.
+    detail: String,
+}
+
+impl Granted {
+    /// The read, counted, once its record is durable.
+    fn handed_over(self, st: &AppState) -> Read {
+        st.metrics.read("allowed");
+        (self.entry, self.value, self.injection)
+    }
+}
+
+/// The policy of [`agent_read`]: every refusal is audited and counted here.
+fn grant(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<Granted> {
     let deny = |outcome: Outcome, err: Error, metric: &'static str| {
         st.metrics.read(metric);
         let detail = r.detail(err.code.to_string());
@@ -155,9 +192,7 @@ pub async fn agent_read(st: &AppState, r: &AgentRead<'_>, name: &str) -> Result<
         Some(_) => format!("version={} env={env} value={source} placeholder", chosen.version),
         None => format!("version={} env={env} value={source}", chosen.version),
     });
-    st.audit.append_ref(r.record(Outcome::Success, &detail)).await?;
-    st.metrics.read("allowed");
-    Ok((entry, value, injection))
+    Ok(Granted { entry, value, injection, detail })
 }
 
 /// The environment an API key reads for: its own; for a key of every environment the one asked
@@ -191,29 +226,49 @@ pub async fn read_with_key(
     env: Option<&str>,
     now: Millis,
 ) -> Result<AgentReadOut> {
-    let ws = key.meta.workspace_id.as_str();
     let env = key_env(key, env)?;
-    let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, &agent_id).is_ok();
-    let name_ok = validate::secret_name(&name).is_ok();
-    let reader = AgentRead {
-        workspace_id: ws,
-        agent_id: &agent_id,
-        credential_covers_agent: key.meta.scope.covers(&agent_id),
+    let (entry, value, _) = agent_read(st, &key_reader(key, &agent_id, &name, env, now), &name).await?;
+    Ok(AgentReadOut { name, kind: entry.kind.into(), value })
+}
+
+/// [`read_with_key`] without waiting (see [`agent_read_now`]); `None`: use [`read_with_key`].
+pub fn read_with_key_now(
+    st: &AppState,
+    key: &KeyEntry,
+    agent_id: &str,
+    name: &str,
+    env: Option<&str>,
+    now: Millis,
+) -> Option<Result<AgentReadOut>> {
+    let env = match key_env(key, env) {
+        Ok(env) => env,
+        Err(e) => return Some(Err(e)),
+    };
+    let read = agent_read_now(st, &key_reader(key, agent_id, name, env, now), name)?;
+    Some(read.map(|(entry, value, _)| AgentReadOut { name: name.to_owned(), kind: entry.kind.into(), value }))
+}
+
+/// Who reads with an API key, for the policy.
+fn key_reader<'a>(key: &'a KeyEntry, agent_id: &'a str, name: &'a str, env: Option<Env>, now: Millis) -> AgentRead<'a> {
+    let agent_ok = validate::id_with_prefix("agent_id", AGENT_PREFIX, agent_id).is_ok();
+    let name_ok = validate::secret_name(name).is_ok();
+    AgentRead {
+        workspace_id: &key.meta.workspace_id,
+        agent_id,
+        credential_covers_agent: key.meta.scope.covers(agent_id),
         audit: ReadAudit {
             at: now,
             actor_kind: Actor::API_KEY,
             actor_id: &key.meta.id,
-            secret_name: name_ok.then_some(name.as_str()),
-            agent_id: agent_ok.then_some(agent_id.as_str()),
+            secret_name: name_ok.then_some(name),
+            agent_id: agent_ok.then_some(agent_id),
             target_id: None,
             context: None,
         },
         injection_ok: false,
         env,
         trusted: true,
-    };
-    let (entry, value, _) = agent_read(st, &reader, &name).await?;
-    Ok(AgentReadOut { name, kind: entry.kind.into(), value })
+    }
 }
 
 /// Answers one invocation's `get_secret` calls for its agent, audited as reads by the agent.
