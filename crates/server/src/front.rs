@@ -8,9 +8,9 @@
 //! extraction and nested route services. Where nothing in the read waits (the store appends its
 //! audit record on the request's thread, the request has no query string and its credential
 //! needs no database lookup), the read is done within the call and its answer is ready when
-//! first polled: no future to build, move and box per read. Every other request, an agent read with an encoded
-//! path or `X-Agentvault-Index` included, goes to the router with its peer address
-//! ([`ConnectInfo`]), as `into_make_service_with_connect_info` would pass it.
+//! first polled: no future to build, move and box per read. Every other request, an agent read
+//! with an encoded path or `X-Agentvault-Index` included, goes to the router with its peer
+//! address ([`ConnectInfo`]), as `into_make_service_with_connect_info` would pass it.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
