@@ -151,7 +151,10 @@ impl AuditWriter {
     pub fn append_here(&self, event: AuditEventRef<'_>) -> Result<()> {
         let result = self.inner.store.append_audit_now(&[event]);
         self.inner.metrics.audit_batch(1, result.is_ok());
-        self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+        // Written only when it changes: every read comes here, on every core.
+        if self.inner.healthy.load(Ordering::Relaxed) != result.is_ok() {
+            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+        }
         result.map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
             unavailable()
@@ -243,7 +246,10 @@ impl AuditWriter {
             let records = events.len();
             let result = self.inner.store.append_audit(events).await;
             self.inner.metrics.audit_batch(records, result.is_ok());
-            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+            // Written only when it changes: every read comes here, on every core.
+            if self.inner.healthy.load(Ordering::Relaxed) != result.is_ok() {
+                self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, records, "audit append failed");
             }

@@ -1,10 +1,48 @@
 //! Prometheus metrics (`/metrics`). Counts only: never a name of a secret or a value.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// Shards of a [`ShardedCounter`].
+const COUNTER_SHARDS: usize = 8;
+
+/// A counter that every agent read increments: threads add to shards of their own (each on its
+/// own cache line), so reads on many cores do not contend for one line; it reads as the sum.
+pub type ShardedCounter = Counter<u64, CounterShards>;
+
+/// The value of a [`ShardedCounter`].
+#[derive(Debug, Default)]
+pub struct CounterShards([CachePadded<AtomicU64>; COUNTER_SHARDS]);
+
+/// The next thread's shard.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard of every [`ShardedCounter`], handed out in turn.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % COUNTER_SHARDS;
+}
+
+impl Atomic<u64> for CounterShards {
+    fn inc(&self) -> u64 {
+        self.inc_by(1)
+    }
+
+    /// Adds to this thread's shard; returns that shard's value before (not the counter's).
+    fn inc_by(&self, v: u64) -> u64 {
+        let shard = SHARD.try_with(|s| *s).unwrap_or(0);
+        self.0[shard].fetch_add(v, Ordering::Relaxed)
+    }
+
+    fn get(&self) -> u64 {
+        self.0.iter().fold(0u64, |sum, s| sum.wrapping_add(s.load(Ordering::Relaxed)))
+    }
+}
 
 /// Labels of a request: all `'static`, so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,7 +102,7 @@ impl RouteMetrics {
 
     /// Counts a request with the method at `method` (from [`method_index`]) to route `route` (an
     /// index from [`RouteMetrics::find`]) in `family`.
-    pub fn count(&self, route: usize, family: &Family<RequestLabels, Counter>, method: usize, status: u16) {
+    pub fn count(&self, route: usize, family: &Family<RequestLabels, ShardedCounter>, method: usize, status: u16) {
         if let Some(r) = self.routes.get(route).or(self.routes.first()) {
             r.count(family, method, status);
         }
@@ -75,7 +113,7 @@ impl RouteMetrics {
 /// increment rather than a lookup in the family's map.
 struct RouteCounters {
     name: &'static str,
-    slots: Vec<std::sync::OnceLock<Counter>>,
+    slots: Vec<std::sync::OnceLock<ShardedCounter>>,
 }
 
 impl RouteCounters {
@@ -83,7 +121,7 @@ impl RouteCounters {
         RouteCounters { name, slots: (0..METHODS.len() * STATUSES.len()).map(|_| Default::default()).collect() }
     }
 
-    fn count(&self, family: &Family<RequestLabels, Counter>, method: usize, status: u16) {
+    fn count(&self, family: &Family<RequestLabels, ShardedCounter>, method: usize, status: u16) {
         let method = method.min(METHODS.len() - 1);
         let labels = || RequestLabels { method: METHODS[method], route: self.name, status };
         let slot = STATUSES.iter().position(|s| *s == status).and_then(|s| self.slots.get(method * STATUSES.len() + s));
@@ -112,10 +150,10 @@ pub const READ_OUTCOMES: [&str; 4] = ["allowed", "denied", "not_found", "invalid
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    secret_reads: [Counter; 4],
-    audit_records: Counter,
-    audit_batches: Counter,
+    pub requests: Family<RequestLabels, ShardedCounter>,
+    secret_reads: [ShardedCounter; 4],
+    audit_records: ShardedCounter,
+    audit_batches: ShardedCounter,
     audit_failures: Counter,
     pub agents: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub secrets: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -137,14 +175,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("agentvault");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, ShardedCounter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        let family = Family::<OutcomeLabels, Counter>::default();
+        let family = Family::<OutcomeLabels, ShardedCounter>::default();
         registry.register("secret_reads", "Agent secret reads by outcome", family.clone());
         let secret_reads = READ_OUTCOMES.map(|outcome| family.get_or_create(&OutcomeLabels { outcome }).clone());
-        let audit_records = Counter::default();
+        let audit_records = ShardedCounter::default();
         registry.register("audit_records", "Audit records written by the group-commit writer", audit_records.clone());
-        let audit_batches = Counter::default();
+        let audit_batches = ShardedCounter::default();
         registry.register("audit_batches", "Group commits of the audit writer", audit_batches.clone());
         let audit_failures = Counter::default();
         registry.register("audit_failures", "Audit batches that failed to commit", audit_failures.clone());
@@ -241,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_route_counts_in_its_slots_and_beyond_them_under_the_same_labels() {
-        let family = Family::<RequestLabels, Counter>::default();
+        let family = Family::<RequestLabels, ShardedCounter>::default();
         let routes = RouteMetrics::new(["/api/v1/a".to_string(), "/api/v1/b".to_string()]);
         let a = routes.find(Some("/api/v1/a"));
         let method = |m: &str| method_index(&m.parse().unwrap_or(axum::http::Method::TRACE));
@@ -257,5 +295,32 @@ mod tests {
         assert_eq!(get("GET", "/api/v1/b", 200), 0);
         assert_eq!(get("POST", RouteMetrics::UNMATCHED, 404), 1);
         assert_eq!(get("other", RouteMetrics::UNMATCHED, 404), 1);
+    }
+
+    #[test]
+    fn a_sharded_counter_reads_as_the_sum_of_every_thread_and_renders_it() {
+        let metrics = Metrics::new();
+        // More threads than shards, so that some share one.
+        std::thread::scope(|s| {
+            for t in 0..(2 * COUNTER_SHARDS + 3) {
+                let m = &metrics;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        m.read("allowed");
+                    }
+                    m.audit_batch(t + 1, true);
+                });
+            }
+        });
+        let threads = 2 * COUNTER_SHARDS + 3;
+        assert_eq!(metrics.secret_reads[0].get(), 1000 * threads as u64);
+        assert_eq!(metrics.audit_batches.get(), threads as u64);
+        assert_eq!(metrics.audit_records.get(), (1..=threads as u64).sum::<u64>());
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!("agentvault_secret_reads_total{{outcome=\"allowed\"}} {}", 1000 * threads)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("agentvault_audit_batches_total {threads}")), "{text}");
     }
 }

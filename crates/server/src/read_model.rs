@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use agentvault_core::SecretKind;
 use agentvault_core::model::{
@@ -199,10 +201,12 @@ struct Inner {
 /// (agent id, function name, environment)
 type DeployedKey = (String, String, Env);
 
-/// Shared, lock-protected; readers take the lock only long enough to clone an `Arc`.
+/// Shared, lock-protected; readers take the lock only long enough to clone an `Arc`. The lock is
+/// sharded: a reader locks its thread's shard (a cache line of its own), so readers on many cores
+/// do not write one line for every lookup; a writer, rare, locks every shard.
 #[derive(Default)]
 pub struct ReadModel {
-    inner: RwLock<Inner>,
+    inner: ShardedLock<Inner>,
 }
 
 /// One workspace's part of the model, as the store holds it.
@@ -332,11 +336,11 @@ impl ReadModel {
         inner.fill(slice.agents, slice.secrets, slice.api_keys, slice.functions, slice.deployed, &old_keys);
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+    fn read(&self) -> ShardedLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+    fn write(&self) -> ShardedLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
