@@ -10,9 +10,10 @@
 //! woken for a batch that is not its own, and none has to lead one. Under load, batches grow by
 //! themselves and one commit serves many requests.
 //!
-//! Where the store's append is one local write (SQLite's journal: a `write()` under a lock, no
-//! round trip), a record the caller waits for is appended by the request itself instead: no
-//! queue, no committer, no wake-up of other tasks, and the journal's lock orders the records.
+//! Where the store's append is one local write (SQLite's journal: a copy into its mapped file
+//! under a lock, no round trip), a record the caller waits for is appended by the request itself
+//! instead: no queue, no committer, no wake-up of other tasks, and the journal's lock orders the
+//! records.
 //!
 //! Mutations do not come through here: their audit record is written in the same transaction
 //! as the change itself.
@@ -87,6 +88,18 @@ struct Inner {
     healthy: AtomicBool,
 }
 
+impl Inner {
+    /// Counts an append of `records` (a batch, or a request's own record) and notes whether the
+    /// log is healthy. The flag is written only when it changes: on SQLite every read comes
+    /// here, on every core.
+    fn appended(&self, records: usize, ok: bool) {
+        self.metrics.audit_batch(records, ok);
+        if self.healthy.load(Ordering::Relaxed) != ok {
+            self.healthy.store(ok, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuditWriter {
     inner: Arc<Inner>,
@@ -150,11 +163,7 @@ impl AuditWriter {
     /// [`AuditWriter::appends_here`]. A store that cannot refuses it, and so does this.
     pub fn append_here(&self, event: AuditEventRef<'_>) -> Result<()> {
         let result = self.inner.store.append_audit_now(&[event]);
-        self.inner.metrics.audit_batch(1, result.is_ok());
-        // Written only when it changes: every read comes here, on every core.
-        if self.inner.healthy.load(Ordering::Relaxed) != result.is_ok() {
-            self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
-        }
+        self.inner.appended(1, result.is_ok());
         result.map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
             unavailable()
@@ -245,11 +254,7 @@ impl AuditWriter {
             };
             let records = events.len();
             let result = self.inner.store.append_audit(events).await;
-            self.inner.metrics.audit_batch(records, result.is_ok());
-            // Written only when it changes: every read comes here, on every core.
-            if self.inner.healthy.load(Ordering::Relaxed) != result.is_ok() {
-                self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
-            }
+            self.inner.appended(records, result.is_ok());
             if let Err(e) = &result {
                 tracing::error!(error = %e, records, "audit append failed");
             }
@@ -275,8 +280,7 @@ impl Drop for Running {
             return;
         }
         if let Some(batch) = self.batch.take() {
-            self.writer.inner.metrics.audit_batch(0, false);
-            self.writer.inner.healthy.store(false, Ordering::Relaxed);
+            self.writer.inner.appended(0, false);
             batch.finish(false);
         }
         // Without a runtime (the process is ending) no committer can start; nothing waits then.
